@@ -1,0 +1,154 @@
+//! Migrations for [`sea-orm-audit`](https://docs.rs/sea-orm-audit)'s `audit_log` table.
+//!
+//! Add them to your own `Migrator`, in this order, alongside your migrations:
+//!
+//! ```ignore
+//! fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+//!     vec![
+//!         Box::new(sea_orm_audit_migration::CreateAuditLog),
+//!         // ... your own migrations
+//!     ]
+//! }
+//! ```
+//!
+//! Or use [`migrations()`] to get all of them.
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::sea_orm::DbBackend;
+
+/// Every migration of this crate, oldest first.
+pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+    vec![Box::new(CreateAuditLog)]
+}
+
+/// Creates `audit_log` and its indexes. Its name, tracked in `seaql_migrations`, is stable:
+/// `m20261122_000001_sea_orm_audit_create_audit_log`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CreateAuditLog;
+
+impl MigrationName for CreateAuditLog {
+    fn name(&self) -> &str {
+        "m20261122_000001_sea_orm_audit_create_audit_log"
+    }
+}
+
+#[derive(DeriveIden, Clone, Copy)]
+enum AuditLog {
+    Table,
+    Id,
+    EntityType,
+    ObjectId,
+    Action,
+    Actor,
+    CreatedAt,
+    Changes,
+    Tool,
+    Message,
+    Status,
+    Data,
+    PrevHash,
+    Hash,
+}
+
+/// Index names, shared by `up` and `down`.
+const INDEXES: &[(&str, &[AuditLog])] = &[(
+    "idx_audit_log_object",
+    &[AuditLog::EntityType, AuditLog::ObjectId, AuditLog::Id],
+)];
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateAuditLog {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let backend = manager.get_database_backend();
+        let json = |col: AuditLog| {
+            let mut def = ColumnDef::new(col);
+            match backend {
+                DbBackend::Postgres => def.json_binary(),
+                _ => def.json(),
+            };
+            def.null();
+            def
+        };
+        let (changes, data) = (json(AuditLog::Changes), json(AuditLog::Data));
+        let mut created_at = ColumnDef::new(AuditLog::CreatedAt);
+        match backend {
+            // TIMESTAMP stops in 2038; DATETIME(6) holds UTC written by the library.
+            DbBackend::MySql => created_at.custom(Alias::new("DATETIME(6)")),
+            _ => created_at.timestamp_with_time_zone(),
+        };
+        created_at.not_null();
+        let mut id = ColumnDef::new(AuditLog::Id);
+        id.big_integer().not_null().auto_increment().primary_key();
+        manager
+            .create_table(
+                Table::create()
+                    .table(AuditLog::Table)
+                    .if_not_exists()
+                    .col(id)
+                    .col(
+                        ColumnDef::new(AuditLog::EntityType)
+                            .string_len(191)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuditLog::ObjectId)
+                            .string_len(191)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(AuditLog::Action).string_len(64).not_null())
+                    .col(ColumnDef::new(AuditLog::Actor).string_len(191).null())
+                    .col(created_at)
+                    .col(changes)
+                    .col(ColumnDef::new(AuditLog::Tool).string_len(191).null())
+                    .col(ColumnDef::new(AuditLog::Message).text().null())
+                    .col(
+                        ColumnDef::new(AuditLog::Status)
+                            .string_len(16)
+                            .not_null()
+                            .default("success"),
+                    )
+                    .col(data)
+                    .col(ColumnDef::new(AuditLog::PrevHash).string_len(64).null())
+                    .col(ColumnDef::new(AuditLog::Hash).string_len(64).null())
+                    .to_owned(),
+            )
+            .await?;
+        for (name, cols) in INDEXES {
+            // MySQL has no CREATE INDEX IF NOT EXISTS: ask first, so `up` is idempotent.
+            if backend == DbBackend::MySql && mysql_has_index(manager, name).await? {
+                continue;
+            }
+            let mut index = Index::create();
+            index.name(*name).table(AuditLog::Table).if_not_exists();
+            for col in *cols {
+                index.col(*col);
+            }
+            manager.create_index(index.to_owned()).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(AuditLog::Table).if_exists().to_owned())
+            .await
+    }
+}
+
+/// `SchemaManager::has_index` needs sea-orm-migration's schema-discovery feature on MySQL;
+/// information_schema answers the same question without it.
+async fn mysql_has_index(manager: &SchemaManager<'_>, name: &str) -> Result<bool, DbErr> {
+    use sea_orm_migration::sea_orm::{ConnectionTrait, Statement};
+    let stmt = Statement::from_sql_and_values(
+        DbBackend::MySql,
+        "SELECT COUNT(*) AS n FROM information_schema.statistics \
+         WHERE table_schema = DATABASE() AND table_name = 'audit_log' AND index_name = ?",
+        [name.into()],
+    );
+    let row = manager.get_connection().query_one_raw(stmt).await?;
+    let n: i64 = match row {
+        Some(row) => row.try_get("", "n")?,
+        None => 0,
+    };
+    Ok(n > 0)
+}

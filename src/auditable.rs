@@ -1,0 +1,76 @@
+//! The audit identity and policy of an entity, and how its rows become JSON and object ids.
+
+use sea_orm::{EntityName, EntityTrait, IdenStatic, Iterable, ModelTrait, Value};
+use serde_json::{Map, Value as Json};
+
+use crate::value::{json_to_key_text, to_json};
+
+/// An entity model whose writes are audited. Implement it with `#[derive(Auditable)]`:
+///
+/// ```
+/// use sea_orm::entity::prelude::*;
+/// use sea_orm_audit::Auditable;
+///
+/// #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Auditable)]
+/// #[sea_orm(table_name = "users")]
+/// #[audit(entity_type = "user", exclude(updated_at), mask(password_hash))]
+/// pub struct Model {
+///     #[sea_orm(primary_key)]
+///     pub id: i32,
+///     pub email: String,
+///     pub password_hash: String,
+///     pub updated_at: DateTimeUtc,
+/// }
+/// # #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+/// # pub enum Relation {}
+/// sea_orm_audit::impl_audited_behavior!();
+///
+/// assert_eq!(<Model as Auditable>::entity_type(), "user");
+/// assert_eq!(<Model as Auditable>::EXCLUDE, &["updated_at"]);
+/// ```
+///
+/// Attributes on the struct: `entity_type = "..."` (default: the table name),
+/// `exclude(field, ..)` (left out of diffs), `mask(field, ..)` (stored as
+/// `"***FILTERED***"`), `log_unchanged` (also record updates that change nothing). Fields
+/// can carry `#[audit(exclude)]` or `#[audit(mask)]` themselves. Names are the columns' names.
+pub trait Auditable: ModelTrait + Send + Sync + 'static {
+    /// Overrides the entity type name; `None` uses the table name.
+    const ENTITY_TYPE: Option<&'static str> = None;
+    /// Columns left out of diffs (an update changing only these records nothing).
+    const EXCLUDE: &'static [&'static str] = &[];
+    /// Columns whose values are never stored: they appear as `"***FILTERED***"`.
+    const MASK: &'static [&'static str] = &[];
+    /// Record updates whose diff is empty (off by default).
+    const LOG_UNCHANGED: bool = false;
+
+    /// The name log rows are keyed by.
+    fn entity_type() -> &'static str {
+        Self::ENTITY_TYPE.unwrap_or_else(|| Self::Entity::default().table_name())
+    }
+
+    /// The canonical object id of this row (see [`object_id`]).
+    fn audit_object_id(&self) -> String {
+        object_id(self.get_primary_key_value())
+    }
+}
+
+/// Every column of `model` as a JSON object keyed by column name.
+pub fn snapshot<M: ModelTrait>(model: &M) -> Map<String, Json> {
+    <M::Entity as EntityTrait>::Column::iter()
+        .map(|col| (col.as_str().to_owned(), to_json(&model.get(col))))
+        .collect()
+}
+
+/// The canonical text of a primary key, as stored in `audit_log.object_id`.
+///
+/// A single-column key is its plain text: integers in decimal (`42`), strings as they are,
+/// UUIDs hyphenated lowercase. A composite key is the JSON array of its values in key column
+/// order (`[7,"en"]`), so no separator can be confused with the data.
+pub fn object_id(pk: impl IntoIterator<Item = Value>) -> String {
+    let mut values: Vec<Json> = pk.into_iter().map(|v| to_json(&v)).collect();
+    if values.len() == 1 {
+        json_to_key_text(&values.remove(0))
+    } else {
+        Json::Array(values).to_string()
+    }
+}

@@ -1,0 +1,310 @@
+//! The hook helpers: capture the row before and after each write and log the diff.
+//!
+//! `after_save` receives only the new model, so `before_save` hands the old row over through a
+//! small in-memory table keyed by (current task, entity type, object id). The key includes the
+//! tokio task (or, outside tokio tasks, the thread), so concurrent writers never see each other's
+//! snapshots. A write that fails after `before_save` leaves its snapshot behind; it is replaced by
+//! the next audited write of the same object in the same task, never read by another task, and
+//! dropped after [`STALE_AFTER`] once the table holds more than [`PURGE_ABOVE`] entries.
+
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, Iterable,
+    PrimaryKeyToColumn, QueryFilter, QuerySelect, Value,
+};
+use serde_json::{Map, Value as Json};
+
+use crate::Action;
+use crate::auditable::{Auditable, object_id, snapshot};
+use crate::diff::diff_maps;
+use crate::error::Error;
+use crate::store::{self, NewEntry};
+
+type ModelOf<A> = <<A as ActiveModelTrait>::Entity as EntityTrait>::Model;
+
+/// Snapshots older than this are considered abandoned by failed writes.
+pub const STALE_AFTER: Duration = Duration::from_secs(600);
+/// The snapshot table is swept for abandoned entries only above this size.
+pub const PURGE_ABOVE: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Scope {
+    Task(tokio::task::Id),
+    Thread(std::thread::ThreadId),
+}
+
+impl Scope {
+    fn current() -> Self {
+        match tokio::task::try_id() {
+            Some(id) => Scope::Task(id),
+            None => Scope::Thread(std::thread::current().id()),
+        }
+    }
+}
+
+type Key = (Scope, &'static str, String);
+
+#[derive(Debug)]
+enum Pending {
+    /// Update with nothing `Set`: nothing can change.
+    Unchanged,
+    /// The row as stored before the write.
+    Before(Map<String, Json>),
+    /// Update or delete of a row that does not exist: the write matches nothing.
+    Absent,
+}
+
+static PENDING: LazyLock<Mutex<HashMap<Key, (Instant, Pending)>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+fn put(key: Key, pending: Pending) {
+    // A poisoned lock only means another thread panicked mid-insert; the map is still valid.
+    let mut map = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    if map.len() > PURGE_ABOVE {
+        let now = Instant::now();
+        map.retain(|_, (at, _)| now.duration_since(*at) < STALE_AFTER);
+    }
+    map.insert(key, (Instant::now(), pending));
+}
+
+fn take(key: &Key) -> Option<Pending> {
+    let mut map = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    map.remove(key).map(|(_, p)| p)
+}
+
+/// How many before-snapshots are waiting for their `after_*` hook (diagnostics and tests).
+pub fn pending_snapshots() -> usize {
+    PENDING.lock().unwrap_or_else(|e| e.into_inner()).len()
+}
+
+/// How many of those belong to the current task (or thread).
+pub fn pending_snapshots_for_current_task() -> usize {
+    let scope = Scope::current();
+    let map = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    map.keys().filter(|(s, _, _)| *s == scope).count()
+}
+
+/// Fetches the stored row with this primary key, locking it (`FOR UPDATE`) where the backend
+/// supports row locks, so that inside a transaction no other writer can change it before our
+/// write.
+pub(crate) async fn fetch_by_pk<E, C>(
+    db: &C,
+    pk: impl IntoIterator<Item = Value>,
+) -> Result<Option<E::Model>, DbErr>
+where
+    E: EntityTrait,
+    C: ConnectionTrait,
+{
+    let mut query = E::find();
+    for (key, value) in E::PrimaryKey::iter().zip(pk) {
+        query = query.filter(key.into_column().eq(value));
+    }
+    if db.get_database_backend() != DbBackend::Sqlite {
+        query = query.lock_exclusive();
+    }
+    query.one(db).await
+}
+
+fn pk_of<A>(am: &A) -> Result<sea_orm::sea_query::ValueTuple, Error>
+where
+    A: ActiveModelTrait,
+    ModelOf<A>: Auditable,
+{
+    am.get_primary_key_value()
+        .ok_or_else(|| Error::MissingPrimaryKey {
+            entity_type: <ModelOf<A> as Auditable>::entity_type().to_owned(),
+        })
+}
+
+/// Call from `ActiveModelBehavior::before_save`, last (after your own changes to the model):
+/// on update, remembers the row as stored so `after_save` can diff it.
+///
+/// ```ignore
+/// async fn before_save<C: ConnectionTrait>(self, db: &C, insert: bool) -> Result<Self, DbErr> {
+///     sea_orm_audit::before_save(self, db, insert).await
+/// }
+/// ```
+pub async fn before_save<A, C>(am: A, db: &C, insert: bool) -> Result<A, DbErr>
+where
+    A: ActiveModelTrait + Send,
+    ModelOf<A>: Auditable,
+    C: ConnectionTrait,
+{
+    if insert {
+        return Ok(am);
+    }
+    let pk = pk_of(&am)?;
+    let entity_type = <ModelOf<A> as Auditable>::entity_type();
+    let key = (Scope::current(), entity_type, object_id(pk.clone()));
+    let any_set = <A::Entity as EntityTrait>::Column::iter().any(|c| am.get(c).is_set());
+    if !any_set {
+        put(key, Pending::Unchanged);
+        return Ok(am);
+    }
+    let before = fetch_by_pk::<A::Entity, C>(db, pk)
+        .await
+        .map_err(|e| Error::db(format!("reading {entity_type} {} before update", key.2), e))?;
+    let pending = match before {
+        Some(row) => Pending::Before(snapshot(&row)),
+        None => Pending::Absent,
+    };
+    put(key, pending);
+    Ok(am)
+}
+
+/// Call from `ActiveModelBehavior::after_save`: logs the insert (all audited fields) or the
+/// update (the fields that changed), on the same connection or transaction as the write.
+pub async fn after_save<M, C>(model: M, db: &C, insert: bool) -> Result<M, DbErr>
+where
+    M: Auditable,
+    C: ConnectionTrait,
+{
+    let entity_type = M::entity_type();
+    let id = model.audit_object_id();
+    let after = snapshot(&model);
+    let (action, old) = if insert {
+        (Action::Create, Map::new())
+    } else {
+        match take(&(Scope::current(), entity_type, id.clone())) {
+            Some(Pending::Before(old)) => (Action::Update, old),
+            Some(Pending::Unchanged) if !M::LOG_UNCHANGED => return Ok(model),
+            Some(Pending::Unchanged) => (Action::Update, after.clone()),
+            // The update matched no row; SeaORM reports that itself.
+            Some(Pending::Absent) => return Ok(model),
+            None => {
+                return Err(Error::MissingSnapshot {
+                    action: "update",
+                    entity_type: entity_type.to_owned(),
+                    object_id: id,
+                }
+                .into());
+            }
+        }
+    };
+    let mut changes = diff_maps(&old, &after, M::EXCLUDE);
+    if action == Action::Update && changes.is_empty() && !M::LOG_UNCHANGED {
+        return Ok(model);
+    }
+    changes.mask(M::MASK);
+    let mut entry = NewEntry::new(entity_type, id, action);
+    entry.changes = Some(serde_json::to_value(&changes).unwrap_or_default());
+    store::write(db, entry).await?;
+    Ok(model)
+}
+
+/// Call from `ActiveModelBehavior::before_delete`: remembers the full row as stored (even when
+/// the active model carries only the primary key).
+pub async fn before_delete<A, C>(am: A, db: &C) -> Result<A, DbErr>
+where
+    A: ActiveModelTrait + Send,
+    ModelOf<A>: Auditable,
+    C: ConnectionTrait,
+{
+    let pk = pk_of(&am)?;
+    let entity_type = <ModelOf<A> as Auditable>::entity_type();
+    let key = (Scope::current(), entity_type, object_id(pk.clone()));
+    let before = fetch_by_pk::<A::Entity, C>(db, pk)
+        .await
+        .map_err(|e| Error::db(format!("reading {entity_type} {} before delete", key.2), e))?;
+    let pending = match before {
+        Some(row) => Pending::Before(snapshot(&row)),
+        None => Pending::Absent,
+    };
+    put(key, pending);
+    Ok(am)
+}
+
+/// Call from `ActiveModelBehavior::after_delete`: logs the deleted row (all audited fields as
+/// `old_value`). A delete that matched no row logs nothing.
+pub async fn after_delete<A, C>(am: A, db: &C) -> Result<A, DbErr>
+where
+    A: ActiveModelTrait + Send,
+    ModelOf<A>: Auditable,
+    C: ConnectionTrait,
+{
+    let pk = pk_of(&am)?;
+    let entity_type = <ModelOf<A> as Auditable>::entity_type();
+    let id = object_id(pk);
+    let old = match take(&(Scope::current(), entity_type, id.clone())) {
+        Some(Pending::Before(old)) => old,
+        Some(Pending::Absent | Pending::Unchanged) => return Ok(am),
+        None => {
+            return Err(Error::MissingSnapshot {
+                action: "delete",
+                entity_type: entity_type.to_owned(),
+                object_id: id,
+            }
+            .into());
+        }
+    };
+    let mut changes = diff_maps(&old, &Map::new(), <ModelOf<A> as Auditable>::EXCLUDE);
+    changes.mask(<ModelOf<A> as Auditable>::MASK);
+    let mut entry = NewEntry::new(entity_type, id, Action::Delete);
+    entry.changes = Some(serde_json::to_value(&changes).unwrap_or_default());
+    store::write(db, entry).await?;
+    Ok(am)
+}
+
+/// Writes the whole `impl ActiveModelBehavior for ActiveModel` for an entity with no hooks of
+/// its own. Use it in the entity's module; pass the type if it is not called `ActiveModel`.
+///
+/// Entities that already have hooks call [`before_save`], [`after_save`], [`before_delete`] and
+/// [`after_delete`](crate::after_delete) from them instead, one line each.
+#[macro_export]
+macro_rules! impl_audited_behavior {
+    () => {
+        $crate::impl_audited_behavior!(ActiveModel);
+    };
+    ($active_model:ty) => {
+        #[$crate::__private::async_trait::async_trait]
+        impl $crate::__private::ActiveModelBehavior for $active_model {
+            async fn before_save<C>(
+                self,
+                db: &C,
+                insert: bool,
+            ) -> ::std::result::Result<Self, $crate::__private::DbErr>
+            where
+                C: $crate::__private::ConnectionTrait,
+            {
+                $crate::before_save(self, db, insert).await
+            }
+
+            async fn after_save<C>(
+                model: <<Self as $crate::__private::ActiveModelTrait>::Entity as $crate::__private::EntityTrait>::Model,
+                db: &C,
+                insert: bool,
+            ) -> ::std::result::Result<
+                <<Self as $crate::__private::ActiveModelTrait>::Entity as $crate::__private::EntityTrait>::Model,
+                $crate::__private::DbErr,
+            >
+            where
+                C: $crate::__private::ConnectionTrait,
+            {
+                $crate::after_save(model, db, insert).await
+            }
+
+            async fn before_delete<C>(
+                self,
+                db: &C,
+            ) -> ::std::result::Result<Self, $crate::__private::DbErr>
+            where
+                C: $crate::__private::ConnectionTrait,
+            {
+                $crate::before_delete(self, db).await
+            }
+
+            async fn after_delete<C>(
+                self,
+                db: &C,
+            ) -> ::std::result::Result<Self, $crate::__private::DbErr>
+            where
+                C: $crate::__private::ConnectionTrait,
+            {
+                $crate::after_delete(self, db).await
+            }
+        }
+    };
+}

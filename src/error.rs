@@ -1,0 +1,80 @@
+//! The crate's one error type.
+
+use sea_orm::DbErr;
+
+/// Everything that can go wrong while recording or reading the audit log.
+///
+/// Converts into [`DbErr`] (as `DbErr::Custom`, message prefixed with `sea-orm-audit:`), so `?`
+/// works inside `ActiveModelBehavior` hooks, and a failing log write fails the write it describes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The database rejected a statement issued by the audit layer.
+    #[error("{context}: {source}")]
+    Db {
+        /// What the audit layer was doing.
+        context: String,
+        /// The database error.
+        #[source]
+        source: DbErr,
+    },
+    /// `after_save`/`after_delete` ran without the snapshot its `before_*` hook takes.
+    #[error(
+        "no before-snapshot for {action} of {entity_type} {object_id}: call \
+         sea_orm_audit::before_save / before_delete in the matching hook"
+    )]
+    MissingSnapshot {
+        /// `update` or `delete`.
+        action: &'static str,
+        /// The audited entity type.
+        entity_type: String,
+        /// The object's canonical id.
+        object_id: String,
+    },
+    /// An update or delete reached the audit hook without a complete primary key.
+    #[error("{entity_type}: the primary key is not set, so the object cannot be audited")]
+    MissingPrimaryKey {
+        /// The audited entity type.
+        entity_type: String,
+    },
+    /// A stored log row could not be decoded.
+    #[error("audit_log row {id}: {reason}")]
+    Corrupt {
+        /// The row's id.
+        id: i64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A value given to the audit API is not acceptable.
+    #[error("invalid {what}: {reason}")]
+    Invalid {
+        /// Which input.
+        what: &'static str,
+        /// Why it was rejected.
+        reason: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn db(context: impl Into<String>, source: DbErr) -> Self {
+        Error::Db {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+impl From<Error> for DbErr {
+    fn from(err: Error) -> Self {
+        match err {
+            // Keep the database's own error kind visible to callers that match on it.
+            Error::Db { context, source } => {
+                DbErr::Custom(format!("sea-orm-audit: {context}: {source}"))
+            }
+            other => DbErr::Custom(format!("sea-orm-audit: {other}")),
+        }
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,102 @@
+//! # sea-orm-audit
+//!
+//! Automatic change history for [SeaORM 2](https://www.sea-ql.org/SeaORM/) entities: derive
+//! [`Auditable`] on a model, call one helper from each `ActiveModelBehavior` hook (or let
+//! [`impl_audited_behavior!`] write the impl), add the shipped migration, and every `insert`,
+//! `update` and `delete` through the active model writes one `audit_log` row holding the diff
+//! `{"old_value": {..}, "new_value": {..}}` of the fields that changed, who did it and when.
+//!
+//! ```
+//! use sea_orm::entity::prelude::*;
+//! use sea_orm::{ActiveValue::Set, Database};
+//! use sea_orm_audit::{AuditContext, Auditable};
+//!
+//! mod post {
+//!     use sea_orm::entity::prelude::*;
+//!
+//!     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, sea_orm_audit::Auditable)]
+//!     #[sea_orm(table_name = "posts")]
+//!     #[audit(exclude(updated_at))]
+//!     pub struct Model {
+//!         #[sea_orm(primary_key)]
+//!         pub id: i32,
+//!         pub title: String,
+//!         pub updated_at: Option<DateTimeUtc>,
+//!     }
+//!
+//!     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+//!     pub enum Relation {}
+//!
+//!     sea_orm_audit::impl_audited_behavior!();
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), DbErr> {
+//! let db = Database::connect("sqlite::memory:").await?;
+//! # use sea_orm_migration::MigratorTrait;
+//! # struct Migrator;
+//! # impl MigratorTrait for Migrator {
+//! #     fn migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
+//! #         vec![Box::new(sea_orm_audit_migration::CreateAuditLog)]
+//! #     }
+//! # }
+//! Migrator::up(&db, None).await?; // your Migrator, with sea_orm_audit_migration::CreateAuditLog
+//! # db.execute_unprepared("CREATE TABLE posts (id INTEGER PRIMARY KEY, title TEXT NOT NULL, updated_at TEXT)").await?;
+//!
+//! let post = AuditContext::new().actor("alice").scope(async {
+//!     post::ActiveModel { title: Set("Hello".into()), ..Default::default() }.insert(&db).await
+//! }).await?;
+//!
+//! let history = sea_orm_audit::logs_for(&db, &post).await?;
+//! assert_eq!(history[0].actor.as_deref(), Some("alice"));
+//! assert_eq!(history[0].changes.as_ref().unwrap().new_value["title"], "Hello");
+//! # Ok(()) }
+//! ```
+//!
+//! ## Modules of the design
+//!
+//! | concept | items |
+//! |---|---|
+//! | identity and policy | [`Auditable`], [`object_id`] |
+//! | capture (hooks) | [`before_save`], [`after_save`], [`before_delete`], [`after_delete`], [`impl_audited_behavior!`] |
+//! | diff | [`diff`], [`diff_maps`], [`Changes`] |
+//! | actor | [`AuditContext`] |
+//! | atomicity | [`AtomicExt`] |
+//! | reading | [`logs_for`], [`logs_for_id`], [`LogEntry`], [`audit_log`] |
+//! | values | [`value::to_json`] |
+
+pub mod audit_log;
+mod auditable;
+mod capture;
+mod context;
+mod diff;
+mod error;
+mod query;
+mod store;
+mod transaction;
+pub mod value;
+
+pub use auditable::{Auditable, object_id, snapshot};
+pub use capture::{PURGE_ABOVE, STALE_AFTER, after_delete, after_save, before_delete, before_save};
+pub use context::AuditContext;
+pub use diff::{Changes, FILTERED, diff, diff_maps};
+pub use error::{Error, Result};
+pub use query::{Action, LogEntry, Status, logs_for, logs_for_id};
+pub use sea_orm_audit_macros::Auditable;
+pub use transaction::AtomicExt;
+
+/// Traits and the derive, for glob import.
+pub mod prelude {
+    pub use crate::{AtomicExt, Auditable};
+}
+
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::capture::{pending_snapshots, pending_snapshots_for_current_task};
+    pub use async_trait;
+    pub use sea_orm::{ActiveModelBehavior, ActiveModelTrait, ConnectionTrait, DbErr, EntityTrait};
+}

@@ -1,0 +1,171 @@
+//! Shared test context: one suite, run per backend.
+//!
+//! The backend comes from `AUDIT_TEST_DATABASE_URL`:
+//! - unset: SQLite, a file in a fresh temporary directory per test;
+//! - `postgres://...`: a fresh database per test, created through that URL and dropped after;
+//! - `mysql://...`: the same on MySQL/MariaDB.
+
+#![allow(dead_code, unreachable_pub)]
+
+pub mod entities;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, EntityTrait, Schema,
+};
+use sea_orm_migration::MigratorTrait;
+
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
+        sea_orm_audit_migration::migrations()
+    }
+}
+
+/// One test's private database.
+pub struct TestDb {
+    pub db: DatabaseConnection,
+    pub url: String,
+    server: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn unique_name() -> String {
+    format!(
+        "audit_test_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    )
+}
+
+pub fn backend_name() -> &'static str {
+    match std::env::var("AUDIT_TEST_DATABASE_URL") {
+        Ok(url) if url.starts_with("postgres") => "postgres",
+        Ok(url) if url.starts_with("mysql") || url.starts_with("mariadb") => "mysql",
+        _ => "sqlite",
+    }
+}
+
+fn options(url: &str) -> ConnectOptions {
+    let mut opt = ConnectOptions::new(url.to_owned());
+    opt.max_connections(8).sqlx_logging(false);
+    opt
+}
+
+/// Says once per test binary which backend runs and which are skipped. Written straight to
+/// stderr so that libtest's output capture does not hide it (CI greps for it).
+fn announce_backend() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use std::io::Write;
+        let name = backend_name();
+        let line = if name == "sqlite" {
+            "sea-orm-audit test backend: sqlite (postgres and mysql skipped: set \
+             AUDIT_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres or \
+             mysql://root@127.0.0.1:3306/test to run them)\n"
+                .to_owned()
+        } else {
+            format!("sea-orm-audit test backend: {name}\n")
+        };
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    });
+}
+
+impl TestDb {
+    /// A fresh database with the audit_log migration applied and the test tables created.
+    pub async fn new() -> TestDb {
+        announce_backend();
+        let test_db = match std::env::var("AUDIT_TEST_DATABASE_URL") {
+            Ok(server_url) if !server_url.starts_with("sqlite") => {
+                let name = unique_name();
+                let admin = Database::connect(options(&server_url))
+                    .await
+                    .expect("connect to server");
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create test database");
+                admin.close().await.ok();
+                let (base, _) = server_url
+                    .rsplit_once('/')
+                    .expect("URL has a database path");
+                let url = format!("{base}/{name}");
+                let db = Database::connect(options(&url))
+                    .await
+                    .expect("connect to test db");
+                TestDb {
+                    db,
+                    url,
+                    server: Some((server_url, name)),
+                    _dir: None,
+                }
+            }
+            _ => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
+                let db = Database::connect(options(&url)).await.expect("open sqlite");
+                db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000;")
+                    .await
+                    .expect("pragmas");
+                TestDb {
+                    db,
+                    url,
+                    server: None,
+                    _dir: Some(dir),
+                }
+            }
+        };
+        Migrator::up(&test_db.db, None).await.expect("migrate");
+        entities::create_tables(&test_db.db).await;
+        test_db
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// Drops a server-side test database. Call at the end of each test.
+    pub async fn finish(self) {
+        let TestDb { db, server, .. } = self;
+        db.close().await.ok();
+        if let Some((server_url, name)) = server {
+            let admin = Database::connect(options(&server_url))
+                .await
+                .expect("reconnect");
+            let force = if server_url.starts_with("postgres") {
+                " WITH (FORCE)"
+            } else {
+                ""
+            };
+            admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}{force}"))
+                .await
+                .expect("drop test database");
+            admin.close().await.ok();
+        }
+    }
+}
+
+pub async fn create_table<E: EntityTrait>(db: &DatabaseConnection, entity: E) {
+    let schema = Schema::new(db.get_database_backend());
+    let stmt = schema.create_table_from_entity(entity);
+    db.execute(&stmt).await.expect("create test table");
+}
+
+/// Every audit_log row, oldest first.
+pub async fn all_logs(db: &DatabaseConnection) -> Vec<sea_orm_audit::audit_log::Model> {
+    use sea_orm::QueryOrder;
+    sea_orm_audit::audit_log::Entity::find()
+        .order_by_asc(sea_orm_audit::audit_log::Column::Id)
+        .all(db)
+        .await
+        .expect("read audit_log")
+}
