@@ -184,15 +184,28 @@ where
             }
         }
     };
-    let mut changes = diff_maps(&old, &after, M::EXCLUDE);
+    if let Some(entry) = change_entry::<M>(action, id, &old, &after) {
+        store::write(db, entry).await?;
+    }
+    Ok(model)
+}
+
+/// The log entry for one change of an `M` row, or `None` for an update that changed nothing
+/// (unless the entity logs unchanged updates).
+pub(crate) fn change_entry<M: Auditable>(
+    action: Action,
+    object_id: String,
+    old: &Map<String, Json>,
+    new: &Map<String, Json>,
+) -> Option<NewEntry> {
+    let mut changes = diff_maps(old, new, M::EXCLUDE);
     if action == Action::Update && changes.is_empty() && !M::LOG_UNCHANGED {
-        return Ok(model);
+        return None;
     }
     changes.mask(M::MASK);
-    let mut entry = NewEntry::new(entity_type, id, action);
-    entry.changes = Some(serde_json::to_value(&changes).unwrap_or_default());
-    store::write(db, entry).await?;
-    Ok(model)
+    let mut entry = NewEntry::new(M::entity_type(), object_id, action);
+    entry.changes = Some(changes.into_json());
+    Some(entry)
 }
 
 /// Call from `ActiveModelBehavior::before_delete`: remembers the full row as stored (even when
@@ -240,11 +253,9 @@ where
             .into());
         }
     };
-    let mut changes = diff_maps(&old, &Map::new(), <ModelOf<A> as Auditable>::EXCLUDE);
-    changes.mask(<ModelOf<A> as Auditable>::MASK);
-    let mut entry = NewEntry::new(entity_type, id, Action::Delete);
-    entry.changes = Some(serde_json::to_value(&changes).unwrap_or_default());
-    store::write(db, entry).await?;
+    if let Some(entry) = change_entry::<ModelOf<A>>(Action::Delete, id, &old, &Map::new()) {
+        store::write(db, entry).await?;
+    }
     Ok(am)
 }
 

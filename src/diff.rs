@@ -38,6 +38,14 @@ impl Changes {
         names
     }
 
+    /// The diff schema as JSON: `{"old_value": {..}, "new_value": {..}}`.
+    pub fn into_json(self) -> Json {
+        let mut out = Map::with_capacity(2);
+        out.insert("old_value".into(), Json::Object(self.old_value));
+        out.insert("new_value".into(), Json::Object(self.new_value));
+        Json::Object(out)
+    }
+
     /// Replaces the values of `masked` fields with [`FILTERED`] on both sides.
     pub fn mask(&mut self, masked: &[&str]) {
         for side in [&mut self.old_value, &mut self.new_value] {

@@ -67,6 +67,7 @@
 
 pub mod audit_log;
 mod auditable;
+pub mod bulk;
 mod capture;
 mod context;
 mod diff;

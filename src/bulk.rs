@@ -1,0 +1,301 @@
+//! Audited counterparts of SeaORM's bulk writes, which call no hooks.
+//!
+//! Each function runs in one transaction of its own (a savepoint when `db` already is a
+//! transaction), so the rows and their log entries commit together. Statements are batched:
+//! multi-row INSERTs, `RETURNING` where the backend has it, key lists of at most
+//! [`KEYS_PER_STATEMENT`] otherwise. Like SeaORM's own bulk methods they do not run the
+//! entity's `ActiveModelBehavior` hooks.
+
+use std::collections::HashMap;
+
+use sea_orm::sea_query::{Expr, ExprTrait, IntoValueTuple, ValueTuple};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait,
+    IntoActiveModel, Iterable, ModelTrait, PrimaryKeyToColumn, PrimaryKeyTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionSession, TransactionTrait, Value,
+};
+use serde_json::Map;
+
+use crate::Action;
+use crate::auditable::{Auditable, snapshot};
+use crate::capture::change_entry;
+use crate::error::Error;
+use crate::store;
+
+type ModelOf<A> = <<A as ActiveModelTrait>::Entity as EntityTrait>::Model;
+
+/// Most primary keys listed in one statement's `IN (...)`.
+pub const KEYS_PER_STATEMENT: usize = 1000;
+
+fn key_columns<E: EntityTrait>() -> Vec<E::Column> {
+    E::PrimaryKey::iter().map(|k| k.into_column()).collect()
+}
+
+/// `pk IN (...)` for one or many key columns.
+fn keys_condition<E: EntityTrait>(keys: &[ValueTuple]) -> Condition {
+    let cols = key_columns::<E>();
+    if cols.len() == 1 {
+        let values = keys.iter().filter_map(|k| k.clone().into_iter().next());
+        Condition::all().add(cols[0].is_in(values))
+    } else {
+        let tuple = Expr::tuple(cols.iter().map(|c| Expr::col(*c)));
+        Condition::all().add(tuple.in_tuples(keys.iter().cloned()))
+    }
+}
+
+async fn fetch_by_keys<E, C>(
+    db: &C,
+    keys: &[ValueTuple],
+    lock: bool,
+) -> Result<Vec<E::Model>, DbErr>
+where
+    E: EntityTrait,
+    C: ConnectionTrait,
+{
+    let mut out = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(KEYS_PER_STATEMENT) {
+        let mut query = E::find().filter(keys_condition::<E>(chunk));
+        if lock && db.get_database_backend() != DbBackend::Sqlite {
+            query = query.lock_exclusive();
+        }
+        out.extend(query.all(db).await?);
+    }
+    Ok(out)
+}
+
+/// Inserts many rows and logs one `create` per row, as stored.
+///
+/// Uses `INSERT ... RETURNING` where available. On MySQL (no `RETURNING`), rows whose keys are
+/// all set are read back by key; auto-increment rows are read back from the ids MySQL assigned
+/// to the statement, which are consecutive for multi-row inserts under
+/// `innodb_autoinc_lock_mode` 0 or 1 (MariaDB's default) and for MySQL 8's mode 2 without
+/// concurrent bulk inserts; a mismatch is reported as an error and rolls everything back.
+pub async fn insert_many<A, C>(
+    db: &C,
+    models: impl IntoIterator<Item = A>,
+) -> Result<Vec<ModelOf<A>>, DbErr>
+where
+    A: ActiveModelTrait + Send,
+    ModelOf<A>: Auditable + IntoActiveModel<A>,
+    C: ConnectionTrait + TransactionTrait,
+{
+    let models: Vec<A> = models.into_iter().collect();
+    if models.is_empty() {
+        return Ok(Vec::new());
+    }
+    let txn = db.begin().await?;
+    let per = store::rows_per_insert(txn.get_database_backend());
+    let mut inserted = Vec::with_capacity(models.len());
+    let mut rows = models.into_iter().peekable();
+    while rows.peek().is_some() {
+        let batch: Vec<A> = rows.by_ref().take(per).collect();
+        if txn.support_returning() {
+            inserted.extend(
+                A::Entity::insert_many(batch)
+                    .exec_with_returning(&txn)
+                    .await?,
+            );
+        } else {
+            inserted.extend(insert_without_returning::<A, _>(&txn, batch).await?);
+        }
+    }
+    let entries = inserted
+        .iter()
+        .filter_map(|m| {
+            change_entry::<ModelOf<A>>(
+                Action::Create,
+                m.audit_object_id(),
+                &Map::new(),
+                &snapshot(m),
+            )
+        })
+        .collect();
+    store::write_many(&txn, entries).await?;
+    txn.commit().await?;
+    Ok(inserted)
+}
+
+async fn insert_without_returning<A, C>(db: &C, batch: Vec<A>) -> Result<Vec<ModelOf<A>>, DbErr>
+where
+    A: ActiveModelTrait + Send,
+    ModelOf<A>: Auditable + IntoActiveModel<A>,
+    C: ConnectionTrait,
+{
+    let n = batch.len();
+    let keys: Option<Vec<ValueTuple>> = batch.iter().map(|am| am.get_primary_key_value()).collect();
+    if let Some(keys) = keys {
+        A::Entity::insert_many(batch)
+            .exec_without_returning(db)
+            .await?;
+        return fetch_by_keys::<A::Entity, C>(db, &keys, false).await;
+    }
+    let cols = key_columns::<A::Entity>();
+    let entity_type = <ModelOf<A> as Auditable>::entity_type();
+    let result = A::Entity::insert_many(batch).exec(db).await?;
+    let first = result
+        .last_insert_id
+        .map(IntoValueTuple::into_value_tuple)
+        .and_then(|t| t.into_iter().next())
+        .and_then(|v| integer(&v));
+    let (Some(first), [col]) = (first, cols.as_slice()) else {
+        return Err(Error::Invalid {
+            what: "bulk insert",
+            reason: format!(
+                "{entity_type}: without RETURNING, rows need their primary key set or a single \
+                 auto-increment key"
+            ),
+        }
+        .into());
+    };
+    let last = first + i64::try_from(n).unwrap_or(i64::MAX) - 1;
+    let rows = A::Entity::find()
+        .filter(Expr::col(*col).between(first, last))
+        .order_by_asc(*col)
+        .all(db)
+        .await?;
+    if rows.len() != n {
+        return Err(Error::Invalid {
+            what: "bulk insert",
+            reason: format!(
+                "{entity_type}: inserted {n} rows but found {} with ids {first}..={last}; \
+                 auto-increment ids were not consecutive (innodb_autoinc_lock_mode=2 with \
+                 concurrent inserts?)",
+                rows.len()
+            ),
+        }
+        .into());
+    }
+    Ok(rows)
+}
+
+fn integer(v: &Value) -> Option<i64> {
+    match v {
+        Value::TinyInt(Some(x)) => Some(i64::from(*x)),
+        Value::SmallInt(Some(x)) => Some(i64::from(*x)),
+        Value::Int(Some(x)) => Some(i64::from(*x)),
+        Value::BigInt(Some(x)) => Some(*x),
+        Value::TinyUnsigned(Some(x)) => Some(i64::from(*x)),
+        Value::SmallUnsigned(Some(x)) => Some(i64::from(*x)),
+        Value::Unsigned(Some(x)) => Some(i64::from(*x)),
+        Value::BigUnsigned(Some(x)) => i64::try_from(*x).ok(),
+        _ => None,
+    }
+}
+
+/// Updates every row matching `filter` with the `Set` columns of `values`, and logs one `update`
+/// per row whose audited values changed. Returns the updated rows.
+///
+/// The matching rows are read first (`FOR UPDATE` on PostgreSQL and MySQL), then updated by
+/// key, so the log describes exactly the rows written, with their exact before-images.
+pub async fn update_many<E, C>(
+    db: &C,
+    filter: Condition,
+    values: E::ActiveModel,
+) -> Result<Vec<E::Model>, DbErr>
+where
+    E: EntityTrait,
+    E::Model: Auditable,
+    E::ActiveModel: Send,
+    C: ConnectionTrait + TransactionTrait,
+{
+    let txn = db.begin().await?;
+    let mut query = E::find().filter(filter.clone());
+    if txn.get_database_backend() != DbBackend::Sqlite {
+        query = query.lock_exclusive();
+    }
+    let old = query.all(&txn).await?;
+    if old.is_empty() {
+        txn.commit().await?;
+        return Ok(Vec::new());
+    }
+    let keys: Vec<ValueTuple> = old.iter().map(ModelTrait::get_primary_key_value).collect();
+    let mut new = Vec::with_capacity(old.len());
+    for chunk in keys.chunks(KEYS_PER_STATEMENT) {
+        let update = E::update_many()
+            .set(values.clone())
+            .filter(keys_condition::<E>(chunk));
+        if txn.support_returning() {
+            new.extend(update.exec_with_returning(&txn).await?);
+        } else {
+            update.exec(&txn).await?;
+            new.extend(fetch_by_keys::<E, _>(&txn, chunk, false).await?);
+        }
+    }
+    let mut before: HashMap<String, Map<String, serde_json::Value>> = old
+        .iter()
+        .map(|m| (m.audit_object_id(), snapshot(m)))
+        .collect();
+    let entries = new
+        .iter()
+        .filter_map(|m| {
+            let id = m.audit_object_id();
+            let old = before.remove(&id)?;
+            change_entry::<E::Model>(Action::Update, id, &old, &snapshot(m))
+        })
+        .collect();
+    store::write_many(&txn, entries).await?;
+    txn.commit().await?;
+    Ok(new)
+}
+
+/// Deletes every row matching `filter` and logs one `delete` per row with its full
+/// before-image. Returns the number of rows deleted.
+///
+/// One `DELETE ... RETURNING` where the backend has it; otherwise the rows are read
+/// `FOR UPDATE` and deleted by key.
+pub async fn delete_many<E, C>(db: &C, filter: Condition) -> Result<u64, DbErr>
+where
+    E: EntityTrait,
+    E::Model: Auditable,
+    C: ConnectionTrait + TransactionTrait,
+{
+    let txn = db.begin().await?;
+    let deleted: Vec<E::Model> = if txn.support_returning() {
+        E::delete_many()
+            .filter(filter)
+            .exec_with_returning(&txn)
+            .await?
+    } else {
+        let old = E::find().filter(filter).lock_exclusive().all(&txn).await?;
+        let keys: Vec<ValueTuple> = old.iter().map(ModelTrait::get_primary_key_value).collect();
+        for chunk in keys.chunks(KEYS_PER_STATEMENT) {
+            E::delete_many()
+                .filter(keys_condition::<E>(chunk))
+                .exec(&txn)
+                .await?;
+        }
+        old
+    };
+    let entries = deleted
+        .iter()
+        .filter_map(|m| {
+            change_entry::<E::Model>(
+                Action::Delete,
+                m.audit_object_id(),
+                &snapshot(m),
+                &Map::new(),
+            )
+        })
+        .collect();
+    store::write_many(&txn, entries).await?;
+    txn.commit().await?;
+    Ok(deleted.len() as u64)
+}
+
+/// Deletes the row with this primary key, logging it like [`delete_many`]. Returns 0 or 1.
+pub async fn delete_by_id<E, C>(
+    db: &C,
+    id: impl Into<<E::PrimaryKey as PrimaryKeyTrait>::ValueType>,
+) -> Result<u64, DbErr>
+where
+    E: EntityTrait,
+    E::Model: Auditable,
+    C: ConnectionTrait + TransactionTrait,
+{
+    let key = id.into().into_value_tuple();
+    let mut cond = Condition::all();
+    for (col, value) in key_columns::<E>().into_iter().zip(key) {
+        cond = cond.add(col.eq(value));
+    }
+    delete_many::<E, C>(db, cond).await
+}
