@@ -150,6 +150,53 @@ pub mod sample {
     sea_orm_audit::impl_audited_behavior!();
 }
 
+/// Every column type the suite covers.
+pub mod kitchen {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+    #[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+    pub enum Mood {
+        #[sea_orm(string_value = "happy")]
+        Happy,
+        #[sea_orm(string_value = "grumpy")]
+        Grumpy,
+    }
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, sea_orm_audit::Auditable)]
+    #[sea_orm(table_name = "kitchen")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        #[sea_orm(column_type = "Text")]
+        pub long_text: String,
+        pub unicode: String,
+        pub maybe_text: Option<String>,
+        pub blob: Vec<u8>,
+        pub ratio: f64,
+        pub small: f32,
+        pub maybe_ratio: Option<f64>,
+        #[sea_orm(column_type = "Decimal(Some((30, 10)))")]
+        pub amount: Decimal,
+        pub doc: Json,
+        pub mood: Mood,
+        pub maybe_mood: Option<Mood>,
+        pub day: Date,
+        pub clock: Time,
+        pub naive: DateTime,
+        pub stamp: DateTimeWithTimeZone,
+        pub utc: DateTimeUtc,
+        pub uid: Uuid,
+        pub big: i64,
+        pub flag: bool,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    sea_orm_audit::impl_audited_behavior!();
+}
+
 /// Wired wrongly on purpose: after_save without before_save.
 pub mod unwired {
     use sea_orm::entity::prelude::*;
@@ -183,4 +230,15 @@ pub async fn create_tables(db: &DatabaseConnection) {
     create_table(db, translation::Entity).await;
     create_table(db, sample::Entity).await;
     create_table(db, unwired::Entity).await;
+    create_table(db, kitchen::Entity).await;
+    if db.get_database_backend() == sea_orm::DbBackend::MySql {
+        // MySQL's TEXT and BLOB stop at 64 KiB; the suite stores 1 MiB.
+        use sea_orm::ConnectionTrait;
+        db.execute_unprepared(
+            "ALTER TABLE kitchen MODIFY long_text LONGTEXT NOT NULL, MODIFY `blob` LONGBLOB NOT NULL, \
+             MODIFY stamp DATETIME(6) NOT NULL, MODIFY utc DATETIME(6) NOT NULL",
+        )
+        .await
+        .expect("widen kitchen columns");
+    }
 }
