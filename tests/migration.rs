@@ -1,0 +1,59 @@
+//! The shipped migration: stable name, idempotent `up`, reversible `down`, on every backend.
+
+mod common;
+
+use common::{Migrator, TestDb};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sea_orm_audit_migration::CreateAuditLog;
+use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
+
+async fn has_table(t: &TestDb) -> bool {
+    t.db.execute_unprepared("SELECT 1 FROM audit_log WHERE 1 = 0")
+        .await
+        .is_ok()
+}
+
+async fn index_count(t: &TestDb) -> i64 {
+    let sql = match t.backend() {
+        DbBackend::Postgres => {
+            "SELECT COUNT(*) AS n FROM pg_indexes WHERE indexname = 'idx_audit_log_object'"
+        }
+        DbBackend::MySql => {
+            "SELECT COUNT(DISTINCT index_name) AS n FROM information_schema.statistics \
+             WHERE table_schema = DATABASE() AND index_name = 'idx_audit_log_object'"
+        }
+        _ => {
+            "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'index' AND name = 'idx_audit_log_object'"
+        }
+    };
+    let row =
+        t.db.query_one_raw(Statement::from_string(t.backend(), sql))
+            .await
+            .unwrap()
+            .unwrap();
+    row.try_get("", "n").unwrap()
+}
+
+#[tokio::test]
+async fn up_is_idempotent_and_down_reverses_it() {
+    let t = TestDb::new().await;
+    assert_eq!(
+        CreateAuditLog.name(),
+        "m20261122_000001_sea_orm_audit_create_audit_log"
+    );
+    assert!(has_table(&t).await);
+    assert_eq!(index_count(&t).await, 1);
+
+    // Running `up` again (a second Migrator listing it, a manual re-run) changes nothing.
+    let manager = SchemaManager::new(&t.db);
+    CreateAuditLog.up(&manager).await.unwrap();
+    CreateAuditLog.up(&manager).await.unwrap();
+    assert_eq!(index_count(&t).await, 1);
+
+    Migrator::down(&t.db, None).await.unwrap();
+    assert!(!has_table(&t).await);
+    Migrator::up(&t.db, None).await.unwrap();
+    assert!(has_table(&t).await);
+    assert_eq!(index_count(&t).await, 1);
+    t.finish().await;
+}
