@@ -10,9 +10,9 @@ use std::collections::HashMap;
 
 use sea_orm::sea_query::{Expr, ExprTrait, IntoValueTuple, ValueTuple};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait,
-    IntoActiveModel, Iterable, ModelTrait, PrimaryKeyToColumn, PrimaryKeyTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionSession, TransactionTrait, Value,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityName,
+    EntityTrait, IntoActiveModel, Iterable, ModelTrait, PrimaryKeyToColumn, PrimaryKeyTrait,
+    QueryFilter, QueryOrder, QuerySelect, TransactionSession, TransactionTrait, Value,
 };
 use serde_json::Map;
 
@@ -21,6 +21,7 @@ use crate::auditable::{Auditable, snapshot};
 use crate::capture::change_entry;
 use crate::error::Error;
 use crate::store;
+use crate::strict;
 
 type ModelOf<A> = <<A as ActiveModelTrait>::Entity as EntityTrait>::Model;
 
@@ -79,6 +80,7 @@ where
     ModelOf<A>: Auditable + IntoActiveModel<A>,
     C: ConnectionTrait + TransactionTrait,
 {
+    let _strict = strict::expect_many(A::Entity::default().table_name());
     let models: Vec<A> = models.into_iter().collect();
     if models.is_empty() {
         return Ok(Vec::new());
@@ -198,6 +200,7 @@ where
     E::ActiveModel: Send,
     C: ConnectionTrait + TransactionTrait,
 {
+    let _strict = strict::expect_many(E::default().table_name());
     let txn = db.begin().await?;
     let mut query = E::find().filter(filter.clone());
     if txn.get_database_backend() != DbBackend::Sqlite {
@@ -249,6 +252,7 @@ where
     E::Model: Auditable,
     C: ConnectionTrait + TransactionTrait,
 {
+    let _strict = strict::expect_many(E::default().table_name());
     let txn = db.begin().await?;
     let deleted: Vec<E::Model> = if txn.support_returning() {
         E::delete_many()

@@ -12,8 +12,8 @@ use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, Iterable,
-    PrimaryKeyToColumn, QueryFilter, QuerySelect, Value,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityName, EntityTrait,
+    Iterable, PrimaryKeyToColumn, QueryFilter, QuerySelect, Value,
 };
 use serde_json::{Map, Value as Json};
 
@@ -22,6 +22,7 @@ use crate::auditable::{Auditable, object_id, snapshot};
 use crate::diff::diff_maps;
 use crate::error::Error;
 use crate::store::{self, NewEntry};
+use crate::strict;
 
 type ModelOf<A> = <<A as ActiveModelTrait>::Entity as EntityTrait>::Model;
 
@@ -31,13 +32,13 @@ pub const STALE_AFTER: Duration = Duration::from_secs(600);
 pub const PURGE_ABOVE: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Scope {
+pub(crate) enum Scope {
     Task(tokio::task::Id),
     Thread(std::thread::ThreadId),
 }
 
 impl Scope {
-    fn current() -> Self {
+    pub(crate) fn current() -> Self {
         match tokio::task::try_id() {
             Some(id) => Scope::Task(id),
             None => Scope::Thread(std::thread::current().id()),
@@ -133,6 +134,7 @@ where
     ModelOf<A>: Auditable,
     C: ConnectionTrait,
 {
+    strict::expect_one(A::Entity::default().table_name());
     if insert {
         return Ok(am);
     }
@@ -162,6 +164,7 @@ where
     M: Auditable,
     C: ConnectionTrait,
 {
+    strict::done(<M::Entity as Default>::default().table_name());
     let entity_type = M::entity_type();
     let id = model.audit_object_id();
     let after = snapshot(&model);
@@ -216,6 +219,7 @@ where
     ModelOf<A>: Auditable,
     C: ConnectionTrait,
 {
+    strict::expect_one(A::Entity::default().table_name());
     let pk = pk_of(&am)?;
     let entity_type = <ModelOf<A> as Auditable>::entity_type();
     let key = (Scope::current(), entity_type, object_id(pk.clone()));
@@ -238,6 +242,7 @@ where
     ModelOf<A>: Auditable,
     C: ConnectionTrait,
 {
+    strict::done(A::Entity::default().table_name());
     let pk = pk_of(&am)?;
     let entity_type = <ModelOf<A> as Auditable>::entity_type();
     let id = object_id(pk);

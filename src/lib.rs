@@ -62,6 +62,8 @@
 //! | diff | [`diff`], [`diff_maps`], [`Changes`] |
 //! | actor | [`AuditContext`] |
 //! | atomicity | [`AtomicExt`] |
+//! | bulk writes | [`bulk`] |
+//! | capture report | [`Strict`] |
 //! | reading | [`logs_for`], [`logs_for_id`], [`LogEntry`], [`audit_log`] |
 //! | values | [`value::to_json`] |
 
@@ -74,6 +76,7 @@ mod diff;
 mod error;
 mod query;
 mod store;
+mod strict;
 mod transaction;
 pub mod value;
 
@@ -84,6 +87,7 @@ pub use diff::{Changes, FILTERED, diff, diff_maps};
 pub use error::{Error, Result};
 pub use query::{Action, LogEntry, Status, logs_for, logs_for_id};
 pub use sea_orm_audit_macros::Auditable;
+pub use strict::{Strict, Violation};
 pub use transaction::AtomicExt;
 
 /// Traits and the derive, for glob import.
