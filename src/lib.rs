@@ -64,7 +64,7 @@
 //! | atomicity | [`AtomicExt`] |
 //! | bulk writes | [`bulk`] |
 //! | capture report | [`Strict`] |
-//! | reading | [`logs_for`], [`logs_for_id`], [`LogEntry`], [`audit_log`] |
+//! | reading | [`logs_for`], [`logs_for_id`], [`History`], [`LogEntry`], [`audit_log`] |
 //! | values | [`value::to_json`] |
 
 pub mod audit_log;
@@ -85,7 +85,9 @@ pub use capture::{PURGE_ABOVE, STALE_AFTER, after_delete, after_save, before_del
 pub use context::AuditContext;
 pub use diff::{Changes, FILTERED, diff, diff_maps};
 pub use error::{Error, Result};
-pub use query::{Action, LogEntry, Status, logs_for, logs_for_id};
+pub use query::{
+    Action, DEFAULT_PAGE, History, LogEntry, MAX_PAGE, Page, Status, logs_for, logs_for_id,
+};
 pub use sea_orm_audit_macros::Auditable;
 pub use strict::{Strict, Violation};
 pub use transaction::AtomicExt;

@@ -3,7 +3,10 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
@@ -219,4 +222,204 @@ where
         .map(LogEntry::try_from)
         .collect::<Result<Vec<_>>>()?;
     Ok(entries)
+}
+
+/// Most entries one [`History::fetch`] returns; larger limits are clamped to it.
+pub const MAX_PAGE: u64 = 1000;
+/// Entries per page when no limit is given.
+pub const DEFAULT_PAGE: u64 = 50;
+
+/// A filtered, paginated query over the whole log, newest first.
+///
+/// Every filter is served by an index of the shipped migration. Page with a keyset cursor
+/// ([`Page::next`], then [`History::before`]) for stable pages while entries are being written,
+/// or with [`History::offset`].
+///
+/// ```
+/// # use sea_orm_audit::{Action, History};
+/// # async fn demo(db: &sea_orm::DatabaseConnection) -> Result<(), sea_orm::DbErr> {
+/// let mut query = History::new().actor("alice").action(Action::Update).limit(20);
+/// loop {
+///     let page = query.fetch(db).await?;
+///     for entry in &page.entries { println!("{} {}", entry.id, entry.object_id); }
+///     match page.next { Some(cursor) => query = query.before(cursor), None => break }
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+#[must_use]
+pub struct History {
+    entity_type: Option<String>,
+    object_id: Option<String>,
+    actor: Option<String>,
+    tool: Option<String>,
+    action: Option<Action>,
+    status: Option<Status>,
+    created_after: Option<DateTime<Utc>>,
+    created_before: Option<DateTime<Utc>>,
+    before_id: Option<i64>,
+    limit: Option<u64>,
+    offset: u64,
+}
+
+/// One page of [`History`] results.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Page {
+    /// The entries, newest first.
+    pub entries: Vec<LogEntry>,
+    /// Cursor for the next (older) page, if there is one: pass it to [`History::before`].
+    pub next: Option<i64>,
+}
+
+impl History {
+    /// All entries.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Only entries about this entity type.
+    pub fn entity_type(mut self, entity_type: impl Into<String>) -> Self {
+        self.entity_type = Some(entity_type.into());
+        self
+    }
+
+    /// Only entries about one object (by entity type and canonical id).
+    pub fn object(mut self, entity_type: impl Into<String>, object_id: impl Into<String>) -> Self {
+        self.entity_type = Some(entity_type.into());
+        self.object_id = Some(object_id.into());
+        self
+    }
+
+    /// Only entries about this model's row.
+    pub fn of<M: Auditable>(self, model: &M) -> Self {
+        self.object(M::entity_type(), model.audit_object_id())
+    }
+
+    /// Only entries by this actor.
+    pub fn actor(mut self, actor: impl Into<String>) -> Self {
+        self.actor = Some(actor.into());
+        self
+    }
+
+    /// Only entries of this tool.
+    pub fn tool(mut self, tool: impl Into<String>) -> Self {
+        self.tool = Some(tool.into());
+        self
+    }
+
+    /// Only entries with this action.
+    pub fn action(mut self, action: impl Into<Action>) -> Self {
+        self.action = Some(action.into());
+        self
+    }
+
+    /// Only entries with this status.
+    pub fn status(mut self, status: Status) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Only entries written at or after this time.
+    pub fn created_after(mut self, at: DateTime<Utc>) -> Self {
+        self.created_after = Some(at);
+        self
+    }
+
+    /// Only entries written strictly before this time.
+    pub fn created_before(mut self, at: DateTime<Utc>) -> Self {
+        self.created_before = Some(at);
+        self
+    }
+
+    /// Keyset pagination: only entries older than this cursor ([`Page::next`]).
+    pub fn before(mut self, cursor: i64) -> Self {
+        self.before_id = Some(cursor);
+        self
+    }
+
+    /// Page size: 1 to [`MAX_PAGE`] (clamped); [`DEFAULT_PAGE`] if not set.
+    pub fn limit(mut self, limit: u64) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Skips this many entries (limit/offset pagination).
+    pub fn offset(mut self, offset: u64) -> Self {
+        self.offset = offset;
+        self
+    }
+
+    fn condition(&self, with_cursor: bool) -> Condition {
+        use audit_log::Column as C;
+        let mut cond = Condition::all();
+        if let Some(v) = &self.entity_type {
+            cond = cond.add(C::EntityType.eq(v.as_str()));
+        }
+        if let Some(v) = &self.object_id {
+            cond = cond.add(C::ObjectId.eq(v.as_str()));
+        }
+        if let Some(v) = &self.actor {
+            cond = cond.add(C::Actor.eq(v.as_str()));
+        }
+        if let Some(v) = &self.tool {
+            cond = cond.add(C::Tool.eq(v.as_str()));
+        }
+        if let Some(v) = &self.action {
+            cond = cond.add(C::Action.eq(v.as_str()));
+        }
+        if let Some(v) = self.status {
+            cond = cond.add(C::Status.eq(v.as_str()));
+        }
+        if let Some(v) = self.created_after {
+            cond = cond.add(C::CreatedAt.gte(v));
+        }
+        if let Some(v) = self.created_before {
+            cond = cond.add(C::CreatedAt.lt(v));
+        }
+        if let (true, Some(id)) = (with_cursor, self.before_id) {
+            cond = cond.add(C::Id.lt(id));
+        }
+        cond
+    }
+
+    /// The SELECT this query runs (for `EXPLAIN`, or to extend it).
+    pub fn select(&self) -> sea_orm::Select<audit_log::Entity> {
+        let limit = self.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+        let mut select = audit_log::Entity::find()
+            .filter(self.condition(true))
+            .order_by_desc(audit_log::Column::Id)
+            .limit(limit + 1);
+        if self.offset > 0 {
+            select = select.offset(self.offset);
+        }
+        select
+    }
+
+    /// One page of entries, newest first.
+    pub async fn fetch<C: ConnectionTrait>(&self, db: &C) -> Result<Page, sea_orm::DbErr> {
+        let limit = usize::try_from(self.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE))
+            .unwrap_or(usize::MAX);
+        let mut rows = self.select().all(db).await?;
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let next = if more {
+            rows.last().map(|r| r.id)
+        } else {
+            None
+        };
+        let entries = rows
+            .into_iter()
+            .map(LogEntry::try_from)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page { entries, next })
+    }
+
+    /// How many entries match the filters (ignoring cursor, limit and offset).
+    pub async fn count<C: ConnectionTrait>(&self, db: &C) -> Result<u64, sea_orm::DbErr> {
+        audit_log::Entity::find()
+            .filter(self.condition(false))
+            .count(db)
+            .await
+    }
 }

@@ -51,10 +51,18 @@ enum AuditLog {
 }
 
 /// Index names, shared by `up` and `down`.
-const INDEXES: &[(&str, &[AuditLog])] = &[(
-    "idx_audit_log_object",
-    &[AuditLog::EntityType, AuditLog::ObjectId, AuditLog::Id],
-)];
+/// Every filter of the history query is served by one of these (newest first within each).
+const INDEXES: &[(&str, &[AuditLog])] = &[
+    (
+        "idx_audit_log_object",
+        &[AuditLog::EntityType, AuditLog::ObjectId, AuditLog::Id],
+    ),
+    ("idx_audit_log_actor", &[AuditLog::Actor, AuditLog::Id]),
+    ("idx_audit_log_tool", &[AuditLog::Tool, AuditLog::Id]),
+    ("idx_audit_log_action", &[AuditLog::Action, AuditLog::Id]),
+    ("idx_audit_log_status", &[AuditLog::Status, AuditLog::Id]),
+    ("idx_audit_log_created_at", &[AuditLog::CreatedAt]),
+];
 
 #[async_trait::async_trait]
 impl MigrationTrait for CreateAuditLog {
