@@ -206,7 +206,8 @@ pub(crate) fn change_entry<M: Auditable>(
         return None;
     }
     changes.mask(M::MASK);
-    let mut entry = NewEntry::new(M::entity_type(), object_id, action);
+    let mut entry = NewEntry::new(M::entity_type(), object_id, action.clone());
+    entry.starts_chain = action == Action::Create;
     entry.changes = Some(changes.into_json());
     Some(entry)
 }

@@ -64,6 +64,7 @@
 //! | atomicity | [`AtomicExt`] |
 //! | bulk writes | [`bulk`] |
 //! | capture report | [`Strict`] |
+//! | tamper evidence | [`verify`], [`chain`] |
 //! | reading | [`logs_for`], [`logs_for_id`], [`History`], [`LogEntry`], [`audit_log`] |
 //! | values | [`value::to_json`] |
 
@@ -71,6 +72,7 @@ pub mod audit_log;
 mod auditable;
 pub mod bulk;
 mod capture;
+pub mod chain;
 mod context;
 mod diff;
 mod error;
@@ -82,6 +84,7 @@ pub mod value;
 
 pub use auditable::{Auditable, object_id, snapshot};
 pub use capture::{PURGE_ABOVE, STALE_AFTER, after_delete, after_save, before_delete, before_save};
+pub use chain::{Report, verify, verify_object};
 pub use context::AuditContext;
 pub use diff::{Changes, FILTERED, diff, diff_maps};
 pub use error::{Error, Result};

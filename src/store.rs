@@ -1,10 +1,13 @@
 //! Writing log rows.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{InsertStatement, Query, SimpleExpr};
+use sea_orm::sea_query::{Query, SimpleExpr};
 use sea_orm::{ConnectionTrait, DbBackend, Value};
 use serde_json::{Map, Value as Json};
 
+use crate::chain::{self, Content, entry_hash, head, truncate_to_micros};
 use crate::context::AuditContext;
 use crate::error::{Error, Result};
 use crate::{Action, Status, audit_log};
@@ -22,6 +25,8 @@ pub(crate) struct NewEntry {
     pub(crate) message: Option<String>,
     pub(crate) status: Status,
     pub(crate) data: Map<String, Json>,
+    /// A captured create: starts a new segment of the object's chain (no head lookup).
+    pub(crate) starts_chain: bool,
 }
 
 impl NewEntry {
@@ -36,35 +41,90 @@ impl NewEntry {
             message: None,
             status: Status::Success,
             data: Map::new(),
+            starts_chain: false,
         }
     }
 
-    /// The row's values, in [`COLUMNS`] order.
-    fn into_values(self, backend: DbBackend, now: DateTime<Utc>) -> [SimpleExpr; 10] {
-        let (ctx_actor, ctx_tool, mut data) = match AuditContext::current() {
-            Some(c) => (c.actor, c.tool, c.data),
+    /// The row exactly as it will be stored, with the current context applied.
+    fn resolve(self, created_at: DateTime<Utc>, ctx: Option<&AuditContext>) -> Row {
+        let (ctx_actor, ctx_tool, mut data) = match ctx {
+            Some(c) => (c.actor.clone(), c.tool.clone(), c.data.clone()),
             None => (None, None, Map::new()),
         };
         // Entry data wins over context data for the same key.
         data.extend(self.data);
-        let data = (!data.is_empty()).then_some(Json::Object(data));
+        Row {
+            entity_type: self.entity_type,
+            object_id: self.object_id,
+            action: self.action.as_str().to_owned(),
+            actor: self.actor.or(ctx_actor),
+            created_at,
+            changes: self.changes,
+            tool: self.tool.or(ctx_tool),
+            message: self.message,
+            status: self.status.as_str(),
+            data: (!data.is_empty()).then_some(Json::Object(data)),
+            starts_chain: self.starts_chain,
+        }
+    }
+}
+
+struct Row {
+    entity_type: String,
+    object_id: String,
+    action: String,
+    actor: Option<String>,
+    created_at: DateTime<Utc>,
+    changes: Option<Json>,
+    tool: Option<String>,
+    message: Option<String>,
+    status: &'static str,
+    data: Option<Json>,
+    starts_chain: bool,
+}
+
+impl Row {
+    fn content(&self) -> Content<'_> {
+        Content {
+            entity_type: &self.entity_type,
+            object_id: &self.object_id,
+            action: &self.action,
+            actor: self.actor.as_deref(),
+            created_at: self.created_at,
+            changes: self.changes.as_ref(),
+            tool: self.tool.as_deref(),
+            message: self.message.as_deref(),
+            status: self.status,
+            data: self.data.as_ref(),
+        }
+    }
+
+    /// The row's values, in [`COLUMNS`] order.
+    fn into_values(
+        self,
+        backend: DbBackend,
+        prev: Option<String>,
+        hash: String,
+    ) -> [SimpleExpr; 12] {
         [
             self.entity_type.into(),
             self.object_id.into(),
-            self.action.as_str().to_owned().into(),
-            self.actor.or(ctx_actor).into(),
-            created_at(backend, now),
+            self.action.into(),
+            self.actor.into(),
+            created_at(backend, self.created_at),
             self.changes.into(),
-            self.tool.or(ctx_tool).into(),
+            self.tool.into(),
             self.message.into(),
-            self.status.as_str().into(),
-            data.into(),
+            self.status.into(),
+            self.data.into(),
+            prev.into(),
+            hash.into(),
         ]
     }
 }
 
-/// Columns written by the library, in the order of [`NewEntry::into_values`].
-const COLUMNS: [audit_log::Column; 10] = [
+/// Columns written by the library, in the order of [`Row::into_values`].
+const COLUMNS: [audit_log::Column; 12] = [
     audit_log::Column::EntityType,
     audit_log::Column::ObjectId,
     audit_log::Column::Action,
@@ -75,6 +135,8 @@ const COLUMNS: [audit_log::Column; 10] = [
     audit_log::Column::Message,
     audit_log::Column::Status,
     audit_log::Column::Data,
+    audit_log::Column::PrevHash,
+    audit_log::Column::Hash,
 ];
 
 /// sqlx binds `DateTime<Utc>` as a MySQL TIMESTAMP parameter, which turns anything after
@@ -84,21 +146,6 @@ fn created_at(backend: DbBackend, now: DateTime<Utc>) -> SimpleExpr {
         DbBackend::MySql => Value::ChronoDateTime(Some(now.naive_utc())).into(),
         _ => Value::ChronoDateTimeUtc(Some(now)).into(),
     }
-}
-
-fn insert_statement(backend: DbBackend, entries: Vec<NewEntry>) -> Result<InsertStatement> {
-    let now = Utc::now();
-    let mut insert = Query::insert();
-    insert.into_table(audit_log::Entity).columns(COLUMNS);
-    for entry in entries {
-        insert
-            .values(entry.into_values(backend, now))
-            .map_err(|e| Error::Invalid {
-                what: "audit log row",
-                reason: e.to_string(),
-            })?;
-    }
-    Ok(insert)
 }
 
 /// Rows per multi-row INSERT of log entries. PostgreSQL stays at 100: sqlx 0.9 stalls ~40 ms per
@@ -111,20 +158,77 @@ pub(crate) fn rows_per_insert(backend: DbBackend) -> usize {
     }
 }
 
-/// Writes many entries with multi-row INSERTs on `db`.
+/// Writes many entries with multi-row INSERTs on `db`, linking each into its object's chain.
 pub(crate) async fn write_many<C: ConnectionTrait>(db: &C, entries: Vec<NewEntry>) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
     let backend = db.get_database_backend();
+    let now = truncate_to_micros(Utc::now());
+    let ctx = AuditContext::current();
+    let rows: Vec<Row> = entries
+        .into_iter()
+        .map(|e| e.resolve(now, ctx.as_ref()))
+        .collect();
+    let mut heads = chain_heads(db, &rows).await?;
     let per = rows_per_insert(backend);
-    let mut rows = entries.into_iter().peekable();
+    let total = rows.len();
+    let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
-        let batch: Vec<_> = rows.by_ref().take(per).collect();
-        let n = batch.len();
-        let stmt = insert_statement(backend, batch)?;
-        db.execute(&stmt)
+        let mut insert = Query::insert();
+        insert.into_table(audit_log::Entity).columns(COLUMNS);
+        for row in rows.by_ref().take(per) {
+            let key = (row.entity_type.clone(), row.object_id.clone());
+            let prev = if row.starts_chain {
+                None
+            } else {
+                heads.get(&key).cloned().flatten()
+            };
+            let hash = entry_hash(&row.content(), prev.as_deref());
+            heads.insert(key, Some(hash.clone()));
+            insert
+                .values(row.into_values(backend, prev, hash))
+                .map_err(|e| Error::Invalid {
+                    what: "audit log row",
+                    reason: e.to_string(),
+                })?;
+        }
+        db.execute(&insert)
             .await
-            .map_err(|e| Error::db(format!("writing {n} audit log rows"), e))?;
+            .map_err(|e| Error::db(format!("writing {total} audit log row(s)"), e))?;
     }
     Ok(())
+}
+
+type Heads = HashMap<(String, String), Option<String>>;
+
+/// The current chain head of every object a continuing row belongs to.
+async fn chain_heads<C: ConnectionTrait>(db: &C, rows: &[Row]) -> Result<Heads> {
+    let mut wanted: HashMap<&str, Vec<String>> = HashMap::new();
+    for row in rows.iter().filter(|r| !r.starts_chain) {
+        let ids = wanted.entry(row.entity_type.as_str()).or_default();
+        if !ids.contains(&row.object_id) {
+            ids.push(row.object_id.clone());
+        }
+    }
+    let mut heads = Heads::new();
+    for (entity_type, ids) in wanted {
+        let context = || format!("reading the chain head of {entity_type} {}", ids[0]);
+        if let [only] = ids.as_slice() {
+            let hash = head(db, entity_type, only)
+                .await
+                .map_err(|e| Error::db(context(), e))?;
+            heads.insert((entity_type.to_owned(), only.clone()), hash);
+        } else {
+            let found = chain::heads(db, entity_type, &ids)
+                .await
+                .map_err(|e| Error::db(context(), e))?;
+            for (object_id, hash) in found {
+                heads.insert((entity_type.to_owned(), object_id), Some(hash));
+            }
+        }
+    }
+    Ok(heads)
 }
 
 /// Writes one entry on `db` (the caller's connection or transaction).
@@ -135,7 +239,8 @@ pub(crate) async fn write<C: ConnectionTrait>(db: &C, entry: NewEntry) -> Result
         entry.entity_type,
         entry.object_id
     );
-    let stmt = insert_statement(db.get_database_backend(), vec![entry])?;
-    db.execute(&stmt).await.map_err(|e| Error::db(what, e))?;
-    Ok(())
+    write_many(db, vec![entry]).await.map_err(|e| match e {
+        Error::Db { source, .. } => Error::db(what, source),
+        other => other,
+    })
 }

@@ -94,5 +94,9 @@ async fn sixteen_tasks_times_fifty_updates_form_an_exact_chain() {
         "the newest entry matches the stored row"
     );
     assert_eq!(state["views"], json!(stored.views));
+    // The object's hash chain is exact too: no forks under concurrent transactional writers.
+    let report = sea_orm_audit::verify(&t.db).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.first_broken());
+    assert_eq!(report.checked, 1 + (TASKS * UPDATES) as u64);
     t.finish().await;
 }

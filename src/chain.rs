@@ -1,0 +1,397 @@
+//! Tamper evidence: a hash chain per object, and [`verify`].
+//!
+//! Every entry stores `hash = SHA-256(canonical content + "\n" + prev_hash)`, where `prev_hash`
+//! is the hash of the previous entry about the same object (same entity type and object id).
+//! Editing an entry breaks its hash; deleting, inserting or reordering entries breaks the link
+//! of the entry after them. [`verify`] walks every chain and reports each break.
+//!
+//! **Why one chain per object.** A single global chain would make every audited write in the
+//! application wait for every other one (each append must read the previous hash), and on
+//! backends without row locks it would fork under concurrent writers. Writers of one object
+//! are already serialized: inside a transaction the capture hooks lock the row (`FOR UPDATE` on
+//! PostgreSQL and MySQL; SQLite admits one writer at a time) before they read the chain head.
+//! So per-object chains are exact under concurrency, cost one indexed read per update or delete,
+//! and nothing for a create, which starts a new segment of its object's chain (`prev_hash` NULL,
+//! valid only as the object's first entry or right after its delete).
+//!
+//! **Limits.** Hashes are not keyed: someone who can rewrite the table and recompute every later
+//! hash of a chain can forge it; copy hashes elsewhere (a SIEM, see listeners) to anchor them.
+//! Deleting the newest entries of a chain leaves no trace in the chain itself. Writes outside a
+//! transaction are not serialized: two concurrent writers of one object can fork its chain,
+//! which `verify` reports as a broken link.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+
+use crate::audit_log;
+
+/// Entity type and action of the marker rows written by retention pruning.
+pub(crate) const PRUNE_ENTITY: &str = "audit_log";
+pub(crate) const PRUNE_ACTION: &str = "prune";
+
+/// The fields an entry's hash covers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Content<'a> {
+    pub(crate) entity_type: &'a str,
+    pub(crate) object_id: &'a str,
+    pub(crate) action: &'a str,
+    pub(crate) actor: Option<&'a str>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) changes: Option<&'a Json>,
+    pub(crate) tool: Option<&'a str>,
+    pub(crate) message: Option<&'a str>,
+    pub(crate) status: &'a str,
+    pub(crate) data: Option<&'a Json>,
+}
+
+impl<'a> Content<'a> {
+    fn of(row: &'a audit_log::Model) -> Self {
+        Content {
+            entity_type: &row.entity_type,
+            object_id: &row.object_id,
+            action: &row.action,
+            actor: row.actor.as_deref(),
+            created_at: row.created_at,
+            changes: row.changes.as_ref(),
+            tool: row.tool.as_deref(),
+            message: row.message.as_deref(),
+            status: &row.status,
+            data: row.data.as_ref(),
+        }
+    }
+}
+
+/// Timestamps are stored with microsecond precision on every backend; hash what is stored.
+pub(crate) fn truncate_to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
+    let nanos = at.timestamp_subsec_nanos();
+    at - chrono::Duration::nanoseconds(i64::from(nanos % 1000))
+}
+
+/// The entry hash: hex SHA-256 of the canonical content and the previous hash.
+pub(crate) fn entry_hash(c: &Content<'_>, prev: Option<&str>) -> String {
+    let mut text = String::with_capacity(256);
+    text.push('[');
+    for (i, s) in [
+        Some(c.entity_type),
+        Some(c.object_id),
+        Some(c.action),
+        c.actor,
+    ]
+    .iter()
+    .enumerate()
+    {
+        if i > 0 {
+            text.push(',');
+        }
+        opt_str(&mut text, *s);
+    }
+    text.push(',');
+    let at = truncate_to_micros(c.created_at);
+    write_str(&mut text, &at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string());
+    text.push(',');
+    opt_json(&mut text, c.changes);
+    for s in [c.tool, c.message, Some(c.status)] {
+        text.push(',');
+        opt_str(&mut text, s);
+    }
+    text.push(',');
+    opt_json(&mut text, c.data);
+    text.push(']');
+    text.push('\n');
+    text.push_str(prev.unwrap_or(""));
+    let digest = Sha256::digest(text.as_bytes());
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
+}
+
+fn opt_str(out: &mut String, s: Option<&str>) {
+    match s {
+        Some(s) => write_str(out, s),
+        None => out.push_str("null"),
+    }
+}
+
+fn opt_json(out: &mut String, v: Option<&Json>) {
+    match v {
+        Some(v) => canonical(out, v),
+        None => out.push_str("null"),
+    }
+}
+
+fn write_str(out: &mut String, s: &str) {
+    // serde_json's string escaping is canonical (the same input always gives the same text).
+    out.push_str(&Json::String(s.to_owned()).to_string());
+}
+
+/// Canonical JSON: object keys sorted at every depth, numbers as serde_json prints the parsed
+/// value, negative zero as zero (PostgreSQL's jsonb has no negative zero).
+fn canonical(out: &mut String, v: &Json) {
+    match v {
+        Json::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_unstable();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_str(out, k);
+                out.push(':');
+                canonical(out, &map[k]);
+            }
+            out.push('}');
+        }
+        Json::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(out, item);
+            }
+            out.push(']');
+        }
+        Json::Number(n) if n.as_f64() == Some(0.0) && !n.is_i64() && !n.is_u64() => {
+            out.push_str("0.0")
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// The newest hash of one object's chain, read so that it is current: with `FOR UPDATE` on
+/// MySQL, whose REPEATABLE READ snapshot could otherwise predate the row lock just taken.
+pub(crate) async fn head<C: ConnectionTrait>(
+    db: &C,
+    entity_type: &str,
+    object_id: &str,
+) -> Result<Option<String>, DbErr> {
+    let mut query = audit_log::Entity::find()
+        .select_only()
+        .column(audit_log::Column::Hash)
+        .filter(audit_log::Column::EntityType.eq(entity_type))
+        .filter(audit_log::Column::ObjectId.eq(object_id))
+        .order_by_desc(audit_log::Column::Id)
+        .limit(1);
+    if db.get_database_backend() == sea_orm::DbBackend::MySql {
+        query = query.lock_exclusive();
+    }
+    let hash: Option<Option<String>> = query.into_tuple().one(db).await?;
+    Ok(hash.flatten())
+}
+
+/// Newest hashes of many objects of one entity type (for bulk writes), `object_id -> hash`.
+pub(crate) async fn heads<C: ConnectionTrait>(
+    db: &C,
+    entity_type: &str,
+    object_ids: &[String],
+) -> Result<HashMap<String, String>, DbErr> {
+    let mut out = HashMap::with_capacity(object_ids.len());
+    for chunk in object_ids.chunks(crate::bulk::KEYS_PER_STATEMENT) {
+        let newest = audit_log::Entity::find()
+            .select_only()
+            .column_as(audit_log::Column::Id.max(), "id")
+            .filter(audit_log::Column::EntityType.eq(entity_type))
+            .filter(audit_log::Column::ObjectId.is_in(chunk.iter().map(String::as_str)))
+            .group_by(audit_log::Column::ObjectId);
+        let ids: Vec<i64> = newest.into_tuple().all(db).await?;
+        if ids.is_empty() {
+            continue;
+        }
+        let mut query = audit_log::Entity::find()
+            .select_only()
+            .column(audit_log::Column::ObjectId)
+            .column(audit_log::Column::Hash)
+            .filter(audit_log::Column::Id.is_in(ids));
+        if db.get_database_backend() == sea_orm::DbBackend::MySql {
+            query = query.lock_exclusive();
+        }
+        let rows: Vec<(String, Option<String>)> = query.into_tuple().all(db).await?;
+        out.extend(rows.into_iter().filter_map(|(id, hash)| Some((id, hash?))));
+    }
+    Ok(out)
+}
+
+/// What is wrong with an entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProblemKind {
+    /// The stored hash does not match the entry's content: the entry was edited.
+    ContentChanged,
+    /// The entry does not link to the previous entry of its object: entries were deleted,
+    /// inserted or reordered before it (or, outside transactions, two writers forked the chain).
+    BrokenLink {
+        /// The hash of the previous remaining entry of the object (`None`: there is none).
+        expected: Option<String>,
+        /// The `prev_hash` the entry carries.
+        found: Option<String>,
+    },
+    /// The entry has no hash at all: it was not written by sea-orm-audit.
+    MissingHash,
+}
+
+/// One broken entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Problem {
+    /// The entry's id.
+    pub id: i64,
+    /// Its entity type.
+    pub entity_type: String,
+    /// Its object id.
+    pub object_id: String,
+    /// What is wrong.
+    pub kind: ProblemKind,
+}
+
+/// The result of [`verify`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Report {
+    /// Entries checked.
+    pub checked: u64,
+    /// Broken entries, in id order.
+    pub problems: Vec<Problem>,
+}
+
+impl Report {
+    /// True when every chain is intact.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// The first (oldest) broken entry.
+    pub fn first_broken(&self) -> Option<&Problem> {
+        self.problems.first()
+    }
+}
+
+#[derive(Debug)]
+struct ChainState {
+    hash: Option<String>,
+    action: String,
+}
+
+/// Walks every chain in the log and reports each broken entry (oldest first).
+///
+/// Reads the log in pages of 1,000 entries, keeping one hash per object in memory. A chain
+/// whose oldest remaining entry links to a missing predecessor is accepted when retention
+/// pruning (which removes the oldest entries of chains) ran for its entity type.
+pub async fn verify<C: ConnectionTrait>(db: &C) -> Result<Report, DbErr> {
+    verify_filtered(db, None).await
+}
+
+/// [`verify`] for one object's chain.
+pub async fn verify_object<C: ConnectionTrait>(
+    db: &C,
+    entity_type: &str,
+    object_id: &str,
+) -> Result<Report, DbErr> {
+    verify_filtered(db, Some((entity_type, object_id))).await
+}
+
+async fn verify_filtered<C: ConnectionTrait>(
+    db: &C,
+    only: Option<(&str, &str)>,
+) -> Result<Report, DbErr> {
+    let pruned = pruned_scopes(db).await?;
+    let mut chains: HashMap<(String, String), ChainState> = HashMap::new();
+    let mut report = Report::default();
+    let mut after = 0i64;
+    loop {
+        let mut query = audit_log::Entity::find()
+            .filter(audit_log::Column::Id.gt(after))
+            .order_by_asc(audit_log::Column::Id)
+            .limit(1000);
+        if let Some((entity_type, object_id)) = only {
+            query = query
+                .filter(audit_log::Column::EntityType.eq(entity_type))
+                .filter(audit_log::Column::ObjectId.eq(object_id));
+        }
+        let rows = query.all(db).await?;
+        let Some(last) = rows.last() else { break };
+        after = last.id;
+        for row in rows {
+            report.checked += 1;
+            if let Some(kind) = check(&row, &mut chains, &pruned) {
+                report.problems.push(Problem {
+                    id: row.id,
+                    entity_type: row.entity_type.clone(),
+                    object_id: row.object_id.clone(),
+                    kind,
+                });
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Entity types pruned so far (`None` in the set: pruning ran over every type).
+async fn pruned_scopes<C: ConnectionTrait>(db: &C) -> Result<HashSet<Option<String>>, DbErr> {
+    let markers: Vec<Option<Json>> = audit_log::Entity::find()
+        .select_only()
+        .column(audit_log::Column::Data)
+        .filter(audit_log::Column::EntityType.eq(PRUNE_ENTITY))
+        .filter(audit_log::Column::Action.eq(PRUNE_ACTION))
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(markers
+        .into_iter()
+        .map(|d| {
+            d.and_then(|d| {
+                d.get("entity_type")
+                    .and_then(Json::as_str)
+                    .map(str::to_owned)
+            })
+        })
+        .collect())
+}
+
+fn check(
+    row: &audit_log::Model,
+    chains: &mut HashMap<(String, String), ChainState>,
+    pruned: &HashSet<Option<String>>,
+) -> Option<ProblemKind> {
+    let key = (row.entity_type.clone(), row.object_id.clone());
+    let previous = chains.get(&key);
+    let link_ok = match previous {
+        None => {
+            row.prev_hash.is_none()
+                || pruned.contains(&None)
+                || pruned.contains(&Some(row.entity_type.clone()))
+        }
+        Some(prev) => {
+            (row.prev_hash.is_some() && row.prev_hash == prev.hash)
+                || (row.prev_hash.is_none() && row.action == "create" && prev.action == "delete")
+        }
+    };
+    let problem = match &row.hash {
+        None => Some(ProblemKind::MissingHash),
+        Some(stored) if *stored != entry_hash(&Content::of(row), row.prev_hash.as_deref()) => {
+            Some(ProblemKind::ContentChanged)
+        }
+        Some(_) if !link_ok => Some(ProblemKind::BrokenLink {
+            expected: previous.and_then(|p| p.hash.clone()),
+            found: row.prev_hash.clone(),
+        }),
+        Some(_) => None,
+    };
+    chains.insert(
+        key,
+        ChainState {
+            hash: row.hash.clone(),
+            action: row.action.clone(),
+        },
+    );
+    problem
+}

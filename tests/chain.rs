@@ -1,0 +1,242 @@
+//! Tamper evidence: every kind of direct SQL tampering is caught by `verify`.
+
+mod common;
+
+use common::entities::{kitchen, post, translation};
+use common::{TestDb, all_logs};
+use sea_orm::ActiveValue::Set;
+use sea_orm::{ActiveModelTrait, Condition, ConnectionTrait, IntoActiveModel, ModelTrait};
+use sea_orm_audit::chain::ProblemKind;
+use sea_orm_audit::{bulk, verify, verify_object};
+
+fn new_post(title: &str) -> post::ActiveModel {
+    post::ActiveModel {
+        title: Set(title.into()),
+        body: Set("body".into()),
+        views: Set(0),
+        ..Default::default()
+    }
+}
+
+/// Creates a history: two posts with several updates, a delete and a re-create, bulk writes.
+async fn history(t: &TestDb) -> post::Model {
+    let p = new_post("chained").insert(&t.db).await.unwrap();
+    for n in 1..=4 {
+        let mut am = p.clone().into_active_model();
+        am.views = Set(n);
+        am.update(&t.db).await.unwrap();
+    }
+    let other = new_post("other").insert(&t.db).await.unwrap();
+    let id = other.id;
+    other.delete(&t.db).await.unwrap();
+    post::ActiveModel {
+        id: Set(id),
+        ..new_post("other again")
+    }
+    .insert(&t.db)
+    .await
+    .unwrap();
+    bulk::insert_many(&t.db, (0..5).map(|i| new_post(&format!("bulk {i}"))))
+        .await
+        .unwrap();
+    bulk::update_many::<post::Entity, _>(
+        &t.db,
+        Condition::all(),
+        post::ActiveModel {
+            body: Set("all".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    translation::ActiveModel {
+        post_id: Set(1),
+        lang: Set("en".into()),
+        body: Set("x".into()),
+    }
+    .insert(&t.db)
+    .await
+    .unwrap();
+    p
+}
+
+/// The id of the n-th entry (oldest first) of post `p`.
+async fn nth_entry(t: &TestDb, p: &post::Model, n: usize) -> i64 {
+    let mut ids: Vec<i64> = sea_orm_audit::logs_for(&t.db, p)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    ids.reverse();
+    ids[n]
+}
+
+#[tokio::test]
+async fn an_untouched_log_verifies() {
+    let t = TestDb::new().await;
+    history(&t).await;
+    // Every column type hashes to what the backend stores (jsonb renumbering, -0.0, 1e300...).
+    let mut am = kitchen::ActiveModel {
+        id: sea_orm::NotSet,
+        ..Default::default()
+    };
+    am.long_text = Set("t".into());
+    am.unicode = Set("🦀 \"quoted\" \\ back\nslash".into());
+    am.maybe_text = Set(None);
+    am.blob = Set(vec![0, 255]);
+    am.ratio = Set(1e300);
+    am.small = Set(-0.0);
+    am.maybe_ratio = Set(Some(0.1 + 0.2));
+    am.amount = Set("1.50".parse().unwrap());
+    am.doc = Set(serde_json::json!({"b": [1.0, -0.0, 2.5e-8], "a": {"z": null, "y": "é"}}));
+    am.mood = Set(kitchen::Mood::Happy);
+    am.maybe_mood = Set(None);
+    am.day = Set(chrono::NaiveDate::from_ymd_opt(2020, 1, 1).unwrap());
+    am.clock = Set(chrono::NaiveTime::from_hms_opt(1, 2, 3).unwrap());
+    am.naive = Set(chrono::NaiveDate::from_ymd_opt(2020, 1, 1)
+        .unwrap()
+        .and_hms_opt(1, 2, 3)
+        .unwrap());
+    am.stamp = Set(chrono::Utc::now().fixed_offset());
+    am.utc = Set(chrono::Utc::now());
+    am.uid = Set(uuid::Uuid::new_v4());
+    am.big = Set(-1);
+    am.flag = Set(true);
+    let k = am.insert(&t.db).await.unwrap();
+    let mut am = k.into_active_model();
+    am.ratio = Set(-1e-300);
+    am.update(&t.db).await.unwrap();
+
+    let report = verify(&t.db).await.unwrap();
+    assert!(report.is_ok(), "{report:#?}");
+    assert_eq!(report.checked, all_logs(&t.db).await.len() as u64);
+    let rows = all_logs(&t.db).await;
+    assert!(
+        rows.iter()
+            .all(|r| r.hash.as_ref().is_some_and(|h| h.len() == 64))
+    );
+    // A create starts a chain; an update links to the entry before it.
+    assert!(rows[0].prev_hash.is_none());
+    assert_eq!(rows[1].prev_hash, rows[0].hash);
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn editing_an_entry_is_caught() {
+    let t = TestDb::new().await;
+    let p = history(&t).await;
+    let target = nth_entry(&t, &p, 2).await;
+    let json = if t.backend() == sea_orm::DbBackend::Postgres {
+        "'{\"old_value\":{\"views\":1},\"new_value\":{\"views\":99}}'::jsonb"
+    } else {
+        "'{\"old_value\":{\"views\":1},\"new_value\":{\"views\":99}}'"
+    };
+    t.db.execute_unprepared(&format!(
+        "UPDATE audit_log SET changes = {json} WHERE id = {target}"
+    ))
+    .await
+    .unwrap();
+    let report = verify(&t.db).await.unwrap();
+    assert_eq!(report.problems.len(), 1, "{report:#?}");
+    let first = report.first_broken().unwrap();
+    assert_eq!(first.id, target);
+    assert_eq!(first.kind, ProblemKind::ContentChanged);
+    // Changing who did it is caught too.
+    let actor_target = nth_entry(&t, &p, 3).await;
+    t.db.execute_unprepared(&format!(
+        "UPDATE audit_log SET actor = 'mallory' WHERE id = {actor_target}"
+    ))
+    .await
+    .unwrap();
+    let report = verify_object(&t.db, "posts", &p.id.to_string())
+        .await
+        .unwrap();
+    assert_eq!(
+        report.problems.iter().map(|p| p.id).collect::<Vec<_>>(),
+        vec![target, actor_target]
+    );
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn deleting_an_entry_is_caught() {
+    let t = TestDb::new().await;
+    let p = history(&t).await;
+    let gone = nth_entry(&t, &p, 2).await;
+    let next = nth_entry(&t, &p, 3).await;
+    t.db.execute_unprepared(&format!("DELETE FROM audit_log WHERE id = {gone}"))
+        .await
+        .unwrap();
+    let report = verify(&t.db).await.unwrap();
+    assert_eq!(report.problems.len(), 1, "{report:#?}");
+    assert_eq!(report.first_broken().unwrap().id, next);
+    assert!(matches!(
+        report.first_broken().unwrap().kind,
+        ProblemKind::BrokenLink { .. }
+    ));
+
+    // Deleting the oldest entry (without pruning) is caught at the new oldest.
+    let t2 = TestDb::new().await;
+    let p2 = history(&t2).await;
+    let first = nth_entry(&t2, &p2, 0).await;
+    let second = nth_entry(&t2, &p2, 1).await;
+    t2.db
+        .execute_unprepared(&format!("DELETE FROM audit_log WHERE id = {first}"))
+        .await
+        .unwrap();
+    let report = verify(&t2.db).await.unwrap();
+    assert_eq!(
+        report.first_broken().map(|p| p.id),
+        Some(second),
+        "{report:#?}"
+    );
+    t.finish().await;
+    t2.finish().await;
+}
+
+#[tokio::test]
+async fn reordering_entries_is_caught() {
+    let t = TestDb::new().await;
+    let p = history(&t).await;
+    let a = nth_entry(&t, &p, 1).await;
+    let b = nth_entry(&t, &p, 3).await;
+    // Swap the two entries' ids (through a spare id), keeping each row's own hash intact.
+    let spare = 1_000_000;
+    for sql in [
+        format!("UPDATE audit_log SET id = {spare} WHERE id = {a}"),
+        format!("UPDATE audit_log SET id = {a} WHERE id = {b}"),
+        format!("UPDATE audit_log SET id = {b} WHERE id = {spare}"),
+    ] {
+        t.db.execute_unprepared(&sql).await.unwrap();
+    }
+    let report = verify(&t.db).await.unwrap();
+    assert!(!report.is_ok());
+    assert_eq!(report.first_broken().unwrap().id, a, "{report:#?}");
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn forged_entries_are_caught() {
+    let t = TestDb::new().await;
+    let p = history(&t).await;
+    let at = if t.backend() == sea_orm::DbBackend::MySql {
+        "'2030-01-01 00:00:00'"
+    } else {
+        "'2030-01-01 00:00:00+00:00'"
+    };
+    t.db.execute_unprepared(&format!(
+        "INSERT INTO audit_log (entity_type, object_id, action, actor, created_at, status) \
+         VALUES ('posts', '{}', 'update', 'mallory', {at}, 'success')",
+        p.id
+    ))
+    .await
+    .unwrap();
+    let report = verify(&t.db).await.unwrap();
+    assert_eq!(report.problems.len(), 1, "{report:#?}");
+    assert_eq!(
+        report.first_broken().unwrap().kind,
+        ProblemKind::MissingHash
+    );
+    t.finish().await;
+}
