@@ -61,6 +61,7 @@
 //! | capture (hooks) | [`before_save`], [`after_save`], [`before_delete`], [`after_delete`], [`impl_audited_behavior!`] |
 //! | diff | [`diff`], [`diff_maps`], [`Changes`] |
 //! | actor | [`AuditContext`] |
+//! | events | [`Event`], [`events::login`], [`Template`], [`Describe`] |
 //! | atomicity | [`AtomicExt`] |
 //! | bulk writes | [`bulk`] |
 //! | capture report | [`Strict`] |
@@ -76,9 +77,11 @@ pub mod chain;
 mod context;
 mod diff;
 mod error;
+pub mod events;
 mod query;
 mod store;
 mod strict;
+mod template;
 mod transaction;
 pub mod value;
 
@@ -88,11 +91,13 @@ pub use chain::{Report, verify, verify_object};
 pub use context::AuditContext;
 pub use diff::{Changes, FILTERED, diff, diff_maps};
 pub use error::{Error, Result};
+pub use events::Event;
 pub use query::{
     Action, DEFAULT_PAGE, History, LogEntry, MAX_PAGE, Page, Status, logs_for, logs_for_id,
 };
 pub use sea_orm_audit_macros::Auditable;
 pub use strict::{Strict, Violation};
+pub use template::{Describe, Template};
 pub use transaction::AtomicExt;
 
 /// Traits and the derive, for glob import.

@@ -27,6 +27,12 @@ pub mod post {
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}
 
+    impl sea_orm_audit::Describe for Model {
+        fn describe(&self) -> String {
+            format!("\"{}\"", self.title)
+        }
+    }
+
     // The shape loco generates: the application's own hook, plus one line per audit helper.
     #[async_trait::async_trait]
     impl ActiveModelBehavior for ActiveModel {
