@@ -66,6 +66,7 @@
 //! | bulk writes | [`bulk`] |
 //! | capture report | [`Strict`] |
 //! | tamper evidence | [`verify`], [`chain`] |
+//! | retention | [`prune`], [`Retention`] |
 //! | reading | [`logs_for`], [`logs_for_id`], [`History`], [`LogEntry`], [`audit_log`] |
 //! | values | [`value::to_json`] |
 
@@ -79,6 +80,7 @@ mod diff;
 mod error;
 pub mod events;
 mod query;
+mod retention;
 mod store;
 mod strict;
 mod template;
@@ -95,6 +97,7 @@ pub use events::Event;
 pub use query::{
     Action, DEFAULT_PAGE, History, LogEntry, MAX_PAGE, Page, Status, logs_for, logs_for_id,
 };
+pub use retention::{PruneReport, Retention, prune};
 pub use sea_orm_audit_macros::Auditable;
 pub use strict::{Strict, Violation};
 pub use template::{Describe, Template};

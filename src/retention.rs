@@ -1,0 +1,239 @@
+//! Retention: prune old entries in bounded batches without breaking verification.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Statement, Value,
+};
+use serde_json::Value as Json;
+
+use crate::Action;
+use crate::audit_log;
+use crate::chain::{PRUNE_ACTION, PRUNE_ENTITY};
+use crate::error::Error;
+use crate::store::{self, NewEntry};
+
+/// What to prune. At least one of [`older_than`](Self::older_than) and
+/// [`keep_latest`](Self::keep_latest) is required.
+///
+/// Pruning removes only the *oldest* entries of each object's history (a prefix of its hash
+/// chain), so [`crate::verify`] still passes for what remains: `older_than` removes the entries
+/// older than the oldest entry written at or after the cutoff (by id, so a clock that stepped
+/// back never punches a hole in a chain), and `keep_latest(n)` keeps the newest `n` entries of
+/// each object. Both together remove only what both allow.
+///
+/// ```
+/// # use sea_orm_audit::Retention;
+/// # async fn demo(db: &sea_orm::DatabaseConnection) -> Result<(), sea_orm::DbErr> {
+/// let cutoff = chrono::Utc::now() - chrono::Duration::days(365);
+/// let report = sea_orm_audit::prune(db, &Retention::new().older_than(cutoff).entity_type("post")).await?;
+/// println!("removed {} entries in {} batches", report.removed, report.batches);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[must_use]
+pub struct Retention {
+    older_than: Option<DateTime<Utc>>,
+    entity_type: Option<String>,
+    keep_latest: Option<u64>,
+    batch_size: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            older_than: None,
+            entity_type: None,
+            keep_latest: None,
+            batch_size: 1000,
+        }
+    }
+}
+
+impl Retention {
+    /// A policy that prunes nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Prune entries written before `cutoff`.
+    pub fn older_than(mut self, cutoff: DateTime<Utc>) -> Self {
+        self.older_than = Some(cutoff);
+        self
+    }
+
+    /// Only this entity type.
+    pub fn entity_type(mut self, entity_type: impl Into<String>) -> Self {
+        self.entity_type = Some(entity_type.into());
+        self
+    }
+
+    /// Keep the newest `n` entries of every object.
+    pub fn keep_latest(mut self, n: u64) -> Self {
+        self.keep_latest = Some(n);
+        self
+    }
+
+    /// Entries deleted per statement (default 1,000; at least 1).
+    pub fn batch_size(mut self, n: u64) -> Self {
+        self.batch_size = n.max(1);
+        self
+    }
+}
+
+/// What [`prune`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PruneReport {
+    /// Entries removed.
+    pub removed: u64,
+    /// DELETE statements issued.
+    pub batches: u64,
+}
+
+/// Removes entries as `policy` says, `batch_size` at a time (each batch its own statement, so
+/// on a plain connection no lock is held across batches), then records a `prune` entry
+/// (entity type `audit_log`) saying what was removed. Prune markers are never pruned.
+pub async fn prune<C: ConnectionTrait>(db: &C, policy: &Retention) -> Result<PruneReport, DbErr> {
+    if policy.older_than.is_none() && policy.keep_latest.is_none() {
+        return Err(Error::Invalid {
+            what: "retention policy",
+            reason: "set older_than, keep_latest or both".into(),
+        }
+        .into());
+    }
+    let boundary = match policy.older_than {
+        Some(cutoff) => boundary(db, cutoff).await?,
+        None => None,
+    };
+    let mut report = PruneReport::default();
+    loop {
+        let ids = match policy.keep_latest {
+            None => prefix_batch(db, policy, boundary).await?,
+            Some(keep) => ranked_batch(db, policy, boundary, keep).await?,
+        };
+        if ids.is_empty() {
+            break;
+        }
+        let n = ids.len() as u64;
+        audit_log::Entity::delete_many()
+            .filter(audit_log::Column::Id.is_in(ids))
+            .exec(db)
+            .await?;
+        report.removed += n;
+        report.batches += 1;
+    }
+    if report.removed > 0 {
+        let mut marker = NewEntry::new(
+            PRUNE_ENTITY,
+            PRUNE_ACTION.to_owned(),
+            Action::Custom(PRUNE_ACTION.into()),
+        );
+        marker.data.insert(
+            "entity_type".into(),
+            policy.entity_type.clone().map_or(Json::Null, Json::String),
+        );
+        marker.data.insert(
+            "older_than".into(),
+            policy
+                .older_than
+                .map_or(Json::Null, |c| Json::String(c.to_rfc3339())),
+        );
+        marker.data.insert(
+            "keep_latest".into(),
+            policy.keep_latest.map_or(Json::Null, Json::from),
+        );
+        marker
+            .data
+            .insert("removed".into(), Json::from(report.removed));
+        store::write(db, marker).await?;
+    }
+    Ok(report)
+}
+
+/// The oldest id written at or after `cutoff`; everything below it is older. `None`: no entry
+/// is that recent, so every entry is older.
+async fn boundary<C: ConnectionTrait>(db: &C, cutoff: DateTime<Utc>) -> Result<Option<i64>, DbErr> {
+    let cutoff: Value = match db.get_database_backend() {
+        DbBackend::MySql => cutoff.naive_utc().into(),
+        _ => cutoff.into(),
+    };
+    let first: Option<Option<i64>> = audit_log::Entity::find()
+        .select_only()
+        .column_as(audit_log::Column::Id.min(), "id")
+        .filter(audit_log::Column::CreatedAt.gte(cutoff))
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(first.flatten())
+}
+
+async fn prefix_batch<C: ConnectionTrait>(
+    db: &C,
+    policy: &Retention,
+    boundary: Option<i64>,
+) -> Result<Vec<i64>, DbErr> {
+    let mut query = audit_log::Entity::find()
+        .select_only()
+        .column(audit_log::Column::Id)
+        .filter(audit_log::Column::EntityType.ne(PRUNE_ENTITY))
+        .order_by_asc(audit_log::Column::Id)
+        .limit(policy.batch_size);
+    if let Some(b) = boundary {
+        query = query.filter(audit_log::Column::Id.lt(b));
+    }
+    if let Some(t) = &policy.entity_type {
+        query = query.filter(audit_log::Column::EntityType.eq(t.as_str()));
+    }
+    query.into_tuple().all(db).await
+}
+
+/// A batch of entries ranked below the newest `keep` of their object (window function; one
+/// pass over the candidate entries per batch).
+async fn ranked_batch<C: ConnectionTrait>(
+    db: &C,
+    policy: &Retention,
+    boundary: Option<i64>,
+    keep: u64,
+) -> Result<Vec<i64>, DbErr> {
+    let backend = db.get_database_backend();
+    let mut values: Vec<Value> = vec![PRUNE_ENTITY.into()];
+    let mut filter = String::from("entity_type <> {p}");
+    if let Some(t) = &policy.entity_type {
+        filter.push_str(" AND entity_type = {p}");
+        values.push(t.clone().into());
+    }
+    let mut outer = String::from("rn > {p}");
+    values.push(i64::try_from(keep).unwrap_or(i64::MAX).into());
+    if let Some(b) = boundary {
+        outer.push_str(" AND id < {p}");
+        values.push(b.into());
+    }
+    values.push(i64::try_from(policy.batch_size).unwrap_or(i64::MAX).into());
+    let template = format!(
+        "SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY entity_type, object_id ORDER BY id DESC) AS rn \
+         FROM audit_log WHERE {filter}) ranked WHERE {outer} ORDER BY id LIMIT {{p}}"
+    );
+    let mut n = 0;
+    let sql = placeholders(&template, backend, &mut n);
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?;
+    rows.iter().map(|r| r.try_get::<i64>("", "id")).collect()
+}
+
+fn placeholders(template: &str, backend: DbBackend, n: &mut usize) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(at) = rest.find("{p}") {
+        out.push_str(&rest[..at]);
+        *n += 1;
+        match backend {
+            DbBackend::Postgres => out.push_str(&format!("${n}")),
+            _ => out.push('?'),
+        }
+        rest = &rest[at + 3..];
+    }
+    out.push_str(rest);
+    out
+}
