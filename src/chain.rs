@@ -18,7 +18,7 @@
 //! hash of a chain can forge it; copy hashes elsewhere (a SIEM, see listeners) to anchor them.
 //! Deleting the newest entries of a chain leaves no trace in the chain itself. Writes outside a
 //! transaction are not serialized: two concurrent writers of one object can fork its chain,
-//! which `verify` reports as a broken link.
+//! which `verify` reports as a [`ProblemKind::Fork`], distinct from tampering.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -237,6 +237,12 @@ pub enum ProblemKind {
     },
     /// The entry has no hash at all: it was not written by sea-orm-audit.
     MissingHash,
+    /// The entry links to an entry that already has a successor: two writers appended to the
+    /// object's chain concurrently outside a transaction. Not a sign of tampering by itself.
+    Fork {
+        /// The predecessor both entries link to.
+        shared: String,
+    },
 }
 
 /// One broken entry.
@@ -275,10 +281,20 @@ impl Report {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct ChainState {
+    /// The previous entry's hash (what the next entry is expected to link to).
     hash: Option<String>,
     action: String,
+    /// Hashes no entry links to yet: the ends of the chain's branches.
+    tips: HashSet<String>,
+    /// 64-bit prefixes of every hash seen, to tell a fork (link to an earlier entry) from a
+    /// link to an entry that does not exist.
+    seen: HashSet<u64>,
+}
+
+fn prefix(hash: &str) -> u64 {
+    u64::from_str_radix(hash.get(..16).unwrap_or(hash), 16).unwrap_or(0)
 }
 
 /// Walks every chain in the log and reports each broken entry (oldest first).
@@ -363,35 +379,109 @@ fn check(
     pruned: &HashSet<Option<String>>,
 ) -> Option<ProblemKind> {
     let key = (row.entity_type.clone(), row.object_id.clone());
-    let previous = chains.get(&key);
-    let link_ok = match previous {
-        None => {
-            row.prev_hash.is_none()
-                || pruned.contains(&None)
-                || pruned.contains(&Some(row.entity_type.clone()))
+    let first = !chains.contains_key(&key);
+    let state = chains.entry(key).or_default();
+    let link = match (&row.prev_hash, first) {
+        (None, true) => Ok(()),
+        (Some(_), true) => {
+            if pruned.contains(&None) || pruned.contains(&Some(row.entity_type.clone())) {
+                Ok(())
+            } else {
+                Err(None)
+            }
         }
-        Some(prev) => {
-            (row.prev_hash.is_some() && row.prev_hash == prev.hash)
-                || (row.prev_hash.is_none() && row.action == "create" && prev.action == "delete")
+        (None, false) if row.action == "create" && state.action == "delete" => {
+            // A new segment after a delete.
+            state.tips.clear();
+            Ok(())
         }
+        (None, false) => Err(None),
+        (Some(prev), false) if state.tips.remove(prev) => Ok(()),
+        (Some(prev), false) if state.seen.contains(&prefix(prev)) => Err(Some(prev.clone())),
+        (Some(_), false) => Err(None),
     };
     let problem = match &row.hash {
         None => Some(ProblemKind::MissingHash),
         Some(stored) if *stored != entry_hash(&Content::of(row), row.prev_hash.as_deref()) => {
             Some(ProblemKind::ContentChanged)
         }
-        Some(_) if !link_ok => Some(ProblemKind::BrokenLink {
-            expected: previous.and_then(|p| p.hash.clone()),
-            found: row.prev_hash.clone(),
-        }),
-        Some(_) => None,
-    };
-    chains.insert(
-        key,
-        ChainState {
-            hash: row.hash.clone(),
-            action: row.action.clone(),
+        Some(_) => match link {
+            Ok(()) => None,
+            Err(Some(shared)) => Some(ProblemKind::Fork { shared }),
+            Err(None) => Some(ProblemKind::BrokenLink {
+                expected: state.hash.clone(),
+                found: row.prev_hash.clone(),
+            }),
         },
-    );
+    };
+    if let Some(hash) = &row.hash {
+        state.tips.insert(hash.clone());
+        state.seen.insert(prefix(hash));
+    }
+    state.hash.clone_from(&row.hash);
+    state.action.clone_from(&row.action);
     problem
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: i64, action: &str, prev: Option<&str>) -> audit_log::Model {
+        let mut row = audit_log::Model {
+            id,
+            entity_type: "t".into(),
+            object_id: "1".into(),
+            action: action.into(),
+            actor: None,
+            created_at: Utc::now(),
+            changes: None,
+            tool: None,
+            message: Some(format!("entry {id}")),
+            status: "success".into(),
+            data: None,
+            prev_hash: prev.map(str::to_owned),
+            hash: None,
+        };
+        row.hash = Some(entry_hash(&Content::of(&row), prev));
+        row
+    }
+
+    fn run(rows: &[audit_log::Model]) -> Vec<(i64, ProblemKind)> {
+        let mut chains = HashMap::new();
+        let pruned = HashSet::new();
+        rows.iter()
+            .filter_map(|r| check(r, &mut chains, &pruned).map(|k| (r.id, k)))
+            .collect()
+    }
+
+    #[test]
+    fn linear_chains_segments_forks_and_breaks() {
+        let a = entry(1, "create", None);
+        let b = entry(2, "update", a.hash.as_deref());
+        let c = entry(3, "update", b.hash.as_deref());
+        assert!(run(&[a.clone(), b.clone(), c.clone()]).is_empty());
+        // A delete, then a create starting a new segment.
+        let d = entry(4, "delete", c.hash.as_deref());
+        let e = entry(5, "create", None);
+        assert!(run(&[a.clone(), b.clone(), c.clone(), d, e]).is_empty());
+        // A create without a delete before it is a break.
+        let e2 = entry(4, "create", None);
+        assert!(matches!(
+            run(&[a.clone(), b.clone(), e2])[0],
+            (4, ProblemKind::BrokenLink { .. })
+        ));
+        // Two entries linking to `a`: the second is a fork; the chain goes on from either tip.
+        let c2 = entry(3, "update", a.hash.as_deref());
+        let d2 = entry(4, "update", c2.hash.as_deref());
+        let found = run(&[a.clone(), b.clone(), c2, d2]);
+        assert_eq!(found.len(), 1);
+        assert!(matches!(found[0], (3, ProblemKind::Fork { .. })));
+        // A link to an entry that is not there.
+        let ghost = entry(9, "update", Some("00ff"));
+        assert!(matches!(
+            run(&[a, b, ghost])[0],
+            (9, ProblemKind::BrokenLink { .. })
+        ));
+    }
 }

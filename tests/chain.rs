@@ -240,3 +240,52 @@ async fn forged_entries_are_caught() {
     );
     t.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_outside_a_transaction_fork_and_verify_says_so() {
+    use sea_orm::TransactionTrait;
+    use sea_orm_audit::Event;
+    let t = TestDb::new().await;
+    Event::new("note")
+        .target_id("ticket", "7")
+        .message("first")
+        .record(&t.db)
+        .await
+        .unwrap();
+    // Writer 1 appends inside a transaction it keeps open.
+    let txn = t.db.begin().await.unwrap();
+    Event::new("note")
+        .target_id("ticket", "7")
+        .message("in tx")
+        .record(&txn)
+        .await
+        .unwrap();
+    // Writer 2 appends to the same chain outside any transaction, concurrently.
+    let db = t.db.clone();
+    let other = tokio::spawn(async move {
+        Event::new("note")
+            .target_id("ticket", "7")
+            .message("outside")
+            .record(&db)
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    txn.commit().await.unwrap();
+    other.await.unwrap().unwrap();
+
+    let report = verify(&t.db).await.unwrap();
+    if t.backend() != sea_orm::DbBackend::MySql {
+        // Writer 2 read the chain head before writer 1 committed (PostgreSQL's READ COMMITTED;
+        // SQLite's separate implicit transactions for the read and the insert) and linked to the
+        // same predecessor. Reported as a fork, not as tampering.
+        assert_eq!(report.problems.len(), 1, "{report:#?}");
+        assert!(
+            matches!(report.problems[0].kind, ProblemKind::Fork { .. }),
+            "{report:#?}"
+        );
+    } else {
+        // MySQL's locking read of the chain head makes writer 2 wait for writer 1's commit.
+        assert!(report.is_ok(), "{report:#?}");
+    }
+    t.finish().await;
+}
