@@ -588,3 +588,51 @@ fn ui() {
     let t = trybuild::TestCases::new();
     t.compile_fail("tests/ui/*.rs");
 }
+
+#[tokio::test]
+async fn statements_per_audited_operation() {
+    use std::sync::Arc;
+    let mut t = TestDb::new().await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = seen.clone();
+    t.db.set_metric_callback(move |info| {
+        sink.lock().unwrap().push(
+            info.statement
+                .sql
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_uppercase(),
+        );
+    });
+    let take = |s: &Arc<std::sync::Mutex<Vec<String>>>| std::mem::take(&mut *s.lock().unwrap());
+    let mysql = t.backend() == sea_orm::DbBackend::MySql;
+
+    let p = new_post("counted").insert(&t.db).await.unwrap();
+    // INSERT row (+ SELECT it back without RETURNING), INSERT log: creates read no chain head.
+    let expected: &[&str] = if mysql {
+        &["INSERT", "SELECT", "INSERT"]
+    } else {
+        &["INSERT", "INSERT"]
+    };
+    assert_eq!(take(&seen), expected);
+
+    // Nothing Set: no read by the audit layer, only SeaORM's own re-read of the row.
+    p.clone().into_active_model().update(&t.db).await.unwrap();
+    assert_eq!(take(&seen), ["SELECT"]);
+
+    let mut am = p.clone().into_active_model();
+    am.views = Set(1);
+    am.update(&t.db).await.unwrap();
+    // Before-image, UPDATE (+ re-read without RETURNING), chain head, INSERT log.
+    let expected: &[&str] = if mysql {
+        &["SELECT", "UPDATE", "SELECT", "SELECT", "INSERT"]
+    } else {
+        &["SELECT", "UPDATE", "SELECT", "INSERT"]
+    };
+    assert_eq!(take(&seen), expected);
+
+    p.delete(&t.db).await.unwrap();
+    assert_eq!(take(&seen), ["SELECT", "DELETE", "SELECT", "INSERT"]);
+    t.finish().await;
+}
