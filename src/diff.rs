@@ -46,11 +46,12 @@ impl Changes {
         Json::Object(out)
     }
 
-    /// Replaces the values of `masked` fields with [`FILTERED`] on both sides.
+    /// Replaces the values of `masked` fields with [`FILTERED`] on both sides. NULL stays
+    /// `null`: it hides nothing, and it lets a restore put the NULL back.
     pub fn mask(&mut self, masked: &[&str]) {
         for side in [&mut self.old_value, &mut self.new_value] {
             for key in masked {
-                if let Some(v) = side.get_mut(*key) {
+                if let Some(v) = side.get_mut(*key).filter(|v| !v.is_null()) {
                     *v = Json::String(FILTERED.to_owned());
                 }
             }
@@ -135,6 +136,14 @@ mod tests {
         assert_eq!(d.old_value["pw"], json!(FILTERED));
         assert_eq!(d.new_value["pw"], json!(FILTERED));
         assert_eq!(d.fields(), vec!["pw"]);
+    }
+
+    #[test]
+    fn masking_keeps_null() {
+        let mut d = diff(&json!({"pw": null}), &json!({"pw": "set"}), &[]);
+        d.mask(&["pw"]);
+        assert_eq!(d.old_value["pw"], Json::Null);
+        assert_eq!(d.new_value["pw"], json!(FILTERED));
     }
 
     #[test]

@@ -67,6 +67,7 @@
 //! | capture report | [`Strict`] |
 //! | tamper evidence | [`verify`], [`chain`] |
 //! | retention | [`prune`], [`Retention`] |
+//! | point in time | [`timeline::state_at`], [`timeline::restore`], [`timeline::revert`], [`timeline::deleted`] |
 //! | reading | [`logs_for`], [`logs_for_id`], [`History`], [`LogEntry`], [`audit_log`] |
 //! | values | [`value::to_json`] |
 
@@ -84,6 +85,7 @@ mod retention;
 mod store;
 mod strict;
 mod template;
+pub mod timeline;
 mod transaction;
 pub mod value;
 

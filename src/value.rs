@@ -97,6 +97,139 @@ fn fallback(value: &Value) -> Json {
     Json::String(trimmed)
 }
 
+/// The SeaORM values a stored JSON value may stand for, most likely first: [`to_json`] in
+/// reverse. The caller tries them with `ActiveModelTrait::try_set`, which accepts only the
+/// variant of the field's Rust type, so no column type table is needed.
+pub(crate) fn candidates(json: &Json) -> Vec<Value> {
+    match json {
+        Json::Null => null_values(),
+        Json::Bool(b) => vec![Value::Bool(Some(*b))],
+        Json::Number(n) => {
+            let mut out = Vec::new();
+            if let Some(i) = n.as_i64() {
+                out.push(Value::BigInt(Some(i)));
+                if let Ok(v) = i32::try_from(i) {
+                    out.push(Value::Int(Some(v)));
+                }
+                if let Ok(v) = i16::try_from(i) {
+                    out.push(Value::SmallInt(Some(v)));
+                }
+                if let Ok(v) = i8::try_from(i) {
+                    out.push(Value::TinyInt(Some(v)));
+                }
+            }
+            if let Some(u) = n.as_u64() {
+                out.push(Value::BigUnsigned(Some(u)));
+                if let Ok(v) = u32::try_from(u) {
+                    out.push(Value::Unsigned(Some(v)));
+                }
+                if let Ok(v) = u16::try_from(u) {
+                    out.push(Value::SmallUnsigned(Some(v)));
+                }
+                if let Ok(v) = u8::try_from(u) {
+                    out.push(Value::TinyUnsigned(Some(v)));
+                }
+            }
+            if let Some(f) = n.as_f64() {
+                out.push(Value::Double(Some(f)));
+                #[allow(clippy::cast_possible_truncation)]
+                out.push(Value::Float(Some(f as f32)));
+            }
+            out.push(Value::Json(Some(Box::new(json.clone()))));
+            out
+        }
+        Json::String(s) => string_candidates(s, json),
+        Json::Array(_) | Json::Object(_) => vec![Value::Json(Some(Box::new(json.clone())))],
+    }
+}
+
+fn string_candidates(s: &str, json: &Json) -> Vec<Value> {
+    use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime};
+    let mut out = vec![Value::String(Some(s.to_owned()))];
+    let mut chars = s.chars();
+    if let (Some(c), None) = (chars.next(), chars.next()) {
+        out.push(Value::Char(Some(c)));
+    }
+    if let Ok(u) = s.parse::<uuid::Uuid>() {
+        out.push(Value::Uuid(Some(u)));
+    }
+    if let Ok(d) = s.parse::<rust_decimal::Decimal>() {
+        out.push(Value::Decimal(Some(d)));
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        out.push(Value::ChronoDateTimeUtc(Some(
+            t.with_timezone(&chrono::Utc),
+        )));
+        out.push(Value::ChronoDateTimeWithTimeZone(Some(t)));
+        out.push(Value::ChronoDateTimeLocal(Some(
+            t.with_timezone(&chrono::Local),
+        )));
+        if let Ok(o) =
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        {
+            out.push(Value::TimeDateTimeWithTimeZone(Some(o)));
+        }
+    }
+    if let Ok(t) = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f") {
+        out.push(Value::ChronoDateTime(Some(t)));
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        out.push(Value::ChronoDate(Some(d)));
+    }
+    if let Ok(t) = NaiveTime::parse_from_str(s, "%H:%M:%S%.f") {
+        out.push(Value::ChronoTime(Some(t)));
+    }
+    let special = match s {
+        "NaN" => Some(f64::NAN),
+        "Infinity" => Some(f64::INFINITY),
+        "-Infinity" => Some(f64::NEG_INFINITY),
+        _ => None,
+    };
+    if let Some(f) = special {
+        out.push(Value::Double(Some(f)));
+        #[allow(clippy::cast_possible_truncation)]
+        out.push(Value::Float(Some(f as f32)));
+    }
+    if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(s) {
+        out.push(Value::Bytes(Some(bytes)));
+    }
+    out.push(Value::Json(Some(Box::new(json.clone()))));
+    out
+}
+
+/// NULL of every type: an `Option<T>` field accepts only its own type's NULL.
+fn null_values() -> Vec<Value> {
+    vec![
+        Value::String(None),
+        Value::Int(None),
+        Value::BigInt(None),
+        Value::SmallInt(None),
+        Value::TinyInt(None),
+        Value::Unsigned(None),
+        Value::BigUnsigned(None),
+        Value::SmallUnsigned(None),
+        Value::TinyUnsigned(None),
+        Value::Bool(None),
+        Value::Double(None),
+        Value::Float(None),
+        Value::Decimal(None),
+        Value::Uuid(None),
+        Value::Json(None),
+        Value::Bytes(None),
+        Value::Char(None),
+        Value::ChronoDate(None),
+        Value::ChronoTime(None),
+        Value::ChronoDateTime(None),
+        Value::ChronoDateTimeUtc(None),
+        Value::ChronoDateTimeLocal(None),
+        Value::ChronoDateTimeWithTimeZone(None),
+        Value::TimeDate(None),
+        Value::TimeTime(None),
+        Value::TimeDateTime(None),
+        Value::TimeDateTimeWithTimeZone(None),
+    ]
+}
+
 /// Renders a JSON scalar as the plain text used in canonical object ids.
 pub(crate) fn json_to_key_text(json: &Json) -> String {
     match json {
