@@ -67,6 +67,7 @@
 //! | capture report | [`Strict`] |
 //! | tamper evidence | [`verify`], [`chain`] |
 //! | retention | [`prune`], [`Retention`] |
+//! | listeners | [`listen::Tail`], [`listen::JsonLinesSink`] |
 //! | point in time | [`timeline::state_at`], [`timeline::restore`], [`timeline::revert`], [`timeline::deleted`] |
 //! | reading | [`logs_for`], [`logs_for_id`], [`History`], [`LogEntry`], [`audit_log`] |
 //! | values | [`value::to_json`] |
@@ -80,6 +81,7 @@ mod context;
 mod diff;
 mod error;
 pub mod events;
+pub mod listen;
 mod query;
 mod retention;
 mod store;
