@@ -587,6 +587,58 @@ async fn missing_before_hook_is_a_clear_error() {
 fn ui() {
     let t = trybuild::TestCases::new();
     t.compile_fail("tests/ui/*.rs");
+    t.pass(readme_snippets());
+}
+
+/// Every ```rust snippet of README.md as one program, so the README cannot drift from the API.
+/// The quick start is a rustdoc doctest; the fragments (`rust,ignore` for rustdoc, so that the
+/// README stays free of hidden setup lines) are compiled here against tests/readme/preamble.rs:
+/// a fragment defining `impl ActiveModelBehavior` goes in a module with an entity of its own,
+/// any other in an `async fn` with the preamble's `Given` values in scope.
+fn readme_snippets() -> std::path::PathBuf {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let mut program = format!(
+        "#![allow(dead_code, unused_imports, unused_variables, unused_mut, unreachable_pub, \
+         missing_docs, clippy::all)]\n#[path = \"{root}/tests/readme/preamble.rs\"]\nmod \
+         preamble;\nuse preamble::*;\nuse sea_orm::entity::prelude::*;\nuse \
+         sea_orm::ActiveValue::Set;\nuse sea_orm::{{Condition, DatabaseConnection}};\nuse \
+         sea_orm_audit::{{AuditContext, Event, History, Action, Status, Template}};\nuse \
+         std::time::Duration;\n"
+    );
+    let mut snippets = 0;
+    let mut lines = readme.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() != "```rust,ignore" {
+            continue;
+        }
+        let body: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
+        let body = body.join("\n");
+        snippets += 1;
+        if body.contains("impl ActiveModelBehavior") {
+            program += &format!(
+                "mod snippet_{snippets} {{\nuse sea_orm::entity::prelude::*;\nuse \
+                 sea_orm::ActiveValue::Set;\n#[derive(Clone, Debug, PartialEq, \
+                 DeriveEntityModel, sea_orm_audit::Auditable)]\n#[sea_orm(table_name = \
+                 \"hooked\")]\npub struct Model {{ #[sea_orm(primary_key)] pub id: i32, pub \
+                 updated_at: Option<DateTimeUtc> }}\n#[derive(Copy, Clone, Debug, EnumIter, \
+                 DeriveRelation)]\npub enum Relation {{}}\n{body}\n}}\n"
+            );
+        } else {
+            program += &format!(
+                "async fn snippet_{snippets}(mut db: DatabaseConnection, given: Given) -> \
+                 std::result::Result<(), Box<dyn std::error::Error>> {{\nlet Given {{ client_ip, t0, t1, \
+                 yesterday, entry_id, post, drafts }} = given;\n{body}\nOk(())\n}}\n"
+            );
+        }
+    }
+    assert!(snippets >= 10, "found only {snippets} README snippets");
+    program += "fn main() {}\n";
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("readme");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("readme_snippets.rs");
+    std::fs::write(&path, program).unwrap();
+    path
 }
 
 #[tokio::test]
