@@ -11,9 +11,10 @@ use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
+use sea_orm::sea_query::{Expr, QueryStatementBuilder};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityName, EntityTrait,
-    Iterable, PrimaryKeyToColumn, QueryFilter, QuerySelect, Value,
+    FromQueryResult, Iterable, PrimaryKeyToColumn, QueryFilter, QuerySelect, QueryTrait, Value,
 };
 use serde_json::{Map, Value as Json};
 
@@ -52,8 +53,8 @@ type Key = (Scope, &'static str, String);
 enum Pending {
     /// Update with nothing `Set`: nothing can change.
     Unchanged,
-    /// The row as stored before the write.
-    Before(Map<String, Json>),
+    /// The row as stored before the write, and the chain head if it was read with it.
+    Before(Map<String, Json>, Option<Option<String>>),
     /// Update or delete of a row that does not exist: the write matches nothing.
     Absent,
 }
@@ -88,13 +89,32 @@ pub fn pending_snapshots_for_current_task() -> usize {
     map.keys().filter(|(s, _, _)| *s == scope).count()
 }
 
+/// Column alias of the chain head read along with the before-image on SQLite.
+const HEAD_ALIAS: &str = "__sea_orm_audit_chain_head";
+
+/// The row as stored before a write, and, where it could be read in the same statement, the
+/// head of the object's chain.
+struct BeforeImage<M> {
+    row: Option<M>,
+    /// `Some(head)`: read with the row (SQLite); `None`: to be read when the entry is written.
+    head: Option<Option<String>>,
+}
+
 /// Fetches the stored row with this primary key, locking it (`FOR UPDATE`) where the backend
 /// supports row locks, so that inside a transaction no other writer can change it before our
 /// write.
-pub(crate) async fn fetch_by_pk<E, C>(
+///
+/// On SQLite the object's chain head comes back in the same statement (a scalar subquery),
+/// saving a round trip per update and delete. That is exact there: SQLite has one writer, and a
+/// transaction that read a head another connection then superseded cannot write any more
+/// (`SQLITE_BUSY_SNAPSHOT`). On PostgreSQL the subquery would see the statement's snapshot from
+/// before a wait for the row lock, so the head is read after the write instead (see `store`).
+async fn fetch_before<E, C>(
     db: &C,
     pk: impl IntoIterator<Item = Value>,
-) -> Result<Option<E::Model>, DbErr>
+    entity_type: &str,
+    object_id: &str,
+) -> Result<BeforeImage<E::Model>, DbErr>
 where
     E: EntityTrait,
     C: ConnectionTrait,
@@ -103,10 +123,28 @@ where
     for (key, value) in E::PrimaryKey::iter().zip(pk) {
         query = query.filter(key.into_column().eq(value));
     }
-    if db.get_database_backend() != DbBackend::Sqlite {
-        query = query.lock_exclusive();
+    let backend = db.get_database_backend();
+    if backend != DbBackend::Sqlite {
+        let row = query.lock_exclusive().one(db).await?;
+        return Ok(BeforeImage { row, head: None });
     }
-    query.one(db).await
+    let head = crate::chain::head_query(entity_type, object_id).into_query();
+    let query = query.column_as(
+        Expr::SubQuery(None, Box::new(head.into_sub_query_statement())),
+        HEAD_ALIAS,
+    );
+    let Some(result) = db.query_one_raw(query.build(backend)).await? else {
+        return Ok(BeforeImage {
+            row: None,
+            head: None,
+        });
+    };
+    let row = E::Model::from_query_result(&result, "")?;
+    let head: Option<String> = result.try_get("", HEAD_ALIAS)?;
+    Ok(BeforeImage {
+        row: Some(row),
+        head: Some(head),
+    })
 }
 
 fn pk_of<A>(am: &A) -> Result<sea_orm::sea_query::ValueTuple, Error>
@@ -146,11 +184,11 @@ where
         put(key, Pending::Unchanged);
         return Ok(am);
     }
-    let before = fetch_by_pk::<A::Entity, C>(db, pk)
+    let before = fetch_before::<A::Entity, C>(db, pk, entity_type, &key.2)
         .await
         .map_err(|e| Error::db(format!("reading {entity_type} {} before update", key.2), e))?;
-    let pending = match before {
-        Some(row) => Pending::Before(snapshot(&row)),
+    let pending = match before.row {
+        Some(row) => Pending::Before(snapshot(&row), before.head),
         None => Pending::Absent,
     };
     put(key, pending);
@@ -168,13 +206,13 @@ where
     let entity_type = M::entity_type();
     let id = model.audit_object_id();
     let after = snapshot(&model);
-    let (action, old) = if insert {
-        (Action::Create, Map::new())
+    let (action, old, head) = if insert {
+        (Action::Create, Map::new(), None)
     } else {
         match take(&(Scope::current(), entity_type, id.clone())) {
-            Some(Pending::Before(old)) => (Action::Update, old),
+            Some(Pending::Before(old, head)) => (Action::Update, old, head),
             Some(Pending::Unchanged) if !M::LOG_UNCHANGED => return Ok(model),
-            Some(Pending::Unchanged) => (Action::Update, after.clone()),
+            Some(Pending::Unchanged) => (Action::Update, after.clone(), None),
             // The update matched no row; SeaORM reports that itself.
             Some(Pending::Absent) => return Ok(model),
             None => {
@@ -187,7 +225,8 @@ where
             }
         }
     };
-    if let Some(entry) = change_entry::<M>(action, id, &old, &after) {
+    if let Some(mut entry) = change_entry::<M>(action, id, &old, &after) {
+        entry.known_head = head;
         store::write(db, entry).await?;
     }
     Ok(model)
@@ -224,11 +263,11 @@ where
     let pk = pk_of(&am)?;
     let entity_type = <ModelOf<A> as Auditable>::entity_type();
     let key = (Scope::current(), entity_type, object_id(pk.clone()));
-    let before = fetch_by_pk::<A::Entity, C>(db, pk)
+    let before = fetch_before::<A::Entity, C>(db, pk, entity_type, &key.2)
         .await
         .map_err(|e| Error::db(format!("reading {entity_type} {} before delete", key.2), e))?;
-    let pending = match before {
-        Some(row) => Pending::Before(snapshot(&row)),
+    let pending = match before.row {
+        Some(row) => Pending::Before(snapshot(&row), before.head),
         None => Pending::Absent,
     };
     put(key, pending);
@@ -247,8 +286,8 @@ where
     let pk = pk_of(&am)?;
     let entity_type = <ModelOf<A> as Auditable>::entity_type();
     let id = object_id(pk);
-    let old = match take(&(Scope::current(), entity_type, id.clone())) {
-        Some(Pending::Before(old)) => old,
+    let (old, head) = match take(&(Scope::current(), entity_type, id.clone())) {
+        Some(Pending::Before(old, head)) => (old, head),
         Some(Pending::Absent | Pending::Unchanged) => return Ok(am),
         None => {
             return Err(Error::MissingSnapshot {
@@ -259,7 +298,8 @@ where
             .into());
         }
     };
-    if let Some(entry) = change_entry::<ModelOf<A>>(Action::Delete, id, &old, &Map::new()) {
+    if let Some(mut entry) = change_entry::<ModelOf<A>>(Action::Delete, id, &old, &Map::new()) {
+        entry.known_head = head;
         store::write(db, entry).await?;
     }
     Ok(am)

@@ -168,6 +168,17 @@ fn canonical(out: &mut String, v: &Json) {
     }
 }
 
+/// The query for the newest hash of one object's chain (served by `idx_audit_log_object`).
+pub(crate) fn head_query(entity_type: &str, object_id: &str) -> sea_orm::Select<audit_log::Entity> {
+    audit_log::Entity::find()
+        .select_only()
+        .column(audit_log::Column::Hash)
+        .filter(audit_log::Column::EntityType.eq(entity_type))
+        .filter(audit_log::Column::ObjectId.eq(object_id))
+        .order_by_desc(audit_log::Column::Id)
+        .limit(1)
+}
+
 /// The newest hash of one object's chain, read so that it is current: with `FOR UPDATE` on
 /// MySQL, whose REPEATABLE READ snapshot could otherwise predate the row lock just taken.
 pub(crate) async fn head<C: ConnectionTrait>(
@@ -175,13 +186,7 @@ pub(crate) async fn head<C: ConnectionTrait>(
     entity_type: &str,
     object_id: &str,
 ) -> Result<Option<String>, DbErr> {
-    let mut query = audit_log::Entity::find()
-        .select_only()
-        .column(audit_log::Column::Hash)
-        .filter(audit_log::Column::EntityType.eq(entity_type))
-        .filter(audit_log::Column::ObjectId.eq(object_id))
-        .order_by_desc(audit_log::Column::Id)
-        .limit(1);
+    let mut query = head_query(entity_type, object_id);
     if db.get_database_backend() == sea_orm::DbBackend::MySql {
         query = query.lock_exclusive();
     }

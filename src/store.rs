@@ -1,6 +1,6 @@
 //! Writing log rows.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Query, SimpleExpr};
@@ -27,6 +27,9 @@ pub(crate) struct NewEntry {
     pub(crate) data: Map<String, Json>,
     /// A captured create: starts a new segment of the object's chain (no head lookup).
     pub(crate) starts_chain: bool,
+    /// The object's chain head, when the caller already read it in a way that is current for
+    /// this write (SQLite's before-image, see `capture`): no head lookup.
+    pub(crate) known_head: Option<Option<String>>,
 }
 
 impl NewEntry {
@@ -42,6 +45,7 @@ impl NewEntry {
             status: Status::Success,
             data: Map::new(),
             starts_chain: false,
+            known_head: None,
         }
     }
 
@@ -65,6 +69,7 @@ impl NewEntry {
             status: self.status.as_str(),
             data: (!data.is_empty()).then_some(Json::Object(data)),
             starts_chain: self.starts_chain,
+            known_head: self.known_head,
         }
     }
 }
@@ -81,6 +86,7 @@ struct Row {
     status: &'static str,
     data: Option<Json>,
     starts_chain: bool,
+    known_head: Option<Option<String>>,
 }
 
 impl Row {
@@ -181,8 +187,10 @@ pub(crate) async fn write_many<C: ConnectionTrait>(db: &C, entries: Vec<NewEntry
             let key = (row.entity_type.clone(), row.object_id.clone());
             let prev = if row.starts_chain {
                 None
+            } else if let Some(head) = heads.get(&key) {
+                head.clone() // looked up, or an earlier row of this batch
             } else {
-                heads.get(&key).cloned().flatten()
+                row.known_head.clone().flatten()
             };
             let hash = entry_hash(&row.content(), prev.as_deref());
             heads.insert(key, Some(hash.clone()));
@@ -205,10 +213,16 @@ type Heads = HashMap<(String, String), Option<String>>;
 /// The current chain head of every object a continuing row belongs to.
 async fn chain_heads<C: ConnectionTrait>(db: &C, rows: &[Row]) -> Result<Heads> {
     let mut wanted: HashMap<&str, Vec<String>> = HashMap::new();
-    for row in rows.iter().filter(|r| !r.starts_chain) {
-        let ids = wanted.entry(row.entity_type.as_str()).or_default();
-        if !ids.contains(&row.object_id) {
-            ids.push(row.object_id.clone());
+    let mut seen: HashSet<(&str, &str)> = HashSet::new();
+    for row in rows
+        .iter()
+        .filter(|r| !r.starts_chain && r.known_head.is_none())
+    {
+        if seen.insert((row.entity_type.as_str(), row.object_id.as_str())) {
+            wanted
+                .entry(row.entity_type.as_str())
+                .or_default()
+                .push(row.object_id.clone());
         }
     }
     let mut heads = Heads::new();

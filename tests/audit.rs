@@ -676,15 +676,24 @@ async fn statements_per_audited_operation() {
     let mut am = p.clone().into_active_model();
     am.views = Set(1);
     am.update(&t.db).await.unwrap();
-    // Before-image, UPDATE (+ re-read without RETURNING), chain head, INSERT log.
+    // Before-image, UPDATE (+ re-read without RETURNING), chain head, INSERT log. SQLite reads
+    // the chain head with the before-image.
+    let sqlite = t.backend() == sea_orm::DbBackend::Sqlite;
     let expected: &[&str] = if mysql {
         &["SELECT", "UPDATE", "SELECT", "SELECT", "INSERT"]
+    } else if sqlite {
+        &["SELECT", "UPDATE", "INSERT"]
     } else {
         &["SELECT", "UPDATE", "SELECT", "INSERT"]
     };
     assert_eq!(take(&seen), expected);
 
     p.delete(&t.db).await.unwrap();
-    assert_eq!(take(&seen), ["SELECT", "DELETE", "SELECT", "INSERT"]);
+    let expected: &[&str] = if sqlite {
+        &["SELECT", "DELETE", "INSERT"]
+    } else {
+        &["SELECT", "DELETE", "SELECT", "INSERT"]
+    };
+    assert_eq!(take(&seen), expected);
     t.finish().await;
 }
