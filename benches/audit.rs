@@ -825,11 +825,18 @@ async fn raw_history(db: &DatabaseConnection, object_id: &str) -> Result<usize, 
         .await?;
     let mut n = 0;
     for row in rows {
+        // Every selected column, as a caller reading history would.
         let _: i64 = row.try_get("", "id")?;
+        let _: String = row.try_get("", "entity_type")?;
+        let _: String = row.try_get("", "object_id")?;
         let _: String = row.try_get("", "action")?;
         let _: Option<String> = row.try_get("", "actor")?;
         let _: chrono::DateTime<chrono::Utc> = row.try_get("", "created_at")?;
         let _: Option<Json> = row.try_get("", "changes")?;
+        let _: Option<String> = row.try_get("", "tool")?;
+        let _: Option<String> = row.try_get("", "message")?;
+        let _: String = row.try_get("", "status")?;
+        let _: Option<Json> = row.try_get("", "data")?;
         n += 1;
     }
     Ok(n)

@@ -201,6 +201,12 @@ pub(crate) async fn heads<C: ConnectionTrait>(
     object_ids: &[String],
 ) -> Result<HashMap<String, String>, DbErr> {
     let mut out = HashMap::with_capacity(object_ids.len());
+    if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+        for chunk in object_ids.chunks(crate::bulk::KEYS_PER_STATEMENT) {
+            out.extend(postgres_heads(db, entity_type, chunk).await?);
+        }
+        return Ok(out);
+    }
     for chunk in object_ids.chunks(crate::bulk::KEYS_PER_STATEMENT) {
         let newest = audit_log::Entity::find()
             .select_only()
@@ -222,6 +228,46 @@ pub(crate) async fn heads<C: ConnectionTrait>(
         }
         let rows: Vec<(String, Option<String>)> = query.into_tuple().all(db).await?;
         out.extend(rows.into_iter().filter_map(|(id, hash)| Some((id, hash?))));
+    }
+    Ok(out)
+}
+
+/// PostgreSQL: one index lookup per object, whatever the table's statistics. The
+/// `MAX(id) ... IN (...) GROUP BY` form used elsewhere was planned as a filter over the whole
+/// type on a freshly grown table (6 s per 1,000 objects at 50,000 rows, found by the benchmark).
+async fn postgres_heads<C: ConnectionTrait>(
+    db: &C,
+    entity_type: &str,
+    object_ids: &[String],
+) -> Result<Vec<(String, String)>, DbErr> {
+    let mut sql = String::from(
+        "SELECT v.object_id, (SELECT a.hash FROM audit_log a WHERE a.entity_type = $1 AND \
+         a.object_id = v.object_id ORDER BY a.id DESC LIMIT 1) AS hash FROM (VALUES ",
+    );
+    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(object_ids.len() + 1);
+    values.push(entity_type.into());
+    for (i, id) in object_ids.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!("(${}::text)", i + 2));
+        values.push(id.as_str().into());
+    }
+    sql.push_str(") AS v(object_id)");
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            sql,
+            values,
+        ))
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let object_id: String = row.try_get("", "object_id")?;
+        let hash: Option<String> = row.try_get("", "hash")?;
+        if let Some(hash) = hash {
+            out.push((object_id, hash));
+        }
     }
     Ok(out)
 }

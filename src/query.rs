@@ -136,10 +136,74 @@ pub struct LogEntry {
     pub data: Map<String, Json>,
 }
 
+/// The columns a [`LogEntry`] is made of: everything but the chain hashes, which readers of
+/// history do not need (two 64-character strings per row saved on every page).
+#[derive(Debug, sea_orm::FromQueryResult)]
+struct EntryRow {
+    id: i64,
+    entity_type: String,
+    object_id: String,
+    action: String,
+    actor: Option<String>,
+    created_at: DateTime<Utc>,
+    changes: Option<Json>,
+    tool: Option<String>,
+    message: Option<String>,
+    status: String,
+    data: Option<Json>,
+}
+
+const ENTRY_COLUMNS: [audit_log::Column; 11] = [
+    audit_log::Column::Id,
+    audit_log::Column::EntityType,
+    audit_log::Column::ObjectId,
+    audit_log::Column::Action,
+    audit_log::Column::Actor,
+    audit_log::Column::CreatedAt,
+    audit_log::Column::Changes,
+    audit_log::Column::Tool,
+    audit_log::Column::Message,
+    audit_log::Column::Status,
+    audit_log::Column::Data,
+];
+
+/// Reads entries: only the columns a [`LogEntry`] holds.
+async fn entries<C: ConnectionTrait>(
+    db: &C,
+    select: sea_orm::Select<audit_log::Entity>,
+) -> std::result::Result<Vec<EntryRow>, sea_orm::DbErr> {
+    select
+        .select_only()
+        .columns(ENTRY_COLUMNS)
+        .into_model::<EntryRow>()
+        .all(db)
+        .await
+}
+
 impl TryFrom<audit_log::Model> for LogEntry {
     type Error = Error;
 
     fn try_from(row: audit_log::Model) -> Result<Self> {
+        LogEntry::try_from(EntryRow {
+            id: row.id,
+            entity_type: row.entity_type,
+            object_id: row.object_id,
+            action: row.action,
+            actor: row.actor,
+            created_at: row.created_at,
+            changes: row.changes,
+            tool: row.tool,
+            message: row.message,
+            status: row.status,
+            data: row.data,
+        })
+    }
+}
+
+impl TryFrom<EntryRow> for LogEntry {
+    type Error = Error;
+
+    fn try_from(row: EntryRow) -> Result<Self> {
         let changes = match row.changes {
             None | Some(Json::Null) => None,
             Some(json) => Some(serde_json::from_value(json).map_err(|e| Error::Corrupt {
@@ -211,12 +275,11 @@ pub async fn logs_for_id<C>(
 where
     C: ConnectionTrait,
 {
-    let rows = audit_log::Entity::find()
+    let select = audit_log::Entity::find()
         .filter(audit_log::Column::EntityType.eq(entity_type))
         .filter(audit_log::Column::ObjectId.eq(object_id))
-        .order_by_desc(audit_log::Column::Id)
-        .all(db)
-        .await?;
+        .order_by_desc(audit_log::Column::Id);
+    let rows = entries(db, select).await?;
     let entries = rows
         .into_iter()
         .map(LogEntry::try_from)
@@ -400,7 +463,7 @@ impl History {
     pub async fn fetch<C: ConnectionTrait>(&self, db: &C) -> Result<Page, sea_orm::DbErr> {
         let limit = usize::try_from(self.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE))
             .unwrap_or(usize::MAX);
-        let mut rows = self.select().all(db).await?;
+        let mut rows = entries(db, self.select()).await?;
         let more = rows.len() > limit;
         rows.truncate(limit);
         let next = if more {
