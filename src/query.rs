@@ -4,8 +4,8 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
@@ -14,6 +14,7 @@ use crate::audit_log;
 use crate::auditable::Auditable;
 use crate::diff::Changes;
 use crate::error::{Error, Result};
+use crate::store::time_value;
 
 /// What an entry records.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -413,7 +414,7 @@ impl History {
         self
     }
 
-    fn condition(&self, with_cursor: bool) -> Condition {
+    fn condition(&self, with_cursor: bool, backend: DbBackend) -> Condition {
         use audit_log::Column as C;
         let mut cond = Condition::all();
         if let Some(v) = &self.entity_type {
@@ -435,10 +436,10 @@ impl History {
             cond = cond.add(C::Status.eq(v.as_str()));
         }
         if let Some(v) = self.created_after {
-            cond = cond.add(C::CreatedAt.gte(v));
+            cond = cond.add(C::CreatedAt.gte(time_value(backend, v)));
         }
         if let Some(v) = self.created_before {
-            cond = cond.add(C::CreatedAt.lt(v));
+            cond = cond.add(C::CreatedAt.lt(time_value(backend, v)));
         }
         if let (true, Some(id)) = (with_cursor, self.before_id) {
             cond = cond.add(C::Id.lt(id));
@@ -446,11 +447,13 @@ impl History {
         cond
     }
 
-    /// The SELECT this query runs (for `EXPLAIN`, or to extend it).
-    pub fn select(&self) -> sea_orm::Select<audit_log::Entity> {
+    /// The SELECT this query runs on `backend` (for `EXPLAIN`, or to extend it). Timestamps
+    /// are bound the way the backend compares them correctly (on MySQL as `DATETIME`: sqlx's
+    /// TIMESTAMP binding turns dates after 2038 into NULL).
+    pub fn select(&self, backend: DbBackend) -> sea_orm::Select<audit_log::Entity> {
         let limit = self.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
         let mut select = audit_log::Entity::find()
-            .filter(self.condition(true))
+            .filter(self.condition(true, backend))
             .order_by_desc(audit_log::Column::Id)
             .limit(limit + 1);
         if self.offset > 0 {
@@ -463,7 +466,7 @@ impl History {
     pub async fn fetch<C: ConnectionTrait>(&self, db: &C) -> Result<Page, sea_orm::DbErr> {
         let limit = usize::try_from(self.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE))
             .unwrap_or(usize::MAX);
-        let mut rows = entries(db, self.select()).await?;
+        let mut rows = entries(db, self.select(db.get_database_backend())).await?;
         let more = rows.len() > limit;
         rows.truncate(limit);
         let next = if more {
@@ -481,7 +484,7 @@ impl History {
     /// How many entries match the filters (ignoring cursor, limit and offset).
     pub async fn count<C: ConnectionTrait>(&self, db: &C) -> Result<u64, sea_orm::DbErr> {
         audit_log::Entity::find()
-            .filter(self.condition(false))
+            .filter(self.condition(false, db.get_database_backend()))
             .count(db)
             .await
     }

@@ -154,10 +154,7 @@ pub async fn prune<C: ConnectionTrait>(db: &C, policy: &Retention) -> Result<Pru
 /// The oldest id written at or after `cutoff`; everything below it is older. `None`: no entry
 /// is that recent, so every entry is older.
 async fn boundary<C: ConnectionTrait>(db: &C, cutoff: DateTime<Utc>) -> Result<Option<i64>, DbErr> {
-    let cutoff: Value = match db.get_database_backend() {
-        DbBackend::MySql => cutoff.naive_utc().into(),
-        _ => cutoff.into(),
-    };
+    let cutoff = crate::store::time_value(db.get_database_backend(), cutoff);
     let first: Option<Option<i64>> = audit_log::Entity::find()
         .select_only()
         .column_as(audit_log::Column::Id.min(), "id")

@@ -30,6 +30,8 @@ pub(crate) struct NewEntry {
     /// The object's chain head, when the caller already read it in a way that is current for
     /// this write (SQLite's before-image, see `capture`): no head lookup.
     pub(crate) known_head: Option<Option<String>>,
+    /// When it happened, if not now (API activity is written in batches after the fact).
+    pub(crate) created_at: Option<DateTime<Utc>>,
 }
 
 impl NewEntry {
@@ -46,6 +48,7 @@ impl NewEntry {
             data: Map::new(),
             starts_chain: false,
             known_head: None,
+            created_at: None,
         }
     }
 
@@ -62,7 +65,7 @@ impl NewEntry {
             object_id: self.object_id,
             action: self.action.as_str().to_owned(),
             actor: self.actor.or(ctx_actor),
-            created_at,
+            created_at: self.created_at.map_or(created_at, truncate_to_micros),
             changes: self.changes,
             tool: self.tool.or(ctx_tool),
             message: self.message,
@@ -117,7 +120,7 @@ impl Row {
             self.object_id.into(),
             self.action.into(),
             self.actor.into(),
-            created_at(backend, self.created_at),
+            time_value(backend, self.created_at).into(),
             self.changes.into(),
             self.tool.into(),
             self.message.into(),
@@ -145,12 +148,13 @@ const COLUMNS: [audit_log::Column; 12] = [
     audit_log::Column::Hash,
 ];
 
-/// sqlx binds `DateTime<Utc>` as a MySQL TIMESTAMP parameter, which turns anything after
-/// 2038-01-19 into NULL even for a DATETIME column: bind the UTC wall time as DATETIME there.
-fn created_at(backend: DbBackend, now: DateTime<Utc>) -> SimpleExpr {
+/// A `created_at` value, to write or compare with. sqlx binds `DateTime<Utc>` as a MySQL
+/// TIMESTAMP parameter, which turns anything after 2038-01-19 into NULL even for a DATETIME
+/// column: bind the UTC wall time as DATETIME there.
+pub(crate) fn time_value(backend: DbBackend, at: DateTime<Utc>) -> Value {
     match backend {
-        DbBackend::MySql => Value::ChronoDateTime(Some(now.naive_utc())).into(),
-        _ => Value::ChronoDateTimeUtc(Some(now)).into(),
+        DbBackend::MySql => Value::ChronoDateTime(Some(at.naive_utc())),
+        _ => Value::ChronoDateTimeUtc(Some(at)),
     }
 }
 

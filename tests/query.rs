@@ -210,7 +210,7 @@ async fn every_filter_combination_uses_an_index_at_100k_rows() {
     };
     t.db.execute_unprepared(analyze).await.unwrap();
     for (name, q) in combinations() {
-        let stmt = q.select().build(backend);
+        let stmt = q.select(backend).build(backend);
         let prefix = if backend == DbBackend::Postgres {
             "EXPLAIN "
         } else {
