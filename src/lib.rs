@@ -90,6 +90,8 @@ mod template;
 pub mod timeline;
 mod transaction;
 pub mod value;
+#[cfg(feature = "axum")]
+pub mod web;
 
 pub use auditable::{Auditable, object_id, snapshot};
 pub use capture::{PURGE_ABOVE, STALE_AFTER, after_delete, after_save, before_delete, before_save};

@@ -1,0 +1,268 @@
+//! The history HTTP API and the viewer page.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::{OriginalUri, Path, RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+use sea_orm::DatabaseConnection;
+use serde_json::json;
+
+use super::actor::Actor;
+use super::layer::RequestContext;
+use super::params::{self, BadParam, FILTERS, Parsed};
+
+/// What a history request asks to see, for [`Permission`] checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Scope<'a> {
+    /// The whole log (`GET /entries`).
+    All,
+    /// One object's history (`GET /{entity_type}/{object_id}/log`).
+    Object {
+        /// The entity type.
+        entity_type: &'a str,
+        /// The object id.
+        object_id: &'a str,
+    },
+}
+
+/// Who may read which history. "My history" (`GET /me`) needs no permission, only an actor.
+///
+/// Any `Fn(&Actor, &Scope) -> bool` closure is a permission; implement the trait when the check
+/// needs to `.await` (roles in the database).
+pub trait Permission: Send + Sync + 'static {
+    /// Whether `actor` may read `scope`.
+    fn allows(&self, actor: &Actor, scope: &Scope<'_>) -> impl Future<Output = bool> + Send;
+}
+
+impl<F> Permission for F
+where
+    F: Fn(&Actor, &Scope<'_>) -> bool + Send + Sync + 'static,
+{
+    fn allows(&self, actor: &Actor, scope: &Scope<'_>) -> impl Future<Output = bool> + Send {
+        std::future::ready(self(actor, scope))
+    }
+}
+
+/// The default [`Permission`]: nobody may read anything but their own history.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DenyAll;
+
+impl Permission for DenyAll {
+    fn allows(&self, _: &Actor, _: &Scope<'_>) -> impl Future<Output = bool> + Send {
+        std::future::ready(false)
+    }
+}
+
+/// The history API, as a router to nest where you like (`.nest("/audit", api.into_router())`):
+///
+/// | route | what | who |
+/// |---|---|---|
+/// | `GET /entries` | the whole log, filtered | [`Permission`] for [`Scope::All`] |
+/// | `GET /me` | the caller's own entries | any actor |
+/// | `GET /{entity_type}/{object_id}/log` | one object's history | [`Permission`] for [`Scope::Object`] |
+/// | `GET /viewer` | an HTML page to browse all three | anyone (the page holds no data) |
+///
+/// Filters (query parameters): `entity_type`, `object_id`, `actor`, `tool`, `action`, `status`
+/// (`success`/`failed`), `created_after`, `created_before` (RFC 3339), `limit` (clamped to
+/// 1..=1000, default 50), `offset`, `cursor`. Lists answer
+/// `{"count": total, "results": [entries, newest first], "next": "URL of the next page" | null}`;
+/// `next` pages by cursor, stable while entries are written.
+///
+/// Unknown, repeated, empty or malformed parameters get `400 {"error", "parameter"}`; a request
+/// without an actor `401`; without permission `403`. Values reach SQL only as bound
+/// parameters. The actor comes from the [`AuditLayer`](super::AuditLayer), which must wrap
+/// this router.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct HistoryApi<P = DenyAll> {
+    db: DatabaseConnection,
+    permission: P,
+}
+
+impl HistoryApi<DenyAll> {
+    /// The API over the log in `db`; until [`permission`](Self::permission) is set, only
+    /// `/me` answers.
+    pub fn new(db: DatabaseConnection) -> Self {
+        HistoryApi {
+            db,
+            permission: DenyAll,
+        }
+    }
+}
+
+impl<P: Permission> HistoryApi<P> {
+    /// Who may read the whole log and object histories.
+    pub fn permission<Q: Permission>(self, permission: Q) -> HistoryApi<Q> {
+        HistoryApi {
+            db: self.db,
+            permission,
+        }
+    }
+
+    /// The router.
+    pub fn into_router<S: Clone + Send + Sync + 'static>(self) -> Router<S> {
+        Router::new()
+            .route("/entries", get(all::<P>))
+            .route("/me", get(mine::<P>))
+            .route("/{entity_type}/{object_id}/log", get(object::<P>))
+            .route("/viewer", get(viewer))
+            .with_state(Arc::new(self))
+    }
+}
+
+type Api<P> = State<Arc<HistoryApi<P>>>;
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+fn bad_request(e: BadParam) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({
+            "error": format!("invalid parameter {}: {}", e.parameter, e.message),
+            "parameter": e.parameter,
+        })),
+    )
+        .into_response()
+}
+
+/// Which listing a request is for.
+enum Listing {
+    All,
+    Mine,
+    Object(String, String),
+}
+
+/// Authenticates, authorizes, validates, then reads one page: the same order for every route,
+/// so a caller without access never learns which parameters would have been accepted.
+async fn listing<P: Permission>(
+    api: &HistoryApi<P>,
+    ctx: Option<RequestContext>,
+    path: &str,
+    query: Option<&str>,
+    listing: Listing,
+) -> Response {
+    let Some(actor) = ctx.and_then(|c| c.actor) else {
+        return error(StatusCode::UNAUTHORIZED, "authentication required");
+    };
+    let (scope, denied, excluded): (Option<Scope<'_>>, &str, &[&str]) = match &listing {
+        Listing::All => (Some(Scope::All), "not allowed to read the audit log", &[]),
+        Listing::Mine => (None, "", &["actor"]),
+        Listing::Object(entity_type, object_id) => (
+            Some(Scope::Object {
+                entity_type,
+                object_id,
+            }),
+            "not allowed to read this history",
+            &["entity_type", "object_id"],
+        ),
+    };
+    if let Some(scope) = scope {
+        if !api.permission.allows(&actor, &scope).await {
+            return error(StatusCode::FORBIDDEN, denied);
+        }
+    }
+    let allowed: Vec<&str> = FILTERS
+        .iter()
+        .copied()
+        .filter(|p| !excluded.contains(p))
+        .collect();
+    let mut parsed = match params::parse(query, &allowed) {
+        Ok(parsed) => parsed,
+        Err(e) => return bad_request(e),
+    };
+    parsed.history = match listing {
+        Listing::All => parsed.history,
+        Listing::Mine => parsed.history.actor(actor.id),
+        Listing::Object(entity_type, object_id) => parsed.history.object(entity_type, object_id),
+    };
+    page(&api.db, parsed, path).await
+}
+
+async fn all<P: Permission>(
+    State(api): Api<P>,
+    ctx: Option<Extension<RequestContext>>,
+    OriginalUri(uri): OriginalUri,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let ctx = ctx.map(|Extension(c)| c);
+    listing(&api, ctx, uri.path(), query.as_deref(), Listing::All).await
+}
+
+async fn mine<P: Permission>(
+    State(api): Api<P>,
+    ctx: Option<Extension<RequestContext>>,
+    OriginalUri(uri): OriginalUri,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let ctx = ctx.map(|Extension(c)| c);
+    listing(&api, ctx, uri.path(), query.as_deref(), Listing::Mine).await
+}
+
+async fn object<P: Permission>(
+    State(api): Api<P>,
+    ctx: Option<Extension<RequestContext>>,
+    OriginalUri(uri): OriginalUri,
+    Path((entity_type, object_id)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let ctx = ctx.map(|Extension(c)| c);
+    let target = Listing::Object(entity_type, object_id);
+    listing(&api, ctx, uri.path(), query.as_deref(), target).await
+}
+
+async fn page(db: &DatabaseConnection, parsed: Parsed, path: &str) -> Response {
+    let result = async {
+        let page = parsed.history.fetch(db).await?;
+        let count = parsed.history.count(db).await?;
+        Ok::<_, sea_orm::DbErr>((page, count))
+    }
+    .await;
+    match result {
+        Ok((page, count)) => {
+            let next = page.next.map(|cursor| {
+                format!(
+                    "{path}?{}",
+                    params::next_query(&parsed.keep, parsed.limit, cursor)
+                )
+            });
+            axum::Json(json!({ "count": count, "results": page.entries, "next": next }))
+                .into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "sea-orm-audit: history API query failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "reading the audit log failed",
+            )
+        }
+    }
+}
+
+const VIEWER: &str = include_str!("viewer.html");
+
+/// The page: inline script and style only, no outside resources.
+async fn viewer() -> Response {
+    let mut response = Html(VIEWER).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+             connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
+             frame-ancestors 'none'",
+        ),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}

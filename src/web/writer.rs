@@ -1,0 +1,445 @@
+//! The background batch writer of API activity entries.
+//!
+//! Requests never wait for the database: the layer reserves a slot in a bounded queue when a
+//! request starts (so an admitted request's entry can always be queued, without blocking) and
+//! fills it when the response is done. One task drains the queue into multi-row INSERTs, one
+//! transaction per batch, when it holds [`Batching::size`] entries or [`Batching::interval`]
+//! after the oldest one arrived. A failing database is retried with exponential backoff, the
+//! batch kept; meanwhile the queue fills, and once it is full the layer applies its
+//! [`Overflow`](super::Overflow) policy.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use sea_orm::{DatabaseConnection, TransactionTrait};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::activity::Captured;
+use crate::error::{Error, Result};
+use crate::store::{self, NewEntry};
+
+/// How the [`ActivityWriter`] batches.
+///
+/// Defaults: batches of 200 entries or every 2 seconds, a queue of 10,000 entries, retries
+/// backing off from 100 ms to 30 s, and 30 seconds for [`ActivityWriter::shutdown`] to write
+/// what is left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+#[must_use]
+pub struct Batching {
+    /// Entries per batch (one transaction; multi-row INSERTs of up to 100 rows on PostgreSQL,
+    /// 500 elsewhere).
+    pub size: usize,
+    /// Longest an entry waits in a partial batch.
+    pub interval: Duration,
+    /// Entries the queue holds, counting requests in flight.
+    pub capacity: usize,
+    /// Longest wait between retries of a failing batch.
+    pub max_backoff: Duration,
+    /// How long [`ActivityWriter::shutdown`] keeps trying to write what is queued.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Batching {
+            size: 200,
+            interval: Duration::from_secs(2),
+            capacity: 10_000,
+            max_backoff: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Batching {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Entries per batch (at least 1).
+    pub fn size(mut self, size: usize) -> Self {
+        self.size = size.max(1);
+        self
+    }
+
+    /// Longest an entry waits in a partial batch.
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// Entries the queue holds (at least 1).
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// Longest wait between retries.
+    pub fn max_backoff(mut self, max: Duration) -> Self {
+        self.max_backoff = max;
+        self
+    }
+
+    /// How long shutdown keeps trying to write what is queued.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+}
+
+/// Counters of an [`ActivityWriter`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WriterStats {
+    /// Entries written.
+    pub written: u64,
+    /// Requests not recorded because the queue was full or the writer had stopped.
+    pub dropped: u64,
+    /// Batch writes that failed and were retried.
+    pub failed_attempts: u64,
+    /// Entries given up at shutdown because the database kept failing.
+    pub lost: u64,
+    /// Entries queued or reserved by requests in flight.
+    pub queued: usize,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    written: AtomicU64,
+    dropped: AtomicU64,
+    failed_attempts: AtomicU64,
+    lost: AtomicU64,
+    /// Entries taken off the queue by the task and not yet written.
+    in_hand: AtomicUsize,
+}
+
+#[derive(Debug)]
+enum Control {
+    Flush(oneshot::Sender<()>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A handle to the background task writing API activity entries; cheap to clone.
+///
+/// Spawn it once, give it to [`ActivityLog::new`](super::ActivityLog::new), and call
+/// [`shutdown`](Self::shutdown) after the server stopped (axum's `with_graceful_shutdown`
+/// waits for requests in flight first): everything queued is written. If every handle is
+/// dropped without a shutdown, the task writes what is queued and ends.
+#[derive(Debug, Clone)]
+pub struct ActivityWriter {
+    queue: mpsc::Sender<Captured>,
+    control: mpsc::UnboundedSender<Control>,
+    counters: Arc<Counters>,
+    capacity: usize,
+}
+
+impl ActivityWriter {
+    /// Starts the writer task on the current tokio runtime.
+    pub fn spawn(db: DatabaseConnection, batching: Batching) -> Self {
+        let (queue, rx) = mpsc::channel(batching.capacity);
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let counters = Arc::new(Counters::default());
+        let capacity = batching.capacity;
+        let task = Task {
+            db,
+            batching,
+            rx,
+            control: control_rx,
+            counters: counters.clone(),
+            batch: Vec::new(),
+            waiting: Vec::new(),
+            stopping: None,
+        };
+        tokio::spawn(task.run());
+        ActivityWriter {
+            queue,
+            control,
+            counters,
+            capacity,
+        }
+    }
+
+    pub(crate) fn reserve(&self) -> Option<mpsc::OwnedPermit<Captured>> {
+        self.queue.clone().try_reserve_owned().ok()
+    }
+
+    pub(crate) fn count_dropped(&self) {
+        let before = self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        // One warning per power of two: visible, not a flood.
+        if (before + 1).is_power_of_two() {
+            tracing::warn!(
+                dropped = before + 1,
+                "sea-orm-audit: API activity queue full or closed; requests are served without \
+                 an activity entry"
+            );
+        }
+    }
+
+    /// The writer's counters.
+    pub fn stats(&self) -> WriterStats {
+        WriterStats {
+            written: self.counters.written.load(Ordering::Relaxed),
+            dropped: self.counters.dropped.load(Ordering::Relaxed),
+            failed_attempts: self.counters.failed_attempts.load(Ordering::Relaxed),
+            lost: self.counters.lost.load(Ordering::Relaxed),
+            queued: self.capacity.saturating_sub(self.queue.capacity())
+                + self.counters.in_hand.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Writes everything queued now, and returns once it is written (retrying a failing
+    /// database until it is). Entries of requests still in flight are not waited for.
+    pub async fn flush(&self) -> Result<()> {
+        let (done, wait) = oneshot::channel();
+        self.control
+            .send(Control::Flush(done))
+            .map_err(|_| stopped())?;
+        wait.await.map_err(|_| stopped())
+    }
+
+    /// Stops accepting entries, waits for the requests in flight that reserved one, writes
+    /// everything queued (retrying for up to [`Batching::shutdown_timeout`]), and ends the
+    /// task. Returns the final counters; entries that could not be written in time are
+    /// counted in [`WriterStats::lost`] and reported through `tracing`. Calling it again, or
+    /// from another handle, returns at once.
+    pub async fn shutdown(&self) -> WriterStats {
+        let (done, wait) = oneshot::channel();
+        if self.control.send(Control::Shutdown(done)).is_ok() {
+            let _ = wait.await;
+        }
+        self.stats()
+    }
+}
+
+fn stopped() -> Error {
+    Error::Invalid {
+        what: "activity writer",
+        reason: "the writer has shut down".into(),
+    }
+}
+
+struct Task {
+    db: DatabaseConnection,
+    batching: Batching,
+    rx: mpsc::Receiver<Captured>,
+    control: mpsc::UnboundedReceiver<Control>,
+    counters: Arc<Counters>,
+    batch: Vec<Captured>,
+    /// Flush and shutdown requests answered once the batch in hand is written.
+    waiting: Vec<oneshot::Sender<()>>,
+    /// Set once shutting down: the time after which failing batches are given up.
+    stopping: Option<Instant>,
+}
+
+impl Task {
+    async fn run(mut self) {
+        let mut deadline: Option<Instant> = None;
+        loop {
+            if self.stopping.is_some() {
+                // A shutdown arrived while a failing batch was being retried.
+                return self.stop().await;
+            }
+            let full = self.batch.len() >= self.batching.size;
+            tokio::select! {
+                biased;
+                command = self.control.recv() => match command {
+                    Some(Control::Flush(done)) => {
+                        self.waiting.push(done);
+                        self.drain_ready();
+                        self.write_all().await;
+                        deadline = None;
+                        self.answer();
+                    }
+                    Some(Control::Shutdown(done)) => {
+                        self.waiting.push(done);
+                        return self.stop().await;
+                    }
+                    None => return self.stop().await,
+                },
+                item = self.rx.recv(), if !full => match item {
+                    Some(item) => {
+                        self.hold(item);
+                        deadline.get_or_insert_with(|| Instant::now() + self.batching.interval);
+                        if self.batch.len() >= self.batching.size {
+                            self.write_all().await;
+                            deadline = None;
+                        }
+                    }
+                    None => return self.stop().await,
+                },
+                () = sleep_until(deadline), if deadline.is_some() => {
+                    self.write_all().await;
+                    deadline = None;
+                }
+            }
+        }
+    }
+
+    fn drain_ready(&mut self) {
+        while let Ok(item) = self.rx.try_recv() {
+            self.hold(item);
+        }
+    }
+
+    fn hold(&mut self, item: Captured) {
+        self.batch.push(item);
+        self.counters.in_hand.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn answer(&mut self) {
+        for done in self.waiting.drain(..) {
+            let _ = done.send(());
+        }
+    }
+
+    /// Closes the queue, waits (within the shutdown timeout) for requests in flight that hold
+    /// a reservation, and writes everything.
+    async fn stop(mut self) {
+        let timeout = self.batching.shutdown_timeout;
+        let until = *self
+            .stopping
+            .get_or_insert_with(|| Instant::now() + timeout);
+        self.rx.close();
+        loop {
+            match tokio::time::timeout_at(until, self.rx.recv()).await {
+                Ok(Some(item)) => {
+                    self.hold(item);
+                    if self.batch.len() >= self.batching.size {
+                        self.write_all().await;
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::error!(
+                        "sea-orm-audit: requests still in flight at the end of the activity \
+                         writer's shutdown timeout; their entries are not written"
+                    );
+                    break;
+                }
+            }
+        }
+        self.write_all().await;
+        // Late shutdown or flush requests from other handles.
+        while let Ok(command) = self.control.try_recv() {
+            match command {
+                Control::Flush(done) | Control::Shutdown(done) => self.waiting.push(done),
+            }
+        }
+        self.answer();
+    }
+
+    /// Writes the batch in hand in chunks of `size`, retrying each until it is written (or,
+    /// when stopping, until the shutdown deadline).
+    async fn write_all(&mut self) {
+        while !self.batch.is_empty() {
+            let take = self.batch.len().min(self.batching.size);
+            let entries: Vec<NewEntry> =
+                self.batch.drain(..take).map(Captured::into_entry).collect();
+            self.write_with_retry(entries).await;
+        }
+    }
+
+    async fn write_with_retry(&mut self, entries: Vec<NewEntry>) {
+        let n = entries.len() as u64;
+        let done = entries.len();
+        let mut backoff = Duration::from_millis(100);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match write_batch(&self.db, entries.clone()).await {
+                Ok(()) => {
+                    self.counters.written.fetch_add(n, Ordering::Relaxed);
+                    self.counters.in_hand.fetch_sub(done, Ordering::Relaxed);
+                    if attempt > 1 {
+                        tracing::info!(
+                            attempt,
+                            entries = n,
+                            "sea-orm-audit: API activity batch written after retrying"
+                        );
+                    }
+                    return;
+                }
+                Err(error) => {
+                    self.counters
+                        .failed_attempts
+                        .fetch_add(1, Ordering::Relaxed);
+                    let now = Instant::now();
+                    if let Some(until) = self.stopping {
+                        if now + backoff > until {
+                            self.counters.lost.fetch_add(n, Ordering::Relaxed);
+                            self.counters.in_hand.fetch_sub(done, Ordering::Relaxed);
+                            tracing::error!(
+                                %error,
+                                entries = n,
+                                "sea-orm-audit: giving up on an API activity batch at shutdown"
+                            );
+                            return;
+                        }
+                    }
+                    tracing::warn!(
+                        %error,
+                        attempt,
+                        entries = n,
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "sea-orm-audit: writing API activity failed; retrying"
+                    );
+                    self.sleep_watching_control(backoff).await;
+                    backoff = (backoff * 2).min(self.batching.max_backoff);
+                }
+            }
+        }
+    }
+
+    /// Sleeps between retries while still taking commands: a shutdown sets the deadline after
+    /// which batches are given up, flushes wait for the batch in hand.
+    async fn sleep_watching_control(&mut self, duration: Duration) {
+        let wake = Instant::now() + duration;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(wake) => return,
+                command = self.control.recv() => match command {
+                    Some(Control::Flush(done)) => self.waiting.push(done),
+                    Some(Control::Shutdown(done)) => {
+                        self.waiting.push(done);
+                        self.start_stopping();
+                    }
+                    None => {
+                        // Every handle is gone: no more commands can come.
+                        self.start_stopping();
+                        tokio::time::sleep_until(wake).await;
+                        return;
+                    }
+                },
+            }
+        }
+    }
+
+    fn start_stopping(&mut self) {
+        if self.stopping.is_none() {
+            self.stopping = Some(Instant::now() + self.batching.shutdown_timeout);
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One batch, in one transaction, so a retry never writes an entry twice.
+async fn write_batch(db: &DatabaseConnection, entries: Vec<NewEntry>) -> Result<()> {
+    let txn = db
+        .begin()
+        .await
+        .map_err(|e| Error::db("beginning an API activity batch", e))?;
+    store::write_many(&txn, entries).await?;
+    txn.commit()
+        .await
+        .map_err(|e| Error::db("committing an API activity batch", e))
+}
