@@ -25,6 +25,11 @@ use sea_orm::{
     QuerySelect, Schema, Statement, TransactionTrait,
 };
 use sea_orm_audit::{History, audit_log};
+
+/// The axum layer's latency and the activity writer's throughput.
+#[cfg(feature = "axum")]
+#[path = "support/web.rs"]
+mod web;
 use sea_orm_migration::MigratorTrait;
 use serde_json::{Map, Value as Json, json};
 
@@ -111,7 +116,7 @@ impl Settings {
     }
 
     /// `--only` and `--skip` take backends (sqlite-file, sqlite-mem, postgres, mysql) and
-    /// sections (single, bulk, history); `--only` of one kind leaves the other kind alone.
+    /// sections (single, bulk, history, web); `--only` of one kind leaves the other kind alone.
     fn wants(&self, what: &str) -> bool {
         const BACKENDS: [&str; 4] = ["sqlite-file", "sqlite-mem", "postgres", "mysql"];
         let same_kind = |o: &&String| BACKENDS.contains(&o.as_str()) == BACKENDS.contains(&what);
@@ -135,6 +140,18 @@ impl Settings {
 
     fn bulk_rounds(&self) -> usize {
         if self.quick { 2 } else { 5 }
+    }
+
+    /// Requests per variant through the axum layer.
+    #[cfg(feature = "axum")]
+    fn web_requests(&self) -> usize {
+        if self.quick { 300 } else { 3_000 }
+    }
+
+    /// Activity entries per writer round.
+    #[cfg(feature = "axum")]
+    fn writer_entries(&self) -> usize {
+        if self.quick { 2_000 } else { 10_000 }
     }
 
     fn history_rows(&self) -> usize {
@@ -891,6 +908,8 @@ async fn main() -> Result<(), DbErr> {
     let mut single = Report::default();
     let mut bulk = Report::default();
     let mut hist = Report::default();
+    #[cfg(feature = "axum")]
+    let (mut latency, mut writer) = (Report::default(), Report::default());
     for t in &targets {
         eprintln!("== {}", t.name);
         create_schema(&t.db).await?;
@@ -926,6 +945,35 @@ async fn main() -> Result<(), DbErr> {
             }
             history(t, &settings, &mut hist).await?;
         }
+        #[cfg(feature = "axum")]
+        if settings.wants("web") {
+            if latency.lines.is_empty() {
+                latency.line(
+                    "| backend | no layer µs p50 / p99 | context layer µs p50 / p99 | context + \
+                     activity log µs p50 / p99 | context/none | activity/none |"
+                        .into(),
+                );
+                latency.line("|---|---|---|---|---|---|".into());
+            }
+            web::layer_latency(t.name, &t.db, settings.web_requests(), &mut latency).await?;
+            if writer.lines.is_empty() {
+                writer.line(
+                    "| backend | entries | writer entries/s | raw multi-row INSERT rows/s | \
+                     writer time / raw time |"
+                        .into(),
+                );
+                writer.line("|---|---|---|---|---|".into());
+            }
+            let rounds = settings.bulk_rounds().min(3);
+            web::writer_throughput(
+                t.name,
+                &t.db,
+                settings.writer_entries(),
+                rounds,
+                &mut writer,
+            )
+            .await?;
+        }
     }
     println!("\n## Single-row operations (median / p99 per operation)\n");
     for l in &single.lines {
@@ -938,6 +986,19 @@ async fn main() -> Result<(), DbErr> {
     println!("\n## History lookups: newest 50 entries of one object\n");
     for l in &hist.lines {
         println!("{l}");
+    }
+    #[cfg(feature = "axum")]
+    {
+        println!("\n## axum layer: latency of a JSON request with one database query\n");
+        for l in &latency.lines {
+            println!("{l}");
+        }
+        println!(
+            "\n## Activity writer: one flush of queued entries vs the same rows inserted raw\n"
+        );
+        for l in &writer.lines {
+            println!("{l}");
+        }
     }
     Ok(())
 }

@@ -8,13 +8,10 @@ use axum::response::{IntoResponseParts, ResponseParts};
 use chrono::{DateTime, Utc};
 use http::{HeaderMap, HeaderName, Method};
 use serde_json::{Map, Value as Json, json};
-use tokio::sync::mpsc::OwnedPermit;
 
 use super::body::Capture;
-use super::mask::{
-    DEFAULT_SENSITIVE_KEYS, is_sensitive_key, mask_json, mask_json_text, mask_query,
-};
-use super::writer::ActivityWriter;
+use super::mask::{DEFAULT_SENSITIVE_KEYS, Sensitive, mask_json_text, mask_query, mask_value};
+use super::writer::{ActivityWriter, Reservation};
 use crate::auditable::Auditable;
 use crate::diff::FILTERED;
 use crate::store::NewEntry;
@@ -152,7 +149,7 @@ pub(crate) struct Config {
     skip_prefixes: Vec<String>,
     methods: Option<Vec<Method>>,
     anonymous_routes: HashSet<String>,
-    sensitive: Vec<String>,
+    sensitive: Sensitive,
     pub(crate) path_style: PathStyle,
     pub(crate) headers: Vec<HeaderName>,
     pub(crate) body_limit: usize,
@@ -174,10 +171,7 @@ impl ActivityLog {
                 skip_prefixes: Vec::new(),
                 methods: None,
                 anonymous_routes: HashSet::new(),
-                sensitive: DEFAULT_SENSITIVE_KEYS
-                    .iter()
-                    .map(|s| (*s).to_owned())
-                    .collect(),
+                sensitive: Sensitive::new(DEFAULT_SENSITIVE_KEYS),
                 path_style: PathStyle::default(),
                 headers: vec![
                     http::header::USER_AGENT,
@@ -226,13 +220,14 @@ impl ActivityLog {
     /// [`is_sensitive_key`](super::is_sensitive_key)) masked in bodies, query strings and
     /// headers.
     pub fn sensitive_keys<S: Into<String>>(mut self, keys: impl IntoIterator<Item = S>) -> Self {
-        self.config().sensitive = keys.into_iter().map(Into::into).collect();
+        let keys: Vec<String> = keys.into_iter().map(Into::into).collect();
+        self.config().sensitive = Sensitive::new(&keys);
         self
     }
 
     /// Adds one sensitive key to those masked.
     pub fn mask_key(mut self, key: impl Into<String>) -> Self {
-        self.config().sensitive.push(key.into());
+        self.config().sensitive.push(&key.into());
         self
     }
 
@@ -301,7 +296,7 @@ impl ActivityLog {
     }
 
     /// Reserves room in the queue for one entry; `None` if the queue is full or closed.
-    pub(crate) fn reserve(&self) -> Option<OwnedPermit<Captured>> {
+    pub(crate) fn reserve(&self) -> Option<Reservation> {
         self.writer.reserve()
     }
 
@@ -439,11 +434,11 @@ impl Captured {
     }
 }
 
-fn sensitive_header(name: &HeaderName, sensitive: &[String]) -> bool {
+fn sensitive_header(name: &HeaderName, sensitive: &Sensitive) -> bool {
     matches!(
         name.as_str(),
         "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
-    ) || is_sensitive_key(name.as_str(), sensitive)
+    ) || sensitive.matches(name.as_str())
 }
 
 /// A body as stored: masked JSON, a masked prefix of JSON text, or just its size.
@@ -456,7 +451,7 @@ fn body_json(capture: &Capture, content_type: Option<&str>, c: &Config) -> Optio
     }
     if !capture.truncated() {
         if let Ok(mut value) = serde_json::from_slice::<Json>(&capture.bytes) {
-            mask_json(&mut value, &c.sensitive);
+            mask_value(&mut value, &c.sensitive);
             return Some(value);
         }
     }

@@ -326,7 +326,33 @@ fn request_id(headers: &http::HeaderMap) -> String {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(&b))
         })
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+        .map_or_else(new_request_id, str::to_owned)
+}
+
+/// A random (version 4) UUID from a per-thread generator seeded by the operating system:
+/// request ids need to be unique, not secret, and asking the OS for randomness on every
+/// request costs a system call.
+fn new_request_id() -> String {
+    thread_local! {
+        static STATE: std::cell::Cell<u64> = std::cell::Cell::new({
+            let seed = uuid::Uuid::new_v4().as_u64_pair();
+            seed.0 ^ seed.1.rotate_left(32)
+        });
+    }
+    // splitmix64: two outputs make the 128 bits.
+    let next = |state: &std::cell::Cell<u64>| {
+        let mut z = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        state.set(z);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let (hi, lo) = STATE.with(|s| (next(s), next(s)));
+    let bytes = ((u128::from(hi) << 64) | u128::from(lo)).to_be_bytes();
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .hyphenated()
+        .to_string()
 }
 
 fn set_request_id(response: &mut Response, id: &str) {

@@ -17,30 +17,71 @@ pub const DEFAULT_SENSITIVE_KEYS: &[&str] = &[
     "api_key",
 ];
 
-/// The lowercase words of a key: split at non-alphanumerics and camelCase humps, so
-/// `newPassword`, `new_password` and `X-New-Password` are all `[new, password]`.
-fn words(key: &str) -> Vec<String> {
+/// The words of a key, as slices of it: split at non-alphanumerics and camelCase humps, so
+/// `newPassword`, `new_password` and `X-New-Password` all hold the words new, password.
+fn words(key: &str) -> Vec<&str> {
     let mut out = Vec::new();
-    let mut word = String::new();
+    let mut start = None;
     let mut prev_lower = false;
-    for c in key.chars() {
+    for (i, c) in key.char_indices() {
         if !c.is_alphanumeric() {
-            if !word.is_empty() {
-                out.push(std::mem::take(&mut word));
+            if let Some(s) = start.take() {
+                out.push(&key[s..i]);
             }
             prev_lower = false;
             continue;
         }
-        if c.is_uppercase() && prev_lower && !word.is_empty() {
-            out.push(std::mem::take(&mut word));
+        if c.is_uppercase() && prev_lower {
+            if let Some(s) = start.replace(i) {
+                out.push(&key[s..i]);
+            }
         }
+        start.get_or_insert(i);
         prev_lower = c.is_lowercase() || c.is_numeric();
-        word.extend(c.to_lowercase());
     }
-    if !word.is_empty() {
-        out.push(word);
+    if let Some(s) = start {
+        out.push(&key[s..]);
     }
     out
+}
+
+/// A word of a key against a lowercase word of a sensitive key.
+fn word_eq(word: &str, lower: &str) -> bool {
+    if word.is_ascii() {
+        word.eq_ignore_ascii_case(lower)
+    } else {
+        word.to_lowercase() == lower
+    }
+}
+
+/// Sensitive keys, split into lowercase words once (keys are checked for every field of every
+/// body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Sensitive {
+    words: Vec<Vec<String>>,
+}
+
+impl Sensitive {
+    pub(crate) fn new<S: AsRef<str>>(keys: &[S]) -> Self {
+        let words = keys
+            .iter()
+            .map(|k| words(k.as_ref()).iter().map(|w| w.to_lowercase()).collect())
+            .filter(|w: &Vec<String>| !w.is_empty())
+            .collect();
+        Sensitive { words }
+    }
+
+    pub(crate) fn push(&mut self, key: &str) {
+        self.words.extend(Sensitive::new(&[key]).words);
+    }
+
+    pub(crate) fn matches(&self, key: &str) -> bool {
+        let have = words(key);
+        self.words.iter().any(|want| {
+            have.windows(want.len())
+                .any(|w| w.iter().zip(want).all(|(h, w)| word_eq(h, w)))
+        })
+    }
 }
 
 /// Whether `key` is sensitive: one of `sensitive` appears in it as whole words, whatever the
@@ -56,11 +97,7 @@ fn words(key: &str) -> Vec<String> {
 /// assert!(!is_sensitive_key("passwordless", &keys));
 /// ```
 pub fn is_sensitive_key<S: AsRef<str>>(key: &str, sensitive: &[S]) -> bool {
-    let have = words(key);
-    sensitive.iter().any(|s| {
-        let want = words(s.as_ref());
-        !want.is_empty() && have.windows(want.len()).any(|w| w == want.as_slice())
-    })
+    Sensitive::new(sensitive).matches(key)
 }
 
 /// Replaces the value of every sensitive key, at any depth, with `"***FILTERED***"`. A `null`
@@ -73,21 +110,25 @@ pub fn is_sensitive_key<S: AsRef<str>>(key: &str, sensitive: &[S]) -> bool {
 /// assert_eq!(body, json!({"user": "alice", "auth": {"password": "***FILTERED***"}, "items": [{"token": "***FILTERED***"}]}));
 /// ```
 pub fn mask_json<S: AsRef<str>>(value: &mut Json, sensitive: &[S]) {
+    mask_value(value, &Sensitive::new(sensitive));
+}
+
+pub(crate) fn mask_value(value: &mut Json, sensitive: &Sensitive) {
     match value {
         Json::Object(map) => {
             for (key, value) in map.iter_mut() {
-                if is_sensitive_key(key, sensitive) {
+                if sensitive.matches(key) {
                     if !value.is_null() {
                         *value = Json::String(FILTERED.to_owned());
                     }
                 } else {
-                    mask_json(value, sensitive);
+                    mask_value(value, sensitive);
                 }
             }
         }
         Json::Array(items) => {
             for item in items {
-                mask_json(item, sensitive);
+                mask_value(item, sensitive);
             }
         }
         _ => {}
@@ -97,7 +138,7 @@ pub fn mask_json<S: AsRef<str>>(value: &mut Json, sensitive: &[S]) {
 /// Masks JSON text that may be cut short or invalid (a body over the size cap): the value of
 /// every sensitive key is replaced, the rest is copied. A value cut off by the end of the text
 /// is dropped rather than kept in part.
-pub(crate) fn mask_json_text<S: AsRef<str>>(text: &str, sensitive: &[S]) -> String {
+pub(crate) fn mask_json_text(text: &str, sensitive: &Sensitive) -> String {
     #[derive(Clone, Copy, PartialEq)]
     enum Ctx {
         Object { expect_key: bool },
@@ -124,8 +165,9 @@ pub(crate) fn mask_json_text<S: AsRef<str>>(text: &str, sensitive: &[S]) -> Stri
                         }
                         let key = serde_json::from_str::<String>(literal)
                             .unwrap_or_else(|_| literal.trim_matches('"').to_owned());
-                        if is_sensitive_key(&key, sensitive) {
+                        if sensitive.matches(&key) {
                             let start = skip_ws(b, i);
+                            out.push_str(&text[i..start]);
                             let after = value_end(b, start);
                             if after <= b.len() && text.get(start..after) != Some("null") {
                                 out.push('"');
@@ -236,7 +278,7 @@ fn value_end(b: &[u8], start: usize) -> usize {
 
 /// Masks the values of sensitive query parameters in a path with query, keeping the rest of
 /// the text as it was sent.
-pub(crate) fn mask_query<S: AsRef<str>>(path_and_query: &str, sensitive: &[S]) -> String {
+pub(crate) fn mask_query(path_and_query: &str, sensitive: &Sensitive) -> String {
     let Some((path, query)) = path_and_query.split_once('?') else {
         return path_and_query.to_owned();
     };
@@ -248,7 +290,7 @@ pub(crate) fn mask_query<S: AsRef<str>>(path_and_query: &str, sensitive: &[S]) -
                 .next()
                 .map(|(k, _)| k.into_owned())
                 .unwrap_or_default();
-            if !value.is_empty() && is_sensitive_key(&key, sensitive) {
+            if !value.is_empty() && sensitive.matches(&key) {
                 format!("{raw_key}={FILTERED}")
             } else {
                 pair.to_owned()
@@ -265,6 +307,10 @@ mod tests {
 
     const KEYS: &[&str] = DEFAULT_SENSITIVE_KEYS;
 
+    fn keys() -> Sensitive {
+        Sensitive::new(KEYS)
+    }
+
     #[test]
     fn key_words() {
         assert!(is_sensitive_key("password", KEYS));
@@ -280,6 +326,10 @@ mod tests {
         assert!(!is_sensitive_key("", KEYS));
         assert!(is_sensitive_key("card-number", &["card_number"]));
         assert!(!is_sensitive_key("card", &["card_number"]));
+        assert!(is_sensitive_key("ÜberPassword", KEYS));
+        assert!(is_sensitive_key("PASSWORD_HASH", KEYS));
+        assert!(is_sensitive_key("clé_Secret", KEYS));
+        assert!(!is_sensitive_key("x", &["", "-"]));
     }
 
     #[test]
@@ -305,7 +355,7 @@ mod tests {
     #[test]
     fn truncated_text() {
         let full = r#"{"user":"a","password":"hunter2","n":[1,{"token":{"x":"}"}}],"note":"ok"}"#;
-        let masked = mask_json_text(full, KEYS);
+        let masked = mask_json_text(full, &keys());
         assert_eq!(
             masked,
             r#"{"user":"a","password":"***FILTERED***","n":[1,{"token":"***FILTERED***"}],"note":"ok"}"#
@@ -316,30 +366,30 @@ mod tests {
         assert_eq!(serde_json::from_str::<Json>(&masked).unwrap(), parsed);
         // Cut inside a sensitive value: nothing of the value is kept.
         for cut in 1..full.len() {
-            let masked = mask_json_text(&full[..cut], KEYS);
+            let masked = mask_json_text(&full[..cut], &keys());
             assert!(!masked.contains("hunter"), "{cut}: {masked}");
             assert!(!masked.contains("\"x\""), "{cut}: {masked}");
         }
         // Escaped quotes in strings and keys, spaces, null.
         let text = r#"{ "a\"b" : "c\"d", "Password" : null , "secret": 12.5e3 }"#;
         assert_eq!(
-            mask_json_text(text, KEYS),
+            mask_json_text(text, &keys()),
             r#"{ "a\"b" : "c\"d", "Password" : null , "secret": "***FILTERED***" }"#
         );
         // Not JSON at all: copied.
-        assert_eq!(mask_json_text("hello ] } ,", KEYS), "hello ] } ,");
-        assert_eq!(mask_json_text("ünïcödé\"", KEYS), "ünïcödé\"");
+        assert_eq!(mask_json_text("hello ] } ,", &keys()), "hello ] } ,");
+        assert_eq!(mask_json_text("ünïcödé\"", &keys()), "ünïcödé\"");
     }
 
     #[test]
     fn query_strings() {
-        assert_eq!(mask_query("/a", KEYS), "/a");
+        assert_eq!(mask_query("/a", &keys()), "/a");
         assert_eq!(
-            mask_query("/a?x=1&access_token=abc&y&password=&Token=z", KEYS),
+            mask_query("/a?x=1&access_token=abc&y&password=&Token=z", &keys()),
             "/a?x=1&access_token=***FILTERED***&y&password=&Token=***FILTERED***"
         );
         assert_eq!(
-            mask_query("/a?pass%77ord=secret", KEYS),
+            mask_query("/a?pass%77ord=secret", &keys()),
             "/a?pass%77ord=***FILTERED***"
         );
     }

@@ -2,18 +2,19 @@
 //!
 //! Requests never wait for the database: the layer reserves a slot in a bounded queue when a
 //! request starts (so an admitted request's entry can always be queued, without blocking) and
-//! fills it when the response is done. One task drains the queue into multi-row INSERTs, one
-//! transaction per batch, when it holds [`Batching::size`] entries or [`Batching::interval`]
-//! after the oldest one arrived. A failing database is retried with exponential backoff, the
-//! batch kept; meanwhile the queue fills, and once it is full the layer applies its
+//! fills it when the response is done. One task writes the queue with multi-row INSERTs, one
+//! transaction per batch, when it holds [`Batching::size`] entries or every
+//! [`Batching::interval`]. Requests wake the task only when a batch is full, so a request costs
+//! a mutex push, not a cross-thread wake-up. A failing database is retried with exponential
+//! backoff, the batch kept; meanwhile the queue fills, and once it is full the layer applies its
 //! [`Overflow`](super::Overflow) policy.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sea_orm::{DatabaseConnection, TransactionTrait};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::activity::Captured;
@@ -32,7 +33,7 @@ pub struct Batching {
     /// Entries per batch (one transaction; multi-row INSERTs of up to 100 rows on PostgreSQL,
     /// 500 elsewhere).
     pub size: usize,
-    /// Longest an entry waits in a partial batch.
+    /// How often a partial batch is written (so an entry waits at most this long).
     pub interval: Duration,
     /// Entries the queue holds, counting requests in flight.
     pub capacity: usize,
@@ -113,8 +114,63 @@ struct Counters {
     dropped: AtomicU64,
     failed_attempts: AtomicU64,
     lost: AtomicU64,
-    /// Entries taken off the queue by the task and not yet written.
-    in_hand: AtomicUsize,
+}
+
+/// State shared by the handles, the requests' reservations and the task.
+#[derive(Debug)]
+struct Shared {
+    /// Entries of finished requests, not yet taken by the task. Each keeps its slot (permit)
+    /// until it is written, which is what bounds memory.
+    buffer: Mutex<Vec<(Captured, OwnedSemaphorePermit)>>,
+    /// Slots: one per entry queued, being written, or reserved by a request in flight.
+    slots: Arc<Semaphore>,
+    /// Reservations of requests still in flight (shutdown waits for them).
+    in_flight: AtomicUsize,
+    /// Wakes the task when a batch is full, or at shutdown when the last request in flight
+    /// ends. Requests otherwise never wake it: no cross-thread wake-up per request.
+    wake: Notify,
+    counters: Counters,
+    size: usize,
+    capacity: usize,
+}
+
+impl Shared {
+    fn take_buffer(&self) -> Vec<(Captured, OwnedSemaphorePermit)> {
+        std::mem::take(&mut *self.buffer.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// A slot in the queue, taken when a request starts: its entry can always be queued once the
+/// response is done, without waiting. Dropping it unused frees the slot.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    shared: Arc<Shared>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Reservation {
+    pub(crate) fn send(mut self, entry: Captured) {
+        if let Some(permit) = self.permit.take() {
+            let full = {
+                let mut buffer = self.shared.buffer.lock().unwrap_or_else(|e| e.into_inner());
+                buffer.push((entry, permit));
+                buffer.len() >= self.shared.size
+            };
+            if full {
+                self.shared.wake.notify_one();
+            }
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.shared.in_flight.fetch_sub(1, Ordering::AcqRel) == 1
+            && self.shared.slots.is_closed()
+        {
+            self.shared.wake.notify_one();
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -131,44 +187,47 @@ enum Control {
 /// dropped without a shutdown, the task writes what is queued and ends.
 #[derive(Debug, Clone)]
 pub struct ActivityWriter {
-    queue: mpsc::Sender<Captured>,
+    shared: Arc<Shared>,
     control: mpsc::UnboundedSender<Control>,
-    counters: Arc<Counters>,
-    capacity: usize,
 }
 
 impl ActivityWriter {
     /// Starts the writer task on the current tokio runtime.
     pub fn spawn(db: DatabaseConnection, batching: Batching) -> Self {
-        let (queue, rx) = mpsc::channel(batching.capacity);
         let (control, control_rx) = mpsc::unbounded_channel();
-        let counters = Arc::new(Counters::default());
-        let capacity = batching.capacity;
+        let shared = Arc::new(Shared {
+            buffer: Mutex::new(Vec::new()),
+            slots: Arc::new(Semaphore::new(batching.capacity)),
+            in_flight: AtomicUsize::new(0),
+            wake: Notify::new(),
+            counters: Counters::default(),
+            size: batching.size,
+            capacity: batching.capacity,
+        });
         let task = Task {
             db,
             batching,
-            rx,
+            shared: shared.clone(),
             control: control_rx,
-            counters: counters.clone(),
-            batch: Vec::new(),
             waiting: Vec::new(),
             stopping: None,
         };
         tokio::spawn(task.run());
-        ActivityWriter {
-            queue,
-            control,
-            counters,
-            capacity,
-        }
+        ActivityWriter { shared, control }
     }
 
-    pub(crate) fn reserve(&self) -> Option<mpsc::OwnedPermit<Captured>> {
-        self.queue.clone().try_reserve_owned().ok()
+    /// A slot for one entry, or `None` when the queue is full or the writer has stopped.
+    pub(crate) fn reserve(&self) -> Option<Reservation> {
+        let permit = self.shared.slots.clone().try_acquire_owned().ok()?;
+        self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        Some(Reservation {
+            shared: self.shared.clone(),
+            permit: Some(permit),
+        })
     }
 
     pub(crate) fn count_dropped(&self) {
-        let before = self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        let before = self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
         // One warning per power of two: visible, not a flood.
         if (before + 1).is_power_of_two() {
             tracing::warn!(
@@ -181,13 +240,16 @@ impl ActivityWriter {
 
     /// The writer's counters.
     pub fn stats(&self) -> WriterStats {
+        let c = &self.shared.counters;
         WriterStats {
-            written: self.counters.written.load(Ordering::Relaxed),
-            dropped: self.counters.dropped.load(Ordering::Relaxed),
-            failed_attempts: self.counters.failed_attempts.load(Ordering::Relaxed),
-            lost: self.counters.lost.load(Ordering::Relaxed),
-            queued: self.capacity.saturating_sub(self.queue.capacity())
-                + self.counters.in_hand.load(Ordering::Relaxed),
+            written: c.written.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+            failed_attempts: c.failed_attempts.load(Ordering::Relaxed),
+            lost: c.lost.load(Ordering::Relaxed),
+            queued: self
+                .shared
+                .capacity
+                .saturating_sub(self.shared.slots.available_permits()),
         }
     }
 
@@ -225,10 +287,8 @@ fn stopped() -> Error {
 struct Task {
     db: DatabaseConnection,
     batching: Batching,
-    rx: mpsc::Receiver<Captured>,
+    shared: Arc<Shared>,
     control: mpsc::UnboundedReceiver<Control>,
-    counters: Arc<Counters>,
-    batch: Vec<Captured>,
     /// Flush and shutdown requests answered once the batch in hand is written.
     waiting: Vec<oneshot::Sender<()>>,
     /// Set once shutting down: the time after which failing batches are given up.
@@ -237,21 +297,20 @@ struct Task {
 
 impl Task {
     async fn run(mut self) {
-        let mut deadline: Option<Instant> = None;
+        let mut tick = tokio::time::interval(self.batching.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // the first tick is immediate
         loop {
             if self.stopping.is_some() {
                 // A shutdown arrived while a failing batch was being retried.
                 return self.stop().await;
             }
-            let full = self.batch.len() >= self.batching.size;
             tokio::select! {
                 biased;
                 command = self.control.recv() => match command {
                     Some(Control::Flush(done)) => {
                         self.waiting.push(done);
-                        self.drain_ready();
-                        self.write_all().await;
-                        deadline = None;
+                        self.write_buffer().await;
                         self.answer();
                     }
                     Some(Control::Shutdown(done)) => {
@@ -260,34 +319,10 @@ impl Task {
                     }
                     None => return self.stop().await,
                 },
-                item = self.rx.recv(), if !full => match item {
-                    Some(item) => {
-                        self.hold(item);
-                        deadline.get_or_insert_with(|| Instant::now() + self.batching.interval);
-                        if self.batch.len() >= self.batching.size {
-                            self.write_all().await;
-                            deadline = None;
-                        }
-                    }
-                    None => return self.stop().await,
-                },
-                () = sleep_until(deadline), if deadline.is_some() => {
-                    self.write_all().await;
-                    deadline = None;
-                }
+                () = self.shared.wake.notified() => self.write_buffer().await,
+                _ = tick.tick() => self.write_buffer().await,
             }
         }
-    }
-
-    fn drain_ready(&mut self) {
-        while let Ok(item) = self.rx.try_recv() {
-            self.hold(item);
-        }
-    }
-
-    fn hold(&mut self, item: Captured) {
-        self.batch.push(item);
-        self.counters.in_hand.fetch_add(1, Ordering::Relaxed);
     }
 
     fn answer(&mut self) {
@@ -296,33 +331,31 @@ impl Task {
         }
     }
 
-    /// Closes the queue, waits (within the shutdown timeout) for requests in flight that hold
-    /// a reservation, and writes everything.
+    /// Refuses new reservations, waits (within the shutdown timeout) for requests in flight
+    /// that hold one, and writes everything.
     async fn stop(mut self) {
         let timeout = self.batching.shutdown_timeout;
         let until = *self
             .stopping
             .get_or_insert_with(|| Instant::now() + timeout);
-        self.rx.close();
+        self.shared.slots.close();
+        let shared = self.shared.clone();
         loop {
-            match tokio::time::timeout_at(until, self.rx.recv()).await {
-                Ok(Some(item)) => {
-                    self.hold(item);
-                    if self.batch.len() >= self.batching.size {
-                        self.write_all().await;
-                    }
-                }
-                Ok(None) => break,
-                Err(_) => {
-                    tracing::error!(
-                        "sea-orm-audit: requests still in flight at the end of the activity \
-                         writer's shutdown timeout; their entries are not written"
-                    );
-                    break;
-                }
+            let waiting_for = shared.wake.notified();
+            if self.shared.in_flight.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            self.write_buffer().await;
+            if tokio::time::timeout_at(until, waiting_for).await.is_err() {
+                tracing::error!(
+                    in_flight = self.shared.in_flight.load(Ordering::Acquire),
+                    "sea-orm-audit: requests still in flight at the end of the activity \
+                     writer's shutdown timeout; their entries are not written"
+                );
+                break;
             }
         }
-        self.write_all().await;
+        self.write_buffer().await;
         // Late shutdown or flush requests from other handles.
         while let Ok(command) = self.control.try_recv() {
             match command {
@@ -332,28 +365,37 @@ impl Task {
         self.answer();
     }
 
-    /// Writes the batch in hand in chunks of `size`, retrying each until it is written (or,
-    /// when stopping, until the shutdown deadline).
-    async fn write_all(&mut self) {
-        while !self.batch.is_empty() {
-            let take = self.batch.len().min(self.batching.size);
-            let entries: Vec<NewEntry> =
-                self.batch.drain(..take).map(Captured::into_entry).collect();
-            self.write_with_retry(entries).await;
+    /// Writes everything buffered in batches of `size`, retrying each until it is written (or,
+    /// when stopping, until the shutdown deadline). Slots are freed as batches are done.
+    async fn write_buffer(&mut self) {
+        loop {
+            let mut taken = self.shared.take_buffer();
+            if taken.is_empty() {
+                return;
+            }
+            while !taken.is_empty() {
+                let take = taken.len().min(self.batching.size);
+                let (entries, slots): (Vec<NewEntry>, Vec<OwnedSemaphorePermit>) = taken
+                    .drain(..take)
+                    .map(|(captured, slot)| (captured.into_entry(), slot))
+                    .unzip();
+                self.write_with_retry(entries).await;
+                drop(slots);
+            }
         }
     }
 
     async fn write_with_retry(&mut self, entries: Vec<NewEntry>) {
         let n = entries.len() as u64;
-        let done = entries.len();
+        let shared = self.shared.clone();
+        let counters = &shared.counters;
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 0u32;
         loop {
             attempt += 1;
             match write_batch(&self.db, entries.clone()).await {
                 Ok(()) => {
-                    self.counters.written.fetch_add(n, Ordering::Relaxed);
-                    self.counters.in_hand.fetch_sub(done, Ordering::Relaxed);
+                    counters.written.fetch_add(n, Ordering::Relaxed);
                     if attempt > 1 {
                         tracing::info!(
                             attempt,
@@ -364,14 +406,10 @@ impl Task {
                     return;
                 }
                 Err(error) => {
-                    self.counters
-                        .failed_attempts
-                        .fetch_add(1, Ordering::Relaxed);
-                    let now = Instant::now();
+                    counters.failed_attempts.fetch_add(1, Ordering::Relaxed);
                     if let Some(until) = self.stopping {
-                        if now + backoff > until {
-                            self.counters.lost.fetch_add(n, Ordering::Relaxed);
-                            self.counters.in_hand.fetch_sub(done, Ordering::Relaxed);
+                        if Instant::now() + backoff > until {
+                            counters.lost.fetch_add(n, Ordering::Relaxed);
                             tracing::error!(
                                 %error,
                                 entries = n,
@@ -422,13 +460,6 @@ impl Task {
         if self.stopping.is_none() {
             self.stopping = Some(Instant::now() + self.batching.shutdown_timeout);
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 
