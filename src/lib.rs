@@ -71,6 +71,16 @@
 //! | point in time | [`timeline::state_at`], [`timeline::restore`], [`timeline::revert`], [`timeline::deleted`] |
 //! | reading | [`logs_for`], [`logs_for_id`], [`History`], [`LogEntry`], [`audit_log`] |
 //! | values | [`value::to_json`] |
+//! | web (feature `axum`) | `web::AuditLayer`, `web::ActivityLog`, `web::ActivityWriter`, `web::HistoryApi` |
+//!
+//! ## Features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `axum` | the `web` module: a tower layer that attributes every change to the request's actor, IP and request id; the API activity log with its background batch writer; the history HTTP API and viewer page |
+//!
+//! The crate depends on `sea-orm` without default features: your application chooses the
+//! database backend, runtime and TLS.
 
 pub mod audit_log;
 mod auditable;

@@ -1014,3 +1014,44 @@ async fn viewer_page_is_self_contained() {
     }
     t.finish().await;
 }
+
+#[tokio::test]
+async fn history_reads_are_recorded_without_copying_the_log() {
+    let t = TestDb::new().await;
+    let writer = ActivityWriter::spawn(t.db.clone(), quick());
+    let app = app(&t.db, layer().activity(ActivityLog::new(&writer)));
+    send(
+        &app,
+        request(
+            Method::POST,
+            "/posts",
+            Some("a"),
+            Some(json!({"title": "x"})),
+        ),
+    )
+    .await;
+    let (status, _, body) = send(
+        &app,
+        request(
+            Method::GET,
+            "/audit/entries?entity_type=posts",
+            Some("admin"),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!((status, body["count"].clone()), (StatusCode::OK, json!(1)));
+    writer.flush().await.unwrap();
+    let entries = api_entries(&t.db).await;
+    let read = &entries[1];
+    assert_eq!(read.actor.as_deref(), Some("admin"));
+    assert_eq!(read.action, Action::Read);
+    assert_eq!(read.data["path"], "/audit/entries?entity_type=posts");
+    assert_eq!(read.data["route"], "/audit/entries");
+    let response = &read.data["response_body"];
+    assert_eq!(response["content_type"], "application/json");
+    assert!(response["bytes"].as_u64().unwrap() > 0);
+    assert!(response.get("count").is_none(), "{response}");
+    writer.shutdown().await;
+    t.finish().await;
+}

@@ -70,6 +70,9 @@ pub struct ActivityNote {
     /// The actor to record when the request had none (a login endpoint knows who just
     /// logged in).
     pub actor: Option<String>,
+    /// Keep only the size of the response body (a download; the history API's own answers,
+    /// which would copy the log into itself).
+    pub omit_response_body: bool,
 }
 
 impl ActivityNote {
@@ -79,6 +82,13 @@ impl ActivityNote {
             message: Some(message.into()),
             ..Self::default()
         }
+    }
+
+    /// Records the response body's size only.
+    #[must_use]
+    pub fn omit_response_body(mut self) -> Self {
+        self.omit_response_body = true;
+        self
     }
 
     /// The actor to record if the request had none.

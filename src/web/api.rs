@@ -11,6 +11,7 @@ use axum::{Extension, Router};
 use sea_orm::DatabaseConnection;
 use serde_json::json;
 
+use super::activity::ActivityNote;
 use super::actor::Actor;
 use super::layer::RequestContext;
 use super::params::{self, BadParam, FILTERS, Parsed};
@@ -232,7 +233,12 @@ async fn page(db: &DatabaseConnection, parsed: Parsed, path: &str) -> Response {
                     params::next_query(&parsed.keep, parsed.limit, cursor)
                 )
             });
-            axum::Json(json!({ "count": count, "results": page.entries, "next": next }))
+            // Who read which part of the log is recorded; the log is not copied into itself.
+            let note = ActivityNote::default().omit_response_body();
+            (
+                note,
+                axum::Json(json!({ "count": count, "results": page.entries, "next": next })),
+            )
                 .into_response()
         }
         Err(e) => {

@@ -266,7 +266,8 @@ where
                 complete: true,
                 note,
             };
-            let keep = is_json(response_type.as_deref());
+            let omit = captured.note.as_ref().is_some_and(|n| n.omit_response_body);
+            let keep = !omit && is_json(response_type.as_deref());
             let (parts, body) = response.into_parts();
             let body = ResponseTee::wrap(
                 body,
