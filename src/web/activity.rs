@@ -27,8 +27,8 @@ pub enum PathStyle {
     /// `/posts/1?draft=true` (the default).
     #[default]
     PathAndQuery,
-    /// `https://example.com/posts/1?draft=true`: scheme and host from the request (the
-    /// `Host` header, and `X-Forwarded-Proto` / `Forwarded: proto=` only from trusted proxies).
+    /// `https://example.com/posts/1?draft=true`: the host from the `Host` header, the scheme
+    /// from `X-Forwarded-Proto` when the peer is a trusted proxy, else from the URI (`http`).
     /// The host is what the client sent; do not use it to tell your own hosts apart.
     Absolute,
 }

@@ -231,7 +231,13 @@ where
                 PathStyle::PathAndQuery => path,
                 PathStyle::Absolute => absolute(&parts, &path, peer, &config.proxies),
             };
-            let headers = parts.headers.clone();
+            // Only the recorded headers are kept (not cookies and the rest until the write).
+            let mut headers = http::HeaderMap::new();
+            for name in &c.headers {
+                for value in parts.headers.get_all(name) {
+                    headers.append(name.clone(), value.clone());
+                }
+            }
             let method = parts.method.clone();
             let copied: Map<String, Json> = config
                 .copy_claims
