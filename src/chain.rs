@@ -1,31 +1,53 @@
 //! Tamper evidence: a hash chain per object, and [`verify`].
 //!
-//! Every entry stores `hash = SHA-256(canonical content + "\n" + prev_hash)`, where `prev_hash`
-//! is the hash of the previous entry about the same object (same entity type and object id).
-//! Editing an entry breaks its hash; deleting, inserting or reordering entries breaks the link
-//! of the entry after them. [`verify`] walks every chain and reports each break.
+//! Every entry stores a hash computed in two levels:
+//!
+//! ```text
+//! digest = hex(SHA-256(canonical content))
+//! hash   = hex(SHA-256(digest + "\n" + prev_hash))      (prev_hash "" when NULL)
+//! ```
+//!
+//! `hex` is lowercase hexadecimal (64 characters); the canonical content is a JSON array of the
+//! entry's fields (entity type, object id, action, actor, `created_at` as RFC 3339 UTC with
+//! microseconds, changes, tool, message, status, data), with object keys sorted at every depth;
+//! `prev_hash` is the hash of the previous entry about the same object (same entity type and
+//! object id). Editing an entry breaks its hash; deleting, inserting or reordering entries breaks
+//! the link of the entry after them. [`verify`] walks every chain and reports each break.
+//!
+//! **Why two levels.** The second level only needs ASCII text, so a database can compute it:
+//! on PostgreSQL and MySQL a captured update or delete (on PostgreSQL any single entry that
+//! continues a chain) is written by one statement that reads the chain head and computes the
+//! hash in SQL (`encode(sha256(..), 'hex')`, `SHA2(.., 256)`) from the digest computed here,
+//! instead of reading the head with a statement of its own first (see `store` for why that is
+//! exact under concurrency). Everything else (SQLite, bulk writes, `verify`) computes the same
+//! two levels in Rust, through [`entry_hash`].
 //!
 //! **Why one chain per object.** A single global chain would make every audited write in the
 //! application wait for every other one (each append must read the previous hash), and on
 //! backends without row locks it would fork under concurrent writers. Writers of one object
 //! are already serialized: inside a transaction the capture hooks lock the row (`FOR UPDATE` on
-//! PostgreSQL and MySQL; SQLite admits one writer at a time) before they read the chain head.
-//! So per-object chains are exact under concurrency, cost one indexed read per update or delete,
-//! and nothing for a create, which starts a new segment of its object's chain (`prev_hash` NULL,
-//! valid only as the object's first entry or right after its delete).
+//! PostgreSQL and MySQL; SQLite admits one writer at a time) before the chain head is read. So
+//! per-object chains are exact under concurrency, cost no extra statement for an update or
+//! delete on PostgreSQL and MySQL (the head is read by the log INSERT itself) or on SQLite (read
+//! with the before-image), and nothing for a create, which starts a new segment of its object's
+//! chain (`prev_hash` NULL, valid only as the object's first entry or right after its delete).
 //!
 //! **Limits.** Hashes are not keyed: someone who can rewrite the table and recompute every later
 //! hash of a chain can forge it; copy hashes elsewhere (a SIEM, see listeners) to anchor them.
 //! Deleting the newest entries of a chain leaves no trace in the chain itself. Writes outside a
 //! transaction are not serialized: two concurrent writers of one object can fork its chain,
-//! which `verify` reports as a [`ProblemKind::Fork`], distinct from tampering.
+//! which `verify` reports as a [`ProblemKind::Fork`], distinct from tampering. Events are not
+//! covered by a row lock: on PostgreSQL and SQLite concurrent events about one object can fork
+//! its chain too; MySQL reads their head with `FOR UPDATE` (see `store`).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, SimpleExpr};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
@@ -74,8 +96,14 @@ pub(crate) fn truncate_to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
     at - chrono::Duration::nanoseconds(i64::from(nanos % 1000))
 }
 
-/// The entry hash: hex SHA-256 of the canonical content and the previous hash.
+/// The entry hash (see the module docs): [`link_hash`] of the content's [`content_digest`].
+/// The one function every Rust path (writes, `verify`) hashes entries with.
 pub(crate) fn entry_hash(c: &Content<'_>, prev: Option<&str>) -> String {
+    link_hash(&content_digest(c), prev)
+}
+
+/// First level: hex SHA-256 of the canonical content text.
+pub(crate) fn content_digest(c: &Content<'_>) -> String {
     let mut text = String::with_capacity(256);
     text.push('[');
     for (i, s) in [
@@ -104,9 +132,48 @@ pub(crate) fn entry_hash(c: &Content<'_>, prev: Option<&str>) -> String {
     text.push(',');
     opt_json(&mut text, c.data);
     text.push(']');
+    sha256_hex(text.as_bytes())
+}
+
+/// The text the second level starts with: the digest and the separator. [`link_hash_sql`]
+/// binds it as one parameter, so no SQL string literal has to spell a newline (escape syntax
+/// differs between databases and settings).
+fn link_prefix(digest: &str) -> String {
+    let mut text = String::with_capacity(digest.len() + 1 + 64);
+    text.push_str(digest);
     text.push('\n');
+    text
+}
+
+/// Second level: hex SHA-256 of `digest + "\n" + prev` (`prev` empty for the first entry of a
+/// segment). [`link_hash_sql`] computes the same in SQL.
+pub(crate) fn link_hash(digest: &str, prev: Option<&str>) -> String {
+    let mut text = link_prefix(digest);
     text.push_str(prev.unwrap_or(""));
-    let digest = Sha256::digest(text.as_bytes());
+    sha256_hex(text.as_bytes())
+}
+
+/// [`link_hash`] as a SQL expression over `prev` (an expression of the previous hash, NULL for
+/// none), on PostgreSQL 11+ (`sha256`); `None` elsewhere (SQLite has no SHA-256 function, and
+/// MySQL reads the head with the before-image, see `capture`, so it never needs one). The
+/// arguments are ASCII (hex digits and a newline), so the text encoding cannot change the
+/// bytes hashed; `encode(.., 'hex')` is lowercase, like [`sha256_hex`].
+pub(crate) fn link_hash_sql(
+    backend: DbBackend,
+    digest: &str,
+    prev: SimpleExpr,
+) -> Option<SimpleExpr> {
+    if backend != DbBackend::Postgres {
+        return None;
+    }
+    Some(Expr::cust_with_exprs(
+        "encode(sha256(convert_to($1 || coalesce($2, ''), 'UTF8')), 'hex')",
+        [SimpleExpr::from(link_prefix(digest)), prev],
+    ))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
     let mut hex = String::with_capacity(64);
     for byte in digest {
         let _ = write!(hex, "{byte:02x}");
@@ -179,17 +246,30 @@ pub(crate) fn head_query(entity_type: &str, object_id: &str) -> sea_orm::Select<
         .limit(1)
 }
 
-/// The newest hash of one object's chain, read so that it is current: with `FOR UPDATE` on
-/// MySQL, whose REPEATABLE READ snapshot could otherwise predate the row lock just taken.
+/// [`head_query`], made current for a write: with `FOR UPDATE` on MySQL, whose REPEATABLE READ
+/// snapshot could otherwise predate the row lock just taken (a locking read reads the newest
+/// committed row and waits for uncommitted ones).
+pub(crate) fn current_head_query(
+    backend: DbBackend,
+    entity_type: &str,
+    object_id: &str,
+) -> sea_orm::Select<audit_log::Entity> {
+    let query = head_query(entity_type, object_id);
+    if backend == DbBackend::MySql {
+        query.lock_exclusive()
+    } else {
+        query
+    }
+}
+
+/// The newest hash of one object's chain, read so that it is current (see
+/// [`current_head_query`]).
 pub(crate) async fn head<C: ConnectionTrait>(
     db: &C,
     entity_type: &str,
     object_id: &str,
 ) -> Result<Option<String>, DbErr> {
-    let mut query = head_query(entity_type, object_id);
-    if db.get_database_backend() == sea_orm::DbBackend::MySql {
-        query = query.lock_exclusive();
-    }
+    let query = current_head_query(db.get_database_backend(), entity_type, object_id);
     let hash: Option<Option<String>> = query.into_tuple().one(db).await?;
     Ok(hash.flatten())
 }
@@ -504,6 +584,44 @@ mod tests {
         rows.iter()
             .filter_map(|r| check(r, &mut chains, &pruned).map(|k| (r.id, k)))
             .collect()
+    }
+
+    /// Pins the chain format (see the module docs) to values computed outside this crate
+    /// (Python's hashlib), so a change to the canonical text or the second level shows here.
+    #[test]
+    fn the_hash_format_is_stable() {
+        let at: DateTime<Utc> = "2026-01-02T03:04:05.123456789Z".parse().unwrap();
+        let changes = serde_json::json!({"b": 1, "a": [-0.0]});
+        let content = Content {
+            entity_type: "post",
+            object_id: "7",
+            action: "update",
+            actor: Some("alice"),
+            created_at: at,
+            changes: Some(&changes),
+            tool: None,
+            message: Some("hi \"x\"\n"),
+            status: "success",
+            data: None,
+        };
+        // sha256 of ["post","7","update","alice","2026-01-02T03:04:05.123456Z",
+        // {"a":[0.0],"b":1},null,"hi \"x\"\n","success",null]
+        let digest = "97de1ad42b7d70be2ec51b7560a7b422b621a2b37a5edec6d7c9c9a78b59cae3";
+        assert_eq!(content_digest(&content), digest);
+        let prev = "ab".repeat(32);
+        // sha256 of digest + "\n" (+ prev)
+        assert_eq!(
+            entry_hash(&content, None),
+            "b13854dd73407726606dff23be1e6206d322afcbbac451fcac15fe9fb3caeebe"
+        );
+        assert_eq!(
+            entry_hash(&content, Some(&prev)),
+            "7d44321a7fe92c286f34d3b6f88b07697bfe4271f2b642b9f12bd6327326ed17"
+        );
+        assert_eq!(
+            entry_hash(&content, Some(&prev)),
+            link_hash(digest, Some(&prev))
+        );
     }
 
     #[test]

@@ -3,11 +3,13 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Query, SimpleExpr};
-use sea_orm::{ConnectionTrait, DbBackend, Value};
+use sea_orm::sea_query::{Alias, Expr, Query, QueryStatementBuilder, SimpleExpr};
+use sea_orm::{ConnectionTrait, DbBackend, QueryTrait, Value};
 use serde_json::{Map, Value as Json};
 
-use crate::chain::{self, Content, entry_hash, head, truncate_to_micros};
+use crate::chain::{
+    self, Content, content_digest, entry_hash, head, head_query, link_hash_sql, truncate_to_micros,
+};
 use crate::context::AuditContext;
 use crate::error::{Error, Result};
 use crate::{Action, Status, audit_log};
@@ -28,7 +30,7 @@ pub(crate) struct NewEntry {
     /// A captured create: starts a new segment of the object's chain (no head lookup).
     pub(crate) starts_chain: bool,
     /// The object's chain head, when the caller already read it in a way that is current for
-    /// this write (SQLite's before-image, see `capture`): no head lookup.
+    /// this write (the before-image on SQLite and MySQL, see `capture`): no head lookup.
     pub(crate) known_head: Option<Option<String>>,
 }
 
@@ -112,6 +114,12 @@ impl Row {
         prev: Option<String>,
         hash: String,
     ) -> [SimpleExpr; 12] {
+        let [a, b, c, d, e, f, g, h, i, j] = self.into_content_values(backend);
+        [a, b, c, d, e, f, g, h, i, j, prev.into(), hash.into()]
+    }
+
+    /// The values of every column but the two hashes, in [`COLUMNS`] order.
+    fn into_content_values(self, backend: DbBackend) -> [SimpleExpr; 10] {
         [
             self.entity_type.into(),
             self.object_id.into(),
@@ -123,8 +131,6 @@ impl Row {
             self.message.into(),
             self.status.into(),
             self.data.into(),
-            prev.into(),
-            hash.into(),
         ]
     }
 }
@@ -253,8 +259,77 @@ pub(crate) async fn write<C: ConnectionTrait>(db: &C, entry: NewEntry) -> Result
         entry.entity_type,
         entry.object_id
     );
-    write_many(db, vec![entry]).await.map_err(|e| match e {
+    let result = if reads_head_in_insert(db.get_database_backend(), &entry) {
+        write_linked(db, entry).await
+    } else {
+        write_many(db, vec![entry]).await
+    };
+    result.map_err(|e| match e {
         Error::Db { source, .. } => Error::db(what, source),
         other => other,
     })
+}
+
+/// Whether the entry is written by one statement that reads its chain head and computes its
+/// hash in SQL (PostgreSQL), instead of a head read followed by the INSERT.
+///
+/// PostgreSQL (READ COMMITTED) takes a statement's snapshot when the statement starts. A
+/// captured update or delete runs its log INSERT after the hook's `FOR UPDATE` on the row was
+/// granted, so after the previous writer of the object committed (or rolled back): the
+/// snapshot holds that writer's entry, and no other writer can append before we commit. The
+/// separate head read this replaces followed the same snapshot rule, one round trip earlier,
+/// so entries no row lock covers (events, prune markers) gain and lose nothing either: as
+/// before, concurrent ones about one object can fork their chain (`verify` reports a `Fork`).
+/// Under REPEATABLE READ or SERIALIZABLE, a writer that committed after our snapshot makes the
+/// hook's `FOR UPDATE` fail with a serialization error, so a stale head is never written.
+///
+/// SQLite and MySQL read the head of a captured update or delete with the before-image (see
+/// `capture`, which also says why MySQL does not read it in the INSERT); SQLite cannot hash in
+/// SQL. Creates start a new chain segment and read no head at all.
+fn reads_head_in_insert(backend: DbBackend, entry: &NewEntry) -> bool {
+    backend == DbBackend::Postgres && !entry.starts_chain && entry.known_head.is_none()
+}
+
+/// Writes one entry whose chain head is read, and whose hash is computed, by the INSERT itself
+/// (see [`reads_head_in_insert`]).
+async fn write_linked<C: ConnectionTrait>(db: &C, entry: NewEntry) -> Result<()> {
+    let backend = db.get_database_backend();
+    let row = entry.resolve(
+        truncate_to_micros(Utc::now()),
+        AuditContext::current().as_ref(),
+    );
+    let digest = content_digest(&row.content());
+    // `(SELECT (SELECT hash FROM audit_log WHERE <this object> ORDER BY id DESC LIMIT 1) AS prev)`:
+    // one row whatever the chain holds, `prev` NULL for an empty chain.
+    let head = head_query(&row.entity_type, &row.object_id).into_query();
+    let mut prev_row = Query::select();
+    prev_row.expr_as(
+        SimpleExpr::SubQuery(None, Box::new(head.into_sub_query_statement())),
+        Alias::new("prev"),
+    );
+    let prev = || Expr::col((Alias::new("h"), Alias::new("prev")));
+    let hash = link_hash_sql(backend, &digest, prev()).ok_or_else(|| Error::Invalid {
+        what: "audit log row",
+        reason: format!("{backend:?} cannot compute the chain hash in SQL"),
+    })?;
+    // INSERT INTO audit_log (..) SELECT <values>, h.prev, <hash> FROM (..) h
+    let mut select = Query::select();
+    select
+        .exprs(row.into_content_values(backend))
+        .expr(prev())
+        .expr(hash)
+        .from_subquery(prev_row, Alias::new("h"));
+    let mut insert = Query::insert();
+    insert
+        .into_table(audit_log::Entity)
+        .columns(COLUMNS)
+        .select_from(select)
+        .map_err(|e| Error::Invalid {
+            what: "audit log row",
+            reason: e.to_string(),
+        })?;
+    db.execute(&insert)
+        .await
+        .map_err(|e| Error::db("writing 1 audit log row", e))?;
+    Ok(())
 }
