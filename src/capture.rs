@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use sea_orm::sea_query::{Expr, QueryStatementBuilder};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityName, EntityTrait,
     FromQueryResult, Iterable, PrimaryKeyToColumn, QueryFilter, QuerySelect, QueryTrait, Value,
@@ -112,7 +111,7 @@ struct BeforeImage<M> {
 /// - **SQLite** has one writer, and a transaction that read a head another connection then
 ///   superseded cannot write any more (`SQLITE_BUSY_SNAPSHOT`).
 /// - **MySQL/MariaDB**: the subquery is a locking read (`FOR UPDATE`, see
-///   [`chain::current_head_query`]), which reads the newest committed entry, not the
+///   [`chain::head_sql`]), which reads the newest committed entry, not the
 ///   transaction's snapshot. It runs when the select list is evaluated, after the row was
 ///   read, so after the row lock was granted (checked on MariaDB 10.11: a second writer
 ///   waits for the row, then reads the first writer's committed entry): the previous writer
@@ -149,9 +148,8 @@ where
         let row = query.one(db).await?;
         return Ok(BeforeImage { row, head: None });
     }
-    let head = chain::current_head_query(backend, entity_type, object_id).into_query();
     let query = query.column_as(
-        Expr::SubQuery(None, Box::new(head.into_sub_query_statement())),
+        chain::head_subquery(backend, entity_type, object_id),
         HEAD_ALIAS,
     );
     let Some(result) = db.query_one_raw(query.build(backend)).await? else {

@@ -44,7 +44,7 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 use sea_orm::sea_query::{Expr, SimpleExpr};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    QuerySelect, Statement,
 };
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
@@ -170,10 +170,10 @@ fn push_digits(out: &mut Vec<u8>, value: u32, width: u32) {
     }
 }
 
-/// The text the second level starts with: the digest and the separator. [`link_hash_sql`]
-/// binds it as one parameter, so no SQL string literal has to spell a newline (escape syntax
-/// differs between databases and settings).
-fn link_prefix(digest: &str) -> String {
+/// The text the second level starts with: the digest and the separator. PostgreSQL's
+/// [`POSTGRES_LINK_HASH`] takes it as one bound parameter, so no SQL string literal has to spell
+/// a newline (escape syntax differs between databases and settings).
+pub(crate) fn link_prefix(digest: &str) -> String {
     let mut text = String::with_capacity(digest.len() + 1 + 64);
     text.push_str(digest);
     text.push('\n');
@@ -181,31 +181,20 @@ fn link_prefix(digest: &str) -> String {
 }
 
 /// Second level: hex SHA-256 of `digest + "\n" + prev` (`prev` empty for the first entry of a
-/// segment). [`link_hash_sql`] computes the same in SQL.
+/// segment). [`POSTGRES_LINK_HASH`] computes the same in SQL.
 pub(crate) fn link_hash(digest: &str, prev: Option<&str>) -> String {
     let mut text = link_prefix(digest);
     text.push_str(prev.unwrap_or(""));
     sha256_hex(text.as_bytes())
 }
 
-/// [`link_hash`] as a SQL expression over `prev` (an expression of the previous hash, NULL for
-/// none), on PostgreSQL 11+ (`sha256`); `None` elsewhere (SQLite has no SHA-256 function, and
-/// MySQL reads the head with the before-image, see `capture`, so it never needs one). The
-/// arguments are ASCII (hex digits and a newline), so the text encoding cannot change the
-/// bytes hashed; `encode(.., 'hex')` is lowercase, like [`sha256_hex`].
-pub(crate) fn link_hash_sql(
-    backend: DbBackend,
-    digest: &str,
-    prev: SimpleExpr,
-) -> Option<SimpleExpr> {
-    if backend != DbBackend::Postgres {
-        return None;
-    }
-    Some(Expr::cust_with_exprs(
-        "encode(sha256(convert_to($1 || coalesce($2, ''), 'UTF8')), 'hex')",
-        [SimpleExpr::from(link_prefix(digest)), prev],
-    ))
-}
+/// [`link_hash`] in PostgreSQL 11+ SQL, over `{prefix}` (a parameter bound to [`link_prefix`])
+/// and `{prev}` (the previous hash, NULL for none). The text hashed is ASCII (hex digits and a
+/// newline), so the encoding cannot change its bytes; `encode(.., 'hex')` is lowercase, like
+/// [`sha256_hex`]. SQLite has no SHA-256 function, and MySQL reads the head with the
+/// before-image (see `capture`), so neither needs one.
+pub(crate) const POSTGRES_LINK_HASH: &str =
+    "encode(sha256(convert_to({prefix} || coalesce({prev}, ''), 'UTF8')), 'hex')";
 
 fn sha256_hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -279,43 +268,61 @@ fn canonical(out: &mut Vec<u8>, v: &Json) {
     }
 }
 
-/// The query for the newest hash of one object's chain (served by `idx_audit_log_object`).
-pub(crate) fn head_query(entity_type: &str, object_id: &str) -> sea_orm::Select<audit_log::Entity> {
-    audit_log::Entity::find()
-        .select_only()
-        .column(audit_log::Column::Hash)
-        .filter(audit_log::Column::EntityType.eq(entity_type))
-        .filter(audit_log::Column::ObjectId.eq(object_id))
-        .order_by_desc(audit_log::Column::Id)
-        .limit(1)
+/// The newest hash of one object's chain (served by `idx_audit_log_object`), with the entity
+/// type and object id as the placeholders given. Written out rather than built: it runs once
+/// per audited update, delete and event, and SeaORM's query builder cost more CPU than the
+/// rest of the log write. The literal `LIMIT 1` also keeps SQLite from re-preparing the
+/// statement on every execution (it does for a bound LIMIT it planned with).
+///
+/// With `FOR UPDATE` on MySQL, whose REPEATABLE READ snapshot could otherwise predate the row
+/// lock just taken: a locking read reads the newest committed row and waits for uncommitted
+/// ones.
+pub(crate) fn head_sql(backend: DbBackend, entity_type: &str, object_id: &str) -> String {
+    let lock = if backend == DbBackend::MySql {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
+    format!(
+        "SELECT hash FROM audit_log WHERE entity_type = {entity_type} AND object_id = \
+         {object_id} ORDER BY id DESC LIMIT 1{lock}"
+    )
 }
 
-/// [`head_query`], made current for a write: with `FOR UPDATE` on MySQL, whose REPEATABLE READ
-/// snapshot could otherwise predate the row lock just taken (a locking read reads the newest
-/// committed row and waits for uncommitted ones).
-pub(crate) fn current_head_query(
-    backend: DbBackend,
-    entity_type: &str,
-    object_id: &str,
-) -> sea_orm::Select<audit_log::Entity> {
-    let query = head_query(entity_type, object_id);
-    if backend == DbBackend::MySql {
-        query.lock_exclusive()
-    } else {
-        query
+/// [`head_sql`] as a scalar subquery, for the before-image (see `capture`).
+pub(crate) fn head_subquery(backend: DbBackend, entity_type: &str, object_id: &str) -> SimpleExpr {
+    let (a, b) = placeholders(backend);
+    Expr::cust_with_values(
+        format!("({})", head_sql(backend, a, b)),
+        [entity_type, object_id],
+    )
+}
+
+/// The first two placeholders, as the backend writes them.
+fn placeholders(backend: DbBackend) -> (&'static str, &'static str) {
+    match backend {
+        DbBackend::Postgres => ("$1", "$2"),
+        _ => ("?", "?"),
     }
 }
 
-/// The newest hash of one object's chain, read so that it is current (see
-/// [`current_head_query`]).
+/// The newest hash of one object's chain, read so that it is current (see [`head_sql`]).
 pub(crate) async fn head<C: ConnectionTrait>(
     db: &C,
     entity_type: &str,
     object_id: &str,
 ) -> Result<Option<String>, DbErr> {
-    let query = current_head_query(db.get_database_backend(), entity_type, object_id);
-    let hash: Option<Option<String>> = query.into_tuple().one(db).await?;
-    Ok(hash.flatten())
+    let backend = db.get_database_backend();
+    let (a, b) = placeholders(backend);
+    let statement = Statement::from_sql_and_values(
+        backend,
+        head_sql(backend, a, b),
+        [entity_type.into(), object_id.into()],
+    );
+    match db.query_one_raw(statement).await? {
+        Some(row) => row.try_get("", "hash"),
+        None => Ok(None),
+    }
 }
 
 /// Newest hashes of many objects of one entity type (for bulk writes), `object_id -> hash`.

@@ -3,12 +3,15 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Alias, Expr, Query, QueryStatementBuilder, SimpleExpr};
-use sea_orm::{ConnectionTrait, DbBackend, QueryTrait, Value};
+use std::sync::LazyLock;
+
+use sea_orm::sea_query::{Query, SimpleExpr};
+use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
 use serde_json::{Map, Value as Json};
 
 use crate::chain::{
-    self, Content, content_digest, entry_hash, head, head_query, link_hash_sql, truncate_to_micros,
+    self, Content, POSTGRES_LINK_HASH, content_digest, entry_hash, head, head_sql, link_prefix,
+    truncate_to_micros,
 };
 use crate::context::AuditContext;
 use crate::error::{Error, Result};
@@ -114,12 +117,12 @@ impl Row {
         prev: Option<String>,
         hash: String,
     ) -> [SimpleExpr; 12] {
-        let [a, b, c, d, e, f, g, h, i, j] = self.into_content_values(backend);
+        let [a, b, c, d, e, f, g, h, i, j] = self.into_content_values(backend).map(Into::into);
         [a, b, c, d, e, f, g, h, i, j, prev.into(), hash.into()]
     }
 
     /// The values of every column but the two hashes, in [`COLUMNS`] order.
-    fn into_content_values(self, backend: DbBackend) -> [SimpleExpr; 10] {
+    fn into_content_values(self, backend: DbBackend) -> [Value; 10] {
         [
             self.entity_type.into(),
             self.object_id.into(),
@@ -153,10 +156,10 @@ const COLUMNS: [audit_log::Column; 12] = [
 
 /// sqlx binds `DateTime<Utc>` as a MySQL TIMESTAMP parameter, which turns anything after
 /// 2038-01-19 into NULL even for a DATETIME column: bind the UTC wall time as DATETIME there.
-fn created_at(backend: DbBackend, now: DateTime<Utc>) -> SimpleExpr {
+fn created_at(backend: DbBackend, now: DateTime<Utc>) -> Value {
     match backend {
-        DbBackend::MySql => Value::ChronoDateTime(Some(now.naive_utc())).into(),
-        _ => Value::ChronoDateTimeUtc(Some(now)).into(),
+        DbBackend::MySql => Value::ChronoDateTime(Some(now.naive_utc())),
+        _ => Value::ChronoDateTimeUtc(Some(now)),
     }
 }
 
@@ -290,6 +293,25 @@ fn reads_head_in_insert(backend: DbBackend, entry: &NewEntry) -> bool {
     backend == DbBackend::Postgres && !entry.starts_chain && entry.known_head.is_none()
 }
 
+/// PostgreSQL's INSERT of one entry that reads its chain head and computes its hash (see
+/// [`reads_head_in_insert`]): `$1`..`$10` the columns in [`COLUMNS`] order, `$11` the
+/// [`link_prefix`] of the entry's digest. Written out once: the text never changes, so the
+/// connection prepares it once, and building it per write (SeaORM's query builders) cost more
+/// CPU than everything else the log write does. `OFFSET 0` keeps PostgreSQL from inlining the
+/// subquery into both places that use `h.prev`, which would look the head up twice.
+static POSTGRES_LINKED_INSERT: LazyLock<String> = LazyLock::new(|| {
+    let columns: Vec<&str> = COLUMNS.iter().map(sea_orm::IdenStatic::as_str).collect();
+    format!(
+        "INSERT INTO audit_log ({columns}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+         h.prev, {hash} FROM (SELECT ({head}) AS prev OFFSET 0) AS h",
+        columns = columns.join(", "),
+        hash = POSTGRES_LINK_HASH
+            .replace("{prefix}", "$11")
+            .replace("{prev}", "h.prev"),
+        head = head_sql(DbBackend::Postgres, "$1", "$2"),
+    )
+});
+
 /// Writes one entry whose chain head is read, and whose hash is computed, by the INSERT itself
 /// (see [`reads_head_in_insert`]).
 async fn write_linked<C: ConnectionTrait>(db: &C, entry: NewEntry) -> Result<()> {
@@ -298,37 +320,13 @@ async fn write_linked<C: ConnectionTrait>(db: &C, entry: NewEntry) -> Result<()>
         truncate_to_micros(Utc::now()),
         AuditContext::current().as_ref(),
     );
-    let digest = content_digest(&row.content());
-    // `(SELECT (SELECT hash FROM audit_log WHERE <this object> ORDER BY id DESC LIMIT 1) AS prev)`:
-    // one row whatever the chain holds, `prev` NULL for an empty chain.
-    let head = head_query(&row.entity_type, &row.object_id).into_query();
-    let mut prev_row = Query::select();
-    prev_row.expr_as(
-        SimpleExpr::SubQuery(None, Box::new(head.into_sub_query_statement())),
-        Alias::new("prev"),
-    );
-    let prev = || Expr::col((Alias::new("h"), Alias::new("prev")));
-    let hash = link_hash_sql(backend, &digest, prev()).ok_or_else(|| Error::Invalid {
-        what: "audit log row",
-        reason: format!("{backend:?} cannot compute the chain hash in SQL"),
-    })?;
-    // INSERT INTO audit_log (..) SELECT <values>, h.prev, <hash> FROM (..) h
-    let mut select = Query::select();
-    select
-        .exprs(row.into_content_values(backend))
-        .expr(prev())
-        .expr(hash)
-        .from_subquery(prev_row, Alias::new("h"));
-    let mut insert = Query::insert();
-    insert
-        .into_table(audit_log::Entity)
-        .columns(COLUMNS)
-        .select_from(select)
-        .map_err(|e| Error::Invalid {
-            what: "audit log row",
-            reason: e.to_string(),
-        })?;
-    db.execute(&insert)
+    let prefix = link_prefix(&content_digest(&row.content()));
+    let mut values = Vec::with_capacity(11);
+    values.extend(row.into_content_values(backend));
+    values.push(prefix.into());
+    let statement =
+        Statement::from_sql_and_values(backend, POSTGRES_LINKED_INSERT.as_str(), values);
+    db.execute_raw(statement)
         .await
         .map_err(|e| Error::db("writing 1 audit log row", e))?;
     Ok(())
