@@ -14,31 +14,35 @@
 //! object id). Editing an entry breaks its hash; deleting, inserting or reordering entries breaks
 //! the link of the entry after them. [`verify`] walks every chain and reports each break.
 //!
-//! **Why two levels.** The second level only needs ASCII text, so a database can compute it:
-//! on PostgreSQL and MySQL a captured update or delete (on PostgreSQL any single entry that
-//! continues a chain) is written by one statement that reads the chain head and computes the
-//! hash in SQL (`encode(sha256(..), 'hex')`, `SHA2(.., 256)`) from the digest computed here,
-//! instead of reading the head with a statement of its own first (see `store` for why that is
-//! exact under concurrency). Everything else (SQLite, bulk writes, `verify`) computes the same
-//! two levels in Rust, through [`entry_hash`].
+//! **Why two levels.** The second level only hashes ASCII text (two hex digests and a
+//! newline), so a database can compute it without knowing the canonicalization: on PostgreSQL
+//! an update, delete or event that continues a chain is written by one `INSERT ... SELECT` that
+//! reads the chain head and computes the hash with `sha256()` in SQL from the digest
+//! computed here, instead of reading the head with a statement of its own first (see
+//! `store::reads_head_in_insert` for why that is exact under concurrency). Everything else
+//! (SQLite, MySQL, bulk writes, `verify`) computes the same two levels in Rust, through
+//! `entry_hash`.
 //!
 //! **Why one chain per object.** A single global chain would make every audited write in the
 //! application wait for every other one (each append must read the previous hash), and on
 //! backends without row locks it would fork under concurrent writers. Writers of one object
 //! are already serialized: inside a transaction the capture hooks lock the row (`FOR UPDATE` on
 //! PostgreSQL and MySQL; SQLite admits one writer at a time) before the chain head is read. So
-//! per-object chains are exact under concurrency, cost no extra statement for an update or
-//! delete on PostgreSQL and MySQL (the head is read by the log INSERT itself) or on SQLite (read
-//! with the before-image), and nothing for a create, which starts a new segment of its object's
-//! chain (`prev_hash` NULL, valid only as the object's first entry or right after its delete).
+//! per-object chains are exact under concurrency and cost no statement of their own: the head
+//! of an updated or deleted object is read by the log INSERT (PostgreSQL) or with the
+//! before-image (SQLite, and MySQL in a locking subquery; see `capture`). A create reads
+//! nothing: it starts a new segment of its object's chain (`prev_hash` NULL, valid only as the
+//! object's first entry or right after its delete).
 //!
 //! **Limits.** Hashes are not keyed: someone who can rewrite the table and recompute every later
 //! hash of a chain can forge it; copy hashes elsewhere (a SIEM, see listeners) to anchor them.
 //! Deleting the newest entries of a chain leaves no trace in the chain itself. Writes outside a
 //! transaction are not serialized: two concurrent writers of one object can fork its chain,
-//! which `verify` reports as a [`ProblemKind::Fork`], distinct from tampering. Events are not
-//! covered by a row lock: on PostgreSQL and SQLite concurrent events about one object can fork
-//! its chain too; MySQL reads their head with `FOR UPDATE` (see `store`).
+//! which `verify` reports as a [`ProblemKind::Fork`], distinct from tampering. Events lock no
+//! row: concurrent events about one object can fork its chain on PostgreSQL even inside
+//! transactions; on MySQL their head read is a `SELECT ... FOR UPDATE`, which serializes them
+//! inside transactions, but InnoDB resolves two of them waiting on each other's gap lock with a
+//! deadlock error (the transaction must be retried; see `tests/concurrency.rs`).
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use sea_orm::sea_query::{Expr, SimpleExpr};
