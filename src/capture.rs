@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use sea_orm::sea_query::{Expr, QueryStatementBuilder};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityName, EntityTrait,
     FromQueryResult, Iterable, PrimaryKeyToColumn, QueryFilter, QuerySelect, QueryTrait, Value,
@@ -20,6 +19,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::Action;
 use crate::auditable::{Auditable, object_id, snapshot};
+use crate::chain;
 use crate::diff::diff_maps;
 use crate::error::Error;
 use crate::store::{self, NewEntry};
@@ -89,14 +89,15 @@ pub fn pending_snapshots_for_current_task() -> usize {
     map.keys().filter(|(s, _, _)| *s == scope).count()
 }
 
-/// Column alias of the chain head read along with the before-image on SQLite.
+/// Column alias of the chain head read along with the before-image (SQLite, MySQL).
 const HEAD_ALIAS: &str = "__sea_orm_audit_chain_head";
 
 /// The row as stored before a write, and, where it could be read in the same statement, the
 /// head of the object's chain.
 struct BeforeImage<M> {
     row: Option<M>,
-    /// `Some(head)`: read with the row (SQLite); `None`: to be read when the entry is written.
+    /// `Some(head)`: read with the row (SQLite, MySQL); `None`: read by the log INSERT
+    /// (PostgreSQL).
     head: Option<Option<String>>,
 }
 
@@ -104,11 +105,27 @@ struct BeforeImage<M> {
 /// supports row locks, so that inside a transaction no other writer can change it before our
 /// write.
 ///
-/// On SQLite the object's chain head comes back in the same statement (a scalar subquery),
-/// saving a round trip per update and delete. That is exact there: SQLite has one writer, and a
-/// transaction that read a head another connection then superseded cannot write any more
-/// (`SQLITE_BUSY_SNAPSHOT`). On PostgreSQL the subquery would see the statement's snapshot from
-/// before a wait for the row lock, so the head is read after the write instead (see `store`).
+/// Where it is exact, the object's chain head comes back in the same statement (a scalar
+/// subquery), saving a round trip per update and delete:
+///
+/// - **SQLite** has one writer, and a transaction that read a head another connection then
+///   superseded cannot write any more (`SQLITE_BUSY_SNAPSHOT`).
+/// - **MySQL/MariaDB**: the subquery is a locking read (`FOR UPDATE`, see
+///   [`chain::head_sql`]), which reads the newest committed entry, not the
+///   transaction's snapshot. It runs when the select list is evaluated, after the row was
+///   read, so after the row lock was granted (checked on MariaDB 10.11: a second writer
+///   waits for the row, then reads the first writer's committed entry): the previous writer
+///   of the object has committed its entry by then. The locks are those the separate head
+///   read this replaces took, only two statements earlier. Outside a transaction each
+///   statement commits on its own, as before: two concurrent writers of one object can fork
+///   its chain (reported by `verify`), but cannot deadlock, since no statement both reads the
+///   head and inserts after it. Reading the head in the log INSERT (as on PostgreSQL) would
+///   deadlock exactly there: two such INSERTs both take shared locks on the head, then each
+///   waits for the other's gap lock to insert after it (8 tasks x 50 updates of one row
+///   outside transactions lost 15-38 log rows to deadlock errors in a test on MariaDB).
+/// - **PostgreSQL**: the subquery would see the statement's snapshot, taken before the wait
+///   for the row lock, and miss a concurrent writer's entry; the head is read by the log
+///   INSERT instead (see `store::reads_head_in_insert`).
 async fn fetch_before<E, C>(
     db: &C,
     pk: impl IntoIterator<Item = Value>,
@@ -125,12 +142,14 @@ where
     }
     let backend = db.get_database_backend();
     if backend != DbBackend::Sqlite {
-        let row = query.lock_exclusive().one(db).await?;
+        query = query.lock_exclusive();
+    }
+    if backend == DbBackend::Postgres {
+        let row = query.one(db).await?;
         return Ok(BeforeImage { row, head: None });
     }
-    let head = crate::chain::head_query(entity_type, object_id).into_query();
     let query = query.column_as(
-        Expr::SubQuery(None, Box::new(head.into_sub_query_statement())),
+        chain::head_subquery(backend, entity_type, object_id),
         HEAD_ALIAS,
     );
     let Some(result) = db.query_one_raw(query.build(backend)).await? else {

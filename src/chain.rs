@@ -1,34 +1,58 @@
 //! Tamper evidence: a hash chain per object, and [`verify`].
 //!
-//! Every entry stores `hash = SHA-256(canonical content + "\n" + prev_hash)`, where `prev_hash`
-//! is the hash of the previous entry about the same object (same entity type and object id).
-//! Editing an entry breaks its hash; deleting, inserting or reordering entries breaks the link
-//! of the entry after them. [`verify`] walks every chain and reports each break.
+//! Every entry stores a hash computed in two levels:
+//!
+//! ```text
+//! digest = hex(SHA-256(canonical content))
+//! hash   = hex(SHA-256(digest + "\n" + prev_hash))      (prev_hash "" when NULL)
+//! ```
+//!
+//! `hex` is lowercase hexadecimal (64 characters); the canonical content is a JSON array of the
+//! entry's fields (entity type, object id, action, actor, `created_at` as RFC 3339 UTC with
+//! microseconds, changes, tool, message, status, data), with object keys sorted at every depth;
+//! `prev_hash` is the hash of the previous entry about the same object (same entity type and
+//! object id). Editing an entry breaks its hash; deleting, inserting or reordering entries breaks
+//! the link of the entry after them. [`verify`] walks every chain and reports each break.
+//!
+//! **Why two levels.** The second level only hashes ASCII text (two hex digests and a
+//! newline), so a database can compute it without knowing the canonicalization: on PostgreSQL
+//! an update, delete or event that continues a chain is written by one `INSERT ... SELECT` that
+//! reads the chain head and computes the hash with `sha256()` in SQL from the digest
+//! computed here, instead of reading the head with a statement of its own first (see
+//! `store::reads_head_in_insert` for why that is exact under concurrency). Everything else
+//! (SQLite, MySQL, bulk writes, `verify`) computes the same two levels in Rust, through
+//! `entry_hash`.
 //!
 //! **Why one chain per object.** A single global chain would make every audited write in the
 //! application wait for every other one (each append must read the previous hash), and on
 //! backends without row locks it would fork under concurrent writers. Writers of one object
 //! are already serialized: inside a transaction the capture hooks lock the row (`FOR UPDATE` on
-//! PostgreSQL and MySQL; SQLite admits one writer at a time) before they read the chain head.
-//! So per-object chains are exact under concurrency, cost one indexed read per update or delete,
-//! and nothing for a create, which starts a new segment of its object's chain (`prev_hash` NULL,
-//! valid only as the object's first entry or right after its delete).
+//! PostgreSQL and MySQL; SQLite admits one writer at a time) before the chain head is read. So
+//! per-object chains are exact under concurrency and cost no statement of their own: the head
+//! of an updated or deleted object is read by the log INSERT (PostgreSQL) or with the
+//! before-image (SQLite, and MySQL in a locking subquery; see `capture`). A create reads
+//! nothing: it starts a new segment of its object's chain (`prev_hash` NULL, valid only as the
+//! object's first entry or right after its delete).
 //!
 //! **Limits.** Hashes are not keyed: someone who can rewrite the table and recompute every later
 //! hash of a chain can forge it; copy hashes elsewhere (a SIEM, see listeners) to anchor them.
 //! Deleting the newest entries of a chain leaves no trace in the chain itself. Writes outside a
 //! transaction are not serialized: two concurrent writers of one object can fork its chain,
-//! which `verify` reports as a [`ProblemKind::Fork`], distinct from tampering.
+//! which `verify` reports as a [`ProblemKind::Fork`], distinct from tampering. Events lock no
+//! row: concurrent events about one object can fork its chain on PostgreSQL even inside
+//! transactions; on MySQL their head read is a `SELECT ... FOR UPDATE`, which serializes them
+//! inside transactions, but InnoDB resolves two of them waiting on each other's gap lock with a
+//! deadlock error (the transaction must be retried; see `tests/concurrency.rs`).
 
-use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
-
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use sea_orm::sea_query::{Expr, SimpleExpr};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Statement,
 };
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
 
 use crate::audit_log;
 
@@ -74,10 +98,20 @@ pub(crate) fn truncate_to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
     at - chrono::Duration::nanoseconds(i64::from(nanos % 1000))
 }
 
-/// The entry hash: hex SHA-256 of the canonical content and the previous hash.
+/// The entry hash (see the module docs): [`link_hash`] of the content's [`content_digest`].
+/// The one function every Rust path (writes, `verify`) hashes entries with.
 pub(crate) fn entry_hash(c: &Content<'_>, prev: Option<&str>) -> String {
-    let mut text = String::with_capacity(256);
-    text.push('[');
+    link_hash(&content_digest(c), prev)
+}
+
+/// First level: hex SHA-256 of the canonical content text.
+///
+/// Runs once per entry written and per entry verified, so it writes the text straight into one
+/// byte buffer (no intermediate `String`s per field, no `strftime` parsing): it was the larger
+/// part of the library's own CPU time per audited insert.
+pub(crate) fn content_digest(c: &Content<'_>) -> String {
+    let mut text = Vec::with_capacity(512);
+    text.push(b'[');
     for (i, s) in [
         Some(c.entity_type),
         Some(c.object_id),
@@ -88,110 +122,211 @@ pub(crate) fn entry_hash(c: &Content<'_>, prev: Option<&str>) -> String {
     .enumerate()
     {
         if i > 0 {
-            text.push(',');
+            text.push(b',');
         }
         opt_str(&mut text, *s);
     }
-    text.push(',');
-    let at = truncate_to_micros(c.created_at);
-    write_str(&mut text, &at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string());
-    text.push(',');
+    text.push(b',');
+    write_timestamp(&mut text, truncate_to_micros(c.created_at));
+    text.push(b',');
     opt_json(&mut text, c.changes);
     for s in [c.tool, c.message, Some(c.status)] {
-        text.push(',');
+        text.push(b',');
         opt_str(&mut text, s);
     }
-    text.push(',');
+    text.push(b',');
     opt_json(&mut text, c.data);
-    text.push(']');
+    text.push(b']');
+    sha256_hex(&text)
+}
+
+/// `created_at` as a JSON string, `"%Y-%m-%dT%H:%M:%S%.6fZ"` in chrono's terms.
+fn write_timestamp(out: &mut Vec<u8>, at: DateTime<Utc>) {
+    let year = at.year();
+    let nanos = at.nanosecond();
+    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+        // Signed years and leap seconds: rare enough to leave to chrono's formatter.
+        write_str(out, &at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string());
+        return;
+    }
+    out.push(b'"');
+    push_digits(out, year.unsigned_abs(), 4);
+    for (sep, value) in [(b'-', at.month()), (b'-', at.day()), (b'T', at.hour())] {
+        out.push(sep);
+        push_digits(out, value, 2);
+    }
+    for (sep, value) in [(b':', at.minute()), (b':', at.second())] {
+        out.push(sep);
+        push_digits(out, value, 2);
+    }
+    out.push(b'.');
+    push_digits(out, nanos / 1000, 6);
+    out.extend_from_slice(b"Z\"");
+}
+
+/// `value` in decimal, zero-padded to `width` digits (`value` has at most `width` digits).
+fn push_digits(out: &mut Vec<u8>, value: u32, width: u32) {
+    let mut div = 10u32.pow(width - 1);
+    while div > 0 {
+        // `value / div % 10` is a single decimal digit, so the cast cannot truncate.
+        out.push(b'0' + (value / div % 10) as u8);
+        div /= 10;
+    }
+}
+
+/// The text the second level starts with: the digest and the separator. PostgreSQL's
+/// [`POSTGRES_LINK_HASH`] takes it as one bound parameter, so no SQL string literal has to spell
+/// a newline (escape syntax differs between databases and settings).
+pub(crate) fn link_prefix(digest: &str) -> String {
+    let mut text = String::with_capacity(digest.len() + 1 + 64);
+    text.push_str(digest);
     text.push('\n');
+    text
+}
+
+/// Second level: hex SHA-256 of `digest + "\n" + prev` (`prev` empty for the first entry of a
+/// segment). [`POSTGRES_LINK_HASH`] computes the same in SQL.
+pub(crate) fn link_hash(digest: &str, prev: Option<&str>) -> String {
+    let mut text = link_prefix(digest);
     text.push_str(prev.unwrap_or(""));
-    let digest = Sha256::digest(text.as_bytes());
+    sha256_hex(text.as_bytes())
+}
+
+/// [`link_hash`] in PostgreSQL 11+ SQL, over `{prefix}` (a parameter bound to [`link_prefix`])
+/// and `{prev}` (the previous hash, NULL for none). The text hashed is ASCII (hex digits and a
+/// newline), so the encoding cannot change its bytes; `encode(.., 'hex')` is lowercase, like
+/// [`sha256_hex`]. SQLite has no SHA-256 function, and MySQL reads the head with the
+/// before-image (see `capture`), so neither needs one.
+pub(crate) const POSTGRES_LINK_HASH: &str =
+    "encode(sha256(convert_to({prefix} || coalesce({prev}, ''), 'UTF8')), 'hex')";
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(bytes);
     let mut hex = String::with_capacity(64);
     for byte in digest {
-        let _ = write!(hex, "{byte:02x}");
+        hex.push(char::from(HEX[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX[usize::from(byte & 0xf)]));
     }
     hex
 }
 
-fn opt_str(out: &mut String, s: Option<&str>) {
+fn opt_str(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         Some(s) => write_str(out, s),
-        None => out.push_str("null"),
+        None => out.extend_from_slice(b"null"),
     }
 }
 
-fn opt_json(out: &mut String, v: Option<&Json>) {
+fn opt_json(out: &mut Vec<u8>, v: Option<&Json>) {
     match v {
         Some(v) => canonical(out, v),
-        None => out.push_str("null"),
+        None => out.extend_from_slice(b"null"),
     }
 }
 
-fn write_str(out: &mut String, s: &str) {
-    // serde_json's string escaping is canonical (the same input always gives the same text).
-    out.push_str(&Json::String(s.to_owned()).to_string());
+/// A JSON string, escaped as serde_json escapes it (the same input always gives the same text).
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    write_json(out, &s);
+}
+
+/// Appends serde_json's compact text of `value`: what `Json`'s `Display` prints.
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    // Cannot fail: strings, numbers, booleans and null always serialize, and writing to a `Vec`
+    // never errs (`Json`'s `Display`, used here before, relies on the same).
+    let _ = serde_json::to_writer(&mut *out, value);
 }
 
 /// Canonical JSON: object keys sorted at every depth, numbers as serde_json prints the parsed
 /// value, negative zero as zero (PostgreSQL's jsonb has no negative zero).
-fn canonical(out: &mut String, v: &Json) {
+fn canonical(out: &mut Vec<u8>, v: &Json) {
     match v {
         Json::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_unstable();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
+            let mut entries: Vec<(&String, &Json)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_str(out, k);
-                out.push(':');
-                canonical(out, &map[k]);
+                out.push(b':');
+                canonical(out, v);
             }
-            out.push('}');
+            out.push(b'}');
         }
         Json::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 canonical(out, item);
             }
-            out.push(']');
+            out.push(b']');
         }
         Json::Number(n) if n.as_f64() == Some(0.0) && !n.is_i64() && !n.is_u64() => {
-            out.push_str("0.0")
+            out.extend_from_slice(b"0.0")
         }
-        other => out.push_str(&other.to_string()),
+        other => write_json(out, other),
     }
 }
 
-/// The query for the newest hash of one object's chain (served by `idx_audit_log_object`).
-pub(crate) fn head_query(entity_type: &str, object_id: &str) -> sea_orm::Select<audit_log::Entity> {
-    audit_log::Entity::find()
-        .select_only()
-        .column(audit_log::Column::Hash)
-        .filter(audit_log::Column::EntityType.eq(entity_type))
-        .filter(audit_log::Column::ObjectId.eq(object_id))
-        .order_by_desc(audit_log::Column::Id)
-        .limit(1)
+/// The newest hash of one object's chain (served by `idx_audit_log_object`), with the entity
+/// type and object id as the placeholders given. Written out rather than built: it runs once
+/// per audited update, delete and event, and SeaORM's query builder cost more CPU than the
+/// rest of the log write. The literal `LIMIT 1` also keeps SQLite from re-preparing the
+/// statement on every execution (it does for a bound LIMIT it planned with).
+///
+/// With `FOR UPDATE` on MySQL, whose REPEATABLE READ snapshot could otherwise predate the row
+/// lock just taken: a locking read reads the newest committed row and waits for uncommitted
+/// ones.
+pub(crate) fn head_sql(backend: DbBackend, entity_type: &str, object_id: &str) -> String {
+    let lock = if backend == DbBackend::MySql {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
+    format!(
+        "SELECT hash FROM audit_log WHERE entity_type = {entity_type} AND object_id = \
+         {object_id} ORDER BY id DESC LIMIT 1{lock}"
+    )
 }
 
-/// The newest hash of one object's chain, read so that it is current: with `FOR UPDATE` on
-/// MySQL, whose REPEATABLE READ snapshot could otherwise predate the row lock just taken.
+/// [`head_sql`] as a scalar subquery, for the before-image (see `capture`).
+pub(crate) fn head_subquery(backend: DbBackend, entity_type: &str, object_id: &str) -> SimpleExpr {
+    let (a, b) = placeholders(backend);
+    Expr::cust_with_values(
+        format!("({})", head_sql(backend, a, b)),
+        [entity_type, object_id],
+    )
+}
+
+/// The first two placeholders, as the backend writes them.
+fn placeholders(backend: DbBackend) -> (&'static str, &'static str) {
+    match backend {
+        DbBackend::Postgres => ("$1", "$2"),
+        _ => ("?", "?"),
+    }
+}
+
+/// The newest hash of one object's chain, read so that it is current (see [`head_sql`]).
 pub(crate) async fn head<C: ConnectionTrait>(
     db: &C,
     entity_type: &str,
     object_id: &str,
 ) -> Result<Option<String>, DbErr> {
-    let mut query = head_query(entity_type, object_id);
-    if db.get_database_backend() == sea_orm::DbBackend::MySql {
-        query = query.lock_exclusive();
+    let backend = db.get_database_backend();
+    let (a, b) = placeholders(backend);
+    let statement = Statement::from_sql_and_values(
+        backend,
+        head_sql(backend, a, b),
+        [entity_type.into(), object_id.into()],
+    );
+    match db.query_one_raw(statement).await? {
+        Some(row) => row.try_get("", "hash"),
+        None => Ok(None),
     }
-    let hash: Option<Option<String>> = query.into_tuple().one(db).await?;
-    Ok(hash.flatten())
 }
 
 /// Newest hashes of many objects of one entity type (for bulk writes), `object_id -> hash`.
@@ -504,6 +639,93 @@ mod tests {
         rows.iter()
             .filter_map(|r| check(r, &mut chains, &pruned).map(|k| (r.id, k)))
             .collect()
+    }
+
+    /// Pins the chain format (see the module docs) to values computed outside this crate
+    /// (Python's hashlib), so a change to the canonical text or the second level shows here.
+    #[test]
+    fn the_hash_format_is_stable() {
+        let at: DateTime<Utc> = "2026-01-02T03:04:05.123456789Z".parse().unwrap();
+        let changes = serde_json::json!({"b": 1, "a": [-0.0]});
+        let content = Content {
+            entity_type: "post",
+            object_id: "7",
+            action: "update",
+            actor: Some("alice"),
+            created_at: at,
+            changes: Some(&changes),
+            tool: None,
+            message: Some("hi \"x\"\n"),
+            status: "success",
+            data: None,
+        };
+        // sha256 of ["post","7","update","alice","2026-01-02T03:04:05.123456Z",
+        // {"a":[0.0],"b":1},null,"hi \"x\"\n","success",null]
+        let digest = "97de1ad42b7d70be2ec51b7560a7b422b621a2b37a5edec6d7c9c9a78b59cae3";
+        assert_eq!(content_digest(&content), digest);
+        let prev = "ab".repeat(32);
+        // sha256 of digest + "\n" (+ prev)
+        assert_eq!(
+            entry_hash(&content, None),
+            "b13854dd73407726606dff23be1e6206d322afcbbac451fcac15fe9fb3caeebe"
+        );
+        assert_eq!(
+            entry_hash(&content, Some(&prev)),
+            "7d44321a7fe92c286f34d3b6f88b07697bfe4271f2b642b9f12bd6327326ed17"
+        );
+        assert_eq!(
+            entry_hash(&content, Some(&prev)),
+            link_hash(digest, Some(&prev))
+        );
+
+        // Escapes, non-ASCII text, nested keys, floats, big integers, data.
+        let changes = serde_json::json!({
+            "b": 1,
+            "c": {"z": [2.5e-8, 1e300, -12, u64::MAX], "y": "é🦀"},
+            "a": [-0.0],
+        });
+        let data = serde_json::json!({"n": null, "k": true});
+        let content = Content {
+            changes: Some(&changes),
+            message: Some("hi \"x\"\n\u{1f}\\"),
+            data: Some(&data),
+            ..content
+        };
+        // sha256 of ["post","7","update","alice","2026-01-02T03:04:05.123456Z",{"a":[0.0],"b":1,
+        // "c":{"y":"é🦀","z":[2.5e-8,1e+300,-12,18446744073709551615]}},null,
+        // "hi \"x\"\n\u001f\\","success",{"k":true,"n":null}]
+        assert_eq!(
+            content_digest(&content),
+            "9a9f3e30644201cc67c74755b1a264eab3e7f8fd98d05c268399026eb8c69616"
+        );
+    }
+
+    #[test]
+    fn timestamps_are_written_as_chrono_formats_them() {
+        let cases = [
+            "2026-01-02T03:04:05.123456Z",
+            "2026-12-31T23:59:59.999999Z",
+            "1970-01-01T00:00:00Z",
+            "0000-01-01T00:00:00.000001Z",
+            "0999-07-08T09:10:11.5Z",
+            "9999-12-31T23:59:59.999999Z",
+            "+10000-01-01T00:00:00Z",
+            "-0001-01-01T00:00:00Z",
+        ];
+        for case in cases {
+            let at: DateTime<Utc> = case.parse().unwrap();
+            let mut fast = Vec::new();
+            write_timestamp(&mut fast, at);
+            let mut chrono = Vec::new();
+            write_str(
+                &mut chrono,
+                &at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+            );
+            assert_eq!(
+                String::from_utf8(fast).unwrap(),
+                String::from_utf8(chrono).unwrap()
+            );
+        }
     }
 
     #[test]

@@ -3,11 +3,16 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use std::sync::LazyLock;
+
 use sea_orm::sea_query::{Query, SimpleExpr};
-use sea_orm::{ConnectionTrait, DbBackend, Value};
+use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
 use serde_json::{Map, Value as Json};
 
-use crate::chain::{self, Content, entry_hash, head, truncate_to_micros};
+use crate::chain::{
+    self, Content, POSTGRES_LINK_HASH, content_digest, entry_hash, head, head_sql, link_prefix,
+    truncate_to_micros,
+};
 use crate::context::AuditContext;
 use crate::error::{Error, Result};
 use crate::{Action, Status, audit_log};
@@ -28,7 +33,7 @@ pub(crate) struct NewEntry {
     /// A captured create: starts a new segment of the object's chain (no head lookup).
     pub(crate) starts_chain: bool,
     /// The object's chain head, when the caller already read it in a way that is current for
-    /// this write (SQLite's before-image, see `capture`): no head lookup.
+    /// this write (the before-image on SQLite and MySQL, see `capture`): no head lookup.
     pub(crate) known_head: Option<Option<String>>,
     /// When it happened, if not now (API activity is written in batches after the fact).
     pub(crate) created_at: Option<DateTime<Utc>>,
@@ -115,6 +120,12 @@ impl Row {
         prev: Option<String>,
         hash: String,
     ) -> [SimpleExpr; 12] {
+        let [a, b, c, d, e, f, g, h, i, j] = self.into_content_values(backend).map(Into::into);
+        [a, b, c, d, e, f, g, h, i, j, prev.into(), hash.into()]
+    }
+
+    /// The values of every column but the two hashes, in [`COLUMNS`] order.
+    fn into_content_values(self, backend: DbBackend) -> [Value; 10] {
         [
             self.entity_type.into(),
             self.object_id.into(),
@@ -126,8 +137,6 @@ impl Row {
             self.message.into(),
             self.status.into(),
             self.data.into(),
-            prev.into(),
-            hash.into(),
         ]
     }
 }
@@ -257,8 +266,72 @@ pub(crate) async fn write<C: ConnectionTrait>(db: &C, entry: NewEntry) -> Result
         entry.entity_type,
         entry.object_id
     );
-    write_many(db, vec![entry]).await.map_err(|e| match e {
+    let result = if reads_head_in_insert(db.get_database_backend(), &entry) {
+        write_linked(db, entry).await
+    } else {
+        write_many(db, vec![entry]).await
+    };
+    result.map_err(|e| match e {
         Error::Db { source, .. } => Error::db(what, source),
         other => other,
     })
+}
+
+/// Whether the entry is written by one statement that reads its chain head and computes its
+/// hash in SQL (PostgreSQL), instead of a head read followed by the INSERT.
+///
+/// PostgreSQL (READ COMMITTED) takes a statement's snapshot when the statement starts. A
+/// captured update or delete runs its log INSERT after the hook's `FOR UPDATE` on the row was
+/// granted, so after the previous writer of the object committed (or rolled back): the
+/// snapshot holds that writer's entry, and no other writer can append before we commit. The
+/// separate head read this replaces followed the same snapshot rule, one round trip earlier,
+/// so entries no row lock covers (events, prune markers) gain and lose nothing either: as
+/// before, concurrent ones about one object can fork their chain (`verify` reports a `Fork`).
+/// Under REPEATABLE READ or SERIALIZABLE, a writer that committed after our snapshot makes the
+/// hook's `FOR UPDATE` fail with a serialization error, so a stale head is never written.
+///
+/// SQLite and MySQL read the head of a captured update or delete with the before-image (see
+/// `capture`, which also says why MySQL does not read it in the INSERT); SQLite cannot hash in
+/// SQL. Creates start a new chain segment and read no head at all.
+fn reads_head_in_insert(backend: DbBackend, entry: &NewEntry) -> bool {
+    backend == DbBackend::Postgres && !entry.starts_chain && entry.known_head.is_none()
+}
+
+/// PostgreSQL's INSERT of one entry that reads its chain head and computes its hash (see
+/// [`reads_head_in_insert`]): `$1`..`$10` the columns in [`COLUMNS`] order, `$11` the
+/// [`link_prefix`] of the entry's digest. Written out once: the text never changes, so the
+/// connection prepares it once, and building it per write (SeaORM's query builders) cost more
+/// CPU than everything else the log write does. `OFFSET 0` keeps PostgreSQL from inlining the
+/// subquery into both places that use `h.prev`, which would look the head up twice.
+static POSTGRES_LINKED_INSERT: LazyLock<String> = LazyLock::new(|| {
+    let columns: Vec<&str> = COLUMNS.iter().map(sea_orm::IdenStatic::as_str).collect();
+    format!(
+        "INSERT INTO audit_log ({columns}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+         h.prev, {hash} FROM (SELECT ({head}) AS prev OFFSET 0) AS h",
+        columns = columns.join(", "),
+        hash = POSTGRES_LINK_HASH
+            .replace("{prefix}", "$11")
+            .replace("{prev}", "h.prev"),
+        head = head_sql(DbBackend::Postgres, "$1", "$2"),
+    )
+});
+
+/// Writes one entry whose chain head is read, and whose hash is computed, by the INSERT itself
+/// (see [`reads_head_in_insert`]).
+async fn write_linked<C: ConnectionTrait>(db: &C, entry: NewEntry) -> Result<()> {
+    let backend = db.get_database_backend();
+    let row = entry.resolve(
+        truncate_to_micros(Utc::now()),
+        AuditContext::current().as_ref(),
+    );
+    let prefix = link_prefix(&content_digest(&row.content()));
+    let mut values = Vec::with_capacity(11);
+    values.extend(row.into_content_values(backend));
+    values.push(prefix.into());
+    let statement =
+        Statement::from_sql_and_values(backend, POSTGRES_LINKED_INSERT.as_str(), values);
+    db.execute_raw(statement)
+        .await
+        .map_err(|e| Error::db("writing 1 audit log row", e))?;
+    Ok(())
 }

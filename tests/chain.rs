@@ -7,7 +7,7 @@ use common::{TestDb, all_logs};
 use sea_orm::ActiveValue::Set;
 use sea_orm::{ActiveModelTrait, Condition, ConnectionTrait, IntoActiveModel, ModelTrait};
 use sea_orm_audit::chain::ProblemKind;
-use sea_orm_audit::{bulk, verify, verify_object};
+use sea_orm_audit::{Event, bulk, events, verify, verify_object};
 
 fn new_post(title: &str) -> post::ActiveModel {
     post::ActiveModel {
@@ -18,7 +18,10 @@ fn new_post(title: &str) -> post::ActiveModel {
     }
 }
 
-/// Creates a history: two posts with several updates, a delete and a re-create, bulk writes.
+/// Creates a history: two posts with several updates, a delete and a re-create, bulk writes,
+/// events continuing a post's chain and a login chain. On PostgreSQL each update, delete and
+/// continuing event has its hash computed in SQL (see `store`), so `verify`, which recomputes
+/// every hash in Rust, checks that both agree.
 async fn history(t: &TestDb) -> post::Model {
     let p = new_post("chained").insert(&t.db).await.unwrap();
     for n in 1..=4 {
@@ -57,6 +60,18 @@ async fn history(t: &TestDb) -> post::Model {
     .insert(&t.db)
     .await
     .unwrap();
+    // Text the digest must canonicalize (escapes, non-ASCII, a newline) before SQL hashes it.
+    Event::new("note")
+        .target(&p)
+        .actor("zoë")
+        .message("🦀 \"quoted\" \\ back\nslash")
+        .data("nested", serde_json::json!({"b": [1.5, -0.0], "a": null}))
+        .record(&t.db)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        events::login(&t.db, "alice", None).await.unwrap();
+    }
     p
 }
 
@@ -75,7 +90,7 @@ async fn nth_entry(t: &TestDb, p: &post::Model, n: usize) -> i64 {
 #[tokio::test]
 async fn an_untouched_log_verifies() {
     let t = TestDb::new().await;
-    history(&t).await;
+    let p = history(&t).await;
     // Every column type hashes to what the backend stores (jsonb renumbering, -0.0, 1e300...).
     let mut am = kitchen::ActiveModel {
         id: sea_orm::NotSet,
@@ -119,6 +134,22 @@ async fn an_untouched_log_verifies() {
     // A create starts a chain; an update links to the entry before it.
     assert!(rows[0].prev_hash.is_none());
     assert_eq!(rows[1].prev_hash, rows[0].hash);
+    // The event about the first post links to the post's newest entry, the second login to
+    // the first: each chain continues wherever its head was read.
+    let of = |entity: &str, object: &str| -> Vec<&sea_orm_audit::audit_log::Model> {
+        rows.iter()
+            .filter(|r| r.entity_type == entity && r.object_id == object)
+            .collect()
+    };
+    let post_chain = of("posts", &p.id.to_string());
+    let [.., before_note, note] = post_chain.as_slice() else {
+        panic!("post 1 has a history")
+    };
+    assert_eq!(note.action, "note");
+    assert_eq!(note.prev_hash, before_note.hash);
+    let logins = of(events::AUTH_ENTITY, "alice");
+    assert_eq!(logins.len(), 2);
+    assert_eq!(logins[1].prev_hash, logins[0].hash);
     t.finish().await;
 }
 
