@@ -131,7 +131,7 @@ impl Row {
             self.object_id.into(),
             self.action.into(),
             self.actor.into(),
-            time_value(backend, self.created_at).into(),
+            time_value(backend, self.created_at),
             self.changes.into(),
             self.tool.into(),
             self.message.into(),
