@@ -4,8 +4,8 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, IdenStatic, QueryFilter,
+    QueryOrder, QuerySelect, Statement, Value,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
@@ -432,80 +432,132 @@ impl History {
         self
     }
 
-    fn condition(&self, with_cursor: bool, backend: DbBackend) -> Condition {
-        use audit_log::Column as C;
-        let mut cond = Condition::all();
-        if let Some(v) = &self.entity_type {
-            cond = cond.add(C::EntityType.eq(v.as_str()));
+    /// The statement [`fetch`](Self::fetch) runs on `backend` (for `EXPLAIN`).
+    ///
+    /// Written out by hand rather than with SeaORM's query builder: the text depends only on
+    /// which filters are set, and building it through sea-query cost more client time than
+    /// decoding the page (a 50-entry page on PostgreSQL took 1.15x the same SQL sent raw). The
+    /// page size is a literal, as in a hand-written query; values are bound, timestamps the way
+    /// the backend compares them correctly (on MySQL as `DATETIME`: sqlx's TIMESTAMP binding
+    /// turns dates after 2038 into NULL).
+    pub fn statement(&self, backend: DbBackend) -> Statement {
+        let limit = self.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+        let mut sql = String::with_capacity(320);
+        sql.push_str("SELECT ");
+        for (i, column) in ENTRY_COLUMNS.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            quote(&mut sql, backend, column.as_str());
         }
-        if let Some(v) = &self.object_id {
-            cond = cond.add(C::ObjectId.eq(v.as_str()));
+        sql.push_str(" FROM ");
+        quote(&mut sql, backend, "audit_log");
+        let values = self.filter_sql(&mut sql, backend, true);
+        sql.push_str(" ORDER BY ");
+        quote(&mut sql, backend, "id");
+        // One more than the page: whether there is a next page.
+        sql.push_str(&format!(" DESC LIMIT {}", limit + 1));
+        if self.offset > 0 {
+            sql.push_str(&format!(" OFFSET {}", self.offset));
         }
-        if let Some(v) = &self.actor {
-            cond = cond.add(C::Actor.eq(v.as_str()));
-        }
-        if let Some(v) = &self.tool {
-            cond = cond.add(C::Tool.eq(v.as_str()));
-        }
-        if let Some(v) = &self.action {
-            cond = cond.add(C::Action.eq(v.as_str()));
-        }
-        if let Some(v) = self.status {
-            cond = cond.add(C::Status.eq(v.as_str()));
-        }
-        if let Some(v) = self.created_after {
-            cond = cond.add(C::CreatedAt.gte(time_value(backend, v)));
-        }
-        if let Some(v) = self.created_before {
-            cond = cond.add(C::CreatedAt.lt(time_value(backend, v)));
-        }
-        if let (true, Some(id)) = (with_cursor, self.before_id) {
-            cond = cond.add(C::Id.lt(id));
-        }
-        cond
+        Statement::from_sql_and_values(backend, sql, values)
     }
 
-    /// The SELECT this query runs on `backend` (for `EXPLAIN`, or to extend it). Timestamps
-    /// are bound the way the backend compares them correctly (on MySQL as `DATETIME`: sqlx's
-    /// TIMESTAMP binding turns dates after 2038 into NULL).
-    pub fn select(&self, backend: DbBackend) -> sea_orm::Select<audit_log::Entity> {
-        let limit = self.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-        let mut select = audit_log::Entity::find()
-            .filter(self.condition(true, backend))
-            .order_by_desc(audit_log::Column::Id)
-            .limit(limit + 1);
-        if self.offset > 0 {
-            select = select.offset(self.offset);
+    /// Appends the WHERE clause; returns the values it binds.
+    fn filter_sql(&self, sql: &mut String, backend: DbBackend, with_cursor: bool) -> Vec<Value> {
+        let mut values: Vec<Value> = Vec::new();
+        let mut add = |column: &str, op: &str, value: Value| {
+            sql.push_str(if values.is_empty() {
+                " WHERE "
+            } else {
+                " AND "
+            });
+            quote(sql, backend, column);
+            sql.push_str(op);
+            values.push(value);
+            match backend {
+                DbBackend::Postgres => sql.push_str(&format!("${}", values.len())),
+                _ => sql.push('?'),
+            }
+        };
+        let text = |v: &str| Value::from(v.to_owned());
+        if let Some(v) = &self.entity_type {
+            add("entity_type", " = ", text(v));
         }
-        select
+        if let Some(v) = &self.object_id {
+            add("object_id", " = ", text(v));
+        }
+        if let Some(v) = &self.actor {
+            add("actor", " = ", text(v));
+        }
+        if let Some(v) = &self.tool {
+            add("tool", " = ", text(v));
+        }
+        if let Some(v) = &self.action {
+            add("action", " = ", text(v.as_str()));
+        }
+        if let Some(v) = self.status {
+            add("status", " = ", text(v.as_str()));
+        }
+        if let Some(v) = self.created_after {
+            add("created_at", " >= ", time_value(backend, v));
+        }
+        if let Some(v) = self.created_before {
+            add("created_at", " < ", time_value(backend, v));
+        }
+        if let (true, Some(id)) = (with_cursor, self.before_id) {
+            add("id", " < ", Value::from(id));
+        }
+        values
     }
 
     /// One page of entries, newest first.
     pub async fn fetch<C: ConnectionTrait>(&self, db: &C) -> Result<Page, sea_orm::DbErr> {
         let limit = usize::try_from(self.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE))
             .unwrap_or(usize::MAX);
-        let mut rows = entries(db, self.select(db.get_database_backend())).await?;
-        let more = rows.len() > limit;
-        rows.truncate(limit);
+        let results = db
+            .query_all_raw(self.statement(db.get_database_backend()))
+            .await?;
+        let more = results.len() > limit;
+        let mut entries = Vec::with_capacity(results.len().min(limit));
+        for result in results.iter().take(limit) {
+            entries.push(LogEntry::try_from(EntryRow::from_query_result(
+                result, "",
+            )?)?);
+        }
         let next = if more {
-            rows.last().map(|r| r.id)
+            entries.last().map(|e| e.id)
         } else {
             None
         };
-        let entries = rows
-            .into_iter()
-            .map(LogEntry::try_from)
-            .collect::<Result<Vec<_>>>()?;
         Ok(Page { entries, next })
     }
 
     /// How many entries match the filters (ignoring cursor, limit and offset).
     pub async fn count<C: ConnectionTrait>(&self, db: &C) -> Result<u64, sea_orm::DbErr> {
-        audit_log::Entity::find()
-            .filter(self.condition(false, db.get_database_backend()))
-            .count(db)
-            .await
+        let backend = db.get_database_backend();
+        let mut sql = String::from("SELECT COUNT(*) AS n FROM ");
+        quote(&mut sql, backend, "audit_log");
+        let values = self.filter_sql(&mut sql, backend, false);
+        let row = db
+            .query_one_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?
+            .ok_or_else(|| sea_orm::DbErr::RecordNotFound("COUNT(*) returned no row".into()))?;
+        let n: i64 = row.try_get("", "n")?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
+}
+
+/// Appends an identifier, quoted for `backend` (all of ours are plain lowercase names).
+fn quote(sql: &mut String, backend: DbBackend, name: &str) {
+    let q = if backend == DbBackend::MySql {
+        '`'
+    } else {
+        '"'
+    };
+    sql.push(q);
+    sql.push_str(name);
+    sql.push(q);
 }
 
 #[cfg(test)]

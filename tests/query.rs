@@ -5,7 +5,7 @@ mod common;
 use chrono::{Duration, TimeZone, Utc};
 use common::TestDb;
 use sea_orm::sea_query::Query;
-use sea_orm::{ConnectionTrait, DbBackend, QueryTrait};
+use sea_orm::{ConnectionTrait, DbBackend};
 use sea_orm_audit::{Action, History, Status, audit_log};
 
 const ACTIONS: [&str; 4] = ["create", "update", "delete", "login"];
@@ -210,7 +210,7 @@ async fn every_filter_combination_uses_an_index_at_100k_rows() {
     };
     t.db.execute_unprepared(analyze).await.unwrap();
     for (name, q) in combinations() {
-        let stmt = q.select(backend).build(backend);
+        let stmt = q.statement(backend);
         let prefix = if backend == DbBackend::Postgres {
             "EXPLAIN "
         } else {
