@@ -426,7 +426,8 @@ pub enum ProblemKind {
     /// The entry links to an entry that already has a successor: two writers appended to the
     /// object's chain concurrently outside a transaction. Not a sign of tampering by itself.
     Fork {
-        /// The predecessor both entries link to.
+        /// The predecessor both entries link to; empty when both start the chain (two
+        /// concurrent first entries of an object).
         shared: String,
     },
 }
@@ -477,6 +478,8 @@ struct ChainState {
     /// 64-bit prefixes of every hash seen, to tell a fork (link to an earlier entry) from a
     /// link to an entry that does not exist.
     seen: HashSet<u64>,
+    /// The current segment began with an entry without a predecessor (not a pruned chain).
+    rooted: bool,
 }
 
 fn prefix(hash: &str) -> u64 {
@@ -568,7 +571,10 @@ fn check(
     let first = !chains.contains_key(&key);
     let state = chains.entry(key).or_default();
     let link = match (&row.prev_hash, first) {
-        (None, true) => Ok(()),
+        (None, true) => {
+            state.rooted = true;
+            Ok(())
+        }
         (Some(_), true) => {
             if pruned.contains(&None) || pruned.contains(&Some(row.entity_type.clone())) {
                 Ok(())
@@ -579,8 +585,13 @@ fn check(
         (None, false) if row.action == "create" && state.action == "delete" => {
             // A new segment after a delete.
             state.tips.clear();
+            state.rooted = true;
             Ok(())
         }
+        // Two writers both found the chain empty (concurrent first entries outside a
+        // transaction): a fork at the start, not a missing predecessor. Not for a create,
+        // which only follows a delete: one without it means the delete entry is gone.
+        (None, false) if state.rooted && row.action != "create" => Err(Some(String::new())),
         (None, false) => Err(None),
         (Some(prev), false) if state.tips.remove(prev) => Ok(()),
         (Some(prev), false) if state.seen.contains(&prefix(prev)) => Err(Some(prev.clone())),
@@ -750,6 +761,11 @@ mod tests {
         let found = run(&[a.clone(), b.clone(), c2, d2]);
         assert_eq!(found.len(), 1);
         assert!(matches!(found[0], (3, ProblemKind::Fork { .. })));
+        // Two first entries (both found the chain empty): a fork at the start.
+        let root2 = entry(2, "login", None);
+        let found = run(&[a.clone(), root2]);
+        assert_eq!(found.len(), 1);
+        assert!(matches!(&found[0], (2, ProblemKind::Fork { shared }) if shared.is_empty()));
         // A link to an entry that is not there.
         let ghost = entry(9, "update", Some("00ff"));
         assert!(matches!(
