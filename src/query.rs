@@ -332,6 +332,7 @@ pub const DEFAULT_PAGE: u64 = 50;
 #[must_use]
 pub struct History {
     entity_type: Option<String>,
+    hidden_types: Vec<String>,
     object_id: Option<String>,
     actor: Option<String>,
     tool: Option<String>,
@@ -363,6 +364,16 @@ impl History {
     /// Only entries about this entity type.
     pub fn entity_type(mut self, entity_type: impl Into<String>) -> Self {
         self.entity_type = Some(entity_type.into());
+        self
+    }
+
+    /// Leaves out entries of these entity types (e.g. `"api"` activity from a user's own
+    /// history).
+    pub fn without_entity_types<S: Into<String>>(
+        mut self,
+        types: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.hidden_types.extend(types.into_iter().map(Into::into));
         self
     }
 
@@ -486,6 +497,9 @@ impl History {
         }
         if let Some(v) = &self.object_id {
             add("object_id", " = ", text(v));
+        }
+        for v in &self.hidden_types {
+            add("entity_type", " <> ", text(v));
         }
         if let Some(v) = &self.actor {
             add("actor", " = ", text(v));

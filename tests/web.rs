@@ -1055,3 +1055,46 @@ async fn history_reads_are_recorded_without_copying_the_log() {
     writer.shutdown().await;
     t.finish().await;
 }
+
+#[tokio::test]
+async fn my_history_can_hide_entity_types_and_entries_can_be_enriched() {
+    let t = TestDb::new().await;
+    let writer = ActivityWriter::spawn(t.db.clone(), quick());
+    let activity = ActivityLog::new(&writer).enrich(|data| {
+        let country = match data["ip"].as_str() {
+            Some(ip) if ip.starts_with("198.51.100.") => "XX",
+            _ => "unknown",
+        };
+        data.insert("country".into(), country.into());
+    });
+    let state = AppState {
+        db: t.db.clone(),
+        gate: Arc::new(Semaphore::new(0)),
+    };
+    let history = HistoryApi::new(t.db.clone()).hide_from_me([API_ENTITY]);
+    let app = Router::new()
+        .route("/posts", post(create_post))
+        .with_state(state)
+        .nest("/audit", history.into_router())
+        .layer(layer().activity(activity));
+    send(
+        &app,
+        request(
+            Method::POST,
+            "/posts",
+            Some("bob"),
+            Some(json!({"title": "b"})),
+        ),
+    )
+    .await;
+    writer.flush().await.unwrap();
+    let entries = api_entries(&t.db).await;
+    assert_eq!(entries[0].data["country"], "XX");
+    // /me shows bob's change, not his API requests (which the admin listing has).
+    let (status, _, mine) = send(&app, request(Method::GET, "/audit/me", Some("bob"), None)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(mine["count"], 1, "{mine}");
+    assert_eq!(mine["results"][0]["entity_type"], "posts");
+    writer.shutdown().await;
+    t.finish().await;
+}

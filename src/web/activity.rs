@@ -166,6 +166,19 @@ pub(crate) struct Config {
     event_names: HashMap<String, String>,
     tool: Option<String>,
     pub(crate) overflow: Overflow,
+    enrich: Option<Enrich>,
+}
+
+type EnrichFn = dyn Fn(&mut Map<String, Json>) + Send + Sync;
+
+/// A user function adding to an entry's data, run by the writer task.
+#[derive(Clone)]
+struct Enrich(Arc<EnrichFn>);
+
+impl std::fmt::Debug for Enrich {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Enrich(..)")
+    }
 }
 
 /// Default cap on the bytes of each body kept in an entry.
@@ -192,6 +205,7 @@ impl ActivityLog {
                 event_names: HashMap::new(),
                 tool: None,
                 overflow: Overflow::default(),
+                enrich: None,
             }),
         }
     }
@@ -273,6 +287,23 @@ impl ActivityLog {
     /// The tool recorded on activity entries (default none).
     pub fn tool(mut self, tool: impl Into<String>) -> Self {
         self.config().tool = Some(tool.into());
+        self
+    }
+
+    /// Adds to each entry's `data` (already holding `method`, `path`, `ip`, `headers`...)
+    /// before it is written: the client's country from a GeoIP database, a tenant looked up
+    /// from the path. Runs in the writer task, off the response path.
+    ///
+    /// ```
+    /// # fn demo(activity: sea_orm_audit::web::ActivityLog) -> sea_orm_audit::web::ActivityLog {
+    /// activity.enrich(|data| {
+    ///     let private = data["ip"].as_str().is_some_and(|ip| ip.starts_with("10."));
+    ///     data.insert("network".into(), if private { "internal" } else { "internet" }.into());
+    /// })
+    /// # }
+    /// ```
+    pub fn enrich(mut self, f: impl Fn(&mut Map<String, Json>) + Send + Sync + 'static) -> Self {
+        self.config().enrich = Some(Enrich(Arc::new(f)));
         self
     }
 
@@ -427,6 +458,9 @@ impl Captured {
                 );
             }
             message = note.message;
+        }
+        if let Some(Enrich(f)) = &c.enrich {
+            f(&mut data);
         }
         let mut entry = NewEntry::new(API_ENTITY, self.request_id, action_for(&self.method));
         entry.actor = actor;

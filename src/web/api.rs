@@ -83,6 +83,7 @@ impl Permission for DenyAll {
 pub struct HistoryApi<P = DenyAll> {
     db: DatabaseConnection,
     permission: P,
+    hidden_from_me: Vec<String>,
 }
 
 impl HistoryApi<DenyAll> {
@@ -92,6 +93,7 @@ impl HistoryApi<DenyAll> {
         HistoryApi {
             db,
             permission: DenyAll,
+            hidden_from_me: Vec::new(),
         }
     }
 }
@@ -102,7 +104,16 @@ impl<P: Permission> HistoryApi<P> {
         HistoryApi {
             db: self.db,
             permission,
+            hidden_from_me: self.hidden_from_me,
         }
+    }
+
+    /// Entity types left out of "my history" (`GET /me`), e.g. `API_ENTITY` to show users
+    /// their changes and logins but not every request they made. Admin listings still show them.
+    pub fn hide_from_me<S: Into<String>>(mut self, types: impl IntoIterator<Item = S>) -> Self {
+        self.hidden_from_me
+            .extend(types.into_iter().map(Into::into));
+        self
     }
 
     /// The router.
@@ -180,7 +191,10 @@ async fn listing<P: Permission>(
     };
     parsed.history = match listing {
         Listing::All => parsed.history,
-        Listing::Mine => parsed.history.actor(actor.id),
+        Listing::Mine => parsed
+            .history
+            .actor(actor.id)
+            .without_entity_types(api.hidden_from_me.iter().cloned()),
         Listing::Object(entity_type, object_id) => parsed.history.object(entity_type, object_id),
     };
     page(&api.db, parsed, path).await
