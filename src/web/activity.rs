@@ -354,6 +354,7 @@ pub(crate) struct Captured {
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) request_id: String,
     pub(crate) actor: Option<String>,
+    /// The request's audit context data (request id, IP, copied claims, an outer scope's).
     pub(crate) context: Map<String, Json>,
     pub(crate) method: Method,
     /// The path as requested, or the absolute URI (not yet masked).

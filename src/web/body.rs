@@ -47,64 +47,31 @@ impl Capture {
     }
 }
 
-/// A request body that records into a capture shared with the layer.
-pub(crate) struct RequestTee {
+/// A capture shared between a body and whoever reads it when the exchange is done.
+pub(crate) type SharedCapture = Arc<Mutex<Capture>>;
+
+/// Takes what a shared capture holds.
+pub(crate) fn take(capture: &SharedCapture) -> Capture {
+    std::mem::take(&mut *capture.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Called once when a body ends (`true`), fails or is dropped before its end (`false`: the
+/// client went away).
+pub(crate) type OnEnd = Box<dyn FnOnce(bool) + Send>;
+
+/// A body that records what streams through it into a capture, and reports its end.
+pub(crate) struct Tee {
     inner: Body,
-    capture: Arc<Mutex<Capture>>,
-}
-
-impl RequestTee {
-    pub(crate) fn wrap(inner: Body, capture: Arc<Mutex<Capture>>) -> Body {
-        Body::new(RequestTee { inner, capture })
-    }
-}
-
-impl http_body::Body for RequestTee {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                self.capture
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(data);
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// Called once with the response capture when the body ends (`true`), fails or is dropped
-/// before its end (`false`: the client went away).
-pub(crate) type OnEnd = Box<dyn FnOnce(Capture, bool) + Send>;
-
-/// A response body that records its prefix and reports when it is done.
-pub(crate) struct ResponseTee {
-    inner: Body,
-    capture: Capture,
+    capture: SharedCapture,
     on_end: Option<OnEnd>,
 }
 
-impl ResponseTee {
-    pub(crate) fn wrap(inner: Body, capture: Capture, on_end: OnEnd) -> Body {
-        let mut tee = ResponseTee {
+impl Tee {
+    pub(crate) fn wrap(inner: Body, capture: SharedCapture, on_end: Option<OnEnd>) -> Body {
+        let mut tee = Tee {
             inner,
             capture,
-            on_end: Some(on_end),
+            on_end,
         };
         // An empty body may never be polled (HEAD, 204): report it now.
         if tee.inner.is_end_stream() {
@@ -115,12 +82,12 @@ impl ResponseTee {
 
     fn finish(&mut self, complete: bool) {
         if let Some(on_end) = self.on_end.take() {
-            on_end(std::mem::take(&mut self.capture), complete);
+            on_end(complete);
         }
     }
 }
 
-impl http_body::Body for ResponseTee {
+impl http_body::Body for Tee {
     type Data = Bytes;
     type Error = axum::Error;
 
@@ -132,7 +99,10 @@ impl http_body::Body for ResponseTee {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    self.capture.push(data);
+                    self.capture
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(data);
                 }
                 if self.inner.is_end_stream() {
                     self.finish(true);
@@ -154,7 +124,7 @@ impl http_body::Body for ResponseTee {
     }
 }
 
-impl Drop for ResponseTee {
+impl Drop for Tee {
     fn drop(&mut self) {
         self.finish(false);
     }

@@ -13,12 +13,12 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use http::request::Parts;
 use http::{HeaderValue, Method, Request, StatusCode, header};
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 use tower::{Layer, Service};
 
 use super::activity::{ActivityLog, ActivityNote, Captured, Overflow, PathStyle, is_json};
 use super::actor::{Actor, ResolveActor};
-use super::body::{Capture, RequestTee, ResponseTee};
+use super::body::{self, Capture, Tee};
 use super::ip::{Cidr, client_ip};
 use crate::context::AuditContext;
 
@@ -239,12 +239,9 @@ where
                 }
             }
             let method = parts.method.clone();
-            let copied: Map<String, Json> = config
-                .copy_claims
-                .iter()
-                .filter_map(|k| context.data.get(k).map(|v| (k.clone(), v.clone())))
-                .collect();
-            let body = RequestTee::wrap(body, request_capture.clone());
+            // The entry carries what every change of this request carries.
+            let context_data = context.data.clone();
+            let body = Tee::wrap(body, request_capture.clone(), None);
             let req = Request::from_parts(parts, body);
             let mut response = context.scope(inner.call(req)).await?;
             let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -257,7 +254,7 @@ where
                 created_at: started_at,
                 request_id,
                 actor: actor.map(|a| a.id),
-                context: copied,
+                context: context_data,
                 method,
                 path,
                 route,
@@ -275,18 +272,17 @@ where
             let omit = captured.note.as_ref().is_some_and(|n| n.omit_response_body);
             let keep = !omit && is_json(response_type.as_deref());
             let (parts, body) = response.into_parts();
-            let body = ResponseTee::wrap(
-                body,
-                Capture::new(c.body_limit, keep),
-                Box::new(move |response, complete| {
-                    captured.request = std::mem::take(
-                        &mut *request_capture.lock().unwrap_or_else(|e| e.into_inner()),
-                    );
-                    captured.response = response;
+            let response_capture = Arc::new(Mutex::new(Capture::new(c.body_limit, keep)));
+            let on_end = {
+                let response_capture = response_capture.clone();
+                Box::new(move |complete| {
+                    captured.request = body::take(&request_capture);
+                    captured.response = body::take(&response_capture);
                     captured.complete = complete;
                     permit.send(captured);
-                }),
-            );
+                })
+            };
+            let body = Tee::wrap(body, response_capture, Some(on_end));
             Ok(Response::from_parts(parts, body))
         })
     }
