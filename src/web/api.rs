@@ -3,11 +3,12 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::extract::{OriginalUri, Path, RawQuery, State};
+use axum::Router;
+use axum::extract::{FromRequestParts, OriginalUri, Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::{Extension, Router};
 use sea_orm::DatabaseConnection;
 use serde_json::json;
 
@@ -153,14 +154,9 @@ enum Listing {
 
 /// Authenticates, authorizes, validates, then reads one page: the same order for every route,
 /// so a caller without access never learns which parameters would have been accepted.
-async fn listing<P: Permission>(
-    api: &HistoryApi<P>,
-    ctx: Option<RequestContext>,
-    path: &str,
-    query: Option<&str>,
-    listing: Listing,
-) -> Response {
-    let Some(actor) = ctx.and_then(|c| c.actor) else {
+async fn listing<P: Permission>(api: &HistoryApi<P>, asked: Asked, listing: Listing) -> Response {
+    let Asked { actor, path, query } = asked;
+    let Some(actor) = actor else {
         return error(StatusCode::UNAUTHORIZED, "authentication required");
     };
     let (scope, denied, excluded): (Option<Scope<'_>>, &str, &[&str]) = match &listing {
@@ -185,7 +181,7 @@ async fn listing<P: Permission>(
         .copied()
         .filter(|p| !excluded.contains(p))
         .collect();
-    let mut parsed = match params::parse(query, &allowed) {
+    let mut parsed = match params::parse(query.as_deref(), &allowed) {
         Ok(parsed) => parsed,
         Err(e) => return bad_request(e),
     };
@@ -197,39 +193,52 @@ async fn listing<P: Permission>(
             .without_entity_types(api.hidden_from_me.iter().cloned()),
         Listing::Object(entity_type, object_id) => parsed.history.object(entity_type, object_id),
     };
-    page(&api.db, parsed, path).await
+    page(&api.db, parsed, &path).await
 }
 
-async fn all<P: Permission>(
-    State(api): Api<P>,
-    ctx: Option<Extension<RequestContext>>,
-    OriginalUri(uri): OriginalUri,
-    RawQuery(query): RawQuery,
-) -> Response {
-    let ctx = ctx.map(|Extension(c)| c);
-    listing(&api, ctx, uri.path(), query.as_deref(), Listing::All).await
+/// What every listing needs from its request: who asks (from the [`AuditLayer`]'s
+/// [`RequestContext`]), the path as the client sent it (for `next`), the raw query.
+///
+/// [`AuditLayer`]: super::AuditLayer
+struct Asked {
+    actor: Option<Actor>,
+    path: String,
+    query: Option<String>,
 }
 
-async fn mine<P: Permission>(
-    State(api): Api<P>,
-    ctx: Option<Extension<RequestContext>>,
-    OriginalUri(uri): OriginalUri,
-    RawQuery(query): RawQuery,
-) -> Response {
-    let ctx = ctx.map(|Extension(c)| c);
-    listing(&api, ctx, uri.path(), query.as_deref(), Listing::Mine).await
+impl<S: Send + Sync> FromRequestParts<S> for Asked {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let uri = parts
+            .extensions
+            .get::<OriginalUri>()
+            .map_or(&parts.uri, |o| &o.0);
+        Ok(Asked {
+            actor: parts
+                .extensions
+                .get::<RequestContext>()
+                .and_then(|c| c.actor.clone()),
+            path: uri.path().to_owned(),
+            query: parts.uri.query().map(str::to_owned),
+        })
+    }
+}
+
+async fn all<P: Permission>(State(api): Api<P>, asked: Asked) -> Response {
+    listing(&api, asked, Listing::All).await
+}
+
+async fn mine<P: Permission>(State(api): Api<P>, asked: Asked) -> Response {
+    listing(&api, asked, Listing::Mine).await
 }
 
 async fn object<P: Permission>(
     State(api): Api<P>,
-    ctx: Option<Extension<RequestContext>>,
-    OriginalUri(uri): OriginalUri,
     Path((entity_type, object_id)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
+    asked: Asked,
 ) -> Response {
-    let ctx = ctx.map(|Extension(c)| c);
-    let target = Listing::Object(entity_type, object_id);
-    listing(&api, ctx, uri.path(), query.as_deref(), target).await
+    listing(&api, asked, Listing::Object(entity_type, object_id)).await
 }
 
 async fn page(db: &DatabaseConnection, parsed: Parsed, path: &str) -> Response {
