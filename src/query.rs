@@ -443,6 +443,11 @@ impl History {
         self
     }
 
+    /// Entries per page: the limit clamped to 1..=[`MAX_PAGE`].
+    fn page_size(&self) -> u64 {
+        self.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE)
+    }
+
     /// The statement [`fetch`](Self::fetch) runs on `backend` (for `EXPLAIN`).
     ///
     /// Written out by hand rather than with SeaORM's query builder: the text depends only on
@@ -452,7 +457,7 @@ impl History {
     /// the backend compares them correctly (on MySQL as `DATETIME`: sqlx's TIMESTAMP binding
     /// turns dates after 2038 into NULL).
     pub fn statement(&self, backend: DbBackend) -> Statement {
-        let limit = self.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+        let limit = self.page_size();
         let mut sql = String::with_capacity(320);
         sql.push_str("SELECT ");
         for (i, column) in ENTRY_COLUMNS.iter().enumerate() {
@@ -527,8 +532,7 @@ impl History {
 
     /// One page of entries, newest first.
     pub async fn fetch<C: ConnectionTrait>(&self, db: &C) -> Result<Page, sea_orm::DbErr> {
-        let limit = usize::try_from(self.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE))
-            .unwrap_or(usize::MAX);
+        let limit = usize::try_from(self.page_size()).unwrap_or(usize::MAX);
         let results = db
             .query_all_raw(self.statement(db.get_database_backend()))
             .await?;
