@@ -26,20 +26,42 @@ use crate::value::{json_to_key_text, to_json};
 /// sea_orm_audit::impl_audited_behavior!();
 ///
 /// assert_eq!(<Model as Auditable>::entity_type(), "user");
-/// assert_eq!(<Model as Auditable>::EXCLUDE, &["updated_at"]);
+/// assert_eq!(<Model as Auditable>::excluded(), ["updated_at"]);
+/// assert_eq!(<Model as Auditable>::masked(), ["password_hash"]);
 /// ```
 ///
 /// Attributes on the struct: `entity_type = "..."` (default: the table name),
 /// `exclude(field, ..)` (left out of diffs), `mask(field, ..)` (stored as
 /// `"***FILTERED***"`), `log_unchanged` (also record updates that change nothing). Fields
-/// can carry `#[audit(exclude)]` or `#[audit(mask)]` themselves. Names are the columns' names.
+/// can carry `#[audit(exclude)]` or `#[audit(mask)]` themselves. Names are the model's field
+/// names; the derive turns each into the entity's `Column` variant, and the column name is
+/// SeaORM's (`rename_all`, `column_name`), so a mask cannot miss the key it is meant to hide.
+///
+/// The impl can also be written by hand, outside a generated entity file (loco's `models/`,
+/// sea-orm-cli's output), with the same compile-time check, since the lists are `Column`
+/// variants:
+///
+/// ```
+/// # mod users {
+/// # use sea_orm::entity::prelude::*;
+/// # #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+/// # #[sea_orm(table_name = "users")]
+/// # pub struct Model { #[sea_orm(primary_key)] pub id: i32, pub password_hash: String }
+/// # #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+/// # pub enum Relation {}
+/// # sea_orm_audit::impl_audited_behavior!();
+/// # }
+/// impl sea_orm_audit::Auditable for users::Model {
+///     const MASK: &'static [users::Column] = &[users::Column::PasswordHash];
+/// }
+/// ```
 pub trait Auditable: ModelTrait + Send + Sync + 'static {
     /// Overrides the entity type name; `None` uses the table name.
     const ENTITY_TYPE: Option<&'static str> = None;
     /// Columns left out of diffs (an update changing only these records nothing).
-    const EXCLUDE: &'static [&'static str] = &[];
+    const EXCLUDE: &'static [ColumnOf<Self>] = &[];
     /// Columns whose values are never stored: they appear as `"***FILTERED***"`.
-    const MASK: &'static [&'static str] = &[];
+    const MASK: &'static [ColumnOf<Self>] = &[];
     /// Record updates whose diff is empty (off by default).
     const LOG_UNCHANGED: bool = false;
 
@@ -48,11 +70,24 @@ pub trait Auditable: ModelTrait + Send + Sync + 'static {
         Self::ENTITY_TYPE.unwrap_or_else(|| Self::Entity::default().table_name())
     }
 
+    /// The names of the excluded columns, as SeaORM names them.
+    fn excluded() -> Vec<&'static str> {
+        Self::EXCLUDE.iter().map(IdenStatic::as_str).collect()
+    }
+
+    /// The names of the masked columns, as SeaORM names them.
+    fn masked() -> Vec<&'static str> {
+        Self::MASK.iter().map(IdenStatic::as_str).collect()
+    }
+
     /// The canonical object id of this row (see [`object_id`]).
     fn audit_object_id(&self) -> String {
         object_id(self.get_primary_key_value())
     }
 }
+
+/// The `Column` type of a model's entity.
+pub type ColumnOf<M> = <<M as ModelTrait>::Entity as EntityTrait>::Column;
 
 /// Every column of `model` as a JSON object keyed by column name.
 pub fn snapshot<M: ModelTrait>(model: &M) -> Map<String, Json> {

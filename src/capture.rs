@@ -260,11 +260,11 @@ pub(crate) fn change_entry<M: Auditable>(
     old: &Map<String, Json>,
     new: &Map<String, Json>,
 ) -> Option<NewEntry> {
-    let mut changes = diff_maps(old, new, M::EXCLUDE);
+    let mut changes = diff_maps(old, new, &M::excluded());
     if action == Action::Update && changes.is_empty() && !M::LOG_UNCHANGED {
         return None;
     }
-    changes.mask(M::MASK);
+    changes.mask(&M::masked());
     let mut entry = NewEntry::new(M::entity_type(), object_id, action.clone());
     entry.starts_chain = action == Action::Create;
     entry.changes = Some(changes.into_json());

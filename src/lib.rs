@@ -103,7 +103,7 @@ pub mod value;
 #[cfg(feature = "axum")]
 pub mod web;
 
-pub use auditable::{Auditable, object_id, snapshot};
+pub use auditable::{Auditable, ColumnOf, object_id, snapshot};
 pub use capture::{PURGE_ABOVE, STALE_AFTER, after_delete, after_save, before_delete, before_save};
 pub use chain::{Report, verify, verify_object};
 pub use context::AuditContext;

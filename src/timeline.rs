@@ -176,7 +176,7 @@ where
         match state.get(name) {
             None => {}
             Some(Json::String(s))
-                if s == FILTERED && <ModelOf<A> as Auditable>::MASK.contains(&name) =>
+                if s == FILTERED && <ModelOf<A> as Auditable>::masked().contains(&name) =>
             {
                 masked.push(name);
             }

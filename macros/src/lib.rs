@@ -7,13 +7,13 @@ mod auditable;
 
 /// Implements `sea_orm_audit::Auditable` for a SeaORM `Model`.
 ///
-/// Struct attributes: `#[audit(entity_type = "name", exclude(col, ..), mask(col, ..),
-/// log_unchanged)]`. Field attributes: `#[audit(exclude)]`, `#[audit(mask)]`. A name that is
-/// not a field or column of the model is a compile error.
+/// Struct attributes: `#[audit(entity_type = "name", exclude(field, ..), mask(field, ..),
+/// log_unchanged)]`. Field attributes: `#[audit(exclude)]`, `#[audit(mask)]`. Names are the
+/// model's field names; each becomes the entity's `Column` variant for that field, so the
+/// column name is always the one SeaORM uses. A name that is not a column of the model is a
+/// compile error.
 #[proc_macro_derive(Auditable, attributes(audit))]
 pub fn derive_auditable(input: TokenStream) -> TokenStream {
     let input = syn::parse_macro_input!(input as syn::DeriveInput);
-    auditable::expand(input)
-        .unwrap_or_else(syn::Error::into_compile_error)
-        .into()
+    auditable::derive(&input).into()
 }

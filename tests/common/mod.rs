@@ -8,6 +8,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod entities;
+pub mod proxy;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -50,6 +50,29 @@ pub mod user {
     sea_orm_audit::impl_audited_behavior!();
 }
 
+/// A generated entity file (sea-orm-cli, loco's `_entities/`): no derive of ours in it.
+pub mod models {
+    pub mod _entities {
+        pub mod users {
+            use sea_orm::entity::prelude::*;
+
+            #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+            #[sea_orm(table_name = "generated_users")]
+            pub struct Model {
+                #[sea_orm(primary_key)]
+                pub id: i32,
+                pub password_hash: String,
+                pub updated_at: Option<DateTimeUtc>,
+            }
+
+            #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+            pub enum Relation {}
+
+            sea_orm_audit::impl_audited_behavior!();
+        }
+    }
+}
+
 /// A snippet's free variables.
 pub struct Given {
     pub client_ip: std::net::IpAddr,

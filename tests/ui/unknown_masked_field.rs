@@ -14,4 +14,9 @@ pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
 
-fn main() {}
+// The model is still Auditable: the unknown name is the only error, with no cascade.
+fn needs_auditable<M: sea_orm_audit::Auditable>() {}
+
+fn main() {
+    needs_auditable::<Model>();
+}

@@ -1,0 +1,42 @@
+//! The `impl Auditable`.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::DeriveInput;
+
+use super::validate::Spec;
+
+pub(super) fn expand(input: &DeriveInput, spec: &Spec) -> TokenStream {
+    let entity_type = match &spec.entity_type {
+        Some(lit) => quote!(::core::option::Option::Some(#lit)),
+        None => quote!(::core::option::Option::None),
+    };
+    let log_unchanged = spec.log_unchanged;
+    let (exclude, mask) = (&spec.exclude, &spec.mask);
+    body(
+        input,
+        quote! {
+            const ENTITY_TYPE: ::core::option::Option<&'static str> = #entity_type;
+            const EXCLUDE: &'static [::sea_orm_audit::ColumnOf<Self>] = &[#(::sea_orm_audit::ColumnOf::<Self>::#exclude),*];
+            const MASK: &'static [::sea_orm_audit::ColumnOf<Self>] = &[#(::sea_orm_audit::ColumnOf::<Self>::#mask),*];
+            const LOG_UNCHANGED: bool = #log_unchanged;
+        },
+    )
+}
+
+/// The impl with the trait's defaults: emitted beside a compile error so that the error is
+/// not followed by "`Model: Auditable` is not satisfied" wherever the model is used.
+pub(super) fn fallback(input: &DeriveInput) -> TokenStream {
+    body(input, TokenStream::new())
+}
+
+fn body(input: &DeriveInput, items: TokenStream) -> TokenStream {
+    let ident = &input.ident;
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    quote! {
+        #[automatically_derived]
+        impl #impl_generics ::sea_orm_audit::Auditable for #ident #ty_generics #where_clause {
+            #items
+        }
+    }
+}
