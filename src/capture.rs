@@ -20,8 +20,10 @@ use serde_json::{Map, Value as Json};
 use crate::Action;
 use crate::auditable::{Auditable, object_id, snapshot};
 use crate::chain;
+use crate::context::AuditContext;
 use crate::diff::diff_maps;
 use crate::error::Error;
+use crate::limits;
 use crate::store::{self, NewEntry};
 use crate::strict;
 
@@ -178,6 +180,16 @@ where
         })
 }
 
+/// Fails before the audited write runs when its log row would break a limit (see `limits`):
+/// afterwards, outside a transaction, the write would already have committed without its row.
+fn check_limits(entity_type: &str, object_id: Option<&str>) -> Result<(), Error> {
+    limits::check_key("entity_type", entity_type)?;
+    if let Some(id) = object_id {
+        limits::check_key("object_id", id)?;
+    }
+    AuditContext::check_current()
+}
+
 /// Call from `ActiveModelBehavior::before_save`, last (after your own changes to the model):
 /// on update, remembers the row as stored so `after_save` can diff it.
 ///
@@ -193,12 +205,16 @@ where
     C: ConnectionTrait,
 {
     strict::expect_one(A::Entity::default().table_name());
+    let entity_type = <ModelOf<A> as Auditable>::entity_type();
     if insert {
+        // An auto-increment key is not known yet (and always fits); a key set by the caller is.
+        let id = am.get_primary_key_value().map(object_id);
+        check_limits(entity_type, id.as_deref())?;
         return Ok(am);
     }
     let pk = pk_of(&am)?;
-    let entity_type = <ModelOf<A> as Auditable>::entity_type();
     let key = (Scope::current(), entity_type, object_id(pk.clone()));
+    check_limits(entity_type, Some(&key.2))?;
     let any_set = <A::Entity as EntityTrait>::Column::iter().any(|c| am.get(c).is_set());
     if !any_set {
         put(key, Pending::Unchanged);
@@ -283,6 +299,7 @@ where
     let pk = pk_of(&am)?;
     let entity_type = <ModelOf<A> as Auditable>::entity_type();
     let key = (Scope::current(), entity_type, object_id(pk.clone()));
+    check_limits(entity_type, Some(&key.2))?;
     let before = fetch_before::<A::Entity, C>(db, pk, entity_type, &key.2)
         .await
         .map_err(|e| Error::db(format!("reading {entity_type} {} before delete", key.2), e))?;

@@ -86,6 +86,20 @@ impl AuditContext {
         CURRENT.try_with(Clone::clone).ok()
     }
 
+    /// Whether the current context's actor and tool fit the log (see `limits`).
+    pub(crate) fn check_current() -> crate::Result<()> {
+        CURRENT
+            .try_with(|c| {
+                for (field, value) in [("actor", &c.actor), ("tool", &c.tool)] {
+                    if let Some(value) = value {
+                        crate::limits::check_key(field, value)?;
+                    }
+                }
+                Ok(())
+            })
+            .unwrap_or(Ok(()))
+    }
+
     /// The current actor, if any.
     pub fn current_actor() -> Option<String> {
         CURRENT.try_with(|c| c.actor.clone()).ok().flatten()

@@ -1,7 +1,11 @@
 //! The diff schema: `{"old_value": {..}, "new_value": {..}}` holding only what changed.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
+
+use crate::limits;
 
 /// Text stored instead of a masked field's value, in old and new alike.
 pub const FILTERED: &str = "***FILTERED***";
@@ -85,23 +89,36 @@ pub fn diff_maps(old: &Map<String, Json>, new: &Map<String, Json>, exclude: &[&s
     let mut changes = Changes::default();
     let kept = |k: &String| !exclude.contains(&k.as_str());
     for (key, old_v) in old.iter().filter(|(k, _)| kept(k)) {
-        match new.get(key) {
+        let old_v = recorded(old_v);
+        match new.get(key).map(recorded) {
             Some(new_v) if new_v == old_v => {}
             Some(new_v) => {
-                changes.old_value.insert(key.clone(), old_v.clone());
-                changes.new_value.insert(key.clone(), new_v.clone());
+                changes.old_value.insert(key.clone(), old_v.into_owned());
+                changes.new_value.insert(key.clone(), new_v.into_owned());
             }
             None => {
-                changes.old_value.insert(key.clone(), old_v.clone());
+                changes.old_value.insert(key.clone(), old_v.into_owned());
             }
         }
     }
     for (key, new_v) in new.iter().filter(|(k, _)| kept(k)) {
         if !old.contains_key(key) {
-            changes.new_value.insert(key.clone(), new_v.clone());
+            changes
+                .new_value
+                .insert(key.clone(), recorded(new_v).into_owned());
         }
     }
     changes
+}
+
+/// A value as the log records it: a value nested too deep becomes its marker (see
+/// [`crate::TOO_DEEP`]) before it is compared, since comparing and copying recurse.
+fn recorded(value: &Json) -> Cow<'_, Json> {
+    if limits::deeper_than(value, limits::MAX_JSON_DEPTH) {
+        Cow::Owned(limits::bounded(value))
+    } else {
+        Cow::Borrowed(value)
+    }
 }
 
 #[cfg(test)]

@@ -45,6 +45,23 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A field of a log row is longer than its column holds (see [`crate::MAX_KEY_CHARS`]).
+    /// Checked before the audited write runs, so nothing was written.
+    #[error("audit log field `{field}` is {chars} characters long; at most {max_chars} fit")]
+    TooLong {
+        /// `entity_type`, `object_id`, `actor` or `tool`.
+        field: &'static str,
+        /// The limit.
+        max_chars: usize,
+        /// The value's length.
+        chars: usize,
+    },
+    /// A field of a log row holds a NUL character, which the database cannot store.
+    #[error("audit log field `{field}` contains a NUL character, which the database cannot store")]
+    Nul {
+        /// The field.
+        field: &'static str,
+    },
     /// A value given to the audit API is not acceptable.
     #[error("invalid {what}: {reason}")]
     Invalid {

@@ -71,6 +71,7 @@
 //! | point in time | [`timeline::state_at`], [`timeline::restore`], [`timeline::revert`], [`timeline::deleted`] |
 //! | reading | [`logs_for`], [`logs_for_id`], [`History`], [`LogEntry`], [`audit_log`] |
 //! | values | [`value::to_json`] |
+//! | limits | [`MAX_KEY_CHARS`], [`MAX_JSON_DEPTH`], [`TOO_DEEP`] |
 //! | web (feature `axum`) | `web::AuditLayer`, `web::ActivityLog`, `web::ActivityWriter`, `web::HistoryApi` |
 //!
 //! ## Features
@@ -91,6 +92,7 @@ mod context;
 mod diff;
 mod error;
 pub mod events;
+mod limits;
 pub mod listen;
 mod query;
 mod retention;
@@ -110,6 +112,7 @@ pub use context::AuditContext;
 pub use diff::{Changes, FILTERED, diff, diff_maps};
 pub use error::{Error, Result};
 pub use events::Event;
+pub use limits::{MAX_JSON_DEPTH, MAX_KEY_CHARS, TOO_DEEP};
 pub use query::{
     Action, DEFAULT_PAGE, History, LogEntry, MAX_PAGE, Page, Status, logs_for, logs_for_id,
 };

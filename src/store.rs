@@ -15,6 +15,7 @@ use crate::chain::{
 };
 use crate::context::AuditContext;
 use crate::error::{Error, Result};
+use crate::limits;
 use crate::{Action, Status, audit_log};
 
 /// A log row about to be written. Fields left `None` are filled from the current
@@ -57,28 +58,48 @@ impl NewEntry {
         }
     }
 
-    /// The row exactly as it will be stored, with the current context applied.
-    fn resolve(self, created_at: DateTime<Utc>, ctx: Option<&AuditContext>) -> Row {
+    /// The row exactly as it will be stored, with the current context applied, or the limit
+    /// (see `limits`) it breaks.
+    fn resolve(
+        self,
+        backend: DbBackend,
+        created_at: DateTime<Utc>,
+        ctx: Option<&AuditContext>,
+    ) -> Result<Row> {
         let (ctx_actor, ctx_tool, mut data) = match ctx {
             Some(c) => (c.actor.clone(), c.tool.clone(), c.data.clone()),
             None => (None, None, Map::new()),
         };
         // Entry data wins over context data for the same key.
         data.extend(self.data);
-        Row {
+        for value in data.values_mut() {
+            limits::bound_in_place(value);
+        }
+        let mut changes = self.changes;
+        if let Some(Json::Object(sides)) = &mut changes {
+            for side in sides.values_mut() {
+                match side {
+                    Json::Object(columns) => columns.values_mut().for_each(limits::bound_in_place),
+                    other => limits::bound_in_place(other),
+                }
+            }
+        }
+        let row = Row {
             entity_type: self.entity_type,
             object_id: self.object_id,
             action: self.action.as_str().to_owned(),
             actor: self.actor.or(ctx_actor),
             created_at: self.created_at.map_or(created_at, truncate_to_micros),
-            changes: self.changes,
+            changes,
             tool: self.tool.or(ctx_tool),
             message: self.message,
             status: self.status.as_str(),
             data: (!data.is_empty()).then_some(Json::Object(data)),
             starts_chain: self.starts_chain,
             known_head: self.known_head,
-        }
+        };
+        row.check(backend)?;
+        Ok(row)
     }
 }
 
@@ -98,6 +119,26 @@ struct Row {
 }
 
 impl Row {
+    /// Every limit of `limits`, before anything is written.
+    fn check(&self, backend: DbBackend) -> Result<()> {
+        limits::check_key("entity_type", &self.entity_type)?;
+        limits::check_key("object_id", &self.object_id)?;
+        for (field, value) in [("actor", &self.actor), ("tool", &self.tool)] {
+            if let Some(value) = value {
+                limits::check_key(field, value)?;
+            }
+        }
+        if let Some(message) = &self.message {
+            limits::check_text(backend, "message", message)?;
+        }
+        for (field, value) in [("changes", &self.changes), ("data", &self.data)] {
+            if let Some(value) = value {
+                limits::check_json(backend, field, value)?;
+            }
+        }
+        Ok(())
+    }
+
     fn content(&self) -> Content<'_> {
         Content {
             entity_type: &self.entity_type,
@@ -187,8 +228,8 @@ pub(crate) async fn write_many<C: ConnectionTrait>(db: &C, entries: Vec<NewEntry
     let ctx = AuditContext::current();
     let rows: Vec<Row> = entries
         .into_iter()
-        .map(|e| e.resolve(now, ctx.as_ref()))
-        .collect();
+        .map(|e| e.resolve(backend, now, ctx.as_ref()))
+        .collect::<Result<_>>()?;
     let mut heads = chain_heads(db, &rows).await?;
     let per = rows_per_insert(backend);
     let total = rows.len();
@@ -321,9 +362,10 @@ static POSTGRES_LINKED_INSERT: LazyLock<String> = LazyLock::new(|| {
 async fn write_linked<C: ConnectionTrait>(db: &C, entry: NewEntry) -> Result<()> {
     let backend = db.get_database_backend();
     let row = entry.resolve(
+        backend,
         truncate_to_micros(Utc::now()),
         AuditContext::current().as_ref(),
-    );
+    )?;
     let prefix = link_prefix(&content_digest(&row.content()));
     let mut values = Vec::with_capacity(11);
     values.extend(row.into_content_values(backend));

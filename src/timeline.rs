@@ -163,7 +163,8 @@ fn set_json<A: ActiveModelTrait>(
     })
 }
 
-/// Builds an active model from a state; returns the masked columns it could not fill.
+/// Builds an active model from a state; returns the columns it could not fill (masked, or
+/// recorded as too deep).
 fn from_state<A>(state: &State) -> Result<(A, Vec<&'static str>), Error>
 where
     A: ActiveModelTrait,
@@ -180,6 +181,8 @@ where
             {
                 masked.push(name);
             }
+            // Recorded as a marker (nested too deep): the value itself was never stored.
+            Some(v) if crate::limits::is_too_deep(v) => masked.push(name),
             Some(v) => set_json(&mut am, col, v)?,
         }
     }

@@ -11,7 +11,7 @@
 //! | decimals | strings with every digit (`"12.50"`) |
 //! | text, enums (string-valued), chars | strings |
 //! | bytes | base64 strings (standard alphabet, padded) |
-//! | JSON | the JSON itself |
+//! | JSON | the JSON itself (nested deeper than [`MAX_JSON_DEPTH`](crate::MAX_JSON_DEPTH): the string [`TOO_DEEP`](crate::TOO_DEEP)) |
 //! | UUID | hyphenated lowercase string |
 //! | date / time / naive datetime | ISO 8601 (`2025-01-02`, `03:04:05.123`, `2025-01-02T03:04:05`) |
 //! | datetime with zone | RFC 3339 with its offset (`2025-01-02T03:04:05+00:00`) |
@@ -44,7 +44,8 @@ pub fn to_json(value: &Value) -> Json {
         Value::Bytes(v) => opt(v, |v| {
             Json::String(base64::engine::general_purpose::STANDARD.encode(v))
         }),
-        Value::Json(v) => opt(v, |v| (**v).clone()),
+        // Bounded: a value nested too deep to read back is recorded as a marker.
+        Value::Json(v) => opt(v, |v| crate::limits::bounded(v)),
         Value::ChronoDate(v) => opt(v, |v| Json::String(v.format("%Y-%m-%d").to_string())),
         Value::ChronoTime(v) => opt(v, |v| Json::String(v.format("%H:%M:%S%.f").to_string())),
         Value::ChronoDateTime(v) => opt(v, |v| {

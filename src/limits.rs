@@ -1,0 +1,249 @@
+//! What a log row can hold, checked before anything is written.
+//!
+//! | field | limit | beyond it |
+//! |---|---|---|
+//! | `entity_type`, `object_id`, `actor`, `tool` | [`MAX_KEY_CHARS`] characters, no NUL | [`Error::TooLong`] / [`Error::Nul`] naming the field |
+//! | `message`, strings inside `changes` and `data` | no NUL on PostgreSQL (it stores none) | [`Error::Nul`] naming the field |
+//! | a JSON value (a JSON column, an event's or the context's data) | [`MAX_JSON_DEPTH`] levels | stored as the string [`TOO_DEEP`] |
+//!
+//! The key columns are `VARCHAR(191)` (191 characters of utf8mb4 fit MySQL's index key limit);
+//! every backend gets the same limit, so an application moving between them meets no surprise.
+//! The hooks check the key fields in `before_save`/`before_delete`, before the audited write
+//! runs, so a value over a limit fails that write with nothing written, in or outside a
+//! transaction. A too-deep value is recorded as a marker, not refused: SeaORM stores it, and
+//! refusing would fail the application's write for a value the application accepts.
+
+use sea_orm::DbBackend;
+use serde_json::Value as Json;
+
+use crate::error::{Error, Result};
+
+/// Longest `entity_type`, `object_id`, `actor` and `tool`, in characters.
+pub const MAX_KEY_CHARS: usize = 191;
+
+/// Deepest JSON value recorded as it is (arrays and objects nested in each other). A log
+/// entry wraps a column value in two more levels (`changes.new_value.<column>`), and MariaDB's
+/// JSON columns refuse more than 31 levels (its `JSON_VALID` check), serde_json and sqlx more
+/// than 128: at this depth every entry is stored and reads back on every backend. One limit
+/// for all backends, so an application moving between them sees the same log.
+pub const MAX_JSON_DEPTH: usize = 29;
+
+/// How a JSON value nested deeper than [`MAX_JSON_DEPTH`] is recorded: this text, then
+/// ` sha256:` and a digest of the value.
+pub const TOO_DEEP: &str = "***TOO_DEEP***";
+
+/// Checks one key field (`entity_type`, `object_id`, `actor`, `tool`).
+pub(crate) fn check_key(field: &'static str, value: &str) -> Result<()> {
+    if value.contains('\0') {
+        return Err(Error::Nul { field });
+    }
+    // Counting stops at the first character over the limit: a huge value costs no more.
+    if value.len() > MAX_KEY_CHARS && value.chars().nth(MAX_KEY_CHARS).is_some() {
+        return Err(Error::TooLong {
+            field,
+            max_chars: MAX_KEY_CHARS,
+            chars: value.chars().count(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a text field the backend may refuse NUL in.
+pub(crate) fn check_text(backend: DbBackend, field: &'static str, value: &str) -> Result<()> {
+    if backend == DbBackend::Postgres && value.contains('\0') {
+        return Err(Error::Nul { field });
+    }
+    Ok(())
+}
+
+/// Checks the strings (keys and values) of a JSON value the backend may refuse NUL in.
+pub(crate) fn check_json(backend: DbBackend, field: &'static str, value: &Json) -> Result<()> {
+    if backend != DbBackend::Postgres {
+        return Ok(());
+    }
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        match v {
+            Json::String(s) => check_text(backend, field, s)?,
+            Json::Array(items) => stack.extend(items),
+            Json::Object(map) => {
+                for (k, v) in map {
+                    check_text(backend, field, k)?;
+                    stack.push(v);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Whether `value` nests arrays and objects deeper than `max`. Iterative: a value of any
+/// depth is measured without recursion (a recursive walk overflows the stack on 10,000 levels).
+pub(crate) fn deeper_than(value: &Json, max: usize) -> bool {
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, depth)) = stack.pop() {
+        let children: &mut dyn Iterator<Item = &Json> = match v {
+            Json::Array(items) => &mut items.iter(),
+            Json::Object(map) => &mut map.values(),
+            _ => continue,
+        };
+        if depth + 1 > max {
+            return true;
+        }
+        stack.extend(children.map(|c| (c, depth + 1)));
+    }
+    false
+}
+
+/// `value` as recorded: itself, or, when it nests deeper than [`MAX_JSON_DEPTH`], the marker
+/// `"***TOO_DEEP*** sha256:<hex>"` with a digest of the value, so that two different deep
+/// values still differ in a diff (a change between them is recorded, not lost).
+pub(crate) fn bounded(value: &Json) -> Json {
+    if deeper_than(value, MAX_JSON_DEPTH) {
+        too_deep_marker(value)
+    } else {
+        value.clone()
+    }
+}
+
+fn too_deep_marker(value: &Json) -> Json {
+    use sha2::{Digest, Sha256};
+    // An unambiguous token stream, produced without recursion.
+    enum Item<'a> {
+        Value(&'a Json),
+        Close(u8),
+    }
+    let mut hasher = Sha256::new();
+    let text = |hasher: &mut Sha256, tag: u8, s: &str| {
+        hasher.update([tag]);
+        hasher.update((s.len() as u64).to_be_bytes());
+        hasher.update(s.as_bytes());
+    };
+    let mut stack = vec![Item::Value(value)];
+    while let Some(item) = stack.pop() {
+        match item {
+            Item::Close(c) => hasher.update([c]),
+            Item::Value(Json::Null) => hasher.update(b"z"),
+            Item::Value(Json::Bool(b)) => hasher.update(if *b { b"t" } else { b"f" }),
+            Item::Value(Json::Number(n)) => text(&mut hasher, b'n', &n.to_string()),
+            Item::Value(Json::String(s)) => text(&mut hasher, b's', s),
+            Item::Value(Json::Array(items)) => {
+                hasher.update(b"[");
+                stack.push(Item::Close(b']'));
+                stack.extend(items.iter().rev().map(Item::Value));
+            }
+            Item::Value(Json::Object(map)) => {
+                hasher.update(b"{");
+                stack.push(Item::Close(b'}'));
+                // Keys are hashed as the entries come off the stack, in order.
+                for (k, v) in map.iter().rev() {
+                    stack.push(Item::Value(v));
+                    stack.push(Item::Close(b':'));
+                    text(&mut hasher, b'k', k);
+                }
+            }
+        }
+    }
+    let digest = hasher.finalize();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    Json::String(format!("{TOO_DEEP} sha256:{hex}"))
+}
+
+/// Replaces `value` by [`TOO_DEEP`] when it nests deeper than [`MAX_JSON_DEPTH`], taking the
+/// old value apart without recursion.
+pub(crate) fn bound_in_place(value: &mut Json) {
+    if deeper_than(value, MAX_JSON_DEPTH) {
+        let marker = too_deep_marker(value);
+        dispose(std::mem::replace(value, marker));
+    }
+}
+
+/// Whether a recorded value is a [`TOO_DEEP`] marker.
+pub(crate) fn is_too_deep(value: &Json) -> bool {
+    value.as_str().is_some_and(|s| s.starts_with(TOO_DEEP))
+}
+
+/// Drops a JSON value level by level: serde_json's drop recurses, and overflows the stack on a
+/// value nested thousands deep.
+pub(crate) fn dispose(value: Json) {
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        match v {
+            Json::Array(items) => stack.extend(items),
+            Json::Object(map) => stack.extend(map.into_iter().map(|(_, v)| v)),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn nested(depth: usize) -> Json {
+        let mut v = json!(1);
+        for _ in 0..depth {
+            v = Json::Array(vec![v]);
+        }
+        v
+    }
+
+    #[test]
+    fn depth_counts_containers() {
+        assert!(!deeper_than(&json!(1), 0));
+        assert!(deeper_than(&json!([1]), 0));
+        assert!(!deeper_than(&nested(MAX_JSON_DEPTH), MAX_JSON_DEPTH));
+        assert!(deeper_than(&nested(MAX_JSON_DEPTH + 1), MAX_JSON_DEPTH));
+        assert!(!deeper_than(&json!({"a": [1], "b": {"c": 2}}), 2));
+        assert!(deeper_than(&json!({"a": [1], "b": {"c": [2]}}), 2));
+    }
+
+    #[test]
+    fn ten_thousand_levels_do_not_overflow() {
+        let deep = nested(10_000);
+        let marker = bounded(&deep);
+        assert!(is_too_deep(&marker), "{marker}");
+        assert_ne!(
+            marker,
+            bounded(&nested(10_001)),
+            "different values, different markers"
+        );
+        assert_eq!(bounded(&nested(3)), nested(3));
+        let mut owned = deep;
+        bound_in_place(&mut owned);
+        assert_eq!(owned, marker);
+        let mut shallow = nested(3);
+        bound_in_place(&mut shallow);
+        assert_eq!(shallow, nested(3));
+    }
+
+    #[test]
+    fn key_limits_name_the_field() {
+        assert!(check_key("actor", &"a".repeat(191)).is_ok());
+        let err = check_key("actor", &"é".repeat(192)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::TooLong {
+                    field: "actor",
+                    chars: 192,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(matches!(
+            check_key("tool", "a\0b"),
+            Err(Error::Nul { field: "tool" })
+        ));
+        assert!(check_text(DbBackend::Sqlite, "message", "a\0b").is_ok());
+        assert!(check_text(DbBackend::Postgres, "message", "a\0b").is_err());
+        let data = json!({"k": ["x\u{0}y"]});
+        assert!(matches!(
+            check_json(DbBackend::Postgres, "data", &data),
+            Err(Error::Nul { field: "data" })
+        ));
+    }
+}
