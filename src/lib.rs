@@ -37,10 +37,10 @@
 //! # struct Migrator;
 //! # impl MigratorTrait for Migrator {
 //! #     fn migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
-//! #         vec![Box::new(sea_orm_audit_migration::CreateAuditLog)]
+//! #         sea_orm_audit_migration::migrations()
 //! #     }
 //! # }
-//! Migrator::up(&db, None).await?; // your Migrator, with sea_orm_audit_migration::CreateAuditLog
+//! Migrator::up(&db, None).await?; // your Migrator, with sea_orm_audit_migration::migrations()
 //! # db.execute_unprepared("CREATE TABLE posts (id INTEGER PRIMARY KEY, title TEXT NOT NULL, updated_at TEXT)").await?;
 //!
 //! let post = AuditContext::new().actor("alice").scope(async {

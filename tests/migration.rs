@@ -60,3 +60,78 @@ async fn up_is_idempotent_and_down_reverses_it() {
     assert_eq!(index_count(&t).await, INDEXES);
     t.finish().await;
 }
+
+/// Object ids that differ only in case or accents are different objects on every backend:
+/// MySQL/MariaDB's default collations would merge them (`ByteExactKeys` makes the identity
+/// columns byte-exact there).
+#[tokio::test]
+async fn ids_differing_in_case_or_accents_have_histories_of_their_own() {
+    use sea_orm_audit::{Event, History, logs_for_id, verify};
+    let t = TestDb::new().await;
+    let ids = ["key", "Key", "KEY", "cafe", "café", "CAFÉ"];
+    for id in ids {
+        for action in ["first", "second"] {
+            Event::new(action)
+                .target_id("doc", id)
+                .actor(id)
+                .record(&t.db)
+                .await
+                .unwrap();
+        }
+    }
+    for id in ids {
+        let log = logs_for_id(&t.db, "doc", id).await.unwrap();
+        assert_eq!(log.len(), 2, "{id}: {log:?}");
+        assert!(log.iter().all(|e| e.object_id == id), "{id}: {log:?}");
+        let by_actor = History::new().actor(id).fetch(&t.db).await.unwrap();
+        assert_eq!(by_actor.entries.len(), 2, "actor {id}");
+    }
+    let report = verify(&t.db).await.unwrap();
+    assert!(report.is_ok(), "{report:?}");
+
+    if t.backend() == DbBackend::MySql {
+        let row =
+            t.db.query_one_raw(Statement::from_string(
+                DbBackend::MySql,
+                "SELECT COUNT(*) AS n FROM information_schema.columns WHERE table_schema = \
+                 DATABASE() AND table_name = 'audit_log' AND collation_name = 'utf8mb4_bin' \
+                 AND column_name IN ('entity_type', 'object_id', 'action', 'actor', 'tool', \
+                 'status')",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        let n: i64 = row.try_get("", "n").unwrap();
+        assert_eq!(n, 6, "entity_type, object_id, action, actor, tool, status");
+    }
+    t.finish().await;
+}
+
+/// A log created before `ByteExactKeys` existed keeps its rows when the migration runs.
+#[tokio::test]
+async fn byte_exact_keys_migrates_an_existing_log() {
+    use sea_orm_audit::{Event, logs_for_id};
+    use sea_orm_audit_migration::ByteExactKeys;
+    let t = TestDb::new().await;
+    let manager = SchemaManager::new(&t.db);
+    ByteExactKeys.down(&manager).await.unwrap();
+    for id in ["key", "KEY"] {
+        Event::new("old")
+            .target_id("doc", id)
+            .record(&t.db)
+            .await
+            .unwrap();
+    }
+    if t.backend() == DbBackend::MySql {
+        // The fault the migration removes: a case-insensitive collation merges the two.
+        assert_eq!(logs_for_id(&t.db, "doc", "key").await.unwrap().len(), 2);
+    }
+    ByteExactKeys.up(&manager).await.unwrap();
+    assert_eq!(
+        ByteExactKeys.name(),
+        "m20261130_000001_sea_orm_audit_byte_exact_keys"
+    );
+    assert_eq!(logs_for_id(&t.db, "doc", "key").await.unwrap().len(), 1);
+    assert_eq!(logs_for_id(&t.db, "doc", "KEY").await.unwrap().len(), 1);
+    t.finish().await;
+}

@@ -6,6 +6,7 @@
 //! fn migrations() -> Vec<Box<dyn MigrationTrait>> {
 //!     vec![
 //!         Box::new(sea_orm_audit_migration::CreateAuditLog),
+//!         Box::new(sea_orm_audit_migration::ByteExactKeys),
 //!         // ... your own migrations
 //!     ]
 //! }
@@ -18,7 +19,7 @@ use sea_orm_migration::sea_orm::DbBackend;
 
 /// Every migration of this crate, oldest first.
 pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-    vec![Box::new(CreateAuditLog)]
+    vec![Box::new(CreateAuditLog), Box::new(ByteExactKeys)]
 }
 
 /// Creates `audit_log` and its indexes. Its name, tracked in `seaql_migrations`, is stable:
@@ -159,4 +160,62 @@ async fn mysql_has_index(manager: &SchemaManager<'_>, name: &str) -> Result<bool
         None => 0,
     };
     Ok(n > 0)
+}
+
+/// Makes the columns that identify an entry compare byte for byte on MySQL/MariaDB, whose
+/// default collations are case- and accent-insensitive: with them `object_id = 'key'` also
+/// matched `Key` and `KEY`, and `'cafe'` matched `'café'`, so objects shared one history and
+/// chain. The columns get `utf8mb4_bin`; their indexes are rebuilt by the `ALTER` and still
+/// serve every lookup. A no-op on PostgreSQL and SQLite, which compare bytes already. Name:
+/// `m20261130_000001_sea_orm_audit_byte_exact_keys`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ByteExactKeys;
+
+impl MigrationName for ByteExactKeys {
+    fn name(&self) -> &str {
+        "m20261130_000001_sea_orm_audit_byte_exact_keys"
+    }
+}
+
+/// The identity columns with their MySQL definitions (without the collation).
+const IDENTITY_COLUMNS: &[(&str, &str)] = &[
+    ("entity_type", "VARCHAR(191) NOT NULL"),
+    ("object_id", "VARCHAR(191) NOT NULL"),
+    ("action", "VARCHAR(64) NOT NULL"),
+    ("actor", "VARCHAR(191) NULL"),
+    ("tool", "VARCHAR(191) NULL"),
+    ("status", "VARCHAR(16) NOT NULL DEFAULT 'success'"),
+];
+
+impl ByteExactKeys {
+    async fn modify(manager: &SchemaManager<'_>, collate: &str) -> Result<(), DbErr> {
+        use sea_orm_migration::sea_orm::ConnectionTrait;
+        if manager.get_database_backend() != DbBackend::MySql {
+            return Ok(());
+        }
+        let columns: Vec<String> = IDENTITY_COLUMNS
+            .iter()
+            .map(|(name, def)| {
+                let (ty, rest) = def.split_once(' ').unwrap_or((def, ""));
+                format!("MODIFY `{name}` {ty} CHARACTER SET utf8mb4{collate} {rest}")
+            })
+            .collect();
+        manager
+            .get_connection()
+            .execute_unprepared(&format!("ALTER TABLE `audit_log` {}", columns.join(", ")))
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ByteExactKeys {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        Self::modify(manager, " COLLATE utf8mb4_bin").await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // Back to the character set's default collation, as `CreateAuditLog` left them.
+        Self::modify(manager, "").await
+    }
 }
