@@ -489,8 +489,9 @@ fn prefix(hash: &str) -> u64 {
 /// Walks every chain in the log and reports each broken entry (oldest first).
 ///
 /// Reads the log in pages of 1,000 entries, keeping one hash per object in memory. A chain
-/// whose oldest remaining entry links to a missing predecessor is accepted when retention
-/// pruning (which removes the oldest entries of chains) ran for its entity type.
+/// whose oldest remaining entry links to a missing predecessor is accepted only when a prune
+/// marker records that predecessor as the newest entry pruning removed from that chain (see
+/// [`crate::prune`]): any other missing prefix is a `BrokenLink`.
 pub async fn verify<C: ConnectionTrait>(db: &C) -> Result<Report, DbErr> {
     verify_filtered(db, None).await
 }
@@ -508,7 +509,7 @@ async fn verify_filtered<C: ConnectionTrait>(
     db: &C,
     only: Option<(&str, &str)>,
 ) -> Result<Report, DbErr> {
-    let pruned = pruned_scopes(db).await?;
+    let pruned = pruned_chains(db).await?;
     let mut chains: HashMap<(String, String), ChainState> = HashMap::new();
     let mut report = Report::default();
     let mut after = 0i64;
@@ -540,8 +541,11 @@ async fn verify_filtered<C: ConnectionTrait>(
     Ok(report)
 }
 
-/// Entity types pruned so far (`None` in the set: pruning ran over every type).
-async fn pruned_scopes<C: ConnectionTrait>(db: &C) -> Result<HashSet<Option<String>>, DbErr> {
+/// Per chain, the hash of the newest entry pruning removed from it: what the chain's oldest
+/// remaining entry must link to. Read from the prune markers' `chains` lists.
+type Pruned = HashMap<(String, String), (i64, String)>;
+
+async fn pruned_chains<C: ConnectionTrait>(db: &C) -> Result<Pruned, DbErr> {
     let markers: Vec<Option<Json>> = audit_log::Entity::find()
         .select_only()
         .column(audit_log::Column::Data)
@@ -550,22 +554,39 @@ async fn pruned_scopes<C: ConnectionTrait>(db: &C) -> Result<HashSet<Option<Stri
         .into_tuple()
         .all(db)
         .await?;
-    Ok(markers
-        .into_iter()
-        .map(|d| {
-            d.and_then(|d| {
-                d.get("entity_type")
-                    .and_then(Json::as_str)
-                    .map(str::to_owned)
-            })
-        })
-        .collect())
+    let mut pruned = Pruned::new();
+    for chains in markers
+        .iter()
+        .flatten()
+        .filter_map(|d| d.get("chains")?.as_array())
+    {
+        for chain in chains {
+            let (Some(entity_type), Some(object_id), Some(id), Some(hash)) = (
+                chain.get(0).and_then(Json::as_str),
+                chain.get(1).and_then(Json::as_str),
+                chain.get(2).and_then(Json::as_i64),
+                chain.get(3).and_then(Json::as_str),
+            ) else {
+                continue;
+            };
+            let key = (entity_type.to_owned(), object_id.to_owned());
+            // Pruned more than once: the newest removal is the one the chain now starts after.
+            if pruned.get(&key).is_none_or(|(seen, _)| *seen < id) {
+                pruned.insert(key, (id, hash.to_owned()));
+            }
+        }
+    }
+    Ok(pruned)
+}
+
+fn key_of(row: &audit_log::Model) -> (String, String) {
+    (row.entity_type.clone(), row.object_id.clone())
 }
 
 fn check(
     row: &audit_log::Model,
     chains: &mut HashMap<(String, String), ChainState>,
-    pruned: &HashSet<Option<String>>,
+    pruned: &Pruned,
 ) -> Option<ProblemKind> {
     let key = (row.entity_type.clone(), row.object_id.clone());
     let first = !chains.contains_key(&key);
@@ -575,13 +596,14 @@ fn check(
             state.rooted = true;
             Ok(())
         }
-        (Some(_), true) => {
-            if pruned.contains(&None) || pruned.contains(&Some(row.entity_type.clone())) {
+        // The oldest remaining entry of a pruned chain: it must link to exactly the newest
+        // entry the prune removed, and come after it.
+        (Some(prev), true) => match pruned.get(&key_of(row)) {
+            Some((removed_id, removed_hash)) if prev == removed_hash && row.id > *removed_id => {
                 Ok(())
-            } else {
-                Err(None)
             }
-        }
+            _ => Err(None),
+        },
         (None, false) if row.action == "create" && state.action == "delete" => {
             // A new segment after a delete.
             state.tips.clear();
@@ -646,7 +668,7 @@ mod tests {
 
     fn run(rows: &[audit_log::Model]) -> Vec<(i64, ProblemKind)> {
         let mut chains = HashMap::new();
-        let pruned = HashSet::new();
+        let pruned = Pruned::new();
         rows.iter()
             .filter_map(|r| check(r, &mut chains, &pruned).map(|k| (r.id, k)))
             .collect()

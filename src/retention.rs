@@ -1,9 +1,11 @@
 //! Retention: prune old entries in bounded batches without breaking verification.
 
 use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Statement, Value,
+    QuerySelect, Statement, TransactionSession, TransactionTrait, Value,
 };
 use serde_json::Value as Json;
 
@@ -91,10 +93,16 @@ pub struct PruneReport {
     pub batches: u64,
 }
 
-/// Removes entries as `policy` says, `batch_size` at a time (each batch its own statement, so
-/// on a plain connection no lock is held across batches), then records a `prune` entry
-/// (entity type `audit_log`) saying what was removed. Prune markers are never pruned.
-pub async fn prune<C: ConnectionTrait>(db: &C, policy: &Retention) -> Result<PruneReport, DbErr> {
+/// Removes entries as `policy` says, `batch_size` at a time. Each batch is one transaction (so
+/// on a plain connection no lock is held across batches) that deletes the entries and records
+/// a `prune` entry (entity type `audit_log`) saying exactly what it removed: per chain, the
+/// id and hash of the newest entry removed. [`crate::verify`] accepts a chain whose oldest
+/// remaining entry links to exactly that hash, and nothing else. Prune markers are never
+/// pruned.
+pub async fn prune<C>(db: &C, policy: &Retention) -> Result<PruneReport, DbErr>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
     if policy.older_than.is_none() && policy.keep_latest.is_none() {
         return Err(Error::Invalid {
             what: "retention policy",
@@ -116,14 +124,52 @@ pub async fn prune<C: ConnectionTrait>(db: &C, policy: &Retention) -> Result<Pru
             break;
         }
         let n = ids.len() as u64;
+        // Per chain, the newest entry this batch removes: the entry the chain's oldest
+        // remaining entry links to, which the marker records (see `chain::pruned_chains`).
+        let removed: Vec<(String, String, i64, Option<String>)> = audit_log::Entity::find()
+            .select_only()
+            .columns([
+                audit_log::Column::EntityType,
+                audit_log::Column::ObjectId,
+                audit_log::Column::Id,
+                audit_log::Column::Hash,
+            ])
+            .filter(audit_log::Column::Id.is_in(ids.clone()))
+            .order_by_asc(audit_log::Column::Id)
+            .into_tuple()
+            .all(db)
+            .await?;
+        let mut last: BTreeMap<(String, String), (i64, Option<String>)> = BTreeMap::new();
+        for (entity_type, object_id, id, hash) in removed {
+            last.insert((entity_type, object_id), (id, hash));
+        }
+        let chains: Vec<Json> = last
+            .into_iter()
+            .map(|((entity_type, object_id), (id, hash))| {
+                serde_json::json!([entity_type, object_id, id, hash])
+            })
+            .collect();
+        // The DELETE and the marker saying what it removed commit together: a removal with
+        // no marker would be what verify reports as tampering.
+        let txn = db.begin().await?;
         audit_log::Entity::delete_many()
             .filter(audit_log::Column::Id.is_in(ids))
-            .exec(db)
+            .exec(&txn)
             .await?;
+        let mut marker = prune_marker(policy);
+        marker.data.insert("removed".into(), Json::from(n));
+        marker.data.insert("chains".into(), Json::Array(chains));
+        store::write(&txn, marker).await?;
+        txn.commit().await?;
         report.removed += n;
         report.batches += 1;
     }
-    if report.removed > 0 {
+    Ok(report)
+}
+
+/// A marker row describing one pruning batch; the caller adds `removed` and `chains`.
+fn prune_marker(policy: &Retention) -> NewEntry {
+    {
         let mut marker = NewEntry::new(
             PRUNE_ENTITY,
             PRUNE_ACTION.to_owned(),
@@ -144,11 +190,7 @@ pub async fn prune<C: ConnectionTrait>(db: &C, policy: &Retention) -> Result<Pru
             policy.keep_latest.map_or(Json::Null, Json::from),
         );
         marker
-            .data
-            .insert("removed".into(), Json::from(report.removed));
-        store::write(db, marker).await?;
     }
-    Ok(report)
 }
 
 /// The oldest id written at or after `cutoff`; everything below it is older. `None`: no entry

@@ -46,14 +46,19 @@ async fn older_than_removes_old_entries_in_batches_and_verify_still_passes() {
     let remaining = logs_for(&t.db, &a).await.unwrap();
     assert_eq!(remaining.len(), 1);
     assert!(logs_for(&t.db, &b).await.unwrap().is_empty());
-    // The marker says what happened; the truncated chain still verifies.
-    let marker = &History::new()
+    // One marker per batch says what it removed; the truncated chain still verifies.
+    let markers = History::new()
         .action(Action::Custom("prune".into()))
         .fetch(&t.db)
         .await
         .unwrap()
-        .entries[0];
-    assert_eq!(marker.data["removed"], serde_json::json!(8));
+        .entries;
+    assert_eq!(markers.len(), 3);
+    let removed: u64 = markers
+        .iter()
+        .map(|m| m.data["removed"].as_u64().unwrap())
+        .sum();
+    assert_eq!(removed, 8);
     let v = verify(&t.db).await.unwrap();
     assert!(v.is_ok(), "{v:#?}");
     // Nothing left to prune; markers are never pruned.
@@ -70,8 +75,79 @@ async fn older_than_removes_old_entries_in_batches_and_verify_still_passes() {
             .count(&t.db)
             .await
             .unwrap(),
-        2
+        4
     );
+    t.finish().await;
+}
+
+/// A marker accepts exactly the truncation it records: after a legitimate prune, deleting the
+/// oldest entries of a chain is still caught, whether the chain was written before or after it.
+#[tokio::test]
+async fn a_prune_marker_accepts_only_what_it_removed() {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+    use sea_orm_audit::audit_log;
+    let t = TestDb::new().await;
+    let tampered_before = post_with_updates(&t, "tampered before", 1).await;
+    // A prefix deletion (SQL, no marker) that verify flags...
+    let first = audit_log::Entity::find()
+        .filter(audit_log::Column::ObjectId.eq(tampered_before.id.to_string()))
+        .order_by_asc(audit_log::Column::Id)
+        .one(&t.db)
+        .await
+        .unwrap()
+        .unwrap();
+    audit_log::Entity::delete_by_id(first.id)
+        .exec(&t.db)
+        .await
+        .unwrap();
+    assert!(!verify(&t.db).await.unwrap().is_ok());
+    // ...then one legitimate prune of another object's oldest entry.
+    let pruned = post_with_updates(&t, "pruned", 2).await;
+    let report = prune(&t.db, &Retention::new().keep_latest(2).entity_type("posts"))
+        .await
+        .unwrap();
+    assert_eq!(report.removed, 1, "the pruned post had 3 entries");
+    assert_eq!(logs_for(&t.db, &pruned).await.unwrap().len(), 2);
+    // The earlier deletion is still flagged: the marker says nothing about that chain.
+    let v = verify(&t.db).await.unwrap();
+    assert_eq!(v.problems.len(), 1, "{v:#?}");
+    assert_eq!(v.problems[0].object_id, tampered_before.id.to_string());
+
+    // A chain written after the prune, its first three entries deleted in SQL: flagged.
+    let later = post_with_updates(&t, "later", 4).await;
+    let ids: Vec<i64> = audit_log::Entity::find()
+        .select_only()
+        .column(audit_log::Column::Id)
+        .filter(audit_log::Column::ObjectId.eq(later.id.to_string()))
+        .order_by_asc(audit_log::Column::Id)
+        .limit(3)
+        .into_tuple()
+        .all(&t.db)
+        .await
+        .unwrap();
+    audit_log::Entity::delete_many()
+        .filter(audit_log::Column::Id.is_in(ids))
+        .exec(&t.db)
+        .await
+        .unwrap();
+    let v = verify(&t.db).await.unwrap();
+    let flagged: Vec<&str> = v.problems.iter().map(|p| p.object_id.as_str()).collect();
+    assert!(flagged.contains(&later.id.to_string().as_str()), "{v:#?}");
+    // Deleting one more entry of the legitimately pruned chain is flagged too.
+    let oldest_left = audit_log::Entity::find()
+        .filter(audit_log::Column::ObjectId.eq(pruned.id.to_string()))
+        .order_by_asc(audit_log::Column::Id)
+        .one(&t.db)
+        .await
+        .unwrap()
+        .unwrap();
+    audit_log::Entity::delete_by_id(oldest_left.id)
+        .exec(&t.db)
+        .await
+        .unwrap();
+    let v = verify(&t.db).await.unwrap();
+    let flagged: Vec<&str> = v.problems.iter().map(|p| p.object_id.as_str()).collect();
+    assert!(flagged.contains(&pruned.id.to_string().as_str()), "{v:#?}");
     t.finish().await;
 }
 
