@@ -4,8 +4,9 @@ use sea_orm::DbErr;
 
 /// Everything that can go wrong while recording or reading the audit log.
 ///
-/// Converts into [`DbErr`] (as `DbErr::Custom`, message prefixed with `sea-orm-audit:`), so `?`
-/// works inside `ActiveModelBehavior` hooks, and a failing log write fails the write it describes.
+/// Converts into [`DbErr`], so `?` works inside `ActiveModelBehavior` hooks and a failing log
+/// write fails the write it describes: a database error as the database's own `DbErr` (its
+/// kind intact), anything else as `DbErr::Custom` prefixed `sea-orm-audit:`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -82,11 +83,16 @@ impl Error {
 }
 
 impl From<Error> for DbErr {
+    /// The database's own errors pass through unchanged, so a caller can still match their
+    /// kind (`DbErr::Query`/`Exec` with the driver's error and code, `sql_err()`) to detect a
+    /// deadlock, a lock timeout or a constraint violation and retry; what the audit layer was
+    /// doing is reported through `tracing` (target `sea_orm_audit`, level `debug`). The crate's
+    /// own conditions become `DbErr::Custom` with the message prefixed `sea-orm-audit:`.
     fn from(err: Error) -> Self {
         match err {
-            // Keep the database's own error kind visible to callers that match on it.
             Error::Db { context, source } => {
-                DbErr::Custom(format!("sea-orm-audit: {context}: {source}"))
+                tracing::debug!(target: "sea_orm_audit", %context, error = %source, "database error");
+                source
             }
             other => DbErr::Custom(format!("sea-orm-audit: {other}")),
         }

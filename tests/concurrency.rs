@@ -6,7 +6,10 @@ mod common;
 use common::TestDb;
 use common::entities::post;
 use sea_orm::ActiveValue::Set;
-use sea_orm::{ActiveModelTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, TransactionTrait};
+use sea_orm::{
+    ActiveModelTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, IntoActiveModel, QuerySelect,
+    TransactionTrait,
+};
 use sea_orm_audit::chain::ProblemKind;
 use sea_orm_audit::{Action, AuditContext, Event, logs_for, logs_for_id};
 use serde_json::json;
@@ -139,9 +142,7 @@ async fn record_events_concurrently(t: &TestDb, in_transactions: bool) -> usize 
                         Ok(()) => break,
                         // InnoDB's answer to two locking head reads that then both insert
                         // after the head; the transaction is rolled back and must be retried.
-                        Err(e)
-                            if e.to_string().contains("Deadlock found") && deadlocks < 10_000 =>
-                        {
+                        Err(e) if is_deadlock(&e) && deadlocks < 10_000 => {
                             deadlocks += 1;
                         }
                         Err(e) => return Err(e),
@@ -201,4 +202,66 @@ async fn concurrent_events_about_one_object_are_all_logged_and_verifiable() {
         );
         t.finish().await;
     }
+}
+
+/// InnoDB's deadlock, recognised by its error number on the driver's error: the kind a caller
+/// matches to retry, which the audit layer must pass through unchanged.
+fn is_deadlock(e: &DbErr) -> bool {
+    use sea_orm::{RuntimeErr, sqlx};
+    match e {
+        DbErr::Exec(RuntimeErr::SqlxError(err)) | DbErr::Query(RuntimeErr::SqlxError(err)) => {
+            matches!(&**err, sqlx::Error::Database(db) if db.code().as_deref() == Some("40001"))
+        }
+        _ => false,
+    }
+}
+
+/// A lock timeout in the audit layer's own locking read (the before-image) reaches the caller
+/// as the database's error, with its code, not as text.
+#[tokio::test]
+async fn a_lock_timeout_in_the_before_image_keeps_its_kind() {
+    use sea_orm::{RuntimeErr, sqlx};
+    let t = TestDb::new().await;
+    let code = match t.backend() {
+        DbBackend::Postgres => "55P03", // lock_not_available
+        DbBackend::MySql => "HY000",    // 1205 Lock wait timeout exceeded
+        _ => return t.finish().await,   // SQLite has no row locks to time out on
+    };
+    let p = post::ActiveModel {
+        title: Set("locked".into()),
+        body: Set("b".into()),
+        views: Set(0),
+        ..Default::default()
+    }
+    .insert(&t.db)
+    .await
+    .unwrap();
+    let holder = t.db.begin().await.unwrap();
+    post::Entity::find_by_id(p.id)
+        .lock_exclusive()
+        .one(&holder)
+        .await
+        .unwrap();
+    let waiter = t.db.begin().await.unwrap();
+    let timeout = match t.backend() {
+        DbBackend::Postgres => "SET LOCAL lock_timeout = '200ms'",
+        _ => "SET SESSION innodb_lock_wait_timeout = 1",
+    };
+    waiter.execute_unprepared(timeout).await.unwrap();
+    let mut am = p.clone().into_active_model();
+    am.title = Set("waited".into());
+    let err = am.update(&waiter).await.unwrap_err();
+    let found = match &err {
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            match &**e {
+                sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    assert_eq!(found.as_deref(), Some(code), "{err:?}");
+    waiter.rollback().await.unwrap();
+    holder.rollback().await.unwrap();
+    t.finish().await;
 }
