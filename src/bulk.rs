@@ -140,12 +140,11 @@ where
         .and_then(|t| t.into_iter().next())
         .and_then(|v| integer(&v));
     let (Some(first), [col]) = (first, cols.as_slice()) else {
-        return Err(Error::Invalid {
-            what: "bulk insert",
-            reason: format!(
-                "{entity_type}: without RETURNING, rows need their primary key set or a single \
-                 auto-increment key"
-            ),
+        return Err(Error::BulkInsertUnreadable {
+            entity_type: entity_type.to_owned(),
+            reason: "without RETURNING, rows need their primary key set or a single \
+                     auto-increment key"
+                .into(),
         }
         .into());
     };
@@ -156,12 +155,11 @@ where
         .all(db)
         .await?;
     if rows.len() != n {
-        return Err(Error::Invalid {
-            what: "bulk insert",
+        return Err(Error::BulkInsertUnreadable {
+            entity_type: entity_type.to_owned(),
             reason: format!(
-                "{entity_type}: inserted {n} rows but found {} with ids {first}..={last}; \
-                 auto-increment ids were not consecutive (innodb_autoinc_lock_mode=2 with \
-                 concurrent inserts?)",
+                "inserted {n} rows but found {} with ids {first}..={last}; auto-increment ids \
+                 were not consecutive (innodb_autoinc_lock_mode=2 with concurrent inserts?)",
                 rows.len()
             ),
         }

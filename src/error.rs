@@ -64,6 +64,8 @@ pub enum Error {
         field: &'static str,
     },
     /// A value given to the audit API is not acceptable.
+    ///
+    /// Kept for the `web` module's configuration errors; everything else has a variant of its own.
     #[error("invalid {what}: {reason}")]
     Invalid {
         /// Which input.
@@ -71,6 +73,108 @@ pub enum Error {
         /// Why it was rejected.
         reason: String,
     },
+    /// No log entry has this id.
+    #[error("no audit log entry {entry_id}")]
+    NoSuchEntry {
+        /// The id asked for.
+        entry_id: i64,
+    },
+    /// The entry exists but is about another object than the one named.
+    #[error(
+        "entry {entry_id} is about {}, not {expected}",
+        found.as_deref().unwrap_or("another object")
+    )]
+    EntryNotAbout {
+        /// The entry.
+        entry_id: i64,
+        /// What the caller named (an entity type, or an entity type and object id).
+        expected: String,
+        /// What the entry is about, where known.
+        found: Option<String>,
+    },
+    /// `revert` was given an entry that records no change (an event, a read).
+    #[error("entry {entry_id} ({action}) records no change to undo")]
+    NothingToUndo {
+        /// The entry.
+        entry_id: i64,
+        /// Its action.
+        action: String,
+    },
+    /// `restore` of an object whose last entry is not a delete.
+    #[error("{entity_type} {object_id} is not deleted")]
+    NotDeleted {
+        /// The entity type.
+        entity_type: String,
+        /// The object id.
+        object_id: String,
+    },
+    /// `restore` of an object the log knows nothing about.
+    #[error("{entity_type} {object_id} has no history")]
+    NoHistory {
+        /// The entity type.
+        entity_type: String,
+        /// The object id.
+        object_id: String,
+    },
+    /// Columns whose values the log never stored (masked, or too deeply nested): a restore
+    /// must fill them itself (`restore_with`).
+    #[error(
+        "{entity_type} {object_id}: masked column(s) {} were never stored (masked, or nested \
+         too deep to record); fill them with restore_with",
+        columns.join(", ")
+    )]
+    NotRecorded {
+        /// The entity type.
+        entity_type: String,
+        /// The object id.
+        object_id: String,
+        /// The columns.
+        columns: Vec<&'static str>,
+    },
+    /// An object id that does not fit the entity's primary key.
+    #[error("object id {object_id:?} does not fit the primary key: {reason}")]
+    BadObjectId {
+        /// The object id.
+        object_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// A logged value that no longer fits its column's type.
+    #[error("column {column}: {value} does not fit the column's type")]
+    ValueDoesNotFit {
+        /// The column.
+        column: &'static str,
+        /// The logged value.
+        value: String,
+    },
+    /// A retention policy that says neither `older_than` nor `keep_latest`.
+    #[error("a retention policy needs older_than, keep_latest or both")]
+    EmptyRetentionPolicy,
+    /// A message template that cannot be rendered.
+    #[error("message template {template:?}: {reason}")]
+    BadTemplate {
+        /// The template text.
+        template: String,
+        /// What is wrong (a placeholder without a value, an unclosed brace).
+        reason: String,
+    },
+    /// A bulk insert without RETURNING whose inserted rows cannot be read back exactly.
+    #[error("bulk insert into {entity_type}: {reason}")]
+    BulkInsertUnreadable {
+        /// The entity type.
+        entity_type: String,
+        /// Why the rows cannot be found.
+        reason: String,
+    },
+    /// Writes that bypassed the audit hooks, reported by [`crate::Strict::check`].
+    #[error("{} unaudited write(s): {}", writes.len(), writes.join("; "))]
+    UnauditedWrites {
+        /// Each write, as `table: SQL`.
+        writes: Vec<String>,
+    },
+    /// A log row the query builder refused (a bug in this crate).
+    #[error("building the audit log INSERT: {0}")]
+    Internal(String),
 }
 
 impl Error {

@@ -104,11 +104,7 @@ where
     C: ConnectionTrait + TransactionTrait,
 {
     if policy.older_than.is_none() && policy.keep_latest.is_none() {
-        return Err(Error::Invalid {
-            what: "retention policy",
-            reason: "set older_than, keep_latest or both".into(),
-        }
-        .into());
+        return Err(Error::EmptyRetentionPolicy.into());
     }
     let boundary = match policy.older_than {
         Some(cutoff) => boundary(db, cutoff).await?,

@@ -250,10 +250,7 @@ pub(crate) async fn write_many<C: ConnectionTrait>(db: &C, entries: Vec<NewEntry
             heads.insert(key, Some(hash.clone()));
             insert
                 .values(row.into_values(backend, prev, hash))
-                .map_err(|e| Error::Invalid {
-                    what: "audit log row",
-                    reason: e.to_string(),
-                })?;
+                .map_err(|e| Error::Internal(e.to_string()))?;
         }
         db.execute(&insert)
             .await

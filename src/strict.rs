@@ -215,10 +215,7 @@ impl Strict {
             .iter()
             .map(|v| format!("{}: {}", v.table, v.sql))
             .collect();
-        Err(Error::Invalid {
-            what: "write path",
-            reason: format!("{} unaudited write(s): {}", list.len(), list.join("; ")),
-        })
+        Err(Error::UnauditedWrites { writes: list })
     }
 }
 

@@ -101,8 +101,8 @@ impl Template {
 
     /// The message, or an error naming the first placeholder without a value (or a stray brace).
     pub fn render(&self) -> Result<String, Error> {
-        let invalid = |reason: String| Error::Invalid {
-            what: "message template",
+        let invalid = |reason: String| Error::BadTemplate {
+            template: self.text.clone(),
             reason,
         };
         let mut out = String::with_capacity(self.text.len() + 16);

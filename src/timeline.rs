@@ -70,9 +70,10 @@ pub async fn state_after<C: ConnectionTrait>(
 ) -> Result<Option<State>, DbErr> {
     let mut entries = logs_for_id(db, entity_type, object_id).await?;
     if !entries.iter().any(|e| e.id == entry_id) {
-        return Err(Error::Invalid {
-            what: "entry id",
-            reason: format!("entry {entry_id} is not about {entity_type} {object_id}"),
+        return Err(Error::EntryNotAbout {
+            entry_id,
+            expected: format!("{entity_type} {object_id}"),
+            found: None,
         }
         .into());
     }
@@ -154,12 +155,9 @@ fn set_json<A: ActiveModelTrait>(
             return Ok(());
         }
     }
-    Err(Error::Invalid {
-        what: "logged value",
-        reason: format!(
-            "column {}: {json} does not fit the column's type",
-            col.as_str()
-        ),
+    Err(Error::ValueDoesNotFit {
+        column: col.as_str(),
+        value: json.to_string(),
     })
 }
 
@@ -205,9 +203,9 @@ where
             Err(_) => vec![Json::String(object_id.to_owned())],
         }
     } else {
-        serde_json::from_str::<Vec<Json>>(object_id).map_err(|e| Error::Invalid {
-            what: "object id",
-            reason: format!("{object_id:?} is not a composite key: {e}"),
+        serde_json::from_str::<Vec<Json>>(object_id).map_err(|e| Error::BadObjectId {
+            object_id: object_id.to_owned(),
+            reason: format!("not a composite key: {e}"),
         })?
     };
     if cols.len() == 1 {
@@ -219,19 +217,15 @@ where
                 Err(e) => last = Some(e),
             }
         }
-        return Err(last.unwrap_or(Error::Invalid {
-            what: "object id",
+        return Err(last.unwrap_or(Error::BadObjectId {
+            object_id: object_id.to_owned(),
             reason: "empty".into(),
         }));
     }
     if parts.len() != cols.len() {
-        return Err(Error::Invalid {
-            what: "object id",
-            reason: format!(
-                "{object_id:?} has {} parts, the key has {}",
-                parts.len(),
-                cols.len()
-            ),
+        return Err(Error::BadObjectId {
+            object_id: object_id.to_owned(),
+            reason: format!("{} parts, the key has {}", parts.len(), cols.len()),
         });
     }
     for (col, part) in cols.into_iter().zip(&parts) {
@@ -240,14 +234,11 @@ where
     Ok(())
 }
 
-fn masked_error(entity_type: &str, object_id: &str, masked: &[&str]) -> Error {
-    Error::Invalid {
-        what: "restore",
-        reason: format!(
-            "{entity_type} {object_id}: masked column(s) {} were never stored; fill them with \
-             restore_with",
-            masked.join(", ")
-        ),
+fn masked_error(entity_type: &str, object_id: &str, masked: &[&'static str]) -> Error {
+    Error::NotRecorded {
+        entity_type: entity_type.to_owned(),
+        object_id: object_id.to_owned(),
+        columns: masked.to_vec(),
     }
 }
 
@@ -293,16 +284,16 @@ where
             entry.changes.map(|c| c.old_value).unwrap_or_default()
         }
         Some(_) => {
-            return Err(Error::Invalid {
-                what: "restore",
-                reason: format!("{entity_type} {object_id} is not deleted"),
+            return Err(Error::NotDeleted {
+                entity_type: entity_type.to_owned(),
+                object_id: object_id.to_owned(),
             }
             .into());
         }
         None => {
-            return Err(Error::Invalid {
-                what: "restore",
-                reason: format!("{entity_type} {object_id} has no history"),
+            return Err(Error::NoHistory {
+                entity_type: entity_type.to_owned(),
+                object_id: object_id.to_owned(),
             }
             .into());
         }
@@ -340,18 +331,13 @@ where
     let row = audit_log::Entity::find_by_id(entry_id)
         .one(db)
         .await?
-        .ok_or_else(|| Error::Invalid {
-            what: "entry id",
-            reason: format!("no entry {entry_id}"),
-        })?;
+        .ok_or(Error::NoSuchEntry { entry_id })?;
     let entry = LogEntry::try_from(row)?;
     if entry.entity_type != entity_type {
-        return Err(Error::Invalid {
-            what: "revert",
-            reason: format!(
-                "entry {entry_id} is about {}, not {entity_type}",
-                entry.entity_type
-            ),
+        return Err(Error::EntryNotAbout {
+            entry_id,
+            expected: entity_type.to_owned(),
+            found: Some(entry.entity_type),
         }
         .into());
     }
@@ -377,12 +363,9 @@ where
             Ok(None)
         }
         Action::Delete => restore::<A, C>(db, &entry.object_id).await.map(Some),
-        _ => Err(Error::Invalid {
-            what: "revert",
-            reason: format!(
-                "entry {entry_id} ({}) records no change to undo",
-                entry.action
-            ),
+        _ => Err(Error::NothingToUndo {
+            entry_id,
+            action: entry.action.to_string(),
         }
         .into()),
     }
