@@ -25,8 +25,7 @@ use crate::strict;
 
 type ModelOf<A> = <<A as ActiveModelTrait>::Entity as EntityTrait>::Model;
 
-/// Most primary keys listed in one statement's `IN (...)`.
-pub const KEYS_PER_STATEMENT: usize = 1000;
+pub use crate::sql::KEYS_PER_STATEMENT;
 
 fn key_columns<E: EntityTrait>() -> Vec<E::Column> {
     E::PrimaryKey::iter().map(|k| k.into_column()).collect()
@@ -86,7 +85,7 @@ where
         return Ok(Vec::new());
     }
     let txn = db.begin().await?;
-    let per = store::rows_per_insert(txn.get_database_backend());
+    let per = crate::sql::rows_per_insert(txn.get_database_backend());
     let mut inserted = Vec::with_capacity(models.len());
     let mut rows = models.into_iter().peekable();
     while rows.peek().is_some() {

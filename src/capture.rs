@@ -24,6 +24,7 @@ use crate::context::AuditContext;
 use crate::diff::diff_maps;
 use crate::error::Error;
 use crate::limits;
+use crate::scope::Scope;
 use crate::store::{self, NewEntry};
 use crate::strict;
 
@@ -33,21 +34,6 @@ type ModelOf<A> = <<A as ActiveModelTrait>::Entity as EntityTrait>::Model;
 pub const STALE_AFTER: Duration = Duration::from_secs(600);
 /// The snapshot table is swept for abandoned entries only above this size.
 pub const PURGE_ABOVE: usize = 1024;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Scope {
-    Task(tokio::task::Id),
-    Thread(std::thread::ThreadId),
-}
-
-impl Scope {
-    pub(crate) fn current() -> Self {
-        match tokio::task::try_id() {
-            Some(id) => Scope::Task(id),
-            None => Scope::Thread(std::thread::current().id()),
-        }
-    }
-}
 
 type Key = (Scope, &'static str, String);
 

@@ -47,14 +47,15 @@
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use sea_orm::sea_query::{Expr, SimpleExpr};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Statement,
+    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityName, EntityTrait, IdenStatic,
+    QueryFilter, QueryOrder, QuerySelect, Statement,
 };
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 
 use crate::audit_log;
+use crate::sql::{Placeholders, quote};
 
 /// Entity type and action of the marker rows written by retention pruning.
 pub(crate) const PRUNE_ENTITY: &str = "audit_log";
@@ -272,8 +273,8 @@ fn canonical(out: &mut Vec<u8>, v: &Json) {
     }
 }
 
-/// The newest hash of one object's chain (served by `idx_audit_log_object`), with the entity
-/// type and object id as the placeholders given. Written out rather than built: it runs once
+/// The newest hash of one object's chain (served by `idx_audit_log_object`); the entity type
+/// and the object id are bound to the next two placeholders of `p`. Written out rather than built: it runs once
 /// per audited update, delete and event, and SeaORM's query builder cost more CPU than the
 /// rest of the log write. The literal `LIMIT 1` also keeps SQLite from re-preparing the
 /// statement on every execution (it does for a bound LIMIT it planned with).
@@ -281,33 +282,31 @@ fn canonical(out: &mut Vec<u8>, v: &Json) {
 /// With `FOR UPDATE` on MySQL, whose REPEATABLE READ snapshot could otherwise predate the row
 /// lock just taken: a locking read reads the newest committed row and waits for uncommitted
 /// ones.
-pub(crate) fn head_sql(backend: DbBackend, entity_type: &str, object_id: &str) -> String {
+pub(crate) fn head_sql(backend: DbBackend, p: &mut Placeholders) -> String {
+    use audit_log::Column as Col;
     let lock = if backend == DbBackend::MySql {
         " FOR UPDATE"
     } else {
         ""
     };
+    let q = |name: &str| quote(backend, name);
     format!(
-        "SELECT hash FROM audit_log WHERE entity_type = {entity_type} AND object_id = \
-         {object_id} ORDER BY id DESC LIMIT 1{lock}"
+        "SELECT {hash} FROM {table} WHERE {entity_type} = {a} AND {object_id} = {b} ORDER BY \
+         {id} DESC LIMIT 1{lock}",
+        hash = q(Col::Hash.as_str()),
+        table = q(audit_log::Entity.table_name()),
+        entity_type = q(Col::EntityType.as_str()),
+        a = p.next(),
+        object_id = q(Col::ObjectId.as_str()),
+        b = p.next(),
+        id = q(Col::Id.as_str()),
     )
 }
 
 /// [`head_sql`] as a scalar subquery, for the before-image (see `capture`).
 pub(crate) fn head_subquery(backend: DbBackend, entity_type: &str, object_id: &str) -> SimpleExpr {
-    let (a, b) = placeholders(backend);
-    Expr::cust_with_values(
-        format!("({})", head_sql(backend, a, b)),
-        [entity_type, object_id],
-    )
-}
-
-/// The first two placeholders, as the backend writes them.
-fn placeholders(backend: DbBackend) -> (&'static str, &'static str) {
-    match backend {
-        DbBackend::Postgres => ("$1", "$2"),
-        _ => ("?", "?"),
-    }
+    let sql = head_sql(backend, &mut Placeholders::new(backend));
+    Expr::cust_with_values(format!("({sql})"), [entity_type, object_id])
 }
 
 /// The newest hash of one object's chain, read so that it is current (see [`head_sql`]).
@@ -317,10 +316,9 @@ pub(crate) async fn head<C: ConnectionTrait>(
     object_id: &str,
 ) -> Result<Option<String>, DbErr> {
     let backend = db.get_database_backend();
-    let (a, b) = placeholders(backend);
     let statement = Statement::from_sql_and_values(
         backend,
-        head_sql(backend, a, b),
+        head_sql(backend, &mut Placeholders::new(backend)),
         [entity_type.into(), object_id.into()],
     );
     match db.query_one_raw(statement).await? {
@@ -337,12 +335,12 @@ pub(crate) async fn heads<C: ConnectionTrait>(
 ) -> Result<HashMap<String, String>, DbErr> {
     let mut out = HashMap::with_capacity(object_ids.len());
     if db.get_database_backend() == sea_orm::DbBackend::Postgres {
-        for chunk in object_ids.chunks(crate::bulk::KEYS_PER_STATEMENT) {
+        for chunk in object_ids.chunks(crate::sql::KEYS_PER_STATEMENT) {
             out.extend(postgres_heads(db, entity_type, chunk).await?);
         }
         return Ok(out);
     }
-    for chunk in object_ids.chunks(crate::bulk::KEYS_PER_STATEMENT) {
+    for chunk in object_ids.chunks(crate::sql::KEYS_PER_STATEMENT) {
         let newest = audit_log::Entity::find()
             .select_only()
             .column_as(audit_log::Column::Id.max(), "id")
@@ -375,8 +373,9 @@ async fn postgres_heads<C: ConnectionTrait>(
     entity_type: &str,
     object_ids: &[String],
 ) -> Result<Vec<(String, String)>, DbErr> {
-    let mut sql = String::from(
-        "SELECT v.object_id, (SELECT a.hash FROM audit_log a WHERE a.entity_type = $1 AND \
+    let mut p = Placeholders::new(DbBackend::Postgres);
+    let mut sql = p.fill(
+        "SELECT v.object_id, (SELECT a.hash FROM audit_log a WHERE a.entity_type = {p} AND \
          a.object_id = v.object_id ORDER BY a.id DESC LIMIT 1) AS hash FROM (VALUES ",
     );
     let mut values: Vec<sea_orm::Value> = Vec::with_capacity(object_ids.len() + 1);
@@ -385,7 +384,7 @@ async fn postgres_heads<C: ConnectionTrait>(
         if i > 0 {
             sql.push_str(", ");
         }
-        sql.push_str(&format!("(${}::text)", i + 2));
+        sql.push_str(&p.fill("({p}::text)"));
         values.push(id.as_str().into());
     }
     sql.push_str(") AS v(object_id)");

@@ -90,12 +90,15 @@ mod capture;
 pub mod chain;
 mod context;
 mod diff;
+mod entry;
 mod error;
 pub mod events;
 mod limits;
 pub mod listen;
 mod query;
 mod retention;
+mod scope;
+mod sql;
 mod store;
 mod strict;
 mod template;
@@ -110,12 +113,11 @@ pub use capture::{PURGE_ABOVE, STALE_AFTER, after_delete, after_save, before_del
 pub use chain::{Report, verify, verify_object};
 pub use context::AuditContext;
 pub use diff::{Changes, FILTERED, diff, diff_maps};
+pub use entry::{Action, LogEntry, Status};
 pub use error::{Error, Result};
 pub use events::Event;
 pub use limits::{MAX_JSON_DEPTH, MAX_KEY_CHARS, TOO_DEEP};
-pub use query::{
-    Action, DEFAULT_PAGE, History, LogEntry, MAX_PAGE, Page, Status, logs_for, logs_for_id,
-};
+pub use query::{DEFAULT_PAGE, History, MAX_PAGE, Page, logs_for, logs_for_id};
 pub use retention::{PruneReport, Retention, prune};
 pub use sea_orm_audit_macros::Auditable;
 pub use strict::{Strict, Violation};

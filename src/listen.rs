@@ -26,7 +26,7 @@ use sea_orm::{
 };
 
 use crate::audit_log;
-use crate::query::LogEntry;
+use crate::entry::LogEntry;
 
 /// Where a new [`Tail`] starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

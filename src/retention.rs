@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Statement, TransactionSession, TransactionTrait, Value,
+    ColumnTrait, ConnectionTrait, DbErr, EntityName, EntityTrait, IdenStatic, QueryFilter,
+    QueryOrder, QuerySelect, Statement, TransactionSession, TransactionTrait, Value,
 };
 use serde_json::Value as Json;
 
@@ -13,6 +13,7 @@ use crate::Action;
 use crate::audit_log;
 use crate::chain::{PRUNE_ACTION, PRUNE_ENTITY};
 use crate::error::Error;
+use crate::sql::{Placeholders, quote};
 use crate::store::{self, NewEntry};
 
 /// What to prune. At least one of [`older_than`](Self::older_than) and
@@ -192,7 +193,7 @@ fn prune_marker(policy: &Retention) -> NewEntry {
 /// The oldest id written at or after `cutoff`; everything below it is older. `None`: no entry
 /// is that recent, so every entry is older.
 async fn boundary<C: ConnectionTrait>(db: &C, cutoff: DateTime<Utc>) -> Result<Option<i64>, DbErr> {
-    let cutoff = crate::store::time_value(db.get_database_backend(), cutoff);
+    let cutoff = crate::sql::time_value(db.get_database_backend(), cutoff);
     let first: Option<Option<i64>> = audit_log::Entity::find()
         .select_only()
         .column_as(audit_log::Column::Id.min(), "id")
@@ -233,42 +234,34 @@ async fn ranked_batch<C: ConnectionTrait>(
 ) -> Result<Vec<i64>, DbErr> {
     let backend = db.get_database_backend();
     let mut values: Vec<Value> = vec![PRUNE_ENTITY.into()];
-    let mut filter = String::from("entity_type <> {p}");
+    use audit_log::Column as Col;
+    let q = |name: &str| quote(backend, name);
+    let (id, entity_type, object_id) = (
+        q(Col::Id.as_str()),
+        q(Col::EntityType.as_str()),
+        q(Col::ObjectId.as_str()),
+    );
+    let mut filter = format!("{entity_type} <> {{p}}");
     if let Some(t) = &policy.entity_type {
-        filter.push_str(" AND entity_type = {p}");
+        filter.push_str(&format!(" AND {entity_type} = {{p}}"));
         values.push(t.clone().into());
     }
     let mut outer = String::from("rn > {p}");
     values.push(i64::try_from(keep).unwrap_or(i64::MAX).into());
     if let Some(b) = boundary {
-        outer.push_str(" AND id < {p}");
+        outer.push_str(&format!(" AND {id} < {{p}}"));
         values.push(b.into());
     }
     values.push(i64::try_from(policy.batch_size).unwrap_or(i64::MAX).into());
     let template = format!(
-        "SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY entity_type, object_id ORDER BY id DESC) AS rn \
-         FROM audit_log WHERE {filter}) ranked WHERE {outer} ORDER BY id LIMIT {{p}}"
+        "SELECT {id} FROM (SELECT {id}, ROW_NUMBER() OVER (PARTITION BY {entity_type}, \
+         {object_id} ORDER BY {id} DESC) AS rn FROM {table} WHERE {filter}) ranked WHERE \
+         {outer} ORDER BY {id} LIMIT {{p}}",
+        table = q(audit_log::Entity.table_name()),
     );
-    let mut n = 0;
-    let sql = placeholders(&template, backend, &mut n);
+    let sql = Placeholders::new(backend).fill(&template);
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
         .await?;
     rows.iter().map(|r| r.try_get::<i64>("", "id")).collect()
-}
-
-fn placeholders(template: &str, backend: DbBackend, n: &mut usize) -> String {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(at) = rest.find("{p}") {
-        out.push_str(&rest[..at]);
-        *n += 1;
-        match backend {
-            DbBackend::Postgres => out.push_str(&format!("${n}")),
-            _ => out.push('?'),
-        }
-        rest = &rest[at + 3..];
-    }
-    out.push_str(rest);
-    out
 }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use std::sync::LazyLock;
 
 use sea_orm::sea_query::{Query, SimpleExpr};
-use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
+use sea_orm::{ConnectionTrait, DbBackend, EntityName, IdenStatic, Statement, Value};
 use serde_json::{Map, Value as Json};
 
 use crate::chain::{
@@ -16,6 +16,7 @@ use crate::chain::{
 use crate::context::AuditContext;
 use crate::error::{Error, Result};
 use crate::limits;
+use crate::sql::{Placeholders, quote, rows_per_insert, time_value};
 use crate::{Action, Status, audit_log};
 
 /// A log row about to be written. Fields left `None` are filled from the current
@@ -198,26 +199,6 @@ const COLUMNS: [audit_log::Column; 12] = [
     audit_log::Column::Hash,
 ];
 
-/// A `created_at` value, to write or compare with. sqlx binds `DateTime<Utc>` as a MySQL
-/// TIMESTAMP parameter, which turns anything after 2038-01-19 into NULL even for a DATETIME
-/// column: bind the UTC wall time as DATETIME there.
-pub(crate) fn time_value(backend: DbBackend, at: DateTime<Utc>) -> Value {
-    match backend {
-        DbBackend::MySql => Value::ChronoDateTime(Some(at.naive_utc())),
-        _ => Value::ChronoDateTimeUtc(Some(at)),
-    }
-}
-
-/// Rows per multi-row INSERT of log entries. PostgreSQL stays at 100: sqlx 0.9 stalls ~40 ms per
-/// statement on loopback once a multi-row INSERT reaches ~200 rows (no TCP_NODELAY), see
-/// PERFORMANCE-NOTES; SQLite and MySQL take larger batches well.
-pub(crate) fn rows_per_insert(backend: DbBackend) -> usize {
-    match backend {
-        DbBackend::Postgres => 100,
-        _ => 500,
-    }
-}
-
 /// Writes many entries with multi-row INSERTs on `db`, linking each into its object's chain.
 pub(crate) async fn write_many<C: ConnectionTrait>(db: &C, entries: Vec<NewEntry>) -> Result<()> {
     if entries.is_empty() {
@@ -342,15 +323,21 @@ fn reads_head_in_insert(backend: DbBackend, entry: &NewEntry) -> bool {
 /// CPU than everything else the log write does. `OFFSET 0` keeps PostgreSQL from inlining the
 /// subquery into both places that use `h.prev`, which would look the head up twice.
 static POSTGRES_LINKED_INSERT: LazyLock<String> = LazyLock::new(|| {
-    let columns: Vec<&str> = COLUMNS.iter().map(sea_orm::IdenStatic::as_str).collect();
+    let pg = DbBackend::Postgres;
+    let columns: Vec<String> = COLUMNS.iter().map(|c| quote(pg, c.as_str())).collect();
     format!(
-        "INSERT INTO audit_log ({columns}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+        "INSERT INTO {table} ({columns}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
          h.prev, {hash} FROM (SELECT ({head}) AS prev OFFSET 0) AS h",
+        table = quote(pg, audit_log::Entity.table_name()),
         columns = columns.join(", "),
         hash = POSTGRES_LINK_HASH
             .replace("{prefix}", "$11")
             .replace("{prev}", "h.prev"),
-        head = head_sql(DbBackend::Postgres, "$1", "$2"),
+        // $1 and $2: the entity type and object id, the first two columns.
+        head = head_sql(
+            DbBackend::Postgres,
+            &mut Placeholders::new(DbBackend::Postgres)
+        ),
     )
 });
 

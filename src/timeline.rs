@@ -15,8 +15,9 @@ use serde_json::{Map, Value as Json};
 
 use crate::auditable::Auditable;
 use crate::diff::FILTERED;
+use crate::entry::{Action, LogEntry};
 use crate::error::Error;
-use crate::query::{Action, LogEntry, logs_for_id};
+use crate::query::logs_for_id;
 use crate::{audit_log, value};
 
 type ModelOf<A> = <<A as ActiveModelTrait>::Entity as EntityTrait>::Model;
@@ -111,7 +112,7 @@ pub async fn deleted<M: Auditable, C: ConnectionTrait>(db: &C) -> Result<Vec<Del
         .all(db)
         .await?;
     let mut out = Vec::new();
-    for chunk in deletes.chunks(crate::bulk::KEYS_PER_STATEMENT) {
+    for chunk in deletes.chunks(crate::sql::KEYS_PER_STATEMENT) {
         let ids: Vec<&str> = chunk.iter().map(|r| r.object_id.as_str()).collect();
         let newest: Vec<(String, i64)> = audit_log::Entity::find()
             .select_only()

@@ -1,0 +1,99 @@
+//! The one place hand-written SQL is put together: placeholders, identifier quoting, statement
+//! sizes and time binding per backend. Every hand-written statement of the crate goes through
+//! it; sea-query builds the rest.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{DbBackend, Value};
+
+/// Keys per `IN (...)` list or multi-row statement: well under every backend's limit on bound
+/// parameters (SQLite 32,766, PostgreSQL 65,535, MySQL 65,535).
+pub const KEYS_PER_STATEMENT: usize = 1000;
+
+/// Rows per multi-row INSERT of log entries. PostgreSQL stays at 100: sqlx 0.9 stalls ~40 ms per
+/// statement on loopback once a multi-row INSERT reaches ~200 rows (measured, see
+/// BENCHMARKS.md); SQLite and MySQL take larger batches well.
+pub(crate) fn rows_per_insert(backend: DbBackend) -> usize {
+    match backend {
+        DbBackend::Postgres => 100,
+        _ => 500,
+    }
+}
+
+/// A `created_at` value, to write or compare with. sqlx binds `DateTime<Utc>` as a MySQL
+/// TIMESTAMP parameter, which turns anything after 2038-01-19 into NULL even for a DATETIME
+/// column: bind the UTC wall time as DATETIME there.
+pub(crate) fn time_value(backend: DbBackend, at: DateTime<Utc>) -> Value {
+    match backend {
+        DbBackend::MySql => Value::ChronoDateTime(Some(at.naive_utc())),
+        _ => Value::ChronoDateTimeUtc(Some(at)),
+    }
+}
+
+/// Numbers a statement's placeholders in order: `$1, $2, ..` on PostgreSQL, `?` elsewhere.
+/// Values are bound in the same order, never written into the text.
+#[derive(Debug)]
+pub(crate) struct Placeholders {
+    backend: DbBackend,
+    next: usize,
+}
+
+impl Placeholders {
+    pub(crate) fn new(backend: DbBackend) -> Self {
+        Placeholders { backend, next: 1 }
+    }
+
+    /// The next placeholder.
+    pub(crate) fn next(&mut self) -> String {
+        let n = self.next;
+        self.next += 1;
+        match self.backend {
+            DbBackend::Postgres => format!("${n}"),
+            _ => "?".to_owned(),
+        }
+    }
+
+    /// `template` with each `{p}` replaced by the next placeholder.
+    pub(crate) fn fill(&mut self, template: &str) -> String {
+        let mut out = String::with_capacity(template.len());
+        let mut rest = template;
+        while let Some(at) = rest.find("{p}") {
+            out.push_str(&rest[..at]);
+            out.push_str(&self.next());
+            rest = &rest[at + 3..];
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+/// An identifier (table or column name, as SeaORM names it) quoted for the backend.
+pub(crate) fn quote(backend: DbBackend, ident: &str) -> String {
+    match backend {
+        DbBackend::MySql => format!("`{}`", ident.replace('`', "``")),
+        _ => format!("\"{}\"", ident.replace('"', "\"\"")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_number_in_order() {
+        let mut p = Placeholders::new(DbBackend::Postgres);
+        assert_eq!(
+            p.fill("a = {p} AND b IN ({p}, {p})"),
+            "a = $1 AND b IN ($2, $3)"
+        );
+        assert_eq!(p.next(), "$4");
+        let mut p = Placeholders::new(DbBackend::MySql);
+        assert_eq!(p.fill("a = {p} AND b = {p}"), "a = ? AND b = ?");
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote(DbBackend::Postgres, "audit_log"), "\"audit_log\"");
+        assert_eq!(quote(DbBackend::MySql, "a`b"), "`a``b`");
+        assert_eq!(quote(DbBackend::Sqlite, "a\"b"), "\"a\"\"b\"");
+    }
+}
