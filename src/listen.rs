@@ -5,15 +5,46 @@
 //! `audit_log` for new ids. It works from any process, and **it never sees an entry that was
 //! rolled back**.
 //!
+//! # Guarantees
+//!
+//! Within one `Tail`, every committed entry is delivered exactly once, provided its transaction
+//! commits within the gap timeout (below). This holds across database errors and reconnects:
+//! a poll reads everything it needs first and changes the tail only once every statement has
+//! succeeded, so a poll that fails (or whose future is dropped) leaves the tail as it was, and
+//! the next poll reads the same rows again. Entries come in id order within a poll; a late
+//! commit (below) comes in a later poll than entries with higher ids.
+//!
+//! # Holes
+//!
 //! Ids are allocated when a row is inserted but become visible when its transaction commits, so
 //! a transaction that began earlier can commit an entry with a lower id than entries already
-//! delivered. The tail remembers such holes below its high-water mark and looks for them again
-//! on every poll until they appear (and are delivered) or [`Tail::gap_timeout`] passes (a
-//! rolled-back insert leaves a permanent hole; such ids are counted in
-//! [`Tail::missed_holes`]). Within one `Tail`, every committed entry is delivered exactly once,
-//! in id order within a poll, provided its transaction commits within the gap timeout of its
-//! insert. To resume after a restart, persist [`Tail::last_id`] and start with
-//! [`Tail::from_id`] (holes open at that moment are not carried over).
+//! delivered. An id below the tail's high-water mark that it has not read yet is a *hole*. The
+//! tail remembers its holes and looks for them again on every poll, delivering each as soon as
+//! it appears. A hole is waited for [`Tail::gap_timeout`] (default 60 s) from the poll that
+//! noticed it; after that, the first successful poll that still does not find it gives it up
+//! and counts it in [`Tail::missed_holes`]. A rolled-back insert leaves such a hole for ever
+//! on PostgreSQL and MariaDB (SQLite reuses the id instead); an entry whose transaction
+//! commits after its hole was given up is not delivered. Holes found in a poll are delivered
+//! even if their time ran out during a database outage, since nothing is given up by a poll
+//! that failed.
+//!
+//! [`Tail::new`] ("from now") does not start blindly after the newest id: transactions still
+//! open at that moment may hold lower ids. It takes as holes the missing ids above the newest
+//! entry written more than one gap timeout before the start (by `created_at`, so the writers'
+//! clocks count), and waits for them like any other hole. An entry inserted within the gap
+//! timeout before the start and committed within the gap timeout after it is therefore
+//! delivered; older open transactions are not looked for.
+//!
+//! # Rows that cannot be decoded
+//!
+//! Rows are decoded one by one. A committed row that cannot be decoded into a [`LogEntry`] (a
+//! `status` the library does not know, `data` that is not a JSON object, ...) is not
+//! delivered: it is reported through `tracing` (a warning naming its id), counted in
+//! [`Tail::undecodable_rows`], and the latest [`Error::Corrupt`] reports are kept in
+//! [`Tail::undecodable`]. The rows around it are delivered as usual.
+//!
+//! To resume after a restart, persist [`Tail::last_id`] and start with [`Tail::from_id`]
+//! (holes open at that moment are not carried over).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -21,17 +52,21 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::SimpleExpr;
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    FromQueryResult, QueryFilter, QueryOrder, QueryResult, QuerySelect, QueryTrait, Statement,
 };
 
 use crate::audit_log;
+use crate::error::Error;
 use crate::query::LogEntry;
 
 /// Where a new [`Tail`] starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Start {
-    /// After the newest entry at the first poll.
+    /// After the newest entry at the first poll, minus the ids that may still commit.
     Newest,
     /// After this id (0: from the beginning).
     After(i64),
@@ -41,7 +76,11 @@ enum Start {
 /// missed at once rather than remembered id by id.
 const MAX_HOLES: usize = 100_000;
 
-/// Follows the log over committed entries. See the module docs for the delivery guarantees.
+/// How many [`Tail::undecodable`] reports are kept (the count has no limit).
+const KEPT_REPORTS: usize = 100;
+
+/// Follows the log over committed entries. See the [module docs](self) for the delivery
+/// guarantees and how holes are waited for.
 ///
 /// ```
 /// # use sea_orm_audit::listen::Tail;
@@ -58,8 +97,11 @@ pub struct Tail {
     db: DatabaseConnection,
     start: Start,
     last: Option<i64>,
+    /// Open holes and when they were noticed.
     holes: BTreeMap<i64, Instant>,
     missed: u64,
+    undecodable: u64,
+    reports: Vec<Error>,
     poll_interval: Duration,
     batch: u64,
     gap_timeout: Duration,
@@ -68,8 +110,18 @@ pub struct Tail {
     behind: bool,
 }
 
+/// Where a tail starts: its first poll's work before reading entries.
+struct Begin {
+    last: i64,
+    /// Ids at or below `last` that may still commit.
+    holes: Vec<i64>,
+    /// Ids below `last` beyond [`MAX_HOLES`].
+    missed: u64,
+}
+
 impl Tail {
-    /// A tail that delivers entries committed from now on.
+    /// A tail that delivers entries committed from now on, including those of transactions
+    /// open at its first poll (see the module docs for how far back it looks).
     pub fn new(db: DatabaseConnection) -> Self {
         Tail {
             db,
@@ -77,6 +129,8 @@ impl Tail {
             last: None,
             holes: BTreeMap::new(),
             missed: 0,
+            undecodable: 0,
+            reports: Vec::new(),
             poll_interval: Duration::from_millis(500),
             batch: 500,
             gap_timeout: Duration::from_secs(60),
@@ -115,7 +169,8 @@ impl Tail {
         self
     }
 
-    /// How long a hole is looked for before it counts as missed (default 60 s).
+    /// How long a hole is looked for before it counts as missed (default 60 s); for
+    /// [`Tail::new`], also how far back before the start it looks for open transactions.
     pub fn gap_timeout(mut self, timeout: Duration) -> Self {
         self.gap_timeout = timeout;
         self
@@ -139,82 +194,130 @@ impl Tail {
         self.holes.len()
     }
 
+    /// Committed rows read but not delivered because they could not be decoded.
+    pub fn undecodable_rows(&self) -> u64 {
+        self.undecodable
+    }
+
+    /// Why: an [`Error::Corrupt`] naming the row, for the latest 100 undecodable rows, oldest
+    /// first.
+    pub fn undecodable(&self) -> &[Error] {
+        &self.reports
+    }
+
     /// One round: the entries that committed since the last poll, oldest first.
+    ///
+    /// On error the tail is unchanged: the next poll reads the same rows again.
     pub async fn poll(&mut self) -> Result<Vec<LogEntry>, DbErr> {
         let last = match self.last {
             Some(last) => last,
             None => {
-                let start = match self.start {
-                    Start::After(id) => id,
-                    Start::Newest => newest_id(&self.db).await?,
+                let begin = match self.start {
+                    Start::After(id) => Begin {
+                        last: id,
+                        holes: Vec::new(),
+                        missed: 0,
+                    },
+                    Start::Newest => start_point(&self.db, self.gap_timeout).await?,
                 };
-                self.last = Some(start);
-                start
+                // Where the tail starts is settled by the first poll that reaches the database,
+                // even if a later statement fails: this skips nothing, it only says what
+                // "from now" means.
+                let now = Instant::now();
+                self.holes.extend(begin.holes.iter().map(|&id| (id, now)));
+                self.missed += begin.missed;
+                self.last = Some(begin.last);
+                begin.last
             }
         };
-        let mut rows = Vec::new();
-        // Holes first: late commits below the high-water mark.
-        let holes: Vec<i64> = self.holes.keys().copied().collect();
-        for chunk in holes.chunks(crate::bulk::KEYS_PER_STATEMENT) {
-            let found = audit_log::Entity::find()
-                .filter(audit_log::Column::Id.is_in(chunk.iter().copied()))
-                .all(&self.db)
-                .await?;
-            for row in &found {
-                self.holes.remove(&row.id);
-            }
-            rows.extend(found);
+        let looked_for: Vec<i64> = self.holes.keys().copied().collect();
+        let mut found = Vec::new();
+        for chunk in looked_for.chunks(crate::bulk::KEYS_PER_STATEMENT) {
+            let filter = audit_log::Column::Id.is_in(chunk.iter().copied());
+            found.extend(read(&self.db, filter, None).await?);
         }
-        let fresh = audit_log::Entity::find()
-            .filter(audit_log::Column::Id.gt(last))
-            .order_by_asc(audit_log::Column::Id)
-            .limit(self.batch)
-            .all(&self.db)
-            .await?;
+        let filter = audit_log::Column::Id.gt(last);
+        let fresh = read(&self.db, filter, Some(self.batch)).await?;
+        // Every statement succeeded: only now does the tail move.
+        Ok(self.advance(last, found, fresh, Instant::now()))
+    }
+
+    /// Takes in what a poll read; cannot fail, so the tail moves all at once or not at all.
+    fn advance(
+        &mut self,
+        last: i64,
+        mut found: Vec<(i64, QueryResult)>,
+        fresh: Vec<(i64, QueryResult)>,
+        now: Instant,
+    ) -> Vec<LogEntry> {
+        for (id, _) in &found {
+            self.holes.remove(id);
+        }
         self.behind = fresh.len() as u64 >= self.batch;
-        let now = Instant::now();
         let mut mark = last;
-        for row in &fresh {
-            if row.id > mark + 1 {
-                let gap = usize::try_from(row.id - mark - 1).unwrap_or(usize::MAX);
+        for &(id, _) in &fresh {
+            if id > mark + 1 {
+                let gap = usize::try_from(id - mark - 1).unwrap_or(usize::MAX);
                 if self.holes.len().saturating_add(gap) > MAX_HOLES {
                     self.missed += gap as u64;
                 } else {
-                    for id in mark + 1..row.id {
-                        self.holes.insert(id, now);
-                    }
+                    self.holes.extend((mark + 1..id).map(|hole| (hole, now)));
                 }
             }
-            mark = row.id;
+            mark = id;
         }
         self.last = Some(mark);
-        rows.extend(fresh);
         let timeout = self.gap_timeout;
         let before = self.holes.len();
         self.holes
-            .retain(|_, seen| now.duration_since(*seen) < timeout);
+            .retain(|_, noticed| now.duration_since(*noticed) < timeout);
         self.missed += (before - self.holes.len()) as u64;
 
-        rows.sort_by_key(|r| r.id);
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            if self
-                .entity_type
-                .as_ref()
-                .is_some_and(|t| *t != row.entity_type)
+        found.sort_by_key(|(id, _)| *id);
+        found
+            .into_iter()
+            .chain(fresh)
+            .filter_map(|(id, row)| self.decode(id, &row))
+            .collect()
+    }
+
+    /// The row as an entry, or `None` when it is filtered out or undecodable (reported).
+    fn decode(&mut self, id: i64, row: &QueryResult) -> Option<LogEntry> {
+        if let Some(wanted) = &self.entity_type {
+            // A row whose entity type cannot be read is decoded, so that it is reported.
+            if row
+                .try_get::<String>("", "entity_type")
+                .is_ok_and(|t| t != *wanted)
             {
-                continue;
+                return None;
             }
-            out.push(LogEntry::try_from(row)?);
         }
-        Ok(out)
+        let entry = audit_log::Model::from_query_result(row, "")
+            .map_err(|err| Error::Corrupt {
+                id,
+                reason: err.to_string(),
+            })
+            .and_then(LogEntry::try_from);
+        match entry {
+            Ok(entry) => Some(entry),
+            Err(error) => {
+                tracing::warn!(id, %error, "sea-orm-audit tail: undecodable row not delivered");
+                self.undecodable += 1;
+                if self.reports.len() == KEPT_REPORTS {
+                    self.reports.remove(0);
+                }
+                self.reports.push(error);
+                None
+            }
+        }
     }
 
     /// Runs the tail on tokio, calling `handler` for each entry in order; while it is behind (a
-    /// poll filled its batch) it polls again at once. Database errors are
-    /// reported through `tracing` and retried with backoff (up to 30 s between tries).
-    /// [`TailHandle::shutdown`] stops it once a last poll finds it caught up, and gives the tail back (for its
-    /// [`Tail::last_id`]).
+    /// poll filled its batch) it polls again at once. Database errors are reported through
+    /// `tracing` and retried with backoff (up to 30 s between tries); a failed poll delivers
+    /// nothing and loses nothing. Undecodable rows are reported as in [`Tail::poll`].
+    /// [`TailHandle::shutdown`] stops it once a last poll finds it caught up, and gives the tail
+    /// back (for its [`Tail::last_id`] and counters).
     pub fn spawn<F, Fut>(mut self, mut handler: F) -> TailHandle
     where
         F: FnMut(LogEntry) -> Fut + Send + 'static,
@@ -255,14 +358,112 @@ impl Tail {
     }
 }
 
-async fn newest_id(db: &DatabaseConnection) -> Result<i64, DbErr> {
-    let max: Option<Option<i64>> = audit_log::Entity::find()
-        .select_only()
-        .column_as(audit_log::Column::Id.max(), "id")
-        .into_tuple()
-        .one(db)
+/// Rows matching `filter` in id order, each with its id (the one column that must decode).
+async fn read(
+    db: &DatabaseConnection,
+    filter: SimpleExpr,
+    limit: Option<u64>,
+) -> Result<Vec<(i64, QueryResult)>, DbErr> {
+    let select = audit_log::Entity::find()
+        .filter(filter)
+        .order_by_asc(audit_log::Column::Id)
+        .limit(limit);
+    let rows = db.query_all(&select.into_query()).await?;
+    rows.into_iter()
+        .map(|row| Ok((row.try_get::<i64>("", "id")?, row)))
+        .collect()
+}
+
+/// Where [`Tail::new`] starts: the newest id, and as holes the missing ids above the newest
+/// entry written more than `window` ago (their transactions may still be open).
+async fn start_point(db: &DatabaseConnection, window: Duration) -> Result<Begin, DbErr> {
+    let backend = db.get_database_backend();
+    let cutoff = chrono::Duration::from_std(window)
+        .ok()
+        .and_then(|w| Utc::now().checked_sub_signed(w))
+        .unwrap_or(DateTime::UNIX_EPOCH);
+    let first_recent = max_or_min_id(
+        db,
+        audit_log::Column::Id.min(),
+        Some(audit_log::Column::CreatedAt.gte(crate::store::time_value(backend, cutoff))),
+    )
+    .await?;
+    let lower = match first_recent {
+        // Nothing written recently: no transaction of the window can be open.
+        None => max_or_min_id(db, audit_log::Column::Id.max(), None)
+            .await?
+            .unwrap_or(0),
+        // The entry before the first recent one; none: the table is young, look from id 1.
+        Some(first) => max_or_min_id(
+            db,
+            audit_log::Column::Id.max(),
+            Some(audit_log::Column::Id.lt(first)),
+        )
+        .await?
+        .unwrap_or(0),
+    };
+    // One statement, so the newest id and the missing ids below it come from one snapshot: an
+    // entry committing meanwhile is either read here (and delivered later) or left as a hole.
+    let sql = format!(
+        "SELECT id, prev_id, next_id FROM (SELECT id, LAG(id) OVER (ORDER BY id) AS prev_id, \
+         LEAD(id) OVER (ORDER BY id) AS next_id FROM audit_log WHERE id > {}) edges \
+         WHERE prev_id IS NULL OR next_id IS NULL OR id > prev_id + 1",
+        if backend == DbBackend::Postgres {
+            "$1"
+        } else {
+            "?"
+        }
+    );
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(backend, sql, [lower.into()]))
         .await?;
-    Ok(max.flatten().unwrap_or(0))
+    let mut last = lower;
+    let mut gaps = Vec::new();
+    for row in rows {
+        let id: i64 = row.try_get("", "id")?;
+        let prev: Option<i64> = row.try_get("", "prev_id")?;
+        let next: Option<i64> = row.try_get("", "next_id")?;
+        let below = prev.unwrap_or(lower);
+        if id > below + 1 {
+            gaps.push(below + 1..id);
+        }
+        if next.is_none() {
+            last = id;
+        }
+    }
+    // The newest holes are the likeliest to fill; beyond MAX_HOLES the rest is given up now.
+    let mut holes = Vec::new();
+    let mut missed = 0u64;
+    for gap in gaps.into_iter().rev() {
+        for id in gap.rev() {
+            if holes.len() < MAX_HOLES {
+                holes.push(id);
+            } else {
+                missed += 1;
+            }
+        }
+    }
+    Ok(Begin {
+        last,
+        holes,
+        missed,
+    })
+}
+
+/// `MIN(id)` or `MAX(id)` of the rows matching `filter` (all rows: `None`).
+async fn max_or_min_id(
+    db: &DatabaseConnection,
+    aggregate: SimpleExpr,
+    filter: Option<SimpleExpr>,
+) -> Result<Option<i64>, DbErr> {
+    let mut select = audit_log::Entity::find()
+        .select_only()
+        .column_as(aggregate, "id");
+    if let Some(filter) = filter {
+        select = select.filter(filter);
+    }
+    let id: Option<Option<i64>> = select.into_tuple().one(db).await?;
+    Ok(id.flatten())
 }
 
 /// A running [`Tail::spawn`].
