@@ -40,8 +40,9 @@
 //! Rows are decoded one by one. A committed row that cannot be decoded into a [`LogEntry`] (a
 //! `status` the library does not know, `data` that is not a JSON object, ...) is not
 //! delivered: it is reported through `tracing` (a warning naming its id), counted in
-//! [`Tail::undecodable_rows`], and the latest [`Error::Corrupt`] reports are kept in
-//! [`Tail::undecodable`]. The rows around it are delivered as usual.
+//! [`Tail::undecodable_rows`] (also [`TailHandle::undecodable_rows`] while a spawned tail runs),
+//! and the latest [`Error::Corrupt`] reports are kept in [`Tail::undecodable`]. The rows around
+//! it are delivered as usual.
 //!
 //! To resume after a restart, persist [`Tail::last_id`] and start with [`Tail::from_id`]
 //! (holes open at that moment are not carried over).
@@ -49,6 +50,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -99,8 +101,8 @@ pub struct Tail {
     last: Option<i64>,
     /// Open holes and when they were noticed.
     holes: BTreeMap<i64, Instant>,
-    missed: u64,
-    undecodable: u64,
+    /// Shared with a [`TailHandle`], which reads them while the tail runs.
+    counts: Arc<Counts>,
     reports: Vec<Error>,
     poll_interval: Duration,
     batch: u64,
@@ -108,6 +110,21 @@ pub struct Tail {
     entity_type: Option<String>,
     /// The last poll filled its batch: more rows are waiting.
     behind: bool,
+}
+
+/// A tail's counters; only the tail writes them.
+#[derive(Debug, Default)]
+struct Counts {
+    missed: AtomicU64,
+    undecodable: AtomicU64,
+}
+
+impl Counts {
+    fn missed(&self, ids: u64) {
+        if ids > 0 {
+            self.missed.fetch_add(ids, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Where a tail starts: its first poll's work before reading entries.
@@ -128,8 +145,7 @@ impl Tail {
             start: Start::Newest,
             last: None,
             holes: BTreeMap::new(),
-            missed: 0,
-            undecodable: 0,
+            counts: Arc::default(),
             reports: Vec::new(),
             poll_interval: Duration::from_millis(500),
             batch: 500,
@@ -186,7 +202,7 @@ impl Tail {
 
     /// Ids given up on: holes that did not fill within the gap timeout.
     pub fn missed_holes(&self) -> u64 {
-        self.missed
+        self.counts.missed.load(Ordering::Relaxed)
     }
 
     /// Holes still being looked for.
@@ -196,7 +212,7 @@ impl Tail {
 
     /// Committed rows read but not delivered because they could not be decoded.
     pub fn undecodable_rows(&self) -> u64 {
-        self.undecodable
+        self.counts.undecodable.load(Ordering::Relaxed)
     }
 
     /// Why: an [`Error::Corrupt`] naming the row, for the latest 100 undecodable rows, oldest
@@ -225,7 +241,7 @@ impl Tail {
                 // "from now" means.
                 let now = Instant::now();
                 self.holes.extend(begin.holes.iter().map(|&id| (id, now)));
-                self.missed += begin.missed;
+                self.counts.missed(begin.missed);
                 self.last = Some(begin.last);
                 begin.last
             }
@@ -259,7 +275,7 @@ impl Tail {
             if id > mark + 1 {
                 let gap = usize::try_from(id - mark - 1).unwrap_or(usize::MAX);
                 if self.holes.len().saturating_add(gap) > MAX_HOLES {
-                    self.missed += gap as u64;
+                    self.counts.missed(gap as u64);
                 } else {
                     self.holes.extend((mark + 1..id).map(|hole| (hole, now)));
                 }
@@ -271,7 +287,7 @@ impl Tail {
         let before = self.holes.len();
         self.holes
             .retain(|_, noticed| now.duration_since(*noticed) < timeout);
-        self.missed += (before - self.holes.len()) as u64;
+        self.counts.missed((before - self.holes.len()) as u64);
 
         found.sort_by_key(|(id, _)| *id);
         found
@@ -302,7 +318,7 @@ impl Tail {
             Ok(entry) => Some(entry),
             Err(error) => {
                 tracing::warn!(id, %error, "sea-orm-audit tail: undecodable row not delivered");
-                self.undecodable += 1;
+                self.counts.undecodable.fetch_add(1, Ordering::Relaxed);
                 if self.reports.len() == KEPT_REPORTS {
                     self.reports.remove(0);
                 }
@@ -324,6 +340,7 @@ impl Tail {
         Fut: Future<Output = ()> + Send,
     {
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let counts = self.counts.clone();
         let join = tokio::spawn(async move {
             let mut backoff = self.poll_interval;
             loop {
@@ -354,7 +371,7 @@ impl Tail {
             }
             self
         });
-        TailHandle { stop, join }
+        TailHandle { stop, join, counts }
     }
 }
 
@@ -471,9 +488,21 @@ async fn max_or_min_id(
 pub struct TailHandle {
     stop: tokio::sync::watch::Sender<bool>,
     join: tokio::task::JoinHandle<Tail>,
+    counts: Arc<Counts>,
 }
 
 impl TailHandle {
+    /// The running tail's [`Tail::missed_holes`] so far.
+    pub fn missed_holes(&self) -> u64 {
+        self.counts.missed.load(Ordering::Relaxed)
+    }
+
+    /// The running tail's [`Tail::undecodable_rows`] so far (the reports come with the tail
+    /// from [`TailHandle::shutdown`], and as `tracing` warnings).
+    pub fn undecodable_rows(&self) -> u64 {
+        self.counts.undecodable.load(Ordering::Relaxed)
+    }
+
     /// Stops once a last poll finds the tail caught up (delivering what it reads), and returns
     /// the tail. If the database is failing, stops after one failed poll.
     pub async fn shutdown(self) -> Result<Tail, tokio::task::JoinError> {

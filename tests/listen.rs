@@ -391,7 +391,12 @@ async fn an_undecodable_row_is_reported_and_the_rows_around_it_delivered_once() 
                 async {}
             }
         });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Counted while it runs, not only once it is shut down.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while handle.undecodable_rows() < bad.len() as u64 {
+        assert!(Instant::now() < deadline, "{}", handle.undecodable_rows());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let spawned = handle.shutdown().await.unwrap();
     let mut good = good;
     good.insert(after[0].id);
