@@ -50,6 +50,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::Write;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -448,23 +449,26 @@ async fn start_point(db: &DatabaseConnection, window: Duration) -> Result<Begin,
             last = id;
         }
     }
-    // The newest holes are the likeliest to fill; beyond MAX_HOLES the rest is given up now.
-    let mut holes = Vec::new();
-    let mut missed = 0u64;
-    for gap in gaps.into_iter().rev() {
-        for id in gap.rev() {
-            if holes.len() < MAX_HOLES {
-                holes.push(id);
-            } else {
-                missed += 1;
-            }
-        }
-    }
+    let (holes, missed) = newest_holes(gaps, MAX_HOLES);
     Ok(Begin {
         last,
         holes,
         missed,
     })
+}
+
+/// The ids of `gaps` (ascending ranges), newest first, at most `max` of them: the newest are
+/// the likeliest to fill. The number of the others, given up at once.
+fn newest_holes(gaps: Vec<Range<i64>>, max: usize) -> (Vec<i64>, u64) {
+    let mut holes = Vec::new();
+    let mut missed = 0u64;
+    for gap in gaps.into_iter().rev() {
+        let len = (gap.end - gap.start) as u64;
+        let kept = len.min((max - holes.len()) as u64);
+        holes.extend((gap.end - kept as i64..gap.end).rev());
+        missed += len - kept;
+    }
+    (holes, missed)
 }
 
 /// `MIN(id)` or `MAX(id)` of the rows matching `filter` (all rows: `None`).
@@ -546,5 +550,21 @@ impl<W: Write + Send> JsonLinesSink<W> {
     pub fn with<R>(&self, f: impl FnOnce(&mut W) -> R) -> R {
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut w)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::newest_holes;
+
+    #[test]
+    fn holes_at_the_start_keep_the_newest_and_count_the_rest() {
+        assert_eq!(newest_holes(vec![2..4, 7..8], 10), (vec![7, 3, 2], 0));
+        assert_eq!(newest_holes(vec![2..4, 7..9], 3), (vec![8, 7, 3], 1));
+        assert_eq!(
+            newest_holes(vec![1..500_001, 500_002..1_000_001], 2),
+            (vec![1_000_000, 999_999], 999_997)
+        );
+        assert_eq!(newest_holes(Vec::new(), 2), (Vec::new(), 0));
     }
 }
