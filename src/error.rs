@@ -172,6 +172,18 @@ pub enum Error {
         /// Each write, as `table: SQL`.
         writes: Vec<String>,
     },
+    /// The `audit_log` table does not exist: the audit migrations have not run (or ran after a
+    /// migration that writes audited rows).
+    #[error(
+        "the audit_log table does not exist: run sea_orm_audit_migration::migrations() (or \
+         create_schema) before any write to an audited entity, and put them first in your \
+         Migrator ({source})"
+    )]
+    MissingLogTable {
+        /// The database's error.
+        #[source]
+        source: DbErr,
+    },
     /// A log row the query builder refused (a bug in this crate).
     #[error("building the audit log INSERT: {0}")]
     Internal(String),
@@ -179,6 +191,9 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn db(context: impl Into<String>, source: DbErr) -> Self {
+        if is_missing_log_table(&source) {
+            return Error::MissingLogTable { source };
+        }
         Error::Db {
             context: context.into(),
             source,
@@ -201,6 +216,16 @@ impl From<Error> for DbErr {
             other => DbErr::Custom(format!("sea-orm-audit: {other}")),
         }
     }
+}
+
+/// SQLite: `no such table: audit_log`; PostgreSQL: `relation "audit_log" does not exist`;
+/// MySQL: `Table 'db.audit_log' doesn't exist`.
+fn is_missing_log_table(err: &DbErr) -> bool {
+    let text = err.to_string();
+    text.contains("audit_log")
+        && (text.contains("no such table")
+            || text.contains("does not exist")
+            || text.contains("doesn't exist"))
 }
 
 /// `Result` with this crate's [`Error`].

@@ -83,6 +83,8 @@
 //! The crate depends on `sea-orm` without default features: your application chooses the
 //! database backend, runtime and TLS.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod audit_log;
 mod auditable;
 pub mod bulk;
@@ -106,6 +108,7 @@ pub mod timeline;
 mod transaction;
 pub mod value;
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod web;
 
 pub use auditable::{Auditable, ColumnOf, object_id, snapshot};

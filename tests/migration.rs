@@ -135,3 +135,90 @@ async fn byte_exact_keys_migrates_an_existing_log() {
     assert_eq!(logs_for_id(&t.db, "doc", "KEY").await.unwrap().len(), 1);
     t.finish().await;
 }
+
+/// `down` refuses to drop a log that holds entries; the explicit call drops it.
+#[tokio::test]
+async fn down_keeps_a_non_empty_history() {
+    use sea_orm_audit::Event;
+    let t = TestDb::new().await;
+    Event::new("kept")
+        .target_id("doc", "1")
+        .record(&t.db)
+        .await
+        .unwrap();
+    if std::env::var(sea_orm_audit_migration::ALLOW_DROP_ENV).is_err() {
+        let err = Migrator::down(&t.db, None).await.unwrap_err().to_string();
+        assert!(err.contains("refusing to drop the audit history"), "{err}");
+        assert!(
+            err.contains(sea_orm_audit_migration::ALLOW_DROP_ENV),
+            "{err}"
+        );
+        assert!(has_table(&t).await);
+    }
+    sea_orm_audit_migration::drop_audit_log(&t.db)
+        .await
+        .unwrap();
+    assert!(!has_table(&t).await);
+    t.finish().await;
+}
+
+/// With `SEA_ORM_AUDIT_ALLOW_DROP=1`, `down` drops a non-empty log (run in a child process: the
+/// environment is process-wide).
+#[tokio::test]
+async fn down_drops_a_non_empty_history_when_allowed() {
+    if std::env::var(sea_orm_audit_migration::ALLOW_DROP_ENV).is_ok() {
+        return; // the child run below
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "allowed_down_in_child",
+            "--include-ignored",
+            "--nocapture",
+        ])
+        .env(sea_orm_audit_migration::ALLOW_DROP_ENV, "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
+}
+
+#[tokio::test]
+#[ignore = "run by down_drops_a_non_empty_history_when_allowed with the variable set"]
+async fn allowed_down_in_child() {
+    use sea_orm_audit::Event;
+    assert_eq!(
+        std::env::var(sea_orm_audit_migration::ALLOW_DROP_ENV).as_deref(),
+        Ok("1")
+    );
+    let t = TestDb::new().await;
+    Event::new("dropped")
+        .target_id("doc", "1")
+        .record(&t.db)
+        .await
+        .unwrap();
+    Migrator::down(&t.db, None).await.unwrap();
+    assert!(!has_table(&t).await);
+    t.finish().await;
+}
+
+/// Schemas built without a Migrator get the same table and indexes from one call.
+#[tokio::test]
+async fn create_schema_builds_the_log_without_a_migrator() {
+    let t = TestDb::new().await;
+    sea_orm_audit_migration::drop_audit_log(&t.db)
+        .await
+        .unwrap();
+    assert!(!has_table(&t).await);
+    sea_orm_audit_migration::create_schema(&t.db).await.unwrap();
+    sea_orm_audit_migration::create_schema(&t.db).await.unwrap();
+    assert!(has_table(&t).await);
+    assert_eq!(index_count(&t).await, INDEXES);
+    sea_orm_audit::Event::new("works")
+        .target_id("doc", "1")
+        .record(&t.db)
+        .await
+        .unwrap();
+    t.finish().await;
+}

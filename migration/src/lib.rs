@@ -12,10 +12,56 @@
 //! }
 //! ```
 //!
-//! Or use [`migrations()`] to get all of them.
+//! Or use [`migrations()`] to get all of them. They must run **before** any migration that
+//! writes audited rows (a seed migration inserting through active models): put them first.
+//!
+//! Applications that build their schema without a `Migrator` (tests using
+//! `Schema::create_table_from_entity` or `get_schema_builder()`) call [`create_schema`]
+//! instead: the same table and indexes, idempotent.
+//!
+//! `down` never drops a log that holds entries: the history must not disappear through a
+//! routine `migrate down` or `fresh`. Set the environment variable
+//! `SEA_ORM_AUDIT_ALLOW_DROP=1` for that run, or call [`drop_audit_log`], to drop it anyway.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::DbBackend;
+
+/// Creates `audit_log` with its indexes and column settings, exactly as [`migrations()`] do,
+/// without recording anything in `seaql_migrations`: for schemas built without a `Migrator`.
+/// Idempotent.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), sea_orm_migration::sea_orm::DbErr> {
+/// let db = sea_orm_migration::sea_orm::Database::connect("sqlite::memory:").await?;
+/// sea_orm_audit_migration::create_schema(&db).await?;
+/// sea_orm_audit_migration::create_schema(&db).await?; // again: nothing changes
+/// # Ok(()) }
+/// ```
+pub async fn create_schema<'c, C>(db: C) -> Result<(), DbErr>
+where
+    C: sea_orm_migration::sea_orm::IntoDatabaseExecutor<'c>,
+{
+    let manager = SchemaManager::new(db);
+    for migration in migrations() {
+        migration.up(&manager).await?;
+    }
+    Ok(())
+}
+
+/// Drops `audit_log` and its whole history, whatever it holds: the explicit call for what
+/// `down` refuses to do on a non-empty log.
+pub async fn drop_audit_log<'c, C>(db: C) -> Result<(), DbErr>
+where
+    C: sea_orm_migration::sea_orm::IntoDatabaseExecutor<'c>,
+{
+    SchemaManager::new(db)
+        .drop_table(Table::drop().table(AuditLog::Table).if_exists().to_owned())
+        .await
+}
+
+/// The environment variable that lets `down` drop a non-empty log.
+pub const ALLOW_DROP_ENV: &str = "SEA_ORM_AUDIT_ALLOW_DROP";
 
 /// Every migration of this crate, oldest first.
 pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
@@ -137,11 +183,48 @@ impl MigrationTrait for CreateAuditLog {
         Ok(())
     }
 
+    /// Drops the table only when it holds no entry, or when `SEA_ORM_AUDIT_ALLOW_DROP=1`.
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let allowed = std::env::var(ALLOW_DROP_ENV).is_ok_and(|v| v == "1");
+        if !allowed && holds_entries(manager).await? {
+            return Err(DbErr::Migration(format!(
+                "sea-orm-audit: audit_log holds entries; refusing to drop the audit history. \
+                 Set {ALLOW_DROP_ENV}=1 for this run, or call \
+                 sea_orm_audit_migration::drop_audit_log, to drop it anyway"
+            )));
+        }
         manager
             .drop_table(Table::drop().table(AuditLog::Table).if_exists().to_owned())
             .await
     }
+}
+
+/// Whether `audit_log` exists and holds at least one row.
+async fn holds_entries(manager: &SchemaManager<'_>) -> Result<bool, DbErr> {
+    use sea_orm_migration::sea_orm::{ConnectionTrait, Statement};
+    let backend = manager.get_database_backend();
+    let row = manager
+        .get_connection()
+        .query_one_raw(Statement::from_string(
+            backend,
+            "SELECT 1 AS present FROM audit_log LIMIT 1",
+        ))
+        .await;
+    match row {
+        Ok(row) => Ok(row.is_some()),
+        // No table, no history (`SchemaManager::has_table` needs schema discovery, which this
+        // crate does not turn on).
+        Err(e) if missing_table(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// SQLite: `no such table`; PostgreSQL: `does not exist`; MySQL: `doesn't exist`.
+fn missing_table(err: &DbErr) -> bool {
+    let text = err.to_string();
+    text.contains("no such table")
+        || text.contains("does not exist")
+        || text.contains("doesn't exist")
 }
 
 /// `SchemaManager::has_index` needs sea-orm-migration's schema-discovery feature on MySQL;
