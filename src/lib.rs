@@ -97,6 +97,7 @@ mod error;
 pub mod events;
 mod limits;
 pub mod listen;
+mod prune_marker;
 mod query;
 mod retention;
 mod scope;

@@ -11,8 +11,8 @@ use serde_json::Value as Json;
 
 use crate::Action;
 use crate::audit_log;
-use crate::chain::{PRUNE_ACTION, PRUNE_ENTITY};
 use crate::error::Error;
+use crate::prune_marker::{self, PRUNE_ACTION, PRUNE_ENTITY, PrunedChain};
 use crate::sql::{Placeholders, quote};
 use crate::store::{self, NewEntry};
 
@@ -140,12 +140,17 @@ where
         for (entity_type, object_id, id, hash) in removed {
             last.insert((entity_type, object_id), (id, hash));
         }
-        let chains: Vec<Json> = last
-            .into_iter()
-            .map(|((entity_type, object_id), (id, hash))| {
-                serde_json::json!([entity_type, object_id, id, hash])
-            })
-            .collect();
+        // A removed entry without a hash (written before chains existed) links nothing.
+        let chains = prune_marker::encode(last.into_iter().filter_map(
+            |((entity_type, object_id), (id, hash))| {
+                Some(PrunedChain {
+                    entity_type,
+                    object_id,
+                    id,
+                    hash: hash?,
+                })
+            },
+        ));
         // The DELETE and the marker saying what it removed commit together: a removal with
         // no marker would be what verify reports as tampering.
         let txn = db.begin().await?;
@@ -155,7 +160,7 @@ where
             .await?;
         let mut marker = prune_marker(policy);
         marker.data.insert("removed".into(), Json::from(n));
-        marker.data.insert("chains".into(), Json::Array(chains));
+        marker.data.insert(prune_marker::CHAINS.into(), chains);
         store::write(&txn, marker).await?;
         txn.commit().await?;
         report.removed += n;
