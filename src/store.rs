@@ -361,3 +361,30 @@ async fn write_linked<C: ConnectionTrait>(db: &C, entry: NewEntry) -> Result<()>
         .map_err(|e| Error::db("writing 1 audit log row", e))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::Iterable;
+
+    use super::*;
+    use crate::entry::ENTRY_COLUMNS;
+
+    /// The log row's columns are defined once, by the `audit_log` entity; every hand-listed
+    /// view of them is checked against it here (the migration's in tests/migration.rs).
+    #[test]
+    fn column_lists_follow_the_entity() {
+        let all: Vec<audit_log::Column> = audit_log::Column::iter().collect();
+        let names = |cols: &[audit_log::Column]| -> Vec<&'static str> {
+            cols.iter().map(IdenStatic::as_str).collect()
+        };
+        // Written by the library: everything but the id, in the entity's order.
+        assert_eq!(names(&COLUMNS), names(&all[1..]));
+        // Read back as entries: everything but the two hashes, in the entity's order.
+        let without_hashes: Vec<audit_log::Column> = all
+            .iter()
+            .copied()
+            .filter(|c| !matches!(c, audit_log::Column::PrevHash | audit_log::Column::Hash))
+            .collect();
+        assert_eq!(names(&ENTRY_COLUMNS), names(&without_hashes));
+    }
+}

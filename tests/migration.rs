@@ -222,3 +222,31 @@ async fn create_schema_builds_the_log_without_a_migrator() {
         .unwrap();
     t.finish().await;
 }
+
+/// The migration creates exactly the columns of the `audit_log` entity (its one definition).
+#[tokio::test]
+async fn the_migrated_table_has_the_entity_columns() {
+    use sea_orm::{IdenStatic, Iterable};
+    let t = TestDb::new().await;
+    let sql = match t.backend() {
+        DbBackend::Sqlite => "SELECT name AS n FROM pragma_table_info('audit_log') ORDER BY cid",
+        DbBackend::Postgres => {
+            "SELECT column_name::text AS n FROM information_schema.columns WHERE table_name = \
+             'audit_log' AND table_schema = current_schema() ORDER BY ordinal_position"
+        }
+        _ => {
+            "SELECT column_name AS n FROM information_schema.columns WHERE table_name = \
+             'audit_log' AND table_schema = DATABASE() ORDER BY ordinal_position"
+        }
+    };
+    let rows =
+        t.db.query_all_raw(Statement::from_string(t.backend(), sql))
+            .await
+            .unwrap();
+    let found: Vec<String> = rows.iter().map(|r| r.try_get("", "n").unwrap()).collect();
+    let expected: Vec<&str> = sea_orm_audit::audit_log::Column::iter()
+        .map(|c| c.as_str())
+        .collect();
+    assert_eq!(found, expected);
+    t.finish().await;
+}
