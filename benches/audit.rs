@@ -33,7 +33,7 @@ mod web;
 use sea_orm_migration::MigratorTrait;
 use serde_json::{Map, Value as Json, json};
 
-/// The small entity the issue describes, without hooks.
+/// A small posts entity (id, title, body, views), without hooks: the plain baseline.
 mod plain {
     use sea_orm::entity::prelude::*;
 
@@ -170,7 +170,8 @@ struct Target {
 
 fn options(url: &str) -> ConnectOptions {
     let mut opt = ConnectOptions::new(url);
-    // One connection for every variant; no ping before each acquire (PERFORMANCE-NOTES).
+    // One connection for every variant; no ping before each acquire (see BENCHMARKS.md,
+    // "Facts these numbers rest on").
     opt.max_connections(1)
         .min_connections(1)
         .test_before_acquire(false)
