@@ -70,6 +70,7 @@
 //! | listeners | [`listen::Tail`], [`listen::JsonLinesSink`] |
 //! | point in time | [`timeline::state_at`], [`timeline::restore`], [`timeline::revert`], [`timeline::deleted`] |
 //! | reading | [`logs_for`], [`logs_for_id`], [`History`], [`LogEntry`], [`audit_log`] |
+//! | errors | [`Error`]: each condition a variant; database errors keep their kind |
 //! | values | [`value::to_json`] |
 //! | limits | [`MAX_KEY_CHARS`], [`MAX_JSON_DEPTH`], [`TOO_DEEP`] |
 //! | web (feature `axum`) | `web::AuditLayer`, `web::ActivityLog`, `web::ActivityWriter`, `web::HistoryApi` |
