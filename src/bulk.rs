@@ -43,7 +43,7 @@ fn keys_condition<E: EntityTrait>(keys: &[ValueTuple]) -> Condition {
     }
 }
 
-async fn fetch_by_keys<E, C>(
+pub(crate) async fn fetch_by_keys<E, C>(
     db: &C,
     keys: &[ValueTuple],
     lock: bool,

@@ -184,6 +184,27 @@ pub enum Error {
         #[source]
         source: DbErr,
     },
+    /// An audited bulk statement changed a different number of rows than it matched when read
+    /// just before (a matching row was inserted meanwhile): rolled back, nothing written.
+    #[error(
+        "{entity_type}: the statement changed {affected} row(s) but {read} matched just before; \
+         rolled back so that no change goes unlogged (retry it)"
+    )]
+    RowsChangedMeanwhile {
+        /// The entity type.
+        entity_type: String,
+        /// Rows read before the statement.
+        read: u64,
+        /// Rows the statement reported.
+        affected: u64,
+    },
+    /// A statement `exec_audited` cannot read the matching rows of (a CTE, custom SQL with
+    /// placeholders it cannot account for).
+    #[error("exec_audited cannot find the rows this statement matches: {sql}")]
+    UnsupportedStatement {
+        /// The statement.
+        sql: String,
+    },
     /// A log row the query builder refused (a bug in this crate).
     #[error("building the audit log INSERT: {0}")]
     Internal(String),

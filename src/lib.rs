@@ -63,7 +63,7 @@
 //! | actor | [`AuditContext`] |
 //! | events | [`Event`], [`events::login`], [`Template`], [`Describe`] |
 //! | atomicity | [`AtomicExt`] |
-//! | bulk writes | [`bulk`] |
+//! | bulk writes | [`bulk`], [`ExecAudited`] (`.exec_audited(db)` on SeaORM's builders) |
 //! | capture report | [`Strict`] |
 //! | tamper evidence | [`verify`], [`chain`] |
 //! | retention | [`prune`], [`Retention`] |
@@ -96,6 +96,7 @@ mod diff;
 mod entry;
 mod error;
 pub mod events;
+mod exec;
 mod limits;
 pub mod listen;
 mod prune_marker;
@@ -121,6 +122,7 @@ pub use diff::{Changes, FILTERED, diff, diff_maps};
 pub use entry::{Action, LogEntry, Status};
 pub use error::{Error, Result};
 pub use events::Event;
+pub use exec::ExecAudited;
 pub use limits::{MAX_JSON_DEPTH, MAX_KEY_CHARS, TOO_DEEP};
 pub use query::{DEFAULT_PAGE, History, MAX_PAGE, Page, logs_for, logs_for_id};
 pub use retention::{PruneReport, Retention, prune};
@@ -131,7 +133,7 @@ pub use transaction::AtomicExt;
 
 /// Traits and the derive, for glob import.
 pub mod prelude {
-    pub use crate::{AtomicExt, Auditable};
+    pub use crate::{AtomicExt, Auditable, ExecAudited};
 }
 
 #[doc = include_str!("../README.md")]
