@@ -45,6 +45,7 @@ mod api;
 mod body;
 mod ip;
 mod layer;
+mod limits;
 mod mask;
 mod params;
 mod writer;

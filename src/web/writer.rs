@@ -6,26 +6,40 @@
 //! transaction per batch, when it holds [`Batching::size`] entries or every
 //! [`Batching::interval`]. Requests wake the task only when a batch is full, so a request costs
 //! a mutex push, not a cross-thread wake-up. A failing database is retried with exponential
-//! backoff, the batch kept; meanwhile the queue fills, and once it is full the layer applies its
-//! [`Overflow`](super::Overflow) policy.
+//! backoff, the batch kept; meanwhile the queue fills, and once it is full (in entries or in
+//! bytes) the layer applies its [`Overflow`](super::Overflow) policy.
+//!
+//! One entry must never hold up the others: entries are brought within the backends' limits
+//! before they are queued (`limits`), and a batch the database refuses all the same is split
+//! until the refused entry is alone, which is then stored in its reduced form. A COMMIT whose
+//! answer was lost may have gone through: before retrying, the entries already stored are
+//! looked up and left out, so no entry is written twice.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sea_orm::{DatabaseConnection, TransactionTrait};
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect, TransactionTrait,
+};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::activity::Captured;
+use super::activity::{API_ENTITY, Captured, Prepared};
+use super::limits;
+use crate::audit_log;
+use crate::chain::truncate_to_micros;
 use crate::error::{Error, Result};
 use crate::store::{self, NewEntry};
 
 /// How the [`ActivityWriter`] batches.
 ///
-/// Defaults: batches of 200 entries or every 2 seconds, a queue of 10,000 entries, retries
-/// backing off from 100 ms to 30 s, and 30 seconds for [`ActivityWriter::shutdown`] to write
-/// what is left.
+/// Defaults: batches of 200 entries or every 2 seconds, a queue of 10,000 entries and 32 MiB,
+/// retries backing off from 100 ms to 30 s, and 30 seconds for [`ActivityWriter::shutdown`]
+/// to write what is left. Out-of-range values (a size of 0) are clamped where they are used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 #[must_use]
@@ -37,6 +51,10 @@ pub struct Batching {
     pub interval: Duration,
     /// Entries the queue holds, counting requests in flight.
     pub capacity: usize,
+    /// Bytes the queued entries may hold (about: bodies, headers, path, context). Once they
+    /// do, new requests meet the [`Overflow`](super::Overflow) policy as when the queue is
+    /// full, and a request in flight whose entry does not fit keeps only its bodies' sizes.
+    pub max_bytes: usize,
     /// Longest wait between retries of a failing batch.
     pub max_backoff: Duration,
     /// How long [`ActivityWriter::shutdown`] keeps trying to write what is queued.
@@ -49,6 +67,7 @@ impl Default for Batching {
             size: 200,
             interval: Duration::from_secs(2),
             capacity: 10_000,
+            max_bytes: 32 * 1024 * 1024,
             max_backoff: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
         }
@@ -79,6 +98,12 @@ impl Batching {
         self
     }
 
+    /// Bytes the queued entries may hold (at least 64 KiB).
+    pub fn max_bytes(mut self, bytes: usize) -> Self {
+        self.max_bytes = bytes.max(MIN_BYTES);
+        self
+    }
+
     /// Longest wait between retries.
     pub fn max_backoff(mut self, max: Duration) -> Self {
         self.max_backoff = max;
@@ -90,14 +115,35 @@ impl Batching {
         self.shutdown_timeout = timeout;
         self
     }
+
+    /// The settings as the writer uses them: the fields are public, so whatever they were set
+    /// to is brought into range here (a batch size of 0 would write empty batches forever, a
+    /// zero interval panics in tokio, a capacity past the semaphore's maximum panics).
+    fn clamped(mut self) -> Self {
+        self.size = self.size.max(1);
+        self.interval = self.interval.max(Duration::from_millis(1));
+        self.capacity = self.capacity.clamp(1, Semaphore::MAX_PERMITS);
+        self.max_bytes = self.max_bytes.max(MIN_BYTES);
+        self.max_backoff = self.max_backoff.max(FIRST_BACKOFF);
+        self
+    }
 }
+
+/// Smallest byte budget of the queue: room for the largest entry.
+const MIN_BYTES: usize = 64 * 1024;
+/// First wait before retrying a failed batch.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Counters of an [`ActivityWriter`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WriterStats {
-    /// Entries written.
+    /// Entries written: rows inserted, each counted once however many attempts it took.
     pub written: u64,
+    /// Entries written in a reduced form (`data.reduced` says why; also reported through
+    /// `tracing`): larger than the entry limit, over the queue's byte budget, or refused by
+    /// the database as they were. Included in `written`.
+    pub reduced: u64,
     /// Requests not recorded because the queue was full or the writer had stopped.
     pub dropped: u64,
     /// Batch writes that failed and were retried.
@@ -106,11 +152,14 @@ pub struct WriterStats {
     pub lost: u64,
     /// Entries queued or reserved by requests in flight.
     pub queued: usize,
+    /// About the bytes the queued entries hold.
+    pub queued_bytes: usize,
 }
 
 #[derive(Debug, Default)]
 struct Counters {
     written: AtomicU64,
+    reduced: AtomicU64,
     dropped: AtomicU64,
     failed_attempts: AtomicU64,
     lost: AtomicU64,
@@ -121,9 +170,12 @@ struct Counters {
 struct Shared {
     /// Entries of finished requests, not yet taken by the task. Each keeps its slot (permit)
     /// until it is written, which is what bounds memory.
-    buffer: Mutex<Vec<(Captured, OwnedSemaphorePermit)>>,
+    buffer: Mutex<Vec<(Captured, Slot)>>,
     /// Slots: one per entry queued, being written, or reserved by a request in flight.
     slots: Arc<Semaphore>,
+    /// About the bytes of the entries queued or being written.
+    bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
     /// Reservations of requests still in flight (shutdown waits for them).
     in_flight: AtomicUsize,
     /// Wakes the task when a batch is full, or at shutdown when the last request in flight
@@ -135,10 +187,28 @@ struct Shared {
 }
 
 impl Shared {
-    fn take_buffer(&self) -> Vec<(Captured, OwnedSemaphorePermit)> {
+    fn take_buffer(&self) -> Vec<(Captured, Slot)> {
         std::mem::take(&mut *self.buffer.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
+
+/// A queued entry's place: its slot, and its bytes in the budget, both given back when it is
+/// written (or given up).
+#[derive(Debug)]
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    bytes: usize,
+    budget: Arc<AtomicUsize>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.budget.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// Why an entry lost its bodies before it was queued.
+const OVER_BUDGET: &str = "the activity queue was over its byte budget";
 
 /// A slot in the queue, taken when a request starts: its entry can always be queued once the
 /// response is done, without waiting. Dropping it unused frees the slot.
@@ -149,12 +219,27 @@ pub(crate) struct Reservation {
 }
 
 impl Reservation {
-    pub(crate) fn send(mut self, entry: Captured) {
+    pub(crate) fn send(mut self, mut entry: Captured) {
         if let Some(permit) = self.permit.take() {
+            let shared = &self.shared;
+            let mut bytes = entry.approx_bytes();
+            let before = shared.bytes.fetch_add(bytes, Ordering::AcqRel);
+            if before + bytes > shared.max_bytes {
+                // Admitted while there was room; the bodies no longer fit.
+                entry.drop_bodies(OVER_BUDGET);
+                let smaller = entry.approx_bytes();
+                shared.bytes.fetch_sub(bytes - smaller, Ordering::AcqRel);
+                bytes = smaller;
+            }
+            let slot = Slot {
+                _permit: permit,
+                bytes,
+                budget: shared.bytes.clone(),
+            };
             let full = {
-                let mut buffer = self.shared.buffer.lock().unwrap_or_else(|e| e.into_inner());
-                buffer.push((entry, permit));
-                buffer.len() >= self.shared.size
+                let mut buffer = shared.buffer.lock().unwrap_or_else(|e| e.into_inner());
+                buffer.push((entry, slot));
+                buffer.len() >= shared.size
             };
             if full {
                 self.shared.wake.notify_one();
@@ -194,10 +279,13 @@ pub struct ActivityWriter {
 impl ActivityWriter {
     /// Starts the writer task on the current tokio runtime.
     pub fn spawn(db: DatabaseConnection, batching: Batching) -> Self {
+        let batching = batching.clamped();
         let (control, control_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             buffer: Mutex::new(Vec::new()),
             slots: Arc::new(Semaphore::new(batching.capacity)),
+            bytes: Arc::new(AtomicUsize::new(0)),
+            max_bytes: batching.max_bytes,
             in_flight: AtomicUsize::new(0),
             wake: Notify::new(),
             counters: Counters::default(),
@@ -216,8 +304,12 @@ impl ActivityWriter {
         ActivityWriter { shared, control }
     }
 
-    /// A slot for one entry, or `None` when the queue is full or the writer has stopped.
+    /// A slot for one entry, or `None` when the queue is full (in entries or bytes) or the
+    /// writer has stopped.
     pub(crate) fn reserve(&self) -> Option<Reservation> {
+        if self.shared.bytes.load(Ordering::Acquire) >= self.shared.max_bytes {
+            return None;
+        }
         let permit = self.shared.slots.clone().try_acquire_owned().ok()?;
         self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
         Some(Reservation {
@@ -243,6 +335,7 @@ impl ActivityWriter {
         let c = &self.shared.counters;
         WriterStats {
             written: c.written.load(Ordering::Relaxed),
+            reduced: c.reduced.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
             failed_attempts: c.failed_attempts.load(Ordering::Relaxed),
             lost: c.lost.load(Ordering::Relaxed),
@@ -250,6 +343,7 @@ impl ActivityWriter {
                 .shared
                 .capacity
                 .saturating_sub(self.shared.slots.available_permits()),
+            queued_bytes: self.shared.bytes.load(Ordering::Relaxed),
         }
     }
 
@@ -375,7 +469,7 @@ impl Task {
             }
             while !taken.is_empty() {
                 let take = taken.len().min(self.batching.size);
-                let (entries, slots): (Vec<NewEntry>, Vec<OwnedSemaphorePermit>) = taken
+                let (entries, slots): (Vec<Prepared>, Vec<Slot>) = taken
                     .drain(..take)
                     .map(|(captured, slot)| (captured.into_entry(), slot))
                     .unzip();
@@ -385,51 +479,165 @@ impl Task {
         }
     }
 
-    async fn write_with_retry(&mut self, entries: Vec<NewEntry>) {
-        let n = entries.len() as u64;
+    async fn write_with_retry(&mut self, mut entries: Vec<Prepared>) {
         let shared = self.shared.clone();
         let counters = &shared.counters;
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = FIRST_BACKOFF;
         let mut attempt = 0u32;
+        // Whether an earlier attempt may have committed without our knowing (its COMMIT got
+        // no answer): then what is already stored is left out before writing again.
+        let mut ambiguous = false;
         loop {
             attempt += 1;
-            match write_batch(&self.db, entries.clone()).await {
+            let checked = match ambiguous {
+                true => self.leave_out_stored(&mut entries).await,
+                false => Ok(()),
+            };
+            let result = match checked {
                 Ok(()) => {
-                    counters.written.fetch_add(n, Ordering::Relaxed);
+                    ambiguous = false;
+                    self.write_isolating(entries).await
+                }
+                Err(error) => Err(Failure {
+                    error,
+                    remaining: entries,
+                    ambiguous: true,
+                }),
+            };
+            let failure = match result {
+                Ok(()) => {
                     if attempt > 1 {
                         tracing::info!(
                             attempt,
-                            entries = n,
                             "sea-orm-audit: API activity batch written after retrying"
                         );
                     }
                     return;
                 }
-                Err(error) => {
-                    counters.failed_attempts.fetch_add(1, Ordering::Relaxed);
-                    if let Some(until) = self.stopping {
-                        if Instant::now() + backoff > until {
-                            counters.lost.fetch_add(n, Ordering::Relaxed);
-                            tracing::error!(
-                                %error,
-                                entries = n,
-                                "sea-orm-audit: giving up on an API activity batch at shutdown"
-                            );
-                            return;
-                        }
-                    }
-                    tracing::warn!(
+                Err(failure) => failure,
+            };
+            let Failure {
+                error,
+                remaining,
+                ambiguous: unsure,
+            } = failure;
+            entries = remaining;
+            ambiguous |= unsure;
+            let n = entries.len() as u64;
+            counters.failed_attempts.fetch_add(1, Ordering::Relaxed);
+            if let Some(until) = self.stopping {
+                if Instant::now() + backoff > until {
+                    counters.lost.fetch_add(n, Ordering::Relaxed);
+                    tracing::error!(
                         %error,
-                        attempt,
                         entries = n,
-                        retry_in_ms = backoff.as_millis() as u64,
-                        "sea-orm-audit: writing API activity failed; retrying"
+                        "sea-orm-audit: giving up on an API activity batch at shutdown"
                     );
-                    self.sleep_watching_control(backoff).await;
-                    backoff = (backoff * 2).min(self.batching.max_backoff);
+                    return;
                 }
             }
+            tracing::warn!(
+                %error,
+                attempt,
+                entries = n,
+                retry_in_ms = backoff.as_millis() as u64,
+                "sea-orm-audit: writing API activity failed; retrying"
+            );
+            self.sleep_watching_control(backoff).await;
+            backoff = (backoff * 2).min(self.batching.max_backoff);
         }
+    }
+
+    /// Writes `entries`, each group in one transaction. A group the database refuses is split
+    /// in halves until the refused entry is alone; that entry is then stored in its reduced
+    /// form, and every other entry as it was. When the reduced form is refused too, the
+    /// database itself is failing (a missing table, a lost connection): the entries not yet
+    /// written are handed back to be retried.
+    async fn write_isolating(&self, entries: Vec<Prepared>) -> Result<(), Failure> {
+        let counters = &self.shared.counters;
+        // Groups to write, the next one last.
+        let mut todo = vec![entries];
+        while let Some(mut group) = todo.pop() {
+            if group.is_empty() {
+                continue;
+            }
+            let failure = match write_batch(&self.db, &group).await {
+                Ok(()) => {
+                    count_written(counters, &group);
+                    continue;
+                }
+                Err(failure) => failure,
+            };
+            let error = match failure {
+                BatchError::Insert(_) if group.len() > 1 => {
+                    let second = group.split_off(group.len() / 2);
+                    todo.push(second);
+                    todo.push(group);
+                    continue;
+                }
+                BatchError::Insert(error) => error,
+                BatchError::Begin(error) => return Err(Failure::of(error, group, todo, false)),
+                BatchError::Commit(error) => return Err(Failure::of(error, group, todo, true)),
+            };
+            let reason = limits::ascii_reason(&format!("refused by the database: {error}"));
+            let reduced = Prepared {
+                entry: limits::reduced(&group[0].entry, &reason),
+                bytes: group[0].bytes,
+                reduced: true,
+            };
+            match write_batch(&self.db, std::slice::from_ref(&reduced)).await {
+                Ok(()) => {
+                    count_written(counters, std::slice::from_ref(&reduced));
+                    tracing::warn!(
+                        request_id = %reduced.entry.object_id,
+                        %reason,
+                        "sea-orm-audit: the database refused an API activity entry; \
+                         stored its reduced form"
+                    );
+                }
+                Err(BatchError::Commit(_)) => {
+                    return Err(Failure::of(error, group, todo, true));
+                }
+                Err(_) => return Err(Failure::of(error, group, todo, false)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes from `entries` those already stored (by request id and time), counting them
+    /// as written: an attempt whose COMMIT went unanswered may have written them.
+    async fn leave_out_stored(&self, entries: &mut Vec<Prepared>) -> Result<()> {
+        let mut stored = HashSet::new();
+        for chunk in entries.chunks(500) {
+            let ids: Vec<&str> = chunk.iter().map(|p| p.entry.object_id.as_str()).collect();
+            let rows: Vec<(String, DateTime<Utc>)> = audit_log::Entity::find()
+                .select_only()
+                .column(audit_log::Column::ObjectId)
+                .column(audit_log::Column::CreatedAt)
+                .filter(audit_log::Column::EntityType.eq(API_ENTITY))
+                .filter(audit_log::Column::ObjectId.is_in(ids))
+                .into_tuple()
+                .all(&self.db)
+                .await
+                .map_err(|e| Error::db("looking up API activity entries already written", e))?;
+            stored.extend(rows);
+        }
+        let before = entries.len();
+        let stored_now: Vec<Prepared>;
+        (stored_now, *entries) = std::mem::take(entries).into_iter().partition(|p| {
+            let at = p.entry.created_at.map(truncate_to_micros);
+            at.is_some_and(|at| stored.contains(&(p.entry.object_id.clone(), at)))
+        });
+        count_written(&self.shared.counters, &stored_now);
+        if !stored_now.is_empty() {
+            tracing::info!(
+                already_written = stored_now.len(),
+                of = before,
+                "sea-orm-audit: an unanswered COMMIT of API activity had gone through; \
+                 those entries are not written again"
+            );
+        }
+        Ok(())
     }
 
     /// Sleeps between retries while still taking commands: a shutdown sets the deadline after
@@ -463,14 +671,73 @@ impl Task {
     }
 }
 
-/// One batch, in one transaction, so a retry never writes an entry twice.
-async fn write_batch(db: &DatabaseConnection, entries: Vec<NewEntry>) -> Result<()> {
+fn count_written(counters: &Counters, entries: &[Prepared]) {
+    let reduced = entries.iter().filter(|p| p.reduced).count() as u64;
+    counters
+        .written
+        .fetch_add(entries.len() as u64, Ordering::Relaxed);
+    if reduced > 0 {
+        counters.reduced.fetch_add(reduced, Ordering::Relaxed);
+    }
+}
+
+/// Entries not written, handed back to be retried.
+struct Failure {
+    error: Error,
+    remaining: Vec<Prepared>,
+    /// Whether some of them may be stored all the same (an unanswered COMMIT).
+    ambiguous: bool,
+}
+
+impl Failure {
+    /// `group` failed; `todo` (next last) was not tried.
+    fn of(error: Error, group: Vec<Prepared>, todo: Vec<Vec<Prepared>>, ambiguous: bool) -> Self {
+        let mut remaining = group;
+        remaining.extend(todo.into_iter().rev().flatten());
+        Failure {
+            error,
+            remaining,
+            ambiguous,
+        }
+    }
+}
+
+/// Which step of a batch failed: only a failed COMMIT leaves unknown what was stored, and only
+/// a failed INSERT can be the entries' fault.
+enum BatchError {
+    Begin(Error),
+    Insert(Error),
+    Commit(Error),
+}
+
+/// One batch in one transaction, in statements of at most [`limits::STATEMENT_BYTES`].
+async fn write_batch(
+    db: &DatabaseConnection,
+    entries: &[Prepared],
+) -> std::result::Result<(), BatchError> {
     let txn = db
         .begin()
         .await
-        .map_err(|e| Error::db("beginning an API activity batch", e))?;
-    store::write_many(&txn, entries).await?;
+        .map_err(|e| BatchError::Begin(Error::db("beginning an API activity batch", e)))?;
+    let mut rest = entries;
+    while !rest.is_empty() {
+        let mut bytes = 0;
+        let take = rest
+            .iter()
+            .position(|p| {
+                bytes += p.bytes;
+                bytes > limits::STATEMENT_BYTES
+            })
+            .unwrap_or(rest.len())
+            .max(1);
+        let (group, next) = rest.split_at(take);
+        rest = next;
+        let group: Vec<NewEntry> = group.iter().map(|p| p.entry.clone()).collect();
+        store::write_many(&txn, group)
+            .await
+            .map_err(BatchError::Insert)?;
+    }
     txn.commit()
         .await
-        .map_err(|e| Error::db("committing an API activity batch", e))
+        .map_err(|e| BatchError::Commit(Error::db("committing an API activity batch", e)))
 }
