@@ -2,8 +2,8 @@
 //!
 //! One request must never stop the log: a value a backend refuses fails the whole batch it is
 //! in. So every field is cut to its column's width before it is queued, NUL characters (which
-//! PostgreSQL refuses in text and in `jsonb`) are replaced, JSON is kept shallower than MariaDB's
-//! nesting limit, and an entry larger than [`MAX_ENTRY_BYTES`] loses its bodies (or, if that is
+//! PostgreSQL refuses in text and in `jsonb`) are replaced, JSON is cut at the log's depth limit
+//! inside each value, and an entry larger than [`MAX_ENTRY_BYTES`] loses its bodies (or, if that is
 //! not enough, is stored in its reduced form). What the database refuses all the same is found
 //! by the writer, which stores the one refused entry reduced (see [`reduced`]).
 
@@ -14,16 +14,16 @@ use crate::store::NewEntry;
 /// Characters kept of a method (in `data.method` and the action).
 pub(crate) const MAX_METHOD: usize = 32;
 /// Characters kept of the actor and the tool: the width of their columns.
-pub(crate) const MAX_ID: usize = 191;
+pub(crate) const MAX_ID: usize = crate::MAX_KEY_CHARS;
 /// Bytes kept of the recorded path and query.
 pub(crate) const MAX_PATH: usize = 2048;
 /// Bytes kept of each recorded header (all its values joined).
 pub(crate) const MAX_HEADER: usize = 1024;
 /// Bytes kept of the message (MySQL's `TEXT` holds 65,535).
 pub(crate) const MAX_MESSAGE: usize = 4096;
-/// Levels of JSON nesting kept below `data` (MariaDB's `JSON_VALID`, the check on its JSON
-/// columns, refuses documents deeper than 32; MySQL deeper than 100).
-pub(crate) const MAX_DEPTH: usize = 24;
+/// Levels of JSON nesting kept in each value of `data`: the log's own limit, applied inside a
+/// body instead of to the whole body, so a deep body keeps its upper levels.
+pub(crate) const MAX_DEPTH: usize = crate::MAX_JSON_DEPTH;
 /// Largest entry, in bytes of its `data` as JSON plus its message. Far below MySQL's smallest
 /// usual `max_allowed_packet` (1 MiB before 8.0, 16 MiB on MariaDB), which every statement
 /// must fit.
@@ -33,8 +33,6 @@ pub(crate) const STATEMENT_BYTES: usize = 1024 * 1024;
 
 /// What replaces a NUL character.
 const NUL_MARK: &str = "\u{2400}";
-/// What replaces JSON nested deeper than [`MAX_DEPTH`].
-const TOO_DEEP: &str = "***TOO DEEP***";
 
 /// `text` cut to at most `max` characters, the last of them `…` when something was cut.
 pub(crate) fn cap_chars(text: &str, max: usize) -> String {
@@ -87,7 +85,7 @@ pub(crate) fn column(text: String, max: usize) -> String {
 /// exact size is computed only for large entries.
 pub(crate) fn sanitize(value: &mut Json, depth: usize) -> usize {
     if depth > MAX_DEPTH && matches!(value, Json::Array(_) | Json::Object(_)) {
-        *value = Json::from(TOO_DEEP);
+        *value = Json::from(crate::TOO_DEEP);
     }
     match value {
         Json::Null | Json::Bool(_) => 5,
@@ -214,7 +212,7 @@ mod tests {
         let bound = sanitize(&mut value, 0);
         let text = value.to_string();
         assert!(!text.contains("\\u0000"), "{text}");
-        assert!(text.contains(TOO_DEEP));
+        assert!(text.contains(crate::TOO_DEEP));
         assert!(bound >= text.len());
         let mut depth = 0;
         let mut v = &value["deep"];
