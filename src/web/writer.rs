@@ -372,10 +372,7 @@ impl ActivityWriter {
 }
 
 fn stopped() -> Error {
-    Error::Invalid {
-        what: "activity writer",
-        reason: "the writer has shut down".into(),
-    }
+    Error::WriterStopped
 }
 
 struct Task {
