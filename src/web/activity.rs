@@ -9,10 +9,11 @@ use chrono::{DateTime, Utc};
 use http::{HeaderMap, HeaderName, Method};
 use serde_json::{Map, Value as Json, json};
 
+use super::batch::Prepared;
 use super::body::Capture;
 use super::limits;
 use super::mask::{DEFAULT_SENSITIVE_KEYS, Sensitive, mask_json_text, mask_query, mask_value};
-use super::writer::{ActivityWriter, Reservation};
+use super::writer::{ActivityWriter, Pending, Reservation};
 use crate::auditable::Auditable;
 use crate::diff::FILTERED;
 use crate::store::NewEntry;
@@ -376,16 +377,6 @@ pub(crate) struct Captured {
     pub(crate) reduced: Option<&'static str>,
 }
 
-/// An entry ready for the database: every field within its column, its size known.
-#[derive(Debug, Clone)]
-pub(crate) struct Prepared {
-    pub(crate) entry: NewEntry,
-    /// An upper bound of the entry's size in an INSERT statement.
-    pub(crate) bytes: usize,
-    /// Whether it is stored in a reduced form (`data.reduced` says why).
-    pub(crate) reduced: bool,
-}
-
 /// The values of the recorded headers, all values of a name joined, each cut to
 /// [`limits::MAX_HEADER`] bytes: a 300 KB `User-Agent` costs 1 KiB in the queue and in the row.
 pub(crate) fn capture_headers(
@@ -434,9 +425,8 @@ pub(crate) fn is_json(content_type: Option<&str>) -> bool {
 /// Bytes of an entry that do not depend on the request (keys, ids, times, numbers).
 const FIXED_BYTES: usize = 512;
 
-impl Captured {
-    /// About the memory the entry holds in the queue.
-    pub(crate) fn approx_bytes(&self) -> usize {
+impl Pending for Captured {
+    fn approx_bytes(&self) -> usize {
         let headers: usize = self
             .headers
             .iter()
@@ -455,14 +445,19 @@ impl Captured {
             + self.response.bytes.len()
     }
 
-    /// Keeps only the sizes of the bodies, marking the entry reduced for `reason`.
-    pub(crate) fn drop_bodies(&mut self, reason: &'static str) {
+    fn drop_bodies(&mut self, reason: &'static str) {
         self.request.forget();
         self.response.forget();
         self.reduced = Some(reason);
     }
 
-    pub(crate) fn into_entry(self) -> Prepared {
+    fn prepare(self: Box<Self>) -> Prepared {
+        self.into_entry()
+    }
+}
+
+impl Captured {
+    fn into_entry(self) -> Prepared {
         let c = &*self.config;
         let event = self.route.as_deref().map(|route| {
             c.event_names

@@ -42,6 +42,7 @@
 mod activity;
 mod actor;
 mod api;
+mod batch;
 mod body;
 mod ip;
 mod layer;

@@ -11,29 +11,19 @@
 //!
 //! One entry must never hold up the others: entries are brought within the backends' limits
 //! before they are queued (`limits`), and a batch the database refuses all the same is split
-//! until the refused entry is alone, which is then stored in its reduced form. A COMMIT whose
-//! answer was lost may have gone through: before retrying, the entries already stored are
-//! looked up and left out, so no entry is written twice.
+//! until the refused entry is alone, which is then stored in its reduced form; after a COMMIT
+//! whose answer was lost, entries already stored are left out of the retry (`batch`).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use std::collections::HashSet;
-
-use chrono::{DateTime, Utc};
-use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect, TransactionTrait,
-};
+use sea_orm::DatabaseConnection;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::activity::{API_ENTITY, Captured, Prepared};
-use super::limits;
-use crate::audit_log;
-use crate::chain::truncate_to_micros;
+use super::batch::{self, Failure, Prepared, Tally};
 use crate::error::{Error, Result};
-use crate::store::{self, NewEntry};
 
 /// How the [`ActivityWriter`] batches.
 ///
@@ -158,8 +148,7 @@ pub struct WriterStats {
 
 #[derive(Debug, Default)]
 struct Counters {
-    written: AtomicU64,
-    reduced: AtomicU64,
+    stored: Tally,
     dropped: AtomicU64,
     failed_attempts: AtomicU64,
     lost: AtomicU64,
@@ -170,7 +159,7 @@ struct Counters {
 struct Shared {
     /// Entries of finished requests, not yet taken by the task. Each keeps its slot (permit)
     /// until it is written, which is what bounds memory.
-    buffer: Mutex<Vec<(Captured, Slot)>>,
+    buffer: Mutex<Vec<(Box<dyn Pending>, Slot)>>,
     /// Slots: one per entry queued, being written, or reserved by a request in flight.
     slots: Arc<Semaphore>,
     /// About the bytes of the entries queued or being written.
@@ -187,9 +176,20 @@ struct Shared {
 }
 
 impl Shared {
-    fn take_buffer(&self) -> Vec<(Captured, Slot)> {
+    fn take_buffer(&self) -> Vec<(Box<dyn Pending>, Slot)> {
         std::mem::take(&mut *self.buffer.lock().unwrap_or_else(|e| e.into_inner()))
     }
+}
+
+/// What a finished request leaves in the queue, turned into its entry by the task (off the
+/// response path).
+pub(crate) trait Pending: std::fmt::Debug + Send + 'static {
+    /// About the memory it holds.
+    fn approx_bytes(&self) -> usize;
+    /// Keeps only the sizes of its bodies, marking the entry reduced for `reason`.
+    fn drop_bodies(&mut self, reason: &'static str);
+    /// The entry, within every limit.
+    fn prepare(self: Box<Self>) -> Prepared;
 }
 
 /// A queued entry's place: its slot, and its bytes in the budget, both given back when it is
@@ -219,7 +219,7 @@ pub(crate) struct Reservation {
 }
 
 impl Reservation {
-    pub(crate) fn send(mut self, mut entry: Captured) {
+    pub(crate) fn send<P: Pending>(mut self, mut entry: P) {
         if let Some(permit) = self.permit.take() {
             let shared = &self.shared;
             let mut bytes = entry.approx_bytes();
@@ -238,7 +238,7 @@ impl Reservation {
             };
             let full = {
                 let mut buffer = shared.buffer.lock().unwrap_or_else(|e| e.into_inner());
-                buffer.push((entry, slot));
+                buffer.push((Box::new(entry), slot));
                 buffer.len() >= shared.size
             };
             if full {
@@ -334,8 +334,8 @@ impl ActivityWriter {
     pub fn stats(&self) -> WriterStats {
         let c = &self.shared.counters;
         WriterStats {
-            written: c.written.load(Ordering::Relaxed),
-            reduced: c.reduced.load(Ordering::Relaxed),
+            written: c.stored.written.load(Ordering::Relaxed),
+            reduced: c.stored.reduced.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
             failed_attempts: c.failed_attempts.load(Ordering::Relaxed),
             lost: c.lost.load(Ordering::Relaxed),
@@ -468,7 +468,7 @@ impl Task {
                 let take = taken.len().min(self.batching.size);
                 let (entries, slots): (Vec<Prepared>, Vec<Slot>) = taken
                     .drain(..take)
-                    .map(|(captured, slot)| (captured.into_entry(), slot))
+                    .map(|(pending, slot)| (pending.prepare(), slot))
                     .unzip();
                 self.write_with_retry(entries).await;
                 drop(slots);
@@ -479,6 +479,7 @@ impl Task {
     async fn write_with_retry(&mut self, mut entries: Vec<Prepared>) {
         let shared = self.shared.clone();
         let counters = &shared.counters;
+        let tally = &counters.stored;
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 0u32;
         // Whether an earlier attempt may have committed without our knowing (its COMMIT got
@@ -487,13 +488,13 @@ impl Task {
         loop {
             attempt += 1;
             let checked = match ambiguous {
-                true => self.leave_out_stored(&mut entries).await,
+                true => batch::leave_out_stored(&self.db, &mut entries, tally).await,
                 false => Ok(()),
             };
             let result = match checked {
                 Ok(()) => {
                     ambiguous = false;
-                    self.write_isolating(entries).await
+                    batch::write_isolating(&self.db, entries, tally).await
                 }
                 Err(error) => Err(Failure {
                     error,
@@ -545,98 +546,6 @@ impl Task {
         }
     }
 
-    /// Writes `entries`, each group in one transaction. A group the database refuses is split
-    /// in halves until the refused entry is alone; that entry is then stored in its reduced
-    /// form, and every other entry as it was. When the reduced form is refused too, the
-    /// database itself is failing (a missing table, a lost connection): the entries not yet
-    /// written are handed back to be retried.
-    async fn write_isolating(&self, entries: Vec<Prepared>) -> Result<(), Failure> {
-        let counters = &self.shared.counters;
-        // Groups to write, the next one last.
-        let mut todo = vec![entries];
-        while let Some(mut group) = todo.pop() {
-            if group.is_empty() {
-                continue;
-            }
-            let failure = match write_batch(&self.db, &group).await {
-                Ok(()) => {
-                    count_written(counters, &group);
-                    continue;
-                }
-                Err(failure) => failure,
-            };
-            let error = match failure {
-                BatchError::Insert(_) if group.len() > 1 => {
-                    let second = group.split_off(group.len() / 2);
-                    todo.push(second);
-                    todo.push(group);
-                    continue;
-                }
-                BatchError::Insert(error) => error,
-                BatchError::Begin(error) => return Err(Failure::of(error, group, todo, false)),
-                BatchError::Commit(error) => return Err(Failure::of(error, group, todo, true)),
-            };
-            let reason = limits::ascii_reason(&format!("refused by the database: {error}"));
-            let reduced = Prepared {
-                entry: limits::reduced(&group[0].entry, &reason),
-                bytes: group[0].bytes,
-                reduced: true,
-            };
-            match write_batch(&self.db, std::slice::from_ref(&reduced)).await {
-                Ok(()) => {
-                    count_written(counters, std::slice::from_ref(&reduced));
-                    tracing::warn!(
-                        request_id = %reduced.entry.object_id,
-                        %reason,
-                        "sea-orm-audit: the database refused an API activity entry; \
-                         stored its reduced form"
-                    );
-                }
-                Err(BatchError::Commit(_)) => {
-                    return Err(Failure::of(error, group, todo, true));
-                }
-                Err(_) => return Err(Failure::of(error, group, todo, false)),
-            }
-        }
-        Ok(())
-    }
-
-    /// Removes from `entries` those already stored (by request id and time), counting them
-    /// as written: an attempt whose COMMIT went unanswered may have written them.
-    async fn leave_out_stored(&self, entries: &mut Vec<Prepared>) -> Result<()> {
-        let mut stored = HashSet::new();
-        for chunk in entries.chunks(500) {
-            let ids: Vec<&str> = chunk.iter().map(|p| p.entry.object_id.as_str()).collect();
-            let rows: Vec<(String, DateTime<Utc>)> = audit_log::Entity::find()
-                .select_only()
-                .column(audit_log::Column::ObjectId)
-                .column(audit_log::Column::CreatedAt)
-                .filter(audit_log::Column::EntityType.eq(API_ENTITY))
-                .filter(audit_log::Column::ObjectId.is_in(ids))
-                .into_tuple()
-                .all(&self.db)
-                .await
-                .map_err(|e| Error::db("looking up API activity entries already written", e))?;
-            stored.extend(rows);
-        }
-        let before = entries.len();
-        let stored_now: Vec<Prepared>;
-        (stored_now, *entries) = std::mem::take(entries).into_iter().partition(|p| {
-            let at = p.entry.created_at.map(truncate_to_micros);
-            at.is_some_and(|at| stored.contains(&(p.entry.object_id.clone(), at)))
-        });
-        count_written(&self.shared.counters, &stored_now);
-        if !stored_now.is_empty() {
-            tracing::info!(
-                already_written = stored_now.len(),
-                of = before,
-                "sea-orm-audit: an unanswered COMMIT of API activity had gone through; \
-                 those entries are not written again"
-            );
-        }
-        Ok(())
-    }
-
     /// Sleeps between retries while still taking commands: a shutdown sets the deadline after
     /// which batches are given up, flushes wait for the batch in hand.
     async fn sleep_watching_control(&mut self, duration: Duration) {
@@ -666,75 +575,4 @@ impl Task {
             self.stopping = Some(Instant::now() + self.batching.shutdown_timeout);
         }
     }
-}
-
-fn count_written(counters: &Counters, entries: &[Prepared]) {
-    let reduced = entries.iter().filter(|p| p.reduced).count() as u64;
-    counters
-        .written
-        .fetch_add(entries.len() as u64, Ordering::Relaxed);
-    if reduced > 0 {
-        counters.reduced.fetch_add(reduced, Ordering::Relaxed);
-    }
-}
-
-/// Entries not written, handed back to be retried.
-struct Failure {
-    error: Error,
-    remaining: Vec<Prepared>,
-    /// Whether some of them may be stored all the same (an unanswered COMMIT).
-    ambiguous: bool,
-}
-
-impl Failure {
-    /// `group` failed; `todo` (next last) was not tried.
-    fn of(error: Error, group: Vec<Prepared>, todo: Vec<Vec<Prepared>>, ambiguous: bool) -> Self {
-        let mut remaining = group;
-        remaining.extend(todo.into_iter().rev().flatten());
-        Failure {
-            error,
-            remaining,
-            ambiguous,
-        }
-    }
-}
-
-/// Which step of a batch failed: only a failed COMMIT leaves unknown what was stored, and only
-/// a failed INSERT can be the entries' fault.
-enum BatchError {
-    Begin(Error),
-    Insert(Error),
-    Commit(Error),
-}
-
-/// One batch in one transaction, in statements of at most [`limits::STATEMENT_BYTES`].
-async fn write_batch(
-    db: &DatabaseConnection,
-    entries: &[Prepared],
-) -> std::result::Result<(), BatchError> {
-    let txn = db
-        .begin()
-        .await
-        .map_err(|e| BatchError::Begin(Error::db("beginning an API activity batch", e)))?;
-    let mut rest = entries;
-    while !rest.is_empty() {
-        let mut bytes = 0;
-        let take = rest
-            .iter()
-            .position(|p| {
-                bytes += p.bytes;
-                bytes > limits::STATEMENT_BYTES
-            })
-            .unwrap_or(rest.len())
-            .max(1);
-        let (group, next) = rest.split_at(take);
-        rest = next;
-        let group: Vec<NewEntry> = group.iter().map(|p| p.entry.clone()).collect();
-        store::write_many(&txn, group)
-            .await
-            .map_err(BatchError::Insert)?;
-    }
-    txn.commit()
-        .await
-        .map_err(|e| BatchError::Commit(Error::db("committing an API activity batch", e)))
 }
