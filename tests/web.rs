@@ -550,6 +550,13 @@ async fn batches_flush_on_size_and_interval() {
     assert_eq!(api_entries(&t.db).await.len(), 0, "a partial batch waits");
     send(&first, request(Method::GET, "/context", Some("a"), None)).await;
     wait_for(&t.db, 5).await;
+    // The rows are visible before the writer has the COMMIT's answer and counts them.
+    for _ in 0..100 {
+        if writer.stats().written == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(writer.stats().written, 5);
     writer.shutdown().await;
 
