@@ -536,7 +536,13 @@ impl Captured {
         ));
         entry.created_at = Some(self.created_at);
         let mut reduced = self.reduced.is_some();
-        let fixed = FIXED_BYTES + entry.object_id.len() + limits::MAX_MESSAGE + 64;
+        let texts = [&entry.message, &entry.actor, &entry.tool];
+        let fixed = FIXED_BYTES
+            + entry.object_id.len()
+            + texts
+                .iter()
+                .map(|t| t.as_ref().map_or(0, String::len))
+                .sum::<usize>();
         let mut bytes = limits::sanitize_map(&mut data, 0) + fixed;
         if bytes > limits::MAX_ENTRY_BYTES {
             bytes = limits::json_len(&data) + fixed;
@@ -568,19 +574,23 @@ impl Captured {
 /// Why an entry lost its bodies (or more) before it was written.
 const ENTRY_TOO_LARGE: &str = "entry larger than 256 KiB";
 
-/// About the size of a JSON value in memory.
+/// About the size of a JSON value in memory (level by level: context data may be deep).
 fn json_size(value: &Json) -> usize {
-    match value {
-        Json::String(s) => s.len() + 8,
-        Json::Array(items) => items.iter().map(json_size).sum::<usize>() + 8,
-        Json::Object(map) => {
-            map.iter()
-                .map(|(k, v)| k.len() + json_size(v))
-                .sum::<usize>()
-                + 8
+    let mut size = 0;
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        size += 8;
+        match v {
+            Json::String(s) => size += s.len(),
+            Json::Array(items) => stack.extend(items),
+            Json::Object(map) => {
+                size += map.keys().map(String::len).sum::<usize>();
+                stack.extend(map.values());
+            }
+            _ => {}
         }
-        _ => 8,
     }
+    size
 }
 
 fn sensitive_header(name: &HeaderName, sensitive: &Sensitive) -> bool {

@@ -81,21 +81,18 @@ pub(crate) fn column(text: String, max: usize) -> String {
 }
 
 /// Replaces NUL characters in strings and keys and cuts nesting at [`MAX_DEPTH`]; returns an
-/// upper bound of the value's size as JSON text (every byte escaped as `\u00XX`), so that the
-/// exact size is computed only for large entries.
+/// upper bound of the value's size as JSON text (control characters counted as `\u00XX`,
+/// numbers as 24 bytes), close enough to size statements by, so that the exact size is
+/// computed only for large entries.
 pub(crate) fn sanitize(value: &mut Json, depth: usize) -> usize {
     if depth > MAX_DEPTH && matches!(value, Json::Array(_) | Json::Object(_)) {
-        *value = Json::from(crate::TOO_DEEP);
+        // serde_json's drop recurses: a value deeper than a body can be goes level by level.
+        crate::limits::dispose(std::mem::replace(value, Json::from(crate::TOO_DEEP)));
     }
     match value {
         Json::Null | Json::Bool(_) => 5,
         Json::Number(_) => 24,
-        Json::String(s) => {
-            if s.contains('\0') {
-                *s = s.replace('\0', NUL_MARK);
-            }
-            s.len() * 6 + 2
-        }
+        Json::String(s) => text_bound(s),
         Json::Array(items) => items
             .iter_mut()
             .map(|item| sanitize(item, depth + 1) + 1)
@@ -112,7 +109,26 @@ pub(crate) fn sanitize_map(map: &mut Map<String, Json>, depth: usize) -> usize {
         *map = members.into_iter().map(|(k, v)| (no_nul(k), v)).collect();
     }
     map.iter_mut()
-        .map(|(key, value)| key.len() * 6 + 4 + sanitize(value, depth + 1))
+        .map(|(key, value)| key.len() + escapes(key) + 4 + sanitize(value, depth + 1))
+        .sum()
+}
+
+/// Replaces NUL in a JSON string; returns a bound of its size as JSON text.
+fn text_bound(s: &mut String) -> usize {
+    if s.contains('\0') {
+        *s = s.replace('\0', NUL_MARK);
+    }
+    s.len() + escapes(s) + 2
+}
+
+/// Bytes JSON's escapes add to `s` at most.
+fn escapes(s: &str) -> usize {
+    s.bytes()
+        .map(|b| match b {
+            0..=0x1f => 5,
+            b'"' | b'\\' => 1,
+            _ => 0,
+        })
         .sum()
 }
 
@@ -208,7 +224,7 @@ mod tests {
         for _ in 0..100 {
             deep = json!([deep]);
         }
-        let mut value = json!({"a\u{0}": "x\u{0}y", "deep": deep});
+        let mut value = json!({"a\u{0}": "x\u{0}y", "q\"\n": "\"\\\n\u{1}é", "deep": deep});
         let bound = sanitize(&mut value, 0);
         let text = value.to_string();
         assert!(!text.contains("\\u0000"), "{text}");
