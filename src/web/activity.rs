@@ -273,7 +273,8 @@ impl ActivityLog {
 
     /// Keeps at most this many bytes of each JSON body (default 16 KiB). Longer bodies stream
     /// through untouched; the entry keeps their masked prefix, marked `"truncated": true`, and
-    /// their size. 0 keeps no body.
+    /// their size. 0 keeps no body. An entry is capped at 256 KiB as a whole: one larger
+    /// keeps only its bodies' sizes, so limits past ~100 KiB gain nothing.
     pub fn body_limit(mut self, bytes: usize) -> Self {
         self.config().body_limit = bytes;
         self
