@@ -63,16 +63,17 @@ pub enum Error {
         /// The field.
         field: &'static str,
     },
-    /// A value given to the audit API is not acceptable.
-    ///
-    /// Kept for the `web` module's configuration errors; everything else has a variant of its own.
-    #[error("invalid {what}: {reason}")]
-    Invalid {
-        /// Which input.
-        what: &'static str,
+    /// A trusted proxy network (`web::Cidr`) that does not parse.
+    #[error("invalid IP network {input:?}: {reason}")]
+    BadNetwork {
+        /// The text given.
+        input: String,
         /// Why it was rejected.
         reason: String,
     },
+    /// `ActivityWriter::flush` after the writer shut down.
+    #[error("the API activity writer has shut down")]
+    WriterStopped,
     /// No log entry has this id.
     #[error("no audit log entry {entry_id}")]
     NoSuchEntry {

@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, Method, Request, StatusCode, request::Parts};
+use axum::http::{Method, Request, StatusCode, request::Parts};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use common::TestDb;
 use common::entities::post;
+use common::web::{api_entries, layer, request, send, wait_for};
 use http_body_util::BodyExt;
 use sea_orm::ActiveValue::Set;
 use sea_orm::{
@@ -25,23 +26,10 @@ use sea_orm_audit::web::{
     API_ENTITY, ActivityLog, ActivityNote, ActivityWriter, Actor, AuditLayer, Batching, HistoryApi,
     Overflow, PathStyle, RequestContext, Scope,
 };
-use sea_orm_audit::{Action, History, LogEntry, Status, logs_for_id};
+use sea_orm_audit::{Action, Status, logs_for_id};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
-
-/// The socket address requests come from unless a test says otherwise.
-const PEER: &str = "198.51.100.7:40000";
-
-/// Actor from `x-user` (the test's stand-in for an auth layer); `admin` is the admin.
-fn resolver(parts: &Parts) -> Option<Actor> {
-    let user = parts.headers.get("x-user")?.to_str().ok()?;
-    Some(
-        Actor::new(user)
-            .claim("tenant", "acme")
-            .claim("admin", user == "admin"),
-    )
-}
 
 #[derive(Clone)]
 struct AppState {
@@ -145,51 +133,6 @@ fn app_with(state: AppState, layer: AuditLayer<fn(&Parts) -> Option<Actor>>) -> 
         .with_state(state)
         .nest("/audit", history.into_router())
         .layer(layer)
-}
-
-fn layer() -> AuditLayer<fn(&Parts) -> Option<Actor>> {
-    AuditLayer::new(resolver as fn(&Parts) -> Option<Actor>)
-}
-
-fn request(method: Method, uri: &str, user: Option<&str>, body: Option<Value>) -> Request<Body> {
-    let mut builder = Request::builder().method(method).uri(uri);
-    if let Some(user) = user {
-        builder = builder.header("x-user", user);
-    }
-    let body = match body {
-        Some(json) => {
-            builder = builder.header("content-type", "application/json");
-            Body::from(json.to_string())
-        }
-        None => Body::empty(),
-    };
-    let mut req = builder.body(body).expect("request");
-    req.extensions_mut()
-        .insert(ConnectInfo(PEER.parse::<SocketAddr>().expect("peer")));
-    req
-}
-
-/// Sends a request and reads the whole response (the activity entry is queued when the
-/// response body ends).
-async fn send(app: &Router, req: Request<Body>) -> (StatusCode, HeaderMap, Value) {
-    let response = app.clone().oneshot(req).await.expect("infallible");
-    let (parts, body) = response.into_parts();
-    let bytes = body.collect().await.expect("body").to_bytes();
-    let json = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-    (parts.status, parts.headers, json)
-}
-
-async fn api_entries(db: &DatabaseConnection) -> Vec<LogEntry> {
-    let mut entries = History::new()
-        .entity_type(API_ENTITY)
-        .limit(1000)
-        .fetch(db)
-        .await
-        .expect("history")
-        .entries;
-    entries.reverse();
-    entries
 }
 
 fn quick() -> Batching {
@@ -607,6 +550,13 @@ async fn batches_flush_on_size_and_interval() {
     assert_eq!(api_entries(&t.db).await.len(), 0, "a partial batch waits");
     send(&first, request(Method::GET, "/context", Some("a"), None)).await;
     wait_for(&t.db, 5).await;
+    // The rows are visible before the writer has the COMMIT's answer and counts them.
+    for _ in 0..100 {
+        if writer.stats().written == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(writer.stats().written, 5);
     writer.shutdown().await;
 
@@ -622,17 +572,6 @@ async fn batches_flush_on_size_and_interval() {
     wait_for(&t.db, 6).await;
     writer.shutdown().await;
     t.finish().await;
-}
-
-/// Waits (up to 10 s) until `n` API entries are stored.
-async fn wait_for(db: &DatabaseConnection, n: usize) {
-    for _ in 0..200 {
-        if api_entries(db).await.len() >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{n} API entries were not written in time");
 }
 
 #[tokio::test]

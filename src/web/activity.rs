@@ -9,9 +9,11 @@ use chrono::{DateTime, Utc};
 use http::{HeaderMap, HeaderName, Method};
 use serde_json::{Map, Value as Json, json};
 
+use super::batch::Prepared;
 use super::body::Capture;
+use super::limits;
 use super::mask::{DEFAULT_SENSITIVE_KEYS, Sensitive, mask_json_text, mask_query, mask_value};
-use super::writer::{ActivityWriter, Reservation};
+use super::writer::{ActivityWriter, Pending, Reservation};
 use crate::auditable::Auditable;
 use crate::diff::FILTERED;
 use crate::store::NewEntry;
@@ -271,7 +273,8 @@ impl ActivityLog {
 
     /// Keeps at most this many bytes of each JSON body (default 16 KiB). Longer bodies stream
     /// through untouched; the entry keeps their masked prefix, marked `"truncated": true`, and
-    /// their size. 0 keeps no body.
+    /// their size. 0 keeps no body. An entry is capped at 256 KiB as a whole: one larger
+    /// keeps only its bodies' sizes, so limits past ~100 KiB gain nothing.
     pub fn body_limit(mut self, bytes: usize) -> Self {
         self.config().body_limit = bytes;
         self
@@ -363,13 +366,36 @@ pub(crate) struct Captured {
     pub(crate) status: u16,
     pub(crate) duration_ms: f64,
     pub(crate) ip: Option<IpAddr>,
-    pub(crate) headers: HeaderMap,
+    /// The recorded headers, values joined and capped (see [`capture_headers`]).
+    pub(crate) headers: Vec<(HeaderName, String)>,
     pub(crate) request: Capture,
     pub(crate) request_type: Option<String>,
     pub(crate) response: Capture,
     pub(crate) response_type: Option<String>,
     pub(crate) complete: bool,
     pub(crate) note: Option<ActivityNote>,
+    /// Why the entry lost its bodies before it was queued, if it did.
+    pub(crate) reduced: Option<&'static str>,
+}
+
+/// The values of the recorded headers, all values of a name joined, each cut to
+/// [`limits::MAX_HEADER`] bytes: a 300 KB `User-Agent` costs 1 KiB in the queue and in the row.
+pub(crate) fn capture_headers(
+    headers: &HeaderMap,
+    names: &[HeaderName],
+) -> Vec<(HeaderName, String)> {
+    names
+        .iter()
+        .filter_map(|name| {
+            let mut values = headers.get_all(name).iter().peekable();
+            values.peek()?;
+            let joined: Vec<&str> = values.map(|v| v.to_str().unwrap_or("(not text)")).collect();
+            Some((
+                name.clone(),
+                limits::cap_bytes(&joined.join(", "), limits::MAX_HEADER),
+            ))
+        })
+        .collect()
 }
 
 /// The action a method stands for.
@@ -397,8 +423,42 @@ pub(crate) fn is_json(content_type: Option<&str>) -> bool {
     })
 }
 
+/// Bytes of an entry that do not depend on the request (keys, ids, times, numbers).
+const FIXED_BYTES: usize = 512;
+
+impl Pending for Captured {
+    fn approx_bytes(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len())
+            .sum();
+        let context: usize = self
+            .context
+            .iter()
+            .map(|(k, v)| k.len() + json_size(v))
+            .sum();
+        FIXED_BYTES
+            + self.path.len()
+            + headers
+            + context
+            + self.request.bytes.len()
+            + self.response.bytes.len()
+    }
+
+    fn drop_bodies(&mut self, reason: &'static str) {
+        self.request.forget();
+        self.response.forget();
+        self.reduced = Some(reason);
+    }
+
+    fn prepare(self: Box<Self>) -> Prepared {
+        self.into_entry()
+    }
+}
+
 impl Captured {
-    pub(crate) fn into_entry(self) -> NewEntry {
+    fn into_entry(self) -> Prepared {
         let c = &*self.config;
         let event = self.route.as_deref().map(|route| {
             c.event_names
@@ -408,8 +468,9 @@ impl Captured {
                 .unwrap_or_else(|| route.to_owned())
         });
         let path = mask_query(&self.path, &c.sensitive);
+        let method = limits::cap_chars(self.method.as_str(), limits::MAX_METHOD);
         let mut data = self.context;
-        data.insert("method".into(), self.method.as_str().into());
+        data.insert("method".into(), method.clone().into());
         data.insert("path".into(), path.clone().into());
         data.insert("route".into(), self.route.clone().into());
         data.insert("event".into(), event.clone().into());
@@ -417,25 +478,16 @@ impl Captured {
         data.insert("duration_ms".into(), json!(self.duration_ms));
         data.insert("ip".into(), self.ip.map(|ip| ip.to_string()).into());
         data.insert("request_id".into(), self.request_id.clone().into());
-        let headers: Map<String, Json> = c
+        let headers: Map<String, Json> = self
             .headers
-            .iter()
-            .filter_map(|name| {
-                let values: Vec<&str> = self
-                    .headers
-                    .get_all(name)
-                    .iter()
-                    .map(|v| v.to_str().unwrap_or("(not text)"))
-                    .collect();
-                if values.is_empty() {
-                    return None;
-                }
-                let value = if sensitive_header(name, &c.sensitive) {
+            .into_iter()
+            .map(|(name, value)| {
+                let value = if sensitive_header(&name, &c.sensitive) {
                     FILTERED.to_owned()
                 } else {
-                    values.join(", ")
+                    value
                 };
-                Some((name.as_str().to_owned(), value.into()))
+                (name.as_str().to_owned(), value.into())
             })
             .collect();
         data.insert("headers".into(), Json::Object(headers));
@@ -460,23 +512,86 @@ impl Captured {
             }
             message = note.message;
         }
+        if let Some(reason) = self.reduced {
+            data.insert("reduced".into(), reason.into());
+        }
         if let Some(Enrich(f)) = &c.enrich {
             f(&mut data);
         }
-        let mut entry = NewEntry::new(API_ENTITY, self.request_id, action_for(&self.method));
-        entry.actor = actor;
-        entry.tool = c.tool.clone();
+        let action = match action_for(&self.method) {
+            Action::Custom(name) => Action::Custom(limits::cap_chars(&name, limits::MAX_METHOD)),
+            standard => standard,
+        };
+        let mut entry = NewEntry::new(API_ENTITY, self.request_id, action);
+        entry.actor = actor.map(|a| limits::column(a, limits::MAX_ID));
+        entry.tool = c.tool.clone().map(|t| limits::column(t, limits::MAX_ID));
         entry.status = if self.status < 400 {
             Status::Success
         } else {
             Status::Failed
         };
-        entry.message =
-            Some(message.unwrap_or_else(|| format!("{} {} → {}", self.method, path, self.status)));
+        let message = message.unwrap_or_else(|| format!("{method} {path} → {}", self.status));
+        entry.message = Some(limits::cap_bytes(
+            &limits::no_nul(message),
+            limits::MAX_MESSAGE,
+        ));
         entry.created_at = Some(self.created_at);
+        let mut reduced = self.reduced.is_some();
+        let texts = [&entry.message, &entry.actor, &entry.tool];
+        let fixed = FIXED_BYTES
+            + entry.object_id.len()
+            + texts
+                .iter()
+                .map(|t| t.as_ref().map_or(0, String::len))
+                .sum::<usize>();
+        let mut bytes = limits::sanitize_map(&mut data, 0) + fixed;
+        if bytes > limits::MAX_ENTRY_BYTES {
+            bytes = limits::json_len(&data) + fixed;
+            if bytes > limits::MAX_ENTRY_BYTES {
+                reduced = true;
+                data.insert("reduced".into(), ENTRY_TOO_LARGE.into());
+                for key in ["request_body", "response_body"] {
+                    if let Some(body) = data.get_mut(key) {
+                        *body = json!({"omitted": true, "json_bytes": limits::json_len(&*body)});
+                    }
+                }
+                bytes = limits::json_len(&data) + fixed;
+            }
+        }
         entry.data = data;
-        entry
+        if bytes > limits::MAX_ENTRY_BYTES {
+            // Still too large without its bodies: context data or `enrich` did this.
+            entry = limits::reduced(&entry, ENTRY_TOO_LARGE);
+            bytes = limits::json_len(&entry.data) + fixed;
+        }
+        Prepared {
+            entry,
+            bytes,
+            reduced,
+        }
     }
+}
+
+/// Why an entry lost its bodies (or more) before it was written.
+const ENTRY_TOO_LARGE: &str = "entry larger than 256 KiB";
+
+/// About the size of a JSON value in memory (level by level: context data may be deep).
+fn json_size(value: &Json) -> usize {
+    let mut size = 0;
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        size += 8;
+        match v {
+            Json::String(s) => size += s.len(),
+            Json::Array(items) => stack.extend(items),
+            Json::Object(map) => {
+                size += map.keys().map(String::len).sum::<usize>();
+                stack.extend(map.values());
+            }
+            _ => {}
+        }
+    }
+    size
 }
 
 fn sensitive_header(name: &HeaderName, sensitive: &Sensitive) -> bool {

@@ -176,6 +176,13 @@ async fn listing<P: Permission>(api: &HistoryApi<P>, asked: Asked, listing: List
             return error(StatusCode::FORBIDDEN, denied);
         }
     }
+    if let Listing::Object(entity_type, object_id) = &listing {
+        let checked = params::path_value("entity_type", entity_type)
+            .and_then(|()| params::path_value("object_id", object_id));
+        if let Err(e) = checked {
+            return bad_request(e);
+        }
+    }
     let allowed: Vec<&str> = FILTERS
         .iter()
         .copied()

@@ -45,6 +45,12 @@ impl Capture {
     pub(crate) fn kept(&self) -> bool {
         self.keep
     }
+
+    /// Keeps only the size.
+    pub(crate) fn forget(&mut self) {
+        self.keep = false;
+        self.bytes = Vec::new();
+    }
 }
 
 /// A capture shared between a body and whoever reads it when the exchange is done.

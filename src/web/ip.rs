@@ -49,9 +49,9 @@ impl FromStr for Cidr {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Error> {
-        let invalid = |reason: &str| Error::Invalid {
-            what: "IP network",
-            reason: format!("{s:?}: {reason}"),
+        let invalid = |reason: &str| Error::BadNetwork {
+            input: s.to_owned(),
+            reason: reason.to_owned(),
         };
         let (addr, prefix) = match s.split_once('/') {
             Some((addr, prefix)) => (addr, Some(prefix)),

@@ -16,10 +16,13 @@ use http::{HeaderValue, Method, Request, StatusCode, header};
 use serde_json::Value as Json;
 use tower::{Layer, Service};
 
-use super::activity::{ActivityLog, ActivityNote, Captured, Overflow, PathStyle, is_json};
+use super::activity::{
+    ActivityLog, ActivityNote, Captured, Overflow, PathStyle, capture_headers, is_json,
+};
 use super::actor::{Actor, ResolveActor};
 use super::body::{self, Capture, Tee};
 use super::ip::{Cidr, client_ip};
+use super::limits;
 use crate::context::AuditContext;
 
 /// The request id header, read from requests and set on every response.
@@ -231,13 +234,13 @@ where
                 PathStyle::PathAndQuery => path,
                 PathStyle::Absolute => absolute(&parts, &path, peer, &config.proxies),
             };
-            // Only the recorded headers are kept (not cookies and the rest until the write).
-            let mut headers = http::HeaderMap::new();
-            for name in &c.headers {
-                for value in parts.headers.get_all(name) {
-                    headers.append(name.clone(), value.clone());
-                }
-            }
+            let path = if path.len() > limits::MAX_PATH {
+                limits::cap_bytes(&path, limits::MAX_PATH)
+            } else {
+                path
+            };
+            // Only the recorded headers are kept, capped (not cookies and the rest).
+            let headers = capture_headers(&parts.headers, &c.headers);
             let method = parts.method.clone();
             // The entry carries what every change of this request carries.
             let context_data = context.data.clone();
@@ -268,6 +271,7 @@ where
                 response_type: response_type.clone(),
                 complete: true,
                 note,
+                reduced: None,
             };
             let omit = captured.note.as_ref().is_some_and(|n| n.omit_response_body);
             let keep = !omit && is_json(response_type.as_deref());

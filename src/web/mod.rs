@@ -42,9 +42,11 @@
 mod activity;
 mod actor;
 mod api;
+mod batch;
 mod body;
 mod ip;
 mod layer;
+mod limits;
 mod mask;
 mod params;
 mod writer;

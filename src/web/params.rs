@@ -71,12 +71,23 @@ pub(crate) fn parse(query: Option<&str>, allowed: &[&str]) -> Result<Parsed, Bad
         if value.is_empty() {
             return Err(bad(&key, "must not be empty"));
         }
+        if value.contains('\0') {
+            // PostgreSQL refuses NUL in text; no stored value holds one.
+            return Err(bad(&key, "must not contain NUL characters"));
+        }
         match key.as_str() {
             "limit" => {
                 limit = number(&key, &value)?.clamp(1, MAX_PAGE);
                 history = history.limit(limit);
             }
-            "offset" => history = history.offset(number(&key, &value)?),
+            "offset" => {
+                // SQLite and PostgreSQL take a signed 64-bit OFFSET.
+                let offset = number(&key, &value)?;
+                if i64::try_from(offset).is_err() {
+                    return Err(bad(&key, "out of range"));
+                }
+                history = history.offset(offset);
+            }
             "cursor" => {
                 let cursor =
                     i64::try_from(number(&key, &value)?).map_err(|_| bad(&key, "out of range"))?;
@@ -136,6 +147,17 @@ fn filter(
     })
 }
 
+/// Checks a value given in the path (`/{entity_type}/{object_id}/log`) as a filter would be.
+pub(crate) fn path_value(key: &str, value: &str) -> Result<(), BadParam> {
+    if value.contains('\0') {
+        return Err(bad(key, "must not contain NUL characters"));
+    }
+    if value.chars().count() > MAX_TEXT {
+        return Err(bad(key, format!("longer than {MAX_TEXT} characters")));
+    }
+    Ok(())
+}
+
 fn number(key: &str, value: &str) -> Result<u64, BadParam> {
     value
         .parse::<u64>()
@@ -179,6 +201,11 @@ mod tests {
         assert_eq!(err("limit=-1").parameter, "limit");
         assert_eq!(err("offset=1.5").parameter, "offset");
         assert_eq!(err("cursor=99999999999999999999").parameter, "cursor");
+        assert_eq!(err("offset=18446744073709551615").parameter, "offset");
+        assert_eq!(err("offset=9223372036854775808").parameter, "offset");
+        assert!(parse(Some("offset=9223372036854775807"), FILTERS).is_ok());
+        assert_eq!(err("actor=a%00b").parameter, "actor");
+        assert_eq!(err("created_after=%00").parameter, "created_after");
         assert_eq!(err("status=ok").parameter, "status");
         assert_eq!(err("created_after=yesterday").parameter, "created_after");
         assert_eq!(err("actor=a&actor=b").parameter, "actor");

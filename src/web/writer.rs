@@ -6,26 +6,30 @@
 //! transaction per batch, when it holds [`Batching::size`] entries or every
 //! [`Batching::interval`]. Requests wake the task only when a batch is full, so a request costs
 //! a mutex push, not a cross-thread wake-up. A failing database is retried with exponential
-//! backoff, the batch kept; meanwhile the queue fills, and once it is full the layer applies its
-//! [`Overflow`](super::Overflow) policy.
+//! backoff, the batch kept; meanwhile the queue fills, and once it is full (in entries or in
+//! bytes) the layer applies its [`Overflow`](super::Overflow) policy.
+//!
+//! One entry must never hold up the others: entries are brought within the backends' limits
+//! before they are queued (`limits`), and a batch the database refuses all the same is split
+//! until the refused entry is alone, which is then stored in its reduced form; after a COMMIT
+//! whose answer was lost, entries already stored are left out of the retry (`batch`).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sea_orm::{DatabaseConnection, TransactionTrait};
+use sea_orm::DatabaseConnection;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::activity::Captured;
+use super::batch::{self, Failure, Prepared, Tally};
 use crate::error::{Error, Result};
-use crate::store::{self, NewEntry};
 
 /// How the [`ActivityWriter`] batches.
 ///
-/// Defaults: batches of 200 entries or every 2 seconds, a queue of 10,000 entries, retries
-/// backing off from 100 ms to 30 s, and 30 seconds for [`ActivityWriter::shutdown`] to write
-/// what is left.
+/// Defaults: batches of 200 entries or every 2 seconds, a queue of 10,000 entries and 32 MiB,
+/// retries backing off from 100 ms to 30 s, and 30 seconds for [`ActivityWriter::shutdown`]
+/// to write what is left. Out-of-range values (a size of 0) are clamped where they are used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 #[must_use]
@@ -37,6 +41,10 @@ pub struct Batching {
     pub interval: Duration,
     /// Entries the queue holds, counting requests in flight.
     pub capacity: usize,
+    /// Bytes the queued entries may hold (about: bodies, headers, path, context). Once they
+    /// do, new requests meet the [`Overflow`](super::Overflow) policy as when the queue is
+    /// full, and a request in flight whose entry does not fit keeps only its bodies' sizes.
+    pub max_bytes: usize,
     /// Longest wait between retries of a failing batch.
     pub max_backoff: Duration,
     /// How long [`ActivityWriter::shutdown`] keeps trying to write what is queued.
@@ -49,6 +57,7 @@ impl Default for Batching {
             size: 200,
             interval: Duration::from_secs(2),
             capacity: 10_000,
+            max_bytes: 32 * 1024 * 1024,
             max_backoff: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
         }
@@ -79,6 +88,12 @@ impl Batching {
         self
     }
 
+    /// Bytes the queued entries may hold (at least 64 KiB).
+    pub fn max_bytes(mut self, bytes: usize) -> Self {
+        self.max_bytes = bytes.max(MIN_BYTES);
+        self
+    }
+
     /// Longest wait between retries.
     pub fn max_backoff(mut self, max: Duration) -> Self {
         self.max_backoff = max;
@@ -90,14 +105,35 @@ impl Batching {
         self.shutdown_timeout = timeout;
         self
     }
+
+    /// The settings as the writer uses them: the fields are public, so whatever they were set
+    /// to is brought into range here (a batch size of 0 would write empty batches forever, a
+    /// zero interval panics in tokio, a capacity past the semaphore's maximum panics).
+    fn clamped(mut self) -> Self {
+        self.size = self.size.max(1);
+        self.interval = self.interval.max(Duration::from_millis(1));
+        self.capacity = self.capacity.clamp(1, Semaphore::MAX_PERMITS);
+        self.max_bytes = self.max_bytes.max(MIN_BYTES);
+        self.max_backoff = self.max_backoff.max(FIRST_BACKOFF);
+        self
+    }
 }
+
+/// Smallest byte budget of the queue: room for the largest entry.
+const MIN_BYTES: usize = 64 * 1024;
+/// First wait before retrying a failed batch.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Counters of an [`ActivityWriter`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WriterStats {
-    /// Entries written.
+    /// Entries written: rows inserted, each counted once however many attempts it took.
     pub written: u64,
+    /// Entries written in a reduced form (`data.reduced` says why; also reported through
+    /// `tracing`): larger than the entry limit, over the queue's byte budget, or refused by
+    /// the database as they were. Included in `written`.
+    pub reduced: u64,
     /// Requests not recorded because the queue was full or the writer had stopped.
     pub dropped: u64,
     /// Batch writes that failed and were retried.
@@ -106,11 +142,13 @@ pub struct WriterStats {
     pub lost: u64,
     /// Entries queued or reserved by requests in flight.
     pub queued: usize,
+    /// About the bytes the queued entries hold.
+    pub queued_bytes: usize,
 }
 
 #[derive(Debug, Default)]
 struct Counters {
-    written: AtomicU64,
+    stored: Tally,
     dropped: AtomicU64,
     failed_attempts: AtomicU64,
     lost: AtomicU64,
@@ -121,9 +159,12 @@ struct Counters {
 struct Shared {
     /// Entries of finished requests, not yet taken by the task. Each keeps its slot (permit)
     /// until it is written, which is what bounds memory.
-    buffer: Mutex<Vec<(Captured, OwnedSemaphorePermit)>>,
+    buffer: Mutex<Vec<(Box<dyn Pending>, Slot)>>,
     /// Slots: one per entry queued, being written, or reserved by a request in flight.
     slots: Arc<Semaphore>,
+    /// About the bytes of the entries queued or being written.
+    bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
     /// Reservations of requests still in flight (shutdown waits for them).
     in_flight: AtomicUsize,
     /// Wakes the task when a batch is full, or at shutdown when the last request in flight
@@ -135,10 +176,39 @@ struct Shared {
 }
 
 impl Shared {
-    fn take_buffer(&self) -> Vec<(Captured, OwnedSemaphorePermit)> {
+    fn take_buffer(&self) -> Vec<(Box<dyn Pending>, Slot)> {
         std::mem::take(&mut *self.buffer.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
+
+/// What a finished request leaves in the queue, turned into its entry by the task (off the
+/// response path).
+pub(crate) trait Pending: std::fmt::Debug + Send + 'static {
+    /// About the memory it holds.
+    fn approx_bytes(&self) -> usize;
+    /// Keeps only the sizes of its bodies, marking the entry reduced for `reason`.
+    fn drop_bodies(&mut self, reason: &'static str);
+    /// The entry, within every limit.
+    fn prepare(self: Box<Self>) -> Prepared;
+}
+
+/// A queued entry's place: its slot, and its bytes in the budget, both given back when it is
+/// written (or given up).
+#[derive(Debug)]
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    bytes: usize,
+    budget: Arc<AtomicUsize>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.budget.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// Why an entry lost its bodies before it was queued.
+const OVER_BUDGET: &str = "the activity queue was over its byte budget";
 
 /// A slot in the queue, taken when a request starts: its entry can always be queued once the
 /// response is done, without waiting. Dropping it unused frees the slot.
@@ -149,12 +219,27 @@ pub(crate) struct Reservation {
 }
 
 impl Reservation {
-    pub(crate) fn send(mut self, entry: Captured) {
+    pub(crate) fn send<P: Pending>(mut self, mut entry: P) {
         if let Some(permit) = self.permit.take() {
+            let shared = &self.shared;
+            let mut bytes = entry.approx_bytes();
+            let before = shared.bytes.fetch_add(bytes, Ordering::AcqRel);
+            if before + bytes > shared.max_bytes {
+                // Admitted while there was room; the bodies no longer fit.
+                entry.drop_bodies(OVER_BUDGET);
+                let smaller = entry.approx_bytes();
+                shared.bytes.fetch_sub(bytes - smaller, Ordering::AcqRel);
+                bytes = smaller;
+            }
+            let slot = Slot {
+                _permit: permit,
+                bytes,
+                budget: shared.bytes.clone(),
+            };
             let full = {
-                let mut buffer = self.shared.buffer.lock().unwrap_or_else(|e| e.into_inner());
-                buffer.push((entry, permit));
-                buffer.len() >= self.shared.size
+                let mut buffer = shared.buffer.lock().unwrap_or_else(|e| e.into_inner());
+                buffer.push((Box::new(entry), slot));
+                buffer.len() >= shared.size
             };
             if full {
                 self.shared.wake.notify_one();
@@ -194,10 +279,13 @@ pub struct ActivityWriter {
 impl ActivityWriter {
     /// Starts the writer task on the current tokio runtime.
     pub fn spawn(db: DatabaseConnection, batching: Batching) -> Self {
+        let batching = batching.clamped();
         let (control, control_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             buffer: Mutex::new(Vec::new()),
             slots: Arc::new(Semaphore::new(batching.capacity)),
+            bytes: Arc::new(AtomicUsize::new(0)),
+            max_bytes: batching.max_bytes,
             in_flight: AtomicUsize::new(0),
             wake: Notify::new(),
             counters: Counters::default(),
@@ -216,8 +304,12 @@ impl ActivityWriter {
         ActivityWriter { shared, control }
     }
 
-    /// A slot for one entry, or `None` when the queue is full or the writer has stopped.
+    /// A slot for one entry, or `None` when the queue is full (in entries or bytes) or the
+    /// writer has stopped.
     pub(crate) fn reserve(&self) -> Option<Reservation> {
+        if self.shared.bytes.load(Ordering::Acquire) >= self.shared.max_bytes {
+            return None;
+        }
         let permit = self.shared.slots.clone().try_acquire_owned().ok()?;
         self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
         Some(Reservation {
@@ -242,7 +334,8 @@ impl ActivityWriter {
     pub fn stats(&self) -> WriterStats {
         let c = &self.shared.counters;
         WriterStats {
-            written: c.written.load(Ordering::Relaxed),
+            written: c.stored.written.load(Ordering::Relaxed),
+            reduced: c.stored.reduced.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
             failed_attempts: c.failed_attempts.load(Ordering::Relaxed),
             lost: c.lost.load(Ordering::Relaxed),
@@ -250,6 +343,7 @@ impl ActivityWriter {
                 .shared
                 .capacity
                 .saturating_sub(self.shared.slots.available_permits()),
+            queued_bytes: self.shared.bytes.load(Ordering::Relaxed),
         }
     }
 
@@ -278,10 +372,7 @@ impl ActivityWriter {
 }
 
 fn stopped() -> Error {
-    Error::Invalid {
-        what: "activity writer",
-        reason: "the writer has shut down".into(),
-    }
+    Error::WriterStopped
 }
 
 struct Task {
@@ -375,9 +466,9 @@ impl Task {
             }
             while !taken.is_empty() {
                 let take = taken.len().min(self.batching.size);
-                let (entries, slots): (Vec<NewEntry>, Vec<OwnedSemaphorePermit>) = taken
+                let (entries, slots): (Vec<Prepared>, Vec<Slot>) = taken
                     .drain(..take)
-                    .map(|(captured, slot)| (captured.into_entry(), slot))
+                    .map(|(pending, slot)| (pending.prepare(), slot))
                     .unzip();
                 self.write_with_retry(entries).await;
                 drop(slots);
@@ -385,50 +476,73 @@ impl Task {
         }
     }
 
-    async fn write_with_retry(&mut self, entries: Vec<NewEntry>) {
-        let n = entries.len() as u64;
+    async fn write_with_retry(&mut self, mut entries: Vec<Prepared>) {
         let shared = self.shared.clone();
         let counters = &shared.counters;
-        let mut backoff = Duration::from_millis(100);
+        let tally = &counters.stored;
+        let mut backoff = FIRST_BACKOFF;
         let mut attempt = 0u32;
+        // Whether an earlier attempt may have committed without our knowing (its COMMIT got
+        // no answer): then what is already stored is left out before writing again.
+        let mut ambiguous = false;
         loop {
             attempt += 1;
-            match write_batch(&self.db, entries.clone()).await {
+            let checked = match ambiguous {
+                true => batch::leave_out_stored(&self.db, &mut entries, tally).await,
+                false => Ok(()),
+            };
+            let result = match checked {
                 Ok(()) => {
-                    counters.written.fetch_add(n, Ordering::Relaxed);
+                    ambiguous = false;
+                    batch::write_isolating(&self.db, entries, tally).await
+                }
+                Err(error) => Err(Failure {
+                    error,
+                    remaining: entries,
+                    ambiguous: true,
+                }),
+            };
+            let failure = match result {
+                Ok(()) => {
                     if attempt > 1 {
                         tracing::info!(
                             attempt,
-                            entries = n,
                             "sea-orm-audit: API activity batch written after retrying"
                         );
                     }
                     return;
                 }
-                Err(error) => {
-                    counters.failed_attempts.fetch_add(1, Ordering::Relaxed);
-                    if let Some(until) = self.stopping {
-                        if Instant::now() + backoff > until {
-                            counters.lost.fetch_add(n, Ordering::Relaxed);
-                            tracing::error!(
-                                %error,
-                                entries = n,
-                                "sea-orm-audit: giving up on an API activity batch at shutdown"
-                            );
-                            return;
-                        }
-                    }
-                    tracing::warn!(
+                Err(failure) => failure,
+            };
+            let Failure {
+                error,
+                remaining,
+                ambiguous: unsure,
+            } = failure;
+            entries = remaining;
+            ambiguous |= unsure;
+            let n = entries.len() as u64;
+            counters.failed_attempts.fetch_add(1, Ordering::Relaxed);
+            if let Some(until) = self.stopping {
+                if Instant::now() + backoff > until {
+                    counters.lost.fetch_add(n, Ordering::Relaxed);
+                    tracing::error!(
                         %error,
-                        attempt,
                         entries = n,
-                        retry_in_ms = backoff.as_millis() as u64,
-                        "sea-orm-audit: writing API activity failed; retrying"
+                        "sea-orm-audit: giving up on an API activity batch at shutdown"
                     );
-                    self.sleep_watching_control(backoff).await;
-                    backoff = (backoff * 2).min(self.batching.max_backoff);
+                    return;
                 }
             }
+            tracing::warn!(
+                %error,
+                attempt,
+                entries = n,
+                retry_in_ms = backoff.as_millis() as u64,
+                "sea-orm-audit: writing API activity failed; retrying"
+            );
+            self.sleep_watching_control(backoff).await;
+            backoff = (backoff * 2).min(self.batching.max_backoff);
         }
     }
 
@@ -461,16 +575,4 @@ impl Task {
             self.stopping = Some(Instant::now() + self.batching.shutdown_timeout);
         }
     }
-}
-
-/// One batch, in one transaction, so a retry never writes an entry twice.
-async fn write_batch(db: &DatabaseConnection, entries: Vec<NewEntry>) -> Result<()> {
-    let txn = db
-        .begin()
-        .await
-        .map_err(|e| Error::db("beginning an API activity batch", e))?;
-    store::write_many(&txn, entries).await?;
-    txn.commit()
-        .await
-        .map_err(|e| Error::db("committing an API activity batch", e))
 }

@@ -9,6 +9,8 @@
 
 pub mod entities;
 pub mod proxy;
+#[cfg(feature = "axum")]
+pub mod web;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
