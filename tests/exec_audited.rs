@@ -44,7 +44,10 @@ async fn delete_many_returns_what_exec_returns_and_logs_each_row() {
     assert_eq!(result.rows_affected, 3);
     assert_eq!(post::Entity::find().count(&t.db).await.unwrap(), 3);
     let logs = all_logs(&t.db).await;
-    let deletes: Vec<_> = logs[before..].iter().filter(|l| l.action == "delete").collect();
+    let deletes: Vec<_> = logs[before..]
+        .iter()
+        .filter(|l| l.action == "delete")
+        .collect();
     assert_eq!(deletes.len(), 3);
     for d in &deletes {
         let old = &d.changes.as_ref().unwrap()["old_value"];
@@ -83,9 +86,15 @@ async fn update_many_returns_what_exec_returns_and_logs_each_change() {
         assert_eq!(u.action, Action::Update.as_str());
         let changes = u.changes.as_ref().unwrap();
         let (old, new) = (&changes["old_value"], &changes["new_value"]);
-        assert_eq!(new["views"].as_i64().unwrap(), old["views"].as_i64().unwrap() + 100);
+        assert_eq!(
+            new["views"].as_i64().unwrap(),
+            old["views"].as_i64().unwrap() + 100
+        );
         assert_eq!(new["body"], "bulk");
-        assert!(changes["new_value"].get("title").is_none(), "only what changed: {changes}");
+        assert!(
+            changes["new_value"].get("title").is_none(),
+            "only what changed: {changes}"
+        );
     }
     // No WHERE at all: every row.
     let all = post::Entity::update_many()

@@ -325,10 +325,10 @@ impl ActivityLog {
         anonymous: bool,
     ) -> bool {
         let c = &self.config;
-        if let Some(methods) = &c.methods {
-            if !methods.contains(method) {
-                return false;
-            }
+        if let Some(methods) = &c.methods
+            && !methods.contains(method)
+        {
+            return false;
         }
         if route.is_some_and(|r| c.skip_routes.contains(r)) {
             return false;
@@ -609,11 +609,11 @@ fn body_json(capture: &Capture, content_type: Option<&str>, c: &Config) -> Optio
     if !capture.kept() {
         return Some(json!({"content_type": content_type, "bytes": capture.total}));
     }
-    if !capture.truncated() {
-        if let Ok(mut value) = serde_json::from_slice::<Json>(&capture.bytes) {
-            mask_value(&mut value, &c.sensitive);
-            return Some(value);
-        }
+    if !capture.truncated()
+        && let Ok(mut value) = serde_json::from_slice::<Json>(&capture.bytes)
+    {
+        mask_value(&mut value, &c.sensitive);
+        return Some(value);
     }
     // Cut short, or not valid JSON: keep the text, masked, and say so.
     let text = match std::str::from_utf8(&capture.bytes) {

@@ -171,10 +171,10 @@ async fn listing<P: Permission>(api: &HistoryApi<P>, asked: Asked, listing: List
             &["entity_type", "object_id"],
         ),
     };
-    if let Some(scope) = scope {
-        if !api.permission.allows(&actor, &scope).await {
-            return error(StatusCode::FORBIDDEN, denied);
-        }
+    if let Some(scope) = scope
+        && !api.permission.allows(&actor, &scope).await
+    {
+        return error(StatusCode::FORBIDDEN, denied);
     }
     if let Listing::Object(entity_type, object_id) = &listing {
         let checked = params::path_value("entity_type", entity_type)

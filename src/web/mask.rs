@@ -31,10 +31,11 @@ fn words(key: &str) -> Vec<&str> {
             prev_lower = false;
             continue;
         }
-        if c.is_uppercase() && prev_lower {
-            if let Some(s) = start.replace(i) {
-                out.push(&key[s..i]);
-            }
+        if c.is_uppercase()
+            && prev_lower
+            && let Some(s) = start.replace(i)
+        {
+            out.push(&key[s..i]);
         }
         start.get_or_insert(i);
         prev_lower = c.is_lowercase() || c.is_numeric();

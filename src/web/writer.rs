@@ -523,16 +523,16 @@ impl Task {
             ambiguous |= unsure;
             let n = entries.len() as u64;
             counters.failed_attempts.fetch_add(1, Ordering::Relaxed);
-            if let Some(until) = self.stopping {
-                if Instant::now() + backoff > until {
-                    counters.lost.fetch_add(n, Ordering::Relaxed);
-                    tracing::error!(
-                        %error,
-                        entries = n,
-                        "sea-orm-audit: giving up on an API activity batch at shutdown"
-                    );
-                    return;
-                }
+            if let Some(until) = self.stopping
+                && Instant::now() + backoff > until
+            {
+                counters.lost.fetch_add(n, Ordering::Relaxed);
+                tracing::error!(
+                    %error,
+                    entries = n,
+                    "sea-orm-audit: giving up on an API activity batch at shutdown"
+                );
+                return;
             }
             tracing::warn!(
                 %error,
