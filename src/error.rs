@@ -223,6 +223,14 @@ impl Error {
     }
 }
 
+/// A database error met by a function that returns this crate's [`Error`]: its kind intact,
+/// in [`Error::Db`].
+impl From<DbErr> for Error {
+    fn from(source: DbErr) -> Self {
+        Error::db("the database", source)
+    }
+}
+
 impl From<Error> for DbErr {
     /// The database's own errors pass through unchanged, so a caller can still match their
     /// kind (`DbErr::Query`/`Exec` with the driver's error and code, `sql_err()`) to detect a

@@ -100,12 +100,12 @@ pub struct PruneReport {
 /// id and hash of the newest entry removed. [`crate::verify`] accepts a chain whose oldest
 /// remaining entry links to exactly that hash, and nothing else. Prune markers are never
 /// pruned.
-pub async fn prune<C>(db: &C, policy: &Retention) -> Result<PruneReport, DbErr>
+pub async fn prune<C>(db: &C, policy: &Retention) -> Result<PruneReport, Error>
 where
     C: ConnectionTrait + TransactionTrait,
 {
     if policy.older_than.is_none() && policy.keep_latest.is_none() {
-        return Err(Error::EmptyRetentionPolicy.into());
+        return Err(Error::EmptyRetentionPolicy);
     }
     let boundary = match policy.older_than {
         Some(cutoff) => boundary(db, cutoff).await?,

@@ -55,7 +55,7 @@ pub async fn state_at<C: ConnectionTrait>(
     entity_type: &str,
     object_id: &str,
     at: DateTime<Utc>,
-) -> Result<Option<State>, DbErr> {
+) -> Result<Option<State>, Error> {
     let mut entries = logs_for_id(db, entity_type, object_id).await?;
     entries.retain(|e| e.created_at <= at);
     entries.reverse();
@@ -68,15 +68,14 @@ pub async fn state_after<C: ConnectionTrait>(
     entity_type: &str,
     object_id: &str,
     entry_id: i64,
-) -> Result<Option<State>, DbErr> {
+) -> Result<Option<State>, Error> {
     let mut entries = logs_for_id(db, entity_type, object_id).await?;
     if !entries.iter().any(|e| e.id == entry_id) {
         return Err(Error::EntryNotAbout {
             entry_id,
             expected: format!("{entity_type} {object_id}"),
             found: None,
-        }
-        .into());
+        });
     }
     entries.retain(|e| e.id <= entry_id);
     entries.reverse();
@@ -103,7 +102,7 @@ pub struct Deleted {
 ///
 /// Two queries per 1,000 deleted objects: the delete entries, and the newest change entry of
 /// each of their objects (an object deleted and then re-created is not listed).
-pub async fn deleted<M: Auditable, C: ConnectionTrait>(db: &C) -> Result<Vec<Deleted>, DbErr> {
+pub async fn deleted<M: Auditable, C: ConnectionTrait>(db: &C) -> Result<Vec<Deleted>, Error> {
     use audit_log::Column as Col;
     let entity_type = M::entity_type();
     let deletes = audit_log::Entity::find()
@@ -260,7 +259,7 @@ async fn last_change<C: ConnectionTrait>(
 ///
 /// Excluded columns are left to their database defaults. Masked columns were never stored, so
 /// an object with any is refused: use [`restore_with`] to fill them.
-pub async fn restore<A, C>(db: &C, object_id: &str) -> Result<ModelOf<A>, DbErr>
+pub async fn restore<A, C>(db: &C, object_id: &str) -> Result<ModelOf<A>, Error>
 where
     A: ActiveModelBehavior + Send + 'static,
     ModelOf<A>: Auditable + IntoActiveModel<A>,
@@ -271,7 +270,7 @@ where
 
 /// [`restore`], letting `fill` set columns the log cannot give back (masked, excluded) before
 /// the insert.
-pub async fn restore_with<A, C, F>(db: &C, object_id: &str, fill: F) -> Result<ModelOf<A>, DbErr>
+pub async fn restore_with<A, C, F>(db: &C, object_id: &str, fill: F) -> Result<ModelOf<A>, Error>
 where
     A: ActiveModelBehavior + Send + 'static,
     ModelOf<A>: Auditable + IntoActiveModel<A>,
@@ -288,15 +287,13 @@ where
             return Err(Error::NotDeleted {
                 entity_type: entity_type.to_owned(),
                 object_id: object_id.to_owned(),
-            }
-            .into());
+            });
         }
         None => {
             return Err(Error::NoHistory {
                 entity_type: entity_type.to_owned(),
                 object_id: object_id.to_owned(),
-            }
-            .into());
+            });
         }
     };
     let (mut am, masked) = from_state::<A>(&state)?;
@@ -310,7 +307,7 @@ where
         })
         .collect();
     if !unfilled.is_empty() {
-        return Err(masked_error(entity_type, object_id, &unfilled).into());
+        return Err(masked_error(entity_type, object_id, &unfilled));
     }
     let txn = db.begin().await?;
     let model = am.insert(&txn).await?;
@@ -322,7 +319,7 @@ where
 /// by writing back the `old_value` of its columns (later changes to other columns stay), a
 /// create by deleting the object, a delete by [`restore`]. Returns the row afterwards (`None`
 /// when the undo deleted it).
-pub async fn revert<A, C>(db: &C, entry_id: i64) -> Result<Option<ModelOf<A>>, DbErr>
+pub async fn revert<A, C>(db: &C, entry_id: i64) -> Result<Option<ModelOf<A>>, Error>
 where
     A: ActiveModelBehavior + Send + 'static,
     ModelOf<A>: Auditable + IntoActiveModel<A>,
@@ -339,15 +336,14 @@ where
             entry_id,
             expected: entity_type.to_owned(),
             found: Some(entry.entity_type),
-        }
-        .into());
+        });
     }
     let changes = entry.changes.clone().unwrap_or_default();
     match entry.action {
         Action::Update => {
             let (mut am, masked) = from_state::<A>(&changes.old_value)?;
             if !masked.is_empty() {
-                return Err(masked_error(entity_type, &entry.object_id, &masked).into());
+                return Err(masked_error(entity_type, &entry.object_id, &masked));
             }
             set_key(&mut am, &entry.object_id)?;
             let txn = db.begin().await?;
@@ -367,7 +363,6 @@ where
         _ => Err(Error::NothingToUndo {
             entry_id,
             action: entry.action.to_string(),
-        }
-        .into()),
+        }),
     }
 }

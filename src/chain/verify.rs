@@ -9,6 +9,7 @@ use serde_json::Value as Json;
 
 use super::hash::{Content, entry_hash};
 use crate::audit_log;
+use crate::error::Error;
 use crate::prune_marker::{self, PRUNE_ACTION, PRUNE_ENTITY};
 
 /// What is wrong with an entry.
@@ -96,7 +97,7 @@ fn prefix(hash: &str) -> u64 {
 /// whose oldest remaining entry links to a missing predecessor is accepted only when a prune
 /// marker records that predecessor as the newest entry pruning removed from that chain (see
 /// [`crate::prune`]): any other missing prefix is a `BrokenLink`.
-pub async fn verify<C: ConnectionTrait>(db: &C) -> Result<Report, DbErr> {
+pub async fn verify<C: ConnectionTrait>(db: &C) -> Result<Report, Error> {
     verify_filtered(db, None).await
 }
 
@@ -105,14 +106,14 @@ pub async fn verify_object<C: ConnectionTrait>(
     db: &C,
     entity_type: &str,
     object_id: &str,
-) -> Result<Report, DbErr> {
+) -> Result<Report, Error> {
     verify_filtered(db, Some((entity_type, object_id))).await
 }
 
 async fn verify_filtered<C: ConnectionTrait>(
     db: &C,
     only: Option<(&str, &str)>,
-) -> Result<Report, DbErr> {
+) -> Result<Report, Error> {
     let pruned = pruned_chains(db).await?;
     let mut chains: HashMap<(String, String), ChainState> = HashMap::new();
     let mut report = Report::default();
