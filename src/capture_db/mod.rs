@@ -1,0 +1,358 @@
+//! Database-side capture: triggers that write the same `audit_log` rows the hooks write, for
+//! entities declared `#[audit(capture = "database")]` ([`Capture::Database`]).
+//!
+//! Hooks see only active-model operations. A trigger sees every write to its table:
+//! `Entity::insert`/`insert_many`/`update_many`/`delete_many`/`delete_by_id`, upserts, raw SQL,
+//! and writes from other programs (psql). The trigger is generated from the entity's
+//! [`Auditable`] definition: the columns SeaORM names (`IdenStatic::as_str`), the exclude and
+//! mask lists (applied inside the database, so a masked value never reaches the log), and, per
+//! column, the value encoding of [`value::to_json`](crate::value::to_json) for the Rust type
+//! of the field. It writes the same diff, object id and hash chain as the hooks, so
+//! `logs_for`, `History`, the timeline functions, `verify` and `Tail` read its rows unchanged.
+//!
+//! Install it from a migration, with the connection the migration is given:
+//!
+//! ```ignore
+//! #[async_trait::async_trait]
+//! impl MigrationTrait for Migration {
+//!     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+//!         sea_orm_audit::capture_db::install::<post::Model, _>(manager.get_connection()).await
+//!     }
+//!     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+//!         sea_orm_audit::capture_db::uninstall::<post::Model, _>(manager.get_connection()).await
+//!     }
+//! }
+//! ```
+//!
+//! Install again (a new migration) whenever the entity or its audit policy changes; [`check`]
+//! reports a table whose trigger no longer matches its entity.
+//!
+//! **Context.** The trigger takes actor, tool and data from a transaction-local setting the
+//! library sets from the current [`AuditContext`]: by [`transaction`] when it begins, and by
+//! the hook helpers of a database-mode entity before each active-model write. The setting
+//! lives until the end of the transaction that set it and is never seen by another
+//! transaction, connection or pooled request, so a write it does not cover (autocommit
+//! outside [`transaction`], another program) is recorded with no actor, never a stale one.
+//!
+//! Backends: PostgreSQL 11+ (row triggers in PL/pgSQL, SHA-256 in SQL). SQLite and MySQL are
+//! not supported yet: [`install`] and the hooks of a database-mode entity fail with
+//! [`Error::CaptureNotSupported`] there, rather than leave the entity unaudited.
+
+mod postgres;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use sea_orm::sea_query::ColumnType;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityName,
+    EntityTrait, IdenStatic, Iterable, PrimaryKeyToColumn, TransactionSession, TransactionTrait,
+    Value,
+};
+use serde_json::{Map, Value as Json};
+
+use crate::auditable::{Auditable, Capture};
+use crate::context::AuditContext;
+use crate::error::Error;
+use crate::limits;
+
+/// How a column's value becomes JSON, following [`value::to_json`](crate::value::to_json) for
+/// the field's Rust type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Bool,
+    /// Integers of every width: decimal numbers.
+    Int,
+    /// `f32`/`f64`: shortest round-trip numbers, NaN and infinities as strings.
+    Float,
+    /// Text, chars, enums, UUIDs and decimals: their text as a JSON string.
+    Text,
+    /// Base64, standard alphabet, padded.
+    Bytes,
+    Json,
+    /// `%Y-%m-%d`.
+    Date,
+    /// `%H:%M:%S%.f`.
+    Time,
+    /// `%Y-%m-%dT%H:%M:%S%.f`.
+    NaiveDateTime,
+    /// RFC 3339 in UTC, as chrono writes it (`+00:00`).
+    UtcDateTime,
+}
+
+/// What the log does with a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Captured,
+    Masked,
+    Excluded,
+}
+
+/// One column of the entity, as the generated trigger treats it.
+#[derive(Debug, Clone)]
+struct ColumnSpec {
+    name: &'static str,
+    encoding: Encoding,
+    role: Role,
+}
+
+/// Everything a backend's generator needs, read from the entity and its [`Auditable`] impl.
+#[derive(Debug, Clone)]
+struct Spec {
+    table: &'static str,
+    entity_type: &'static str,
+    /// Every column, in the entity's order.
+    columns: Vec<ColumnSpec>,
+    /// Indexes into `columns` of the primary key, in key order.
+    key: Vec<usize>,
+    log_unchanged: bool,
+}
+
+impl Spec {
+    fn of<M: Auditable>() -> Result<Spec, Error> {
+        type Am<M> = <<M as sea_orm::ModelTrait>::Entity as EntityTrait>::ActiveModel;
+        let table = <M::Entity as Default>::default().table_name();
+        // A value of each field's own Rust type: its `Value` variant says how `to_json`
+        // encodes it, which the column type alone cannot (chrono and time share SQL types).
+        let sample = <Am<M> as ActiveModelTrait>::default_values();
+        let (excluded, masked) = (M::excluded(), M::masked());
+        let mut columns = Vec::new();
+        for col in <M::Entity as EntityTrait>::Column::iter() {
+            let name = col.as_str();
+            let encoding = match sample.get(col) {
+                ActiveValue::Set(v) | ActiveValue::Unchanged(v) => encoding_of_value(&v),
+                ActiveValue::NotSet => None,
+            }
+            .or_else(|| encoding_of_type(col.def().get_column_type()))
+            .ok_or_else(|| Error::CaptureUnsupportedColumn {
+                table: table.to_owned(),
+                column: name.to_owned(),
+            })?;
+            let role = if excluded.contains(&name) {
+                Role::Excluded
+            } else if masked.contains(&name) {
+                Role::Masked
+            } else {
+                Role::Captured
+            };
+            columns.push(ColumnSpec {
+                name,
+                encoding,
+                role,
+            });
+        }
+        let key = <M::Entity as EntityTrait>::PrimaryKey::iter()
+            .map(|k| {
+                let name = k.into_column().as_str();
+                columns
+                    .iter()
+                    .position(|c| c.name == name)
+                    .ok_or_else(|| Error::Internal(format!("key column {name} is no column")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Spec {
+            table,
+            entity_type: M::entity_type(),
+            columns,
+            key,
+            log_unchanged: M::LOG_UNCHANGED,
+        })
+    }
+
+    /// The columns the diff holds (captured and masked), sorted by name as the canonical
+    /// content sorts keys (by bytes).
+    fn logged_sorted(&self) -> Vec<&ColumnSpec> {
+        let mut cols: Vec<&ColumnSpec> = self
+            .columns
+            .iter()
+            .filter(|c| c.role != Role::Excluded)
+            .collect();
+        cols.sort_by(|a, b| a.name.cmp(b.name));
+        cols
+    }
+}
+
+/// The encoding [`value::to_json`](crate::value::to_json) uses for this variant, where the
+/// database can reproduce it exactly.
+fn encoding_of_value(value: &Value) -> Option<Encoding> {
+    #[allow(unreachable_patterns)]
+    Some(match value {
+        Value::Bool(_) => Encoding::Bool,
+        Value::TinyInt(_)
+        | Value::SmallInt(_)
+        | Value::Int(_)
+        | Value::BigInt(_)
+        | Value::TinyUnsigned(_)
+        | Value::SmallUnsigned(_)
+        | Value::Unsigned(_)
+        | Value::BigUnsigned(_) => Encoding::Int,
+        Value::Float(_) | Value::Double(_) => Encoding::Float,
+        Value::String(_) | Value::Char(_) | Value::Enum(_) | Value::Uuid(_) | Value::Decimal(_) => {
+            Encoding::Text
+        }
+        Value::Bytes(_) => Encoding::Bytes,
+        Value::Json(_) => Encoding::Json,
+        Value::ChronoDate(_) => Encoding::Date,
+        Value::ChronoTime(_) => Encoding::Time,
+        Value::ChronoDateTime(_) => Encoding::NaiveDateTime,
+        Value::ChronoDateTimeUtc(_) | Value::ChronoDateTimeWithTimeZone(_) => Encoding::UtcDateTime,
+        // `DateTime<Local>` is written with the application's local offset, and the `time`
+        // crate's types with formats of their own: not reproduced in SQL yet.
+        _ => return None,
+    })
+}
+
+/// For fields whose type gives no sample value (SeaORM leaves them `NotSet`): the types whose
+/// JSON does not depend on the Rust type.
+fn encoding_of_type(ty: &ColumnType) -> Option<Encoding> {
+    Some(match ty {
+        ColumnType::Enum { .. } | ColumnType::String(_) | ColumnType::Text | ColumnType::Uuid => {
+            Encoding::Text
+        }
+        ColumnType::Boolean => Encoding::Bool,
+        ColumnType::TinyInteger
+        | ColumnType::SmallInteger
+        | ColumnType::Integer
+        | ColumnType::BigInteger => Encoding::Int,
+        ColumnType::Json | ColumnType::JsonBinary => Encoding::Json,
+        _ => return None,
+    })
+}
+
+/// One way the installed capture of a table differs from its entity (see [`check`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Drift {
+    /// No capture trigger is installed on the table: its writes are not logged.
+    NotInstalled,
+    /// The trigger was generated from another definition of the entity (columns, types,
+    /// exclude or mask lists, entity type): install it again.
+    EntityChanged,
+    /// Columns of the table that the trigger neither logs nor excludes, such as a column added
+    /// after the capture was installed: their changes are not logged.
+    UncapturedColumns(Vec<String>),
+}
+
+/// Installs (or replaces) the capture trigger of `M`'s table. Idempotent; call it from a
+/// migration with `manager.get_connection()`, and again after the entity or its audit policy
+/// changes. Needs the `audit_log` migration to have run.
+pub async fn install<M, C>(db: &C) -> Result<(), DbErr>
+where
+    M: Auditable,
+    C: ConnectionTrait,
+{
+    match db.get_database_backend() {
+        DbBackend::Postgres => postgres::install(db, &Spec::of::<M>()?).await,
+        other => Err(not_supported(other).into()),
+    }
+}
+
+/// Removes the capture trigger of `M`'s table (nothing if none is installed). The shared
+/// helper functions stay: other tables' triggers use them.
+pub async fn uninstall<M, C>(db: &C) -> Result<(), DbErr>
+where
+    M: Auditable,
+    C: ConnectionTrait,
+{
+    let table = <M::Entity as Default>::default().table_name();
+    match db.get_database_backend() {
+        DbBackend::Postgres => postgres::uninstall(db, table).await,
+        other => Err(not_supported(other).into()),
+    }
+}
+
+/// Compares the installed capture of `M`'s table with the entity: empty when they match.
+/// Run it in a test or at startup; a column added to the table after the capture was
+/// installed shows as [`Drift::UncapturedColumns`] (or [`Drift::EntityChanged`] once the
+/// entity has the field too) instead of going unaudited silently.
+pub async fn check<M, C>(db: &C) -> Result<Vec<Drift>, DbErr>
+where
+    M: Auditable,
+    C: ConnectionTrait,
+{
+    match db.get_database_backend() {
+        DbBackend::Postgres => postgres::check(db, &Spec::of::<M>()?).await,
+        other => Err(not_supported(other).into()),
+    }
+}
+
+/// Runs `f` in a transaction whose writes carry the current [`AuditContext`] into the rows
+/// the triggers write, and commits if `f` returns `Ok` (rolls back otherwise). Every write
+/// made through `txn` is attributed, whatever its path (active model, `Entity::update_many`,
+/// raw SQL); writes outside such a transaction are recorded with no actor.
+///
+/// ```ignore
+/// AuditContext::new().actor("alice").scope(async {
+///     capture_db::transaction(&db, |txn| Box::pin(async move {
+///         post::Entity::update_many().col_expr(post::Column::Views, Expr::value(0)).exec(txn).await?;
+///         Ok::<_, DbErr>(())
+///     })).await
+/// }).await?;
+/// ```
+pub async fn transaction<D, F, T, E>(db: &D, f: F) -> Result<T, E>
+where
+    D: TransactionTrait,
+    F: for<'c> FnOnce(
+            &'c D::Transaction,
+        ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
+        + Send,
+    E: From<DbErr>,
+{
+    let txn = db.begin().await?;
+    set_context(&txn).await?;
+    match f(&txn).await {
+        Ok(value) => {
+            txn.commit().await?;
+            Ok(value)
+        }
+        Err(e) => {
+            txn.rollback().await?;
+            Err(e)
+        }
+    }
+}
+
+/// Hands the current [`AuditContext`] (or its absence) to the triggers for the rest of the
+/// current transaction. Called by [`transaction`] and by the hook helpers of database-mode
+/// entities; outside a transaction it lasts for this statement only, so it cannot reach a
+/// later write.
+pub(crate) async fn set_context<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
+    AuditContext::check_current()?;
+    let text = match AuditContext::current() {
+        Some(ctx) => context_json(ctx).to_string(),
+        None => String::new(),
+    };
+    match db.get_database_backend() {
+        DbBackend::Postgres => postgres::set_context(db, text).await,
+        other => Err(not_supported(other).into()),
+    }
+}
+
+/// The context as the triggers read it: `{"actor", "tool", "data"}`, data bounded as the
+/// library bounds it (see `limits`).
+fn context_json(ctx: AuditContext) -> Json {
+    let mut data = ctx.data;
+    for value in data.values_mut() {
+        limits::bound_in_place(value);
+    }
+    let mut out = Map::new();
+    out.insert("actor".into(), ctx.actor.map_or(Json::Null, Json::String));
+    out.insert("tool".into(), ctx.tool.map_or(Json::Null, Json::String));
+    out.insert("data".into(), Json::Object(data));
+    Json::Object(out)
+}
+
+fn not_supported(backend: DbBackend) -> Error {
+    Error::CaptureNotSupported {
+        backend: match backend {
+            DbBackend::MySql => "MySQL",
+            DbBackend::Sqlite => "SQLite",
+            _ => "this backend",
+        },
+    }
+}
+
+/// Whether `M`'s log rows are written by the database (the hooks then write none).
+pub(crate) fn in_database<M: Auditable>() -> bool {
+    M::CAPTURE == Capture::Database
+}
