@@ -193,7 +193,7 @@ where
 {
     strict::expect_one(A::Entity::default().table_name());
     if capture_db::in_database::<ModelOf<A>>() {
-        capture_db::set_context(db).await?;
+        capture_db::before_write(db).await?;
         return Ok(am);
     }
     let entity_type = <ModelOf<A> as Auditable>::entity_type();
@@ -231,6 +231,7 @@ where
 {
     strict::done(<M::Entity as Default>::default().table_name());
     if capture_db::in_database::<M>() {
+        capture_db::after_write(db).await?;
         return Ok(model);
     }
     let entity_type = M::entity_type();
@@ -295,7 +296,7 @@ where
 {
     strict::expect_one(A::Entity::default().table_name());
     if capture_db::in_database::<ModelOf<A>>() {
-        capture_db::set_context(db).await?;
+        capture_db::before_write(db).await?;
         return Ok(am);
     }
     let pk = pk_of(&am)?;
@@ -323,6 +324,7 @@ where
 {
     strict::done(A::Entity::default().table_name());
     if capture_db::in_database::<ModelOf<A>>() {
+        capture_db::after_write(db).await?;
         return Ok(am);
     }
     let pk = pk_of(&am)?;

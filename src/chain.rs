@@ -57,6 +57,9 @@ use std::collections::{HashMap, HashSet};
 use crate::audit_log;
 use crate::sql::{Placeholders, quote};
 
+/// The `hash` a SQLite capture trigger writes: the entry waits for `capture_db::seal`.
+pub(crate) const UNSEALED: &str = "unsealed";
+
 /// Entity type and action of the marker rows written by retention pruning.
 pub(crate) const PRUNE_ENTITY: &str = "audit_log";
 pub(crate) const PRUNE_ACTION: &str = "prune";
@@ -77,7 +80,7 @@ pub(crate) struct Content<'a> {
 }
 
 impl<'a> Content<'a> {
-    fn of(row: &'a audit_log::Model) -> Self {
+    pub(crate) fn of(row: &'a audit_log::Model) -> Self {
         Content {
             entity_type: &row.entity_type,
             object_id: &row.object_id,
@@ -422,6 +425,10 @@ pub enum ProblemKind {
     },
     /// The entry has no hash at all: it was not written by sea-orm-audit.
     MissingHash,
+    /// The entry was written by a SQLite capture trigger and not sealed yet (SQLite cannot
+    /// hash; [`capture_db::seal`](crate::capture_db::seal) computes its hash). Not a sign of
+    /// tampering by itself: until it is sealed, the entry is not protected.
+    Unsealed,
     /// The entry links to an entry that already has a successor: two writers appended to the
     /// object's chain concurrently outside a transaction. Not a sign of tampering by itself.
     Fork {
@@ -587,6 +594,10 @@ fn check(
     chains: &mut HashMap<(String, String), ChainState>,
     pruned: &Pruned,
 ) -> Option<ProblemKind> {
+    if row.hash.as_deref() == Some(UNSEALED) {
+        // Nothing links to it yet (seal goes in id order), so the chain state stays as it is.
+        return Some(ProblemKind::Unsealed);
+    }
     let key = (row.entity_type.clone(), row.object_id.clone());
     let first = !chains.contains_key(&key);
     let state = chains.entry(key).or_default();

@@ -28,17 +28,19 @@
 //! reports a table whose trigger no longer matches its entity.
 //!
 //! **Context.** The trigger takes actor, tool and data from a transaction-local setting the
-//! library sets from the current [`AuditContext`]: by [`transaction`] when it begins, and by
-//! the hook helpers of a database-mode entity before each active-model write. The setting
+//! library sets from the current [`AuditContext`]: by [`transaction`] when it begins, and on
+//! PostgreSQL by the hook helpers of a database-mode entity before each active-model write. The setting
 //! lives until the end of the transaction that set it and is never seen by another
 //! transaction, connection or pooled request, so a write it does not cover (autocommit
 //! outside [`transaction`], another program) is recorded with no actor, never a stale one.
 //!
-//! Backends: PostgreSQL 11+ (row triggers in PL/pgSQL, SHA-256 in SQL). SQLite and MySQL are
-//! not supported yet: [`install`] and the hooks of a database-mode entity fail with
+//! Backends: PostgreSQL 11+ (row triggers in PL/pgSQL, SHA-256 in SQL) and SQLite (row
+//! triggers; hashes computed afterwards by [`seal`], since SQLite has no SHA-256). MySQL is not
+//! supported yet: [`install`] and the hooks of a database-mode entity fail with
 //! [`Error::CaptureNotSupported`] there, rather than leave the entity unaudited.
 
 mod postgres;
+mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -65,8 +67,12 @@ enum Encoding {
     Int,
     /// `f32`/`f64`: shortest round-trip numbers, NaN and infinities as strings.
     Float,
-    /// Text, chars, enums, UUIDs and decimals: their text as a JSON string.
+    /// Text, chars and string enums: their text as a JSON string.
     Text,
+    /// Hyphenated lowercase, as a JSON string.
+    Uuid,
+    /// Every digit, as a JSON string.
+    Decimal,
     /// Base64, standard alphabet, padded.
     Bytes,
     Json,
@@ -187,9 +193,9 @@ fn encoding_of_value(value: &Value) -> Option<Encoding> {
         | Value::Unsigned(_)
         | Value::BigUnsigned(_) => Encoding::Int,
         Value::Float(_) | Value::Double(_) => Encoding::Float,
-        Value::String(_) | Value::Char(_) | Value::Enum(_) | Value::Uuid(_) | Value::Decimal(_) => {
-            Encoding::Text
-        }
+        Value::String(_) | Value::Char(_) | Value::Enum(_) => Encoding::Text,
+        Value::Uuid(_) => Encoding::Uuid,
+        Value::Decimal(_) => Encoding::Decimal,
         Value::Bytes(_) => Encoding::Bytes,
         Value::Json(_) => Encoding::Json,
         Value::ChronoDate(_) => Encoding::Date,
@@ -206,9 +212,8 @@ fn encoding_of_value(value: &Value) -> Option<Encoding> {
 /// JSON does not depend on the Rust type.
 fn encoding_of_type(ty: &ColumnType) -> Option<Encoding> {
     Some(match ty {
-        ColumnType::Enum { .. } | ColumnType::String(_) | ColumnType::Text | ColumnType::Uuid => {
-            Encoding::Text
-        }
+        ColumnType::Enum { .. } | ColumnType::String(_) | ColumnType::Text => Encoding::Text,
+        ColumnType::Uuid => Encoding::Uuid,
         ColumnType::Boolean => Encoding::Bool,
         ColumnType::TinyInteger
         | ColumnType::SmallInteger
@@ -243,6 +248,7 @@ where
 {
     match db.get_database_backend() {
         DbBackend::Postgres => postgres::install(db, &Spec::of::<M>()?).await,
+        DbBackend::Sqlite => sqlite::install(db, &Spec::of::<M>()?).await,
         other => Err(not_supported(other).into()),
     }
 }
@@ -257,6 +263,7 @@ where
     let table = <M::Entity as Default>::default().table_name();
     match db.get_database_backend() {
         DbBackend::Postgres => postgres::uninstall(db, table).await,
+        DbBackend::Sqlite => sqlite::uninstall(db, table).await,
         other => Err(not_supported(other).into()),
     }
 }
@@ -272,6 +279,7 @@ where
 {
     match db.get_database_backend() {
         DbBackend::Postgres => postgres::check(db, &Spec::of::<M>()?).await,
+        DbBackend::Sqlite => sqlite::check(db, &Spec::of::<M>()?).await,
         other => Err(not_supported(other).into()),
     }
 }
@@ -299,9 +307,15 @@ where
     E: From<DbErr>,
 {
     let txn = db.begin().await?;
-    set_context(&txn).await?;
+    set_context(&txn, true).await?;
     match f(&txn).await {
         Ok(value) => {
+            if txn.get_database_backend() == DbBackend::Sqlite {
+                // The context row must never be committed; the entries are sealed with the
+                // write, so this transaction leaves none unsealed.
+                sqlite::set_context(&txn, sqlite::ContextRow::End).await?;
+                sqlite::seal(&txn).await?;
+            }
             txn.commit().await?;
             Ok(value)
         }
@@ -312,34 +326,75 @@ where
     }
 }
 
-/// Hands the current [`AuditContext`] (or its absence) to the triggers for the rest of the
-/// current transaction. Called by [`transaction`] and by the hook helpers of database-mode
-/// entities; outside a transaction it lasts for this statement only, so it cannot reach a
-/// later write.
-pub(crate) async fn set_context<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
-    AuditContext::check_current()?;
-    let text = match AuditContext::current() {
-        Some(ctx) => context_json(ctx).to_string(),
-        None => String::new(),
-    };
+/// Computes the hashes of entries the SQLite triggers wrote (SQLite cannot hash; see
+/// [`ProblemKind::Unsealed`](crate::chain::ProblemKind::Unsealed)) and returns how many. The
+/// hook helpers of database-mode entities and [`transaction`] seal what they wrote; call it
+/// for writes made any other way (raw SQL outside [`transaction`], other programs), for
+/// example on a timer and before [`verify`](crate::verify). Until then those entries are not
+/// protected: an edit made before the seal is sealed with them. Nothing to do on PostgreSQL,
+/// which hashes in the trigger.
+pub async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
     match db.get_database_backend() {
-        DbBackend::Postgres => postgres::set_context(db, text).await,
+        DbBackend::Sqlite => sqlite::seal(db).await,
+        _ => Ok(0),
+    }
+}
+
+/// Before an active-model write of a database-mode entity (its `before_*` hook).
+pub(crate) async fn before_write<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
+    match db.get_database_backend() {
+        DbBackend::Postgres | DbBackend::Sqlite => set_context(db, false).await,
         other => Err(not_supported(other).into()),
     }
 }
 
-/// The context as the triggers read it: `{"actor", "tool", "data"}`, data bounded as the
-/// library bounds it (see `limits`).
-fn context_json(ctx: AuditContext) -> Json {
+/// After an active-model write of a database-mode entity (its `after_*` hook).
+pub(crate) async fn after_write<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
+    seal(db).await.map(|_| ())
+}
+
+/// Hands the current [`AuditContext`] (or its absence) to the triggers for the rest of the
+/// current transaction. PostgreSQL: a transaction-local setting; outside a transaction it lasts
+/// for this statement only, so it cannot reach a later write. SQLite: the context row, written
+/// by `transaction` when it `begins`, and otherwise only replaced where it exists (inside
+/// `transaction`, which alone can delete it before every commit, whatever happens in between).
+async fn set_context<C: ConnectionTrait>(db: &C, begins: bool) -> Result<(), DbErr> {
+    AuditContext::check_current()?;
+    let ctx = AuditContext::current().map(context_parts);
+    match db.get_database_backend() {
+        DbBackend::Postgres => {
+            let text = ctx.map(|(actor, tool, data)| {
+                let mut out = Map::new();
+                out.insert("actor".into(), actor.map_or(Json::Null, Json::String));
+                out.insert("tool".into(), tool.map_or(Json::Null, Json::String));
+                out.insert("data".into(), data.unwrap_or(Json::Null));
+                Json::Object(out).to_string()
+            });
+            postgres::set_context(db, text.unwrap_or_default()).await
+        }
+        DbBackend::Sqlite => {
+            let (actor, tool, data) = ctx.unwrap_or_default();
+            let data = data.map(|d| d.to_string());
+            let row = if begins {
+                sqlite::ContextRow::Begin(actor, tool, data)
+            } else {
+                sqlite::ContextRow::Replace(actor, tool, data)
+            };
+            sqlite::set_context(db, row).await
+        }
+        other => Err(not_supported(other).into()),
+    }
+}
+
+/// Actor, tool and data (bounded as the library bounds it, see `limits`; `None` when empty, as
+/// the hooks store it).
+fn context_parts(ctx: AuditContext) -> (Option<String>, Option<String>, Option<Json>) {
     let mut data = ctx.data;
     for value in data.values_mut() {
         limits::bound_in_place(value);
     }
-    let mut out = Map::new();
-    out.insert("actor".into(), ctx.actor.map_or(Json::Null, Json::String));
-    out.insert("tool".into(), ctx.tool.map_or(Json::Null, Json::String));
-    out.insert("data".into(), Json::Object(data));
-    Json::Object(out)
+    let data = (!data.is_empty()).then_some(Json::Object(data));
+    (ctx.actor, ctx.tool, data)
 }
 
 fn not_supported(backend: DbBackend) -> Error {

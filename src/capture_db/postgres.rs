@@ -165,7 +165,9 @@ fn json_expr(enc: Encoding, x: &str, s: &str) -> String {
         Encoding::Bool => format!("CASE WHEN {x} THEN 'true' WHEN NOT {x} THEN 'false' END"),
         Encoding::Int => format!("({x})::text"),
         Encoding::Float => format!("{s}.sea_orm_audit_f64(({x})::float8)"),
-        Encoding::Text => format!("to_json(({x})::text)::text"),
+        Encoding::Text | Encoding::Uuid | Encoding::Decimal => {
+            format!("to_json(({x})::text)::text")
+        }
         Encoding::Bytes => format!("'\"' || replace(encode({x}, 'base64'), chr(10), '') || '\"'"),
         Encoding::Json => format!("{s}.sea_orm_audit_canon(({x})::jsonb)"),
         Encoding::Date => format!("'\"' || to_char({x}, 'YYYY-MM-DD') || '\"'"),
@@ -204,7 +206,9 @@ fn key_expr(spec: &Spec, row: &str, s: &str) -> String {
     };
     match spec.key.as_slice() {
         [only] => match spec.columns[*only].encoding {
-            Encoding::Text => format!("({row}.{})::text", q(spec.columns[*only].name)),
+            Encoding::Text | Encoding::Uuid | Encoding::Decimal => {
+                format!("({row}.{})::text", q(spec.columns[*only].name))
+            }
             Encoding::Int => value(*only),
             // Other single keys are JSON strings (dates, bytes...): their unquoted text.
             _ => format!("(({})::json #>> '{{}}')", value(*only)),
