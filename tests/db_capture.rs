@@ -307,6 +307,35 @@ async fn active_model_writes_log_what_the_hooks_log() {
         database[1].2["old_value"]["secret"],
         json!("***FILTERED***")
     );
+
+    // The readers of history work on the trigger's rows: History, state_at, restore.
+    let db = &t.db;
+    let count = sea_orm_audit::History::new()
+        .entity_type("db_posts")
+        .count(db)
+        .await
+        .unwrap();
+    assert_eq!(count, 3);
+    let now = sea_orm_audit::timeline::state_at(db, "db_posts", "1", chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(now, None, "deleted by now");
+    let restored =
+        sea_orm_audit::timeline::restore_with::<db_post::ActiveModel, _, _>(db, "1", |am| {
+            am.secret = Set(None);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(restored.title, "Hello, audit");
+    assert_eq!(restored.views, 3);
+    let database = entries(&t, "db_posts").await;
+    assert_eq!(
+        database.len(),
+        4,
+        "the restore is logged once, by the trigger"
+    );
+    assert_eq!(database[3].1, "create");
     assert_verified(&t).await;
     t.finish().await;
 }
