@@ -57,7 +57,7 @@ use std::collections::{HashMap, HashSet};
 use crate::audit_log;
 use crate::sql::{Placeholders, quote};
 
-/// The `hash` a SQLite capture trigger writes: the entry waits for `capture_db::seal`.
+/// The `hash` a SQLite or MySQL capture trigger writes: the entry waits for `capture_db::seal`.
 pub(crate) const UNSEALED: &str = "unsealed";
 
 /// Entity type and action of the marker rows written by retention pruning.
@@ -425,8 +425,8 @@ pub enum ProblemKind {
     },
     /// The entry has no hash at all: it was not written by sea-orm-audit.
     MissingHash,
-    /// The entry was written by a SQLite capture trigger and not sealed yet (SQLite cannot
-    /// hash; [`capture_db::seal`](crate::capture_db::seal) computes its hash). Not a sign of
+    /// The entry was written by a SQLite or MySQL capture trigger and not sealed yet (their
+    /// triggers do not hash; [`capture_db::seal`](crate::capture_db::seal) does). Not a sign of
     /// tampering by itself: until it is sealed, the entry is not protected.
     Unsealed,
     /// The entry links to an entry that already has a successor: two writers appended to the

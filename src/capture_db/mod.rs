@@ -34,12 +34,15 @@
 //! transaction, connection or pooled request, so a write it does not cover (autocommit
 //! outside [`transaction`], another program) is recorded with no actor, never a stale one.
 //!
-//! Backends: PostgreSQL 11+ (row triggers in PL/pgSQL, SHA-256 in SQL) and SQLite (row
-//! triggers; hashes computed afterwards by [`seal`], since SQLite has no SHA-256). MySQL is not
-//! supported yet: [`install`] and the hooks of a database-mode entity fail with
-//! [`Error::CaptureNotSupported`] there, rather than leave the entity unaudited.
+//! Backends: PostgreSQL 11+ (row triggers in PL/pgSQL, SHA-256 in SQL), SQLite and
+//! MySQL/MariaDB (row triggers; hashes computed afterwards by [`seal`], since SQLite has no
+//! SHA-256 and MySQL's JSON text is not the canonical text). Any other backend gets
+//! [`Error::CaptureNotSupported`] from [`install`] and from the hooks of a database-mode entity,
+//! rather than an unaudited entity.
 
+mod mysql;
 mod postgres;
+mod seal;
 mod sqlite;
 
 use std::future::Future;
@@ -249,6 +252,7 @@ where
     match db.get_database_backend() {
         DbBackend::Postgres => postgres::install(db, &Spec::of::<M>()?).await,
         DbBackend::Sqlite => sqlite::install(db, &Spec::of::<M>()?).await,
+        DbBackend::MySql => mysql::install(db, &Spec::of::<M>()?).await,
         other => Err(not_supported(other).into()),
     }
 }
@@ -264,6 +268,7 @@ where
     match db.get_database_backend() {
         DbBackend::Postgres => postgres::uninstall(db, table).await,
         DbBackend::Sqlite => sqlite::uninstall(db, table).await,
+        DbBackend::MySql => mysql::uninstall(db, table).await,
         other => Err(not_supported(other).into()),
     }
 }
@@ -280,6 +285,7 @@ where
     match db.get_database_backend() {
         DbBackend::Postgres => postgres::check(db, &Spec::of::<M>()?).await,
         DbBackend::Sqlite => sqlite::check(db, &Spec::of::<M>()?).await,
+        DbBackend::MySql => mysql::check(db, &Spec::of::<M>()?).await,
         other => Err(not_supported(other).into()),
     }
 }
@@ -310,12 +316,14 @@ where
     set_context(&txn, true).await?;
     match f(&txn).await {
         Ok(value) => {
-            if txn.get_database_backend() == DbBackend::Sqlite {
-                // The context row must never be committed; the entries are sealed with the
-                // write, so this transaction leaves none unsealed.
-                sqlite::set_context(&txn, sqlite::ContextRow::End).await?;
-                sqlite::seal(&txn).await?;
+            // The context row must never be committed; the entries are sealed with the
+            // write, so this transaction leaves none unsealed.
+            match txn.get_database_backend() {
+                DbBackend::Sqlite => sqlite::set_context(&txn, ContextRow::End).await?,
+                DbBackend::MySql => mysql::set_context(&txn, ContextRow::End).await?,
+                _ => {}
             }
+            seal(&txn).await?;
             txn.commit().await?;
             Ok(value)
         }
@@ -326,16 +334,16 @@ where
     }
 }
 
-/// Computes the hashes of entries the SQLite triggers wrote (SQLite cannot hash; see
+/// Computes the hashes of entries the SQLite and MySQL triggers wrote (see
 /// [`ProblemKind::Unsealed`](crate::chain::ProblemKind::Unsealed)) and returns how many. The
 /// hook helpers of database-mode entities and [`transaction`] seal what they wrote; call it
 /// for writes made any other way (raw SQL outside [`transaction`], other programs), for
 /// example on a timer and before [`verify`](crate::verify). Until then those entries are not
 /// protected: an edit made before the seal is sealed with them. Nothing to do on PostgreSQL,
-/// which hashes in the trigger.
+/// which hashes in the trigger. Returns how many entries this call sealed.
 pub async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
     match db.get_database_backend() {
-        DbBackend::Sqlite => sqlite::seal(db).await,
+        DbBackend::Sqlite | DbBackend::MySql => seal::seal(db).await,
         _ => Ok(0),
     }
 }
@@ -343,7 +351,7 @@ pub async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
 /// Before an active-model write of a database-mode entity (its `before_*` hook).
 pub(crate) async fn before_write<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
     match db.get_database_backend() {
-        DbBackend::Postgres | DbBackend::Sqlite => set_context(db, false).await,
+        DbBackend::Postgres | DbBackend::Sqlite | DbBackend::MySql => set_context(db, false).await,
         other => Err(not_supported(other).into()),
     }
 }
@@ -372,15 +380,19 @@ async fn set_context<C: ConnectionTrait>(db: &C, begins: bool) -> Result<(), DbE
             });
             postgres::set_context(db, text.unwrap_or_default()).await
         }
-        DbBackend::Sqlite => {
+        backend @ (DbBackend::Sqlite | DbBackend::MySql) => {
             let (actor, tool, data) = ctx.unwrap_or_default();
             let data = data.map(|d| d.to_string());
             let row = if begins {
-                sqlite::ContextRow::Begin(actor, tool, data)
+                ContextRow::Begin(actor, tool, data)
             } else {
-                sqlite::ContextRow::Replace(actor, tool, data)
+                ContextRow::Replace(actor, tool, data)
             };
-            sqlite::set_context(db, row).await
+            if backend == DbBackend::Sqlite {
+                sqlite::set_context(db, row).await
+            } else {
+                mysql::set_context(db, row).await
+            }
         }
         other => Err(not_supported(other).into()),
     }
@@ -405,6 +417,17 @@ fn not_supported(backend: DbBackend) -> Error {
             _ => "this backend",
         },
     }
+}
+
+/// What `transaction` and the hooks do with the context row.
+pub(crate) enum ContextRow {
+    /// Begin: the row exists for the rest of this transaction (NULLs without a context).
+    Begin(Option<String>, Option<String>, Option<String>),
+    /// A hook inside such a transaction: the current context replaces the row's, if the row
+    /// exists (it exists only inside `transaction`, which deletes it before committing).
+    Replace(Option<String>, Option<String>, Option<String>),
+    /// End: the row goes before the commit.
+    End,
 }
 
 /// Whether `M`'s log rows are written by the database (the hooks then write none).

@@ -10,18 +10,13 @@
 //! committing: SQLite admits one writer, so no other connection's write can run while the row
 //! exists, and it is never committed.
 
-use std::collections::HashMap;
-
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityName, EntityTrait, IdenStatic,
-    QueryFilter, QueryOrder, QuerySelect, Statement,
-};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, EntityName, IdenStatic, Statement};
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
-use super::{Drift, Encoding, Role, Spec};
+use super::{ContextRow, Drift, Encoding, Role, Spec};
 use crate::audit_log;
-use crate::chain::{Content, UNSEALED, entry_hash};
+use crate::chain::UNSEALED;
 use crate::diff::FILTERED;
 use crate::error::Error;
 use crate::sql::{literal, quote};
@@ -30,8 +25,6 @@ use crate::sql::{literal, quote};
 const CONTEXT_TABLE: &str = "sea_orm_audit_context";
 /// Marks the registry comment in the insert trigger's text (kept by `sqlite_master`).
 const REGISTRY: &str = "/* sea_orm_audit registry: ";
-/// Entries sealed per round trip.
-const SEAL_BATCH: u64 = 500;
 
 fn q(ident: &str) -> String {
     quote(DbBackend::Sqlite, ident)
@@ -355,17 +348,6 @@ pub(super) async fn check<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<Vec
     Ok(drift)
 }
 
-/// What `transaction` and the hooks do with the context row.
-pub(super) enum ContextRow {
-    /// Begin: the row exists for the rest of this transaction (NULLs without a context).
-    Begin(Option<String>, Option<String>, Option<String>),
-    /// A hook inside such a transaction: the current context replaces the row's, if the row
-    /// exists (it exists only inside `transaction`, which deletes it before committing).
-    Replace(Option<String>, Option<String>, Option<String>),
-    /// End: the row goes before the commit.
-    End,
-}
-
 pub(super) async fn set_context<C: ConnectionTrait>(db: &C, row: ContextRow) -> Result<(), DbErr> {
     let table = q(CONTEXT_TABLE);
     let statement = match row {
@@ -384,63 +366,4 @@ pub(super) async fn set_context<C: ConnectionTrait>(db: &C, row: ContextRow) -> 
         }
     };
     db.execute_raw(statement).await.map(|_| ())
-}
-
-/// Computes the hash of every unsealed entry, oldest first (see the module docs).
-pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
-    use audit_log::Column as L;
-    let mut sealed = 0;
-    loop {
-        let rows = audit_log::Entity::find()
-            .filter(L::Hash.eq(UNSEALED))
-            .order_by_asc(L::Id)
-            .limit(SEAL_BATCH)
-            .all(db)
-            .await?;
-        if rows.is_empty() {
-            return Ok(sealed);
-        }
-        let mut heads: HashMap<(String, String), Option<String>> = HashMap::new();
-        for row in rows {
-            let key = (row.entity_type.clone(), row.object_id.clone());
-            let prev = if row.action == "create" {
-                None
-            } else if let Some(head) = heads.get(&key) {
-                head.clone()
-            } else {
-                audit_log::Entity::find()
-                    .select_only()
-                    .column(L::Hash)
-                    .filter(L::EntityType.eq(&row.entity_type))
-                    .filter(L::ObjectId.eq(&row.object_id))
-                    .filter(L::Id.lt(row.id))
-                    .order_by_desc(L::Id)
-                    .into_tuple::<Option<String>>()
-                    .one(db)
-                    .await?
-                    .flatten()
-            };
-            let hash = entry_hash(&Content::of(&row), prev.as_deref());
-            db.execute_raw(Statement::from_sql_and_values(
-                DbBackend::Sqlite,
-                format!(
-                    "UPDATE {} SET {} = ?, {} = ? WHERE {} = ? AND {} = ?",
-                    q(audit_log::Entity.table_name()),
-                    q(L::PrevHash.as_str()),
-                    q(L::Hash.as_str()),
-                    q(L::Id.as_str()),
-                    q(L::Hash.as_str()),
-                ),
-                [
-                    prev.into(),
-                    hash.clone().into(),
-                    row.id.into(),
-                    UNSEALED.into(),
-                ],
-            ))
-            .await?;
-            heads.insert(key, Some(hash));
-            sealed += 1;
-        }
-    }
 }
