@@ -59,7 +59,7 @@
 //! |---|---|
 //! | identity and policy | [`Auditable`], [`object_id`] |
 //! | capture (hooks) | [`before_save`], [`after_save`], [`before_delete`], [`after_delete`], [`impl_audited_behavior!`] |
-//! | capture (database triggers) | [`Capture`], [`capture_db::install`], [`capture_db::check`], [`capture_db::transaction`] |
+//! | capture (database triggers) | [`Capture`], [`capture_db::install`], [`capture_db::check`], [`capture_db::transaction`], [`capture_db::seal`] |
 //! | diff | [`diff`], [`diff_maps`], [`Changes`] |
 //! | actor | [`AuditContext`] |
 //! | events | [`Event`], [`events::login`], [`Template`], [`Describe`] |

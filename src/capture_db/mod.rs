@@ -7,8 +7,66 @@
 //! [`Auditable`] definition: the columns SeaORM names (`IdenStatic::as_str`), the exclude and
 //! mask lists (applied inside the database, so a masked value never reaches the log), and, per
 //! column, the value encoding of [`value::to_json`](crate::value::to_json) for the Rust type
-//! of the field. It writes the same diff, object id and hash chain as the hooks, so
-//! `logs_for`, `History`, the timeline functions, `verify` and `Tail` read its rows unchanged.
+//! of the field. It writes the same diff, object id and hash chain as the hooks, so the
+//! library's readers (`logs_for`, `History`, the timeline functions, `verify`) take its rows as
+//! they are.
+//!
+//! ```
+//! use sea_orm::{ConnectionTrait, Database, DbErr};
+//! use sea_orm_audit::{AuditContext, capture_db, logs_for_id};
+//!
+//! mod post {
+//!     use sea_orm::entity::prelude::*;
+//!
+//!     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, sea_orm_audit::Auditable)]
+//!     #[sea_orm(table_name = "posts")]
+//!     #[audit(capture = "database", mask(secret))]
+//!     pub struct Model {
+//!         #[sea_orm(primary_key)]
+//!         pub id: i32,
+//!         pub title: String,
+//!         pub secret: String,
+//!     }
+//!
+//!     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+//!     pub enum Relation {}
+//!
+//!     sea_orm_audit::impl_audited_behavior!();
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), DbErr> {
+//! # use sea_orm_migration::MigratorTrait;
+//! # struct Migrator;
+//! # impl MigratorTrait for Migrator {
+//! #     fn migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
+//! #         sea_orm_audit_migration::migrations()
+//! #     }
+//! # }
+//! let db = Database::connect("sqlite::memory:").await?;
+//! # Migrator::up(&db, None).await?;
+//! # db.execute_unprepared("CREATE TABLE posts (id INTEGER PRIMARY KEY, title TEXT NOT NULL, secret TEXT NOT NULL)").await?;
+//! capture_db::install::<post::Model, _>(&db).await?; // from a migration, in an application
+//!
+//! AuditContext::new().actor("alice").scope(capture_db::transaction(&db, |txn| {
+//!     Box::pin(async move {
+//!         txn.execute_unprepared("INSERT INTO posts (title, secret) VALUES ('Hello', 'hunter2')")
+//!             .await?;
+//!         Ok::<_, DbErr>(())
+//!     })
+//! }))
+//! .await?;
+//! db.execute_unprepared("UPDATE posts SET title = 'Hi'").await?; // no context: no actor
+//! capture_db::seal(&db).await?; // SQLite and MySQL: hash what the triggers wrote
+//!
+//! let history = logs_for_id(&db, "posts", "1").await?;
+//! assert_eq!(history[1].actor.as_deref(), Some("alice"));
+//! assert_eq!(history[1].changes.as_ref().unwrap().new_value["secret"], "***FILTERED***");
+//! assert_eq!(history[0].actor, None);
+//! assert_eq!(history[0].changes.as_ref().unwrap().new_value["title"], "Hi");
+//! assert!(sea_orm_audit::verify(&db).await?.problems.is_empty());
+//! # Ok(()) }
+//! ```
 //!
 //! Install it from a migration, with the connection the migration is given:
 //!
@@ -29,9 +87,10 @@
 //!
 //! **Context.** The trigger takes actor, tool and data from a transaction-local setting the
 //! library sets from the current [`AuditContext`]: by [`transaction`] when it begins, and on
-//! PostgreSQL by the hook helpers of a database-mode entity before each active-model write. The setting
-//! lives until the end of the transaction that set it and is never seen by another
-//! transaction, connection or pooled request, so a write it does not cover (autocommit
+//! PostgreSQL by the hook helpers of a database-mode entity before each active-model write
+//! (on SQLite and MySQL a context row that only [`transaction`] creates and deletes before it
+//! commits). It lives until the end of the transaction that set it and is never seen by
+//! another transaction, connection or pooled request, so a write it does not cover (autocommit
 //! outside [`transaction`], another program) is recorded with no actor, never a stale one.
 //!
 //! Backends: PostgreSQL 11+ (row triggers in PL/pgSQL, SHA-256 in SQL), SQLite and
