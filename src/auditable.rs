@@ -64,6 +64,10 @@ pub trait Auditable: ModelTrait + Send + Sync + 'static {
     const MASK: &'static [ColumnOf<Self>] = &[];
     /// Record updates whose diff is empty (off by default).
     const LOG_UNCHANGED: bool = false;
+    /// Who writes the log rows: the hook helpers (default) or triggers in the database (see
+    /// [`capture_db`](crate::capture_db)). In [`Capture::Database`] mode the hook helpers and
+    /// `bulk::*` write no row themselves, so no write is logged twice.
+    const CAPTURE: Capture = Capture::Hooks;
 
     /// The name log rows are keyed by.
     fn entity_type() -> &'static str {
@@ -84,6 +88,18 @@ pub trait Auditable: ModelTrait + Send + Sync + 'static {
     fn audit_object_id(&self) -> String {
         object_id(self.get_primary_key_value())
     }
+}
+
+/// Who writes an entity's log rows (see [`Auditable::CAPTURE`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Capture {
+    /// The hook helpers and `bulk::*` write the rows: only active-model operations and
+    /// `bulk::*` are logged.
+    Hooks,
+    /// Triggers installed by [`capture_db::install`](crate::capture_db::install) write the rows:
+    /// every write to the table is logged, whatever path it takes.
+    Database,
 }
 
 /// The `Column` type of a model's entity.

@@ -19,6 +19,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::Action;
 use crate::auditable::{Auditable, object_id, snapshot};
+use crate::capture_db;
 use crate::chain;
 use crate::context::AuditContext;
 use crate::diff::diff_maps;
@@ -191,6 +192,10 @@ where
     C: ConnectionTrait,
 {
     strict::expect_one(A::Entity::default().table_name());
+    if capture_db::in_database::<ModelOf<A>>() {
+        capture_db::before_write(db).await?;
+        return Ok(am);
+    }
     let entity_type = <ModelOf<A> as Auditable>::entity_type();
     if insert {
         // An auto-increment key is not known yet (and always fits); a key set by the caller is.
@@ -225,6 +230,10 @@ where
     C: ConnectionTrait,
 {
     strict::done(<M::Entity as Default>::default().table_name());
+    if capture_db::in_database::<M>() {
+        capture_db::after_write(db).await?;
+        return Ok(model);
+    }
     let entity_type = M::entity_type();
     let id = model.audit_object_id();
     let after = snapshot(&model);
@@ -262,6 +271,10 @@ pub(crate) fn change_entry<M: Auditable>(
     old: &Map<String, Json>,
     new: &Map<String, Json>,
 ) -> Option<NewEntry> {
+    // The database's triggers log this entity (`bulk::*` come here too).
+    if capture_db::in_database::<M>() {
+        return None;
+    }
     let mut changes = diff_maps(old, new, &M::excluded());
     if action == Action::Update && changes.is_empty() && !M::LOG_UNCHANGED {
         return None;
@@ -282,6 +295,10 @@ where
     C: ConnectionTrait,
 {
     strict::expect_one(A::Entity::default().table_name());
+    if capture_db::in_database::<ModelOf<A>>() {
+        capture_db::before_write(db).await?;
+        return Ok(am);
+    }
     let pk = pk_of(&am)?;
     let entity_type = <ModelOf<A> as Auditable>::entity_type();
     let key = (Scope::current(), entity_type, object_id(pk.clone()));
@@ -306,6 +323,10 @@ where
     C: ConnectionTrait,
 {
     strict::done(A::Entity::default().table_name());
+    if capture_db::in_database::<ModelOf<A>>() {
+        capture_db::after_write(db).await?;
+        return Ok(am);
+    }
     let pk = pk_of(&am)?;
     let entity_type = <ModelOf<A> as Auditable>::entity_type();
     let id = object_id(pk);

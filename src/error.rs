@@ -206,6 +206,39 @@ pub enum Error {
         /// The statement.
         sql: String,
     },
+    /// Database-side capture ([`crate::capture_db`]) is not available on this backend. An
+    /// entity declared `capture = "database"` fails its audited writes here rather than go
+    /// unaudited.
+    #[error("database-side capture is not supported on {backend} yet; use hook capture")]
+    CaptureNotSupported {
+        /// The backend's name.
+        backend: &'static str,
+    },
+    /// A column whose Rust type the database-side capture cannot encode exactly as the hooks do
+    /// (`DateTime<Local>`, the `time` crate's types, arrays...).
+    #[error(
+        "{table}.{column}: database-side capture cannot encode this column's type as the hooks do"
+    )]
+    CaptureUnsupportedColumn {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+    },
+    /// A name the database would truncate (PostgreSQL identifiers hold 63 bytes).
+    #[error("identifier {name} is longer than the database's {max_bytes} bytes")]
+    IdentifierTooLong {
+        /// The name.
+        name: String,
+        /// The limit.
+        max_bytes: usize,
+    },
+    /// A table that does not exist (installing a capture needs the table and `audit_log`).
+    #[error("table {table} does not exist")]
+    NoSuchTable {
+        /// The table.
+        table: String,
+    },
     /// A log row the query builder refused (a bug in this crate).
     #[error("building the audit log INSERT: {0}")]
     Internal(String),

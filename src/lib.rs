@@ -59,6 +59,7 @@
 //! |---|---|
 //! | identity and policy | [`Auditable`], [`object_id`] |
 //! | capture (hooks) | [`before_save`], [`after_save`], [`before_delete`], [`after_delete`], [`impl_audited_behavior!`] |
+//! | capture (database triggers) | [`Capture`], [`capture_db::install`], [`capture_db::check`], [`capture_db::transaction`], [`capture_db::seal`] |
 //! | diff | [`diff`], [`diff_maps`], [`Changes`] |
 //! | actor | [`AuditContext`] |
 //! | events | [`Event`], [`events::login`], [`Template`], [`Describe`] |
@@ -90,6 +91,7 @@ pub mod audit_log;
 mod auditable;
 pub mod bulk;
 mod capture;
+pub mod capture_db;
 pub mod chain;
 mod context;
 mod diff;
@@ -114,7 +116,7 @@ pub mod value;
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod web;
 
-pub use auditable::{Auditable, ColumnOf, object_id, snapshot};
+pub use auditable::{Auditable, Capture, ColumnOf, object_id, snapshot};
 pub use capture::{PURGE_ABOVE, STALE_AFTER, after_delete, after_save, before_delete, before_save};
 pub use chain::{Report, verify, verify_object};
 pub use context::AuditContext;

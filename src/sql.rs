@@ -74,6 +74,13 @@ pub(crate) fn quote(backend: DbBackend, ident: &str) -> String {
     }
 }
 
+/// A text literal for statements that take no parameters (DDL: `COMMENT ON`, trigger bodies):
+/// single quotes doubled. Assumes standard-conforming strings (a backslash is an ordinary
+/// character): the default of PostgreSQL 9.1+ and of SQLite.
+pub(crate) fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +102,6 @@ mod tests {
         assert_eq!(quote(DbBackend::Postgres, "audit_log"), "\"audit_log\"");
         assert_eq!(quote(DbBackend::MySql, "a`b"), "`a``b`");
         assert_eq!(quote(DbBackend::Sqlite, "a\"b"), "\"a\"\"b\"");
+        assert_eq!(literal("it's"), "'it''s'");
     }
 }

@@ -7,6 +7,9 @@ use sha2::{Digest, Sha256};
 
 use crate::audit_log;
 
+/// The `hash` a SQLite or MySQL capture trigger writes: the entry waits for `capture_db::seal`.
+pub(crate) const UNSEALED: &str = "unsealed";
+
 /// The fields an entry's hash covers.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Content<'a> {

@@ -49,7 +49,8 @@ mod head;
 mod verify;
 
 pub(crate) use hash::{
-    Content, POSTGRES_LINK_HASH, content_digest, entry_hash, link_prefix, truncate_to_micros,
+    Content, POSTGRES_LINK_HASH, UNSEALED, content_digest, entry_hash, link_prefix,
+    truncate_to_micros,
 };
 pub(crate) use head::{head, head_sql, head_subquery, heads};
 pub use verify::{Problem, ProblemKind, Report, verify, verify_object};

@@ -7,7 +7,7 @@ use sea_orm::{
 };
 use serde_json::Value as Json;
 
-use super::hash::{Content, entry_hash};
+use super::hash::{Content, UNSEALED, entry_hash};
 use crate::audit_log;
 use crate::error::Error;
 use crate::prune_marker::{self, PRUNE_ACTION, PRUNE_ENTITY};
@@ -28,6 +28,10 @@ pub enum ProblemKind {
     },
     /// The entry has no hash at all: it was not written by sea-orm-audit.
     MissingHash,
+    /// The entry was written by a SQLite or MySQL capture trigger and not sealed yet (their
+    /// triggers do not hash; [`capture_db::seal`](crate::capture_db::seal) does). Not a sign of
+    /// tampering by itself: until it is sealed, the entry is not protected.
+    Unsealed,
     /// The entry links to an entry that already has a successor: two writers appended to the
     /// object's chain concurrently outside a transaction. Not a sign of tampering by itself.
     Fork {
@@ -179,6 +183,10 @@ fn check(
     chains: &mut HashMap<(String, String), ChainState>,
     pruned: &Pruned,
 ) -> Option<ProblemKind> {
+    if row.hash.as_deref() == Some(UNSEALED) {
+        // Nothing links to it yet (seal goes in id order), so the chain state stays as it is.
+        return Some(ProblemKind::Unsealed);
+    }
     let key = (row.entity_type.clone(), row.object_id.clone());
     let first = !chains.contains_key(&key);
     let state = chains.entry(key).or_default();

@@ -13,6 +13,11 @@ pub(super) fn expand(input: &DeriveInput, spec: &Spec) -> TokenStream {
     };
     let log_unchanged = spec.log_unchanged;
     let (exclude, mask) = (&spec.exclude, &spec.mask);
+    let capture = if spec.capture_database {
+        quote!(::sea_orm_audit::Capture::Database)
+    } else {
+        quote!(::sea_orm_audit::Capture::Hooks)
+    };
     body(
         input,
         quote! {
@@ -20,6 +25,7 @@ pub(super) fn expand(input: &DeriveInput, spec: &Spec) -> TokenStream {
             const EXCLUDE: &'static [::sea_orm_audit::ColumnOf<Self>] = &[#(::sea_orm_audit::ColumnOf::<Self>::#exclude),*];
             const MASK: &'static [::sea_orm_audit::ColumnOf<Self>] = &[#(::sea_orm_audit::ColumnOf::<Self>::#mask),*];
             const LOG_UNCHANGED: bool = #log_unchanged;
+            const CAPTURE: ::sea_orm_audit::Capture = #capture;
         },
     )
 }

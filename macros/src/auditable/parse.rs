@@ -23,6 +23,8 @@ pub(super) struct Parsed {
     pub(super) exclude: Vec<Ident>,
     pub(super) mask: Vec<Ident>,
     pub(super) log_unchanged: bool,
+    /// `capture = "database"`: triggers write the rows, the hooks do not.
+    pub(super) capture_database: bool,
     pub(super) fields: Vec<Field>,
 }
 
@@ -32,6 +34,7 @@ pub(super) fn parse(input: &DeriveInput) -> syn::Result<Parsed> {
         exclude: Vec::new(),
         mask: Vec::new(),
         log_unchanged: false,
+        capture_database: false,
         fields: fields(input)?,
     };
     for attr in input.attrs.iter().filter(|a| a.path().is_ident("audit")) {
@@ -48,9 +51,22 @@ pub(super) fn parse(input: &DeriveInput) -> syn::Result<Parsed> {
                 parsed.mask.extend(idents(&meta)?);
             } else if meta.path.is_ident("log_unchanged") {
                 parsed.log_unchanged = true;
+            } else if meta.path.is_ident("capture") {
+                let lit: LitStr = meta.value()?.parse()?;
+                parsed.capture_database = match lit.value().as_str() {
+                    "database" => true,
+                    "hooks" => false,
+                    _ => {
+                        return Err(syn::Error::new(
+                            lit.span(),
+                            "capture must be \"hooks\" or \"database\"",
+                        ));
+                    }
+                };
             } else {
                 return Err(meta.error(
-                    "unknown audit option; expected entity_type, exclude, mask or log_unchanged",
+                    "unknown audit option; expected entity_type, exclude, mask, log_unchanged \
+                     or capture",
                 ));
             }
             Ok(())

@@ -19,6 +19,7 @@ pub(super) struct Spec {
     pub(super) exclude: Vec<Ident>,
     pub(super) mask: Vec<Ident>,
     pub(super) log_unchanged: bool,
+    pub(super) capture_database: bool,
 }
 
 pub(super) fn validate(input: &DeriveInput, parsed: Parsed) -> syn::Result<Spec> {
@@ -50,6 +51,7 @@ pub(super) fn validate(input: &DeriveInput, parsed: Parsed) -> syn::Result<Spec>
         exclude,
         mask,
         log_unchanged: parsed.log_unchanged,
+        capture_database: parsed.capture_database,
     })
 }
 

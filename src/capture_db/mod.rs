@@ -1,0 +1,495 @@
+//! Database-side capture: triggers that write the same `audit_log` rows the hooks write, for
+//! entities declared `#[audit(capture = "database")]` ([`Capture::Database`]).
+//!
+//! Hooks see only active-model operations. A trigger sees every write to its table:
+//! `Entity::insert`/`insert_many`/`update_many`/`delete_many`/`delete_by_id`, upserts, raw SQL,
+//! and writes from other programs (psql). The trigger is generated from the entity's
+//! [`Auditable`] definition: the columns SeaORM names (`IdenStatic::as_str`), the exclude and
+//! mask lists (applied inside the database, so a masked value never reaches the log), and, per
+//! column, the value encoding of [`value::to_json`](crate::value::to_json) for the Rust type
+//! of the field. It writes the same diff, object id and hash chain as the hooks, so the
+//! library's readers (`logs_for`, `History`, the timeline functions, `verify`) take its rows as
+//! they are.
+//!
+//! ```
+//! use sea_orm::{ConnectionTrait, Database, DbErr};
+//! use sea_orm_audit::{AuditContext, capture_db, logs_for_id};
+//!
+//! mod post {
+//!     use sea_orm::entity::prelude::*;
+//!
+//!     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, sea_orm_audit::Auditable)]
+//!     #[sea_orm(table_name = "posts")]
+//!     #[audit(capture = "database", mask(secret))]
+//!     pub struct Model {
+//!         #[sea_orm(primary_key)]
+//!         pub id: i32,
+//!         pub title: String,
+//!         pub secret: String,
+//!     }
+//!
+//!     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+//!     pub enum Relation {}
+//!
+//!     sea_orm_audit::impl_audited_behavior!();
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), DbErr> {
+//! # use sea_orm_migration::MigratorTrait;
+//! # struct Migrator;
+//! # impl MigratorTrait for Migrator {
+//! #     fn migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
+//! #         sea_orm_audit_migration::migrations()
+//! #     }
+//! # }
+//! let db = Database::connect("sqlite::memory:").await?;
+//! # Migrator::up(&db, None).await?;
+//! # db.execute_unprepared("CREATE TABLE posts (id INTEGER PRIMARY KEY, title TEXT NOT NULL, secret TEXT NOT NULL)").await?;
+//! capture_db::install::<post::Model, _>(&db).await?; // from a migration, in an application
+//!
+//! AuditContext::new().actor("alice").scope(capture_db::transaction(&db, |txn| {
+//!     Box::pin(async move {
+//!         txn.execute_unprepared("INSERT INTO posts (title, secret) VALUES ('Hello', 'hunter2')")
+//!             .await?;
+//!         Ok::<_, DbErr>(())
+//!     })
+//! }))
+//! .await?;
+//! db.execute_unprepared("UPDATE posts SET title = 'Hi'").await?; // no context: no actor
+//! capture_db::seal(&db).await?; // SQLite and MySQL: hash what the triggers wrote
+//!
+//! let history = logs_for_id(&db, "posts", "1").await?;
+//! assert_eq!(history[1].actor.as_deref(), Some("alice"));
+//! assert_eq!(history[1].changes.as_ref().unwrap().new_value["secret"], "***FILTERED***");
+//! assert_eq!(history[0].actor, None);
+//! assert_eq!(history[0].changes.as_ref().unwrap().new_value["title"], "Hi");
+//! assert!(sea_orm_audit::verify(&db).await?.problems.is_empty());
+//! # Ok(()) }
+//! ```
+//!
+//! Install it from a migration, with the connection the migration is given:
+//!
+//! ```ignore
+//! #[async_trait::async_trait]
+//! impl MigrationTrait for Migration {
+//!     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+//!         sea_orm_audit::capture_db::install::<post::Model, _>(manager.get_connection()).await
+//!     }
+//!     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+//!         sea_orm_audit::capture_db::uninstall::<post::Model, _>(manager.get_connection()).await
+//!     }
+//! }
+//! ```
+//!
+//! Install again (a new migration) whenever the entity or its audit policy changes; [`check`]
+//! reports a table whose trigger no longer matches its entity.
+//!
+//! **Context.** The trigger takes actor, tool and data from a transaction-local setting the
+//! library sets from the current [`AuditContext`]: by [`transaction`] when it begins, and on
+//! PostgreSQL by the hook helpers of a database-mode entity before each active-model write
+//! (on SQLite and MySQL a context row that only [`transaction`] creates and deletes before it
+//! commits). It lives until the end of the transaction that set it and is never seen by
+//! another transaction, connection or pooled request, so a write it does not cover (autocommit
+//! outside [`transaction`], another program) is recorded with no actor, never a stale one.
+//!
+//! Backends: PostgreSQL 11+ (row triggers in PL/pgSQL, SHA-256 in SQL), SQLite and
+//! MySQL/MariaDB (row triggers; hashes computed afterwards by [`seal`], since SQLite has no
+//! SHA-256 and MySQL's JSON text is not the canonical text). Any other backend gets
+//! [`Error::CaptureNotSupported`] from [`install`] and from the hooks of a database-mode entity,
+//! rather than an unaudited entity.
+
+mod mysql;
+mod postgres;
+mod seal;
+mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use sea_orm::sea_query::ColumnType;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityName,
+    EntityTrait, IdenStatic, Iterable, PrimaryKeyToColumn, TransactionSession, TransactionTrait,
+    Value,
+};
+use serde_json::{Map, Value as Json};
+
+use crate::auditable::{Auditable, Capture};
+use crate::context::AuditContext;
+use crate::error::Error;
+use crate::limits;
+
+/// How a column's value becomes JSON, following [`value::to_json`](crate::value::to_json) for
+/// the field's Rust type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Bool,
+    /// Integers of every width: decimal numbers.
+    Int,
+    /// `f32`/`f64`: shortest round-trip numbers, NaN and infinities as strings.
+    Float,
+    /// Text, chars and string enums: their text as a JSON string.
+    Text,
+    /// Hyphenated lowercase, as a JSON string.
+    Uuid,
+    /// Every digit, as a JSON string.
+    Decimal,
+    /// Base64, standard alphabet, padded.
+    Bytes,
+    Json,
+    /// `%Y-%m-%d`.
+    Date,
+    /// `%H:%M:%S%.f`.
+    Time,
+    /// `%Y-%m-%dT%H:%M:%S%.f`.
+    NaiveDateTime,
+    /// RFC 3339 in UTC, as chrono writes it (`+00:00`).
+    UtcDateTime,
+}
+
+/// What the log does with a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Captured,
+    Masked,
+    Excluded,
+}
+
+/// One column of the entity, as the generated trigger treats it.
+#[derive(Debug, Clone)]
+struct ColumnSpec {
+    name: &'static str,
+    encoding: Encoding,
+    role: Role,
+}
+
+/// Everything a backend's generator needs, read from the entity and its [`Auditable`] impl.
+#[derive(Debug, Clone)]
+struct Spec {
+    table: &'static str,
+    entity_type: &'static str,
+    /// Every column, in the entity's order.
+    columns: Vec<ColumnSpec>,
+    /// Indexes into `columns` of the primary key, in key order.
+    key: Vec<usize>,
+    log_unchanged: bool,
+}
+
+impl Spec {
+    fn of<M: Auditable>() -> Result<Spec, Error> {
+        type Am<M> = <<M as sea_orm::ModelTrait>::Entity as EntityTrait>::ActiveModel;
+        let table = <M::Entity as Default>::default().table_name();
+        // A value of each field's own Rust type: its `Value` variant says how `to_json`
+        // encodes it, which the column type alone cannot (chrono and time share SQL types).
+        let sample = <Am<M> as ActiveModelTrait>::default_values();
+        let (excluded, masked) = (M::excluded(), M::masked());
+        let mut columns = Vec::new();
+        for col in <M::Entity as EntityTrait>::Column::iter() {
+            let name = col.as_str();
+            let encoding = match sample.get(col) {
+                ActiveValue::Set(v) | ActiveValue::Unchanged(v) => encoding_of_value(&v),
+                ActiveValue::NotSet => None,
+            }
+            .or_else(|| encoding_of_type(col.def().get_column_type()))
+            .ok_or_else(|| Error::CaptureUnsupportedColumn {
+                table: table.to_owned(),
+                column: name.to_owned(),
+            })?;
+            let role = if excluded.contains(&name) {
+                Role::Excluded
+            } else if masked.contains(&name) {
+                Role::Masked
+            } else {
+                Role::Captured
+            };
+            columns.push(ColumnSpec {
+                name,
+                encoding,
+                role,
+            });
+        }
+        let key = <M::Entity as EntityTrait>::PrimaryKey::iter()
+            .map(|k| {
+                let name = k.into_column().as_str();
+                columns
+                    .iter()
+                    .position(|c| c.name == name)
+                    .ok_or_else(|| Error::Internal(format!("key column {name} is no column")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Spec {
+            table,
+            entity_type: M::entity_type(),
+            columns,
+            key,
+            log_unchanged: M::LOG_UNCHANGED,
+        })
+    }
+
+    /// The columns the diff holds (captured and masked), sorted by name as the canonical
+    /// content sorts keys (by bytes).
+    fn logged_sorted(&self) -> Vec<&ColumnSpec> {
+        let mut cols: Vec<&ColumnSpec> = self
+            .columns
+            .iter()
+            .filter(|c| c.role != Role::Excluded)
+            .collect();
+        cols.sort_by(|a, b| a.name.cmp(b.name));
+        cols
+    }
+}
+
+/// The encoding [`value::to_json`](crate::value::to_json) uses for this variant, where the
+/// database can reproduce it exactly.
+fn encoding_of_value(value: &Value) -> Option<Encoding> {
+    #[allow(unreachable_patterns)]
+    Some(match value {
+        Value::Bool(_) => Encoding::Bool,
+        Value::TinyInt(_)
+        | Value::SmallInt(_)
+        | Value::Int(_)
+        | Value::BigInt(_)
+        | Value::TinyUnsigned(_)
+        | Value::SmallUnsigned(_)
+        | Value::Unsigned(_)
+        | Value::BigUnsigned(_) => Encoding::Int,
+        Value::Float(_) | Value::Double(_) => Encoding::Float,
+        Value::String(_) | Value::Char(_) | Value::Enum(_) => Encoding::Text,
+        Value::Uuid(_) => Encoding::Uuid,
+        Value::Decimal(_) => Encoding::Decimal,
+        Value::Bytes(_) => Encoding::Bytes,
+        Value::Json(_) => Encoding::Json,
+        Value::ChronoDate(_) => Encoding::Date,
+        Value::ChronoTime(_) => Encoding::Time,
+        Value::ChronoDateTime(_) => Encoding::NaiveDateTime,
+        Value::ChronoDateTimeUtc(_) | Value::ChronoDateTimeWithTimeZone(_) => Encoding::UtcDateTime,
+        // `DateTime<Local>` is written with the application's local offset, and the `time`
+        // crate's types with formats of their own: not reproduced in SQL yet.
+        _ => return None,
+    })
+}
+
+/// For fields whose type gives no sample value (SeaORM leaves them `NotSet`): the types whose
+/// JSON does not depend on the Rust type.
+fn encoding_of_type(ty: &ColumnType) -> Option<Encoding> {
+    Some(match ty {
+        ColumnType::Enum { .. } | ColumnType::String(_) | ColumnType::Text => Encoding::Text,
+        ColumnType::Uuid => Encoding::Uuid,
+        ColumnType::Boolean => Encoding::Bool,
+        ColumnType::TinyInteger
+        | ColumnType::SmallInteger
+        | ColumnType::Integer
+        | ColumnType::BigInteger => Encoding::Int,
+        ColumnType::Json | ColumnType::JsonBinary => Encoding::Json,
+        _ => return None,
+    })
+}
+
+/// One way the installed capture of a table differs from its entity (see [`check`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Drift {
+    /// No capture trigger is installed on the table: its writes are not logged.
+    NotInstalled,
+    /// The trigger was generated from another definition of the entity (columns, types,
+    /// exclude or mask lists, entity type): install it again.
+    EntityChanged,
+    /// Columns of the table that the trigger neither logs nor excludes, such as a column added
+    /// after the capture was installed: their changes are not logged.
+    UncapturedColumns(Vec<String>),
+}
+
+/// Installs (or replaces) the capture trigger of `M`'s table. Idempotent; call it from a
+/// migration with `manager.get_connection()`, and again after the entity or its audit policy
+/// changes. Needs the `audit_log` migration to have run.
+pub async fn install<M, C>(db: &C) -> Result<(), DbErr>
+where
+    M: Auditable,
+    C: ConnectionTrait,
+{
+    match db.get_database_backend() {
+        DbBackend::Postgres => postgres::install(db, &Spec::of::<M>()?).await,
+        DbBackend::Sqlite => sqlite::install(db, &Spec::of::<M>()?).await,
+        DbBackend::MySql => mysql::install(db, &Spec::of::<M>()?).await,
+        other => Err(not_supported(other).into()),
+    }
+}
+
+/// Removes the capture trigger of `M`'s table (nothing if none is installed). The shared
+/// helper functions stay: other tables' triggers use them.
+pub async fn uninstall<M, C>(db: &C) -> Result<(), DbErr>
+where
+    M: Auditable,
+    C: ConnectionTrait,
+{
+    let table = <M::Entity as Default>::default().table_name();
+    match db.get_database_backend() {
+        DbBackend::Postgres => postgres::uninstall(db, table).await,
+        DbBackend::Sqlite => sqlite::uninstall(db, table).await,
+        DbBackend::MySql => mysql::uninstall(db, table).await,
+        other => Err(not_supported(other).into()),
+    }
+}
+
+/// Compares the installed capture of `M`'s table with the entity: empty when they match.
+/// Run it in a test or at startup; a column added to the table after the capture was
+/// installed shows as [`Drift::UncapturedColumns`] (or [`Drift::EntityChanged`] once the
+/// entity has the field too) instead of going unaudited silently.
+pub async fn check<M, C>(db: &C) -> Result<Vec<Drift>, DbErr>
+where
+    M: Auditable,
+    C: ConnectionTrait,
+{
+    match db.get_database_backend() {
+        DbBackend::Postgres => postgres::check(db, &Spec::of::<M>()?).await,
+        DbBackend::Sqlite => sqlite::check(db, &Spec::of::<M>()?).await,
+        DbBackend::MySql => mysql::check(db, &Spec::of::<M>()?).await,
+        other => Err(not_supported(other).into()),
+    }
+}
+
+/// Runs `f` in a transaction whose writes carry the current [`AuditContext`] into the rows
+/// the triggers write, and commits if `f` returns `Ok` (rolls back otherwise). Every write
+/// made through `txn` is attributed, whatever its path (active model, `Entity::update_many`,
+/// raw SQL); writes outside such a transaction are recorded with no actor.
+///
+/// ```ignore
+/// AuditContext::new().actor("alice").scope(async {
+///     capture_db::transaction(&db, |txn| Box::pin(async move {
+///         post::Entity::update_many().col_expr(post::Column::Views, Expr::value(0)).exec(txn).await?;
+///         Ok::<_, DbErr>(())
+///     })).await
+/// }).await?;
+/// ```
+pub async fn transaction<D, F, T, E>(db: &D, f: F) -> Result<T, E>
+where
+    D: TransactionTrait,
+    F: for<'c> FnOnce(
+            &'c D::Transaction,
+        ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
+        + Send,
+    E: From<DbErr>,
+{
+    let txn = db.begin().await?;
+    set_context(&txn, true).await?;
+    match f(&txn).await {
+        Ok(value) => {
+            // The context row must never be committed; the entries are sealed with the
+            // write, so this transaction leaves none unsealed.
+            match txn.get_database_backend() {
+                DbBackend::Sqlite => sqlite::set_context(&txn, ContextRow::End).await?,
+                DbBackend::MySql => mysql::set_context(&txn, ContextRow::End).await?,
+                _ => {}
+            }
+            seal(&txn).await?;
+            txn.commit().await?;
+            Ok(value)
+        }
+        Err(e) => {
+            txn.rollback().await?;
+            Err(e)
+        }
+    }
+}
+
+/// Computes the hashes of entries the SQLite and MySQL triggers wrote (see
+/// [`ProblemKind::Unsealed`](crate::chain::ProblemKind::Unsealed)) and returns how many. The
+/// hook helpers of database-mode entities and [`transaction`] seal what they wrote; call it
+/// for writes made any other way (raw SQL outside [`transaction`], other programs), for
+/// example on a timer and before [`verify`](crate::verify). Until then those entries are not
+/// protected: an edit made before the seal is sealed with them. Nothing to do on PostgreSQL,
+/// which hashes in the trigger. Returns how many entries this call sealed.
+pub async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
+    match db.get_database_backend() {
+        DbBackend::Sqlite | DbBackend::MySql => seal::seal(db).await,
+        _ => Ok(0),
+    }
+}
+
+/// Before an active-model write of a database-mode entity (its `before_*` hook).
+pub(crate) async fn before_write<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
+    match db.get_database_backend() {
+        DbBackend::Postgres | DbBackend::Sqlite | DbBackend::MySql => set_context(db, false).await,
+        other => Err(not_supported(other).into()),
+    }
+}
+
+/// After an active-model write of a database-mode entity (its `after_*` hook).
+pub(crate) async fn after_write<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
+    seal(db).await.map(|_| ())
+}
+
+/// Hands the current [`AuditContext`] (or its absence) to the triggers for the rest of the
+/// current transaction. PostgreSQL: a transaction-local setting; outside a transaction it lasts
+/// for this statement only, so it cannot reach a later write. SQLite: the context row, written
+/// by `transaction` when it `begins`, and otherwise only replaced where it exists (inside
+/// `transaction`, which alone can delete it before every commit, whatever happens in between).
+async fn set_context<C: ConnectionTrait>(db: &C, begins: bool) -> Result<(), DbErr> {
+    AuditContext::check_current()?;
+    let ctx = AuditContext::current().map(context_parts);
+    match db.get_database_backend() {
+        DbBackend::Postgres => {
+            let text = ctx.map(|(actor, tool, data)| {
+                let mut out = Map::new();
+                out.insert("actor".into(), actor.map_or(Json::Null, Json::String));
+                out.insert("tool".into(), tool.map_or(Json::Null, Json::String));
+                out.insert("data".into(), data.unwrap_or(Json::Null));
+                Json::Object(out).to_string()
+            });
+            postgres::set_context(db, text.unwrap_or_default()).await
+        }
+        backend @ (DbBackend::Sqlite | DbBackend::MySql) => {
+            let (actor, tool, data) = ctx.unwrap_or_default();
+            let data = data.map(|d| d.to_string());
+            let row = if begins {
+                ContextRow::Begin(actor, tool, data)
+            } else {
+                ContextRow::Replace(actor, tool, data)
+            };
+            if backend == DbBackend::Sqlite {
+                sqlite::set_context(db, row).await
+            } else {
+                mysql::set_context(db, row).await
+            }
+        }
+        other => Err(not_supported(other).into()),
+    }
+}
+
+/// Actor, tool and data (bounded as the library bounds it, see `limits`; `None` when empty, as
+/// the hooks store it).
+fn context_parts(ctx: AuditContext) -> (Option<String>, Option<String>, Option<Json>) {
+    let mut data = ctx.data;
+    for value in data.values_mut() {
+        limits::bound_in_place(value);
+    }
+    let data = (!data.is_empty()).then_some(Json::Object(data));
+    (ctx.actor, ctx.tool, data)
+}
+
+fn not_supported(backend: DbBackend) -> Error {
+    Error::CaptureNotSupported {
+        backend: match backend {
+            DbBackend::MySql => "MySQL",
+            DbBackend::Sqlite => "SQLite",
+            _ => "this backend",
+        },
+    }
+}
+
+/// What `transaction` and the hooks do with the context row.
+pub(crate) enum ContextRow {
+    /// Begin: the row exists for the rest of this transaction (NULLs without a context).
+    Begin(Option<String>, Option<String>, Option<String>),
+    /// A hook inside such a transaction: the current context replaces the row's, if the row
+    /// exists (it exists only inside `transaction`, which deletes it before committing).
+    Replace(Option<String>, Option<String>, Option<String>),
+    /// End: the row goes before the commit.
+    End,
+}
+
+/// Whether `M`'s log rows are written by the database (the hooks then write none).
+pub(crate) fn in_database<M: Auditable>() -> bool {
+    M::CAPTURE == Capture::Database
+}

@@ -1,0 +1,394 @@
+//! MySQL/MariaDB: three row triggers per table that write the entry with the hash left to
+//! [`seal`](super::seal): the database's JSON text (number and timestamp formats, `\u001F`)
+//! is not the canonical text the library hashes, so the hash is computed from the stored row
+//! afterwards, exactly as `verify` recomputes it (see `seal`).
+//!
+//! Strings compare byte for byte (`BINARY .. <=>`): plain `<=>` follows the collation and
+//! misses 'a' -> 'A'. The context is a row of `sea_orm_audit_context` keyed by the
+//! connection's id, which [`transaction`](super::transaction) writes inside its transaction and
+//! deletes before committing: never committed, so no other transaction ever reads it, and the
+//! trigger reads only its own connection's row.
+
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, EntityName, IdenStatic, Statement};
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+
+use super::{ContextRow, Drift, Encoding, Role, Spec};
+use crate::audit_log;
+use crate::chain::UNSEALED;
+use crate::diff::FILTERED;
+use crate::error::Error;
+use crate::sql::{literal, quote};
+
+/// The context the triggers read, one row per connection inside `capture_db::transaction`.
+const CONTEXT_TABLE: &str = "sea_orm_audit_context";
+/// Marks the registry comment in the insert trigger's body (kept by `information_schema`).
+const REGISTRY: &str = "/* sea_orm_audit registry: ";
+/// What `seal` looks up.
+const HASH_INDEX: &str = "idx_audit_log_hash";
+
+fn q(ident: &str) -> String {
+    quote(DbBackend::MySql, ident)
+}
+
+fn trigger_names(table: &str) -> [String; 3] {
+    ["insert", "update", "delete"].map(|op| format!("sea_orm_audit_{table}_{op}"))
+}
+
+/// The SQL value `JSON_OBJECT` gets for column value `x` (NULL stays NULL), as
+/// `value::to_json` encodes it; `None` for encodings not reproduced yet (base64, UUIDs,
+/// decimals and chrono values in sqlx's formats).
+fn value_expr(enc: Encoding, x: &str) -> Option<String> {
+    Some(match enc {
+        Encoding::Int | Encoding::Text => x.to_owned(),
+        Encoding::Bool => format!(
+            "IF({x} IS NULL, NULL, IF({x}, JSON_EXTRACT('true', '$'), JSON_EXTRACT('false', '$')))"
+        ),
+        // The double the application reads (a FLOAT column widened), in MariaDB's shortest
+        // text, with a point where it has none, so that it reads back as a float.
+        Encoding::Float => {
+            let t = format!("CAST(CAST({x} AS DOUBLE) AS CHAR)");
+            format!("JSON_EXTRACT(IF({t} REGEXP '^-?[0-9]+$', CONCAT({t}, '.0'), {t}), '$')")
+        }
+        Encoding::Json => format!("JSON_EXTRACT({x}, '$')"),
+        Encoding::Uuid
+        | Encoding::Decimal
+        | Encoding::Bytes
+        | Encoding::Date
+        | Encoding::Time
+        | Encoding::NaiveDateTime
+        | Encoding::UtcDateTime => return None,
+    })
+}
+
+fn unsupported(spec: &Spec, column: &str) -> Error {
+    Error::CaptureUnsupportedColumn {
+        table: spec.table.to_owned(),
+        column: column.to_owned(),
+    }
+}
+
+/// `'name', value` pairs of every logged column of `row`, sorted by name.
+fn object_args(spec: &Spec, row: &str) -> Result<String, Error> {
+    let mut args = Vec::new();
+    for c in spec.logged_sorted() {
+        let x = format!("{row}.{}", q(c.name));
+        let value = match c.role {
+            Role::Masked => format!("IF({x} IS NULL, NULL, {})", literal(FILTERED)),
+            _ => value_expr(c.encoding, &x).ok_or_else(|| unsupported(spec, c.name))?,
+        };
+        args.push(format!("{}, {value}", literal(c.name)));
+    }
+    Ok(args.join(", "))
+}
+
+/// The object id, as `auditable::object_id`.
+fn key_expr(spec: &Spec, row: &str) -> Result<String, Error> {
+    let col = |i: usize| format!("{row}.{}", q(spec.columns[i].name));
+    match spec.key.as_slice() {
+        [only] => match spec.columns[*only].encoding {
+            Encoding::Int => Ok(format!("CAST({} AS CHAR)", col(*only))),
+            Encoding::Text => Ok(col(*only)),
+            _ => Err(unsupported(spec, spec.columns[*only].name)),
+        },
+        keys => {
+            let mut parts = Vec::new();
+            for i in keys {
+                match spec.columns[*i].encoding {
+                    Encoding::Int | Encoding::Text => parts.push(col(*i)),
+                    _ => return Err(unsupported(spec, spec.columns[*i].name)),
+                }
+            }
+            Ok(format!("JSON_COMPACT(JSON_ARRAY({}))", parts.join(", ")))
+        }
+    }
+}
+
+/// Whether a logged column differs between `OLD` and `NEW`.
+fn differs(enc: Encoding, old: &str, new: &str) -> String {
+    match enc {
+        Encoding::Text => format!("NOT (BINARY {new} <=> BINARY {old})"),
+        Encoding::Json => format!("NOT (JSON_EXTRACT({new}, '$') <=> JSON_EXTRACT({old}, '$'))"),
+        _ => format!("NOT ({new} <=> {old})"),
+    }
+}
+
+/// The three `CREATE TRIGGER` statements (insert, update, delete).
+fn triggers_sql(spec: &Spec) -> Result<[String; 3], Error> {
+    use audit_log::Column as L;
+    let columns: Vec<String> = [
+        L::EntityType,
+        L::ObjectId,
+        L::Action,
+        L::Actor,
+        L::CreatedAt,
+        L::Changes,
+        L::Tool,
+        L::Message,
+        L::Status,
+        L::Data,
+        L::PrevHash,
+        L::Hash,
+    ]
+    .iter()
+    .map(|c| q(c.as_str()))
+    .collect();
+    let insert_into = format!(
+        "INSERT INTO {} ({})",
+        q(audit_log::Entity.table_name()),
+        columns.join(", ")
+    );
+    let table = q(spec.table);
+    let entity_type = literal(spec.entity_type);
+    let context = format!(
+        "FROM (SELECT 1) AS one LEFT JOIN {} AS c ON c.connection = CONNECTION_ID()",
+        q(CONTEXT_TABLE)
+    );
+    let row = |action: &str, key: &str, changes: &str| {
+        format!(
+            "{insert_into} SELECT {entity_type}, {key}, '{action}', c.actor, UTC_TIMESTAMP(6), \
+             {changes}, c.tool, NULL, 'success', c.data, NULL, {} {context};",
+            literal(UNSEALED)
+        )
+    };
+    let [insert_name, update_name, delete_name] = trigger_names(spec.table);
+    let (new_all, old_all) = (object_args(spec, "NEW")?, object_args(spec, "OLD")?);
+    let insert = format!(
+        "CREATE TRIGGER {} AFTER INSERT ON {table} FOR EACH ROW BEGIN\n{}\nEND",
+        q(&insert_name),
+        row(
+            "create",
+            &key_expr(spec, "NEW")?,
+            &format!(
+                "JSON_OBJECT('new_value', JSON_OBJECT({new_all}), 'old_value', JSON_OBJECT())"
+            ),
+        )
+    );
+    let delete = format!(
+        "CREATE TRIGGER {} AFTER DELETE ON {table} FOR EACH ROW BEGIN\n{}\nEND",
+        q(&delete_name),
+        row(
+            "delete",
+            &key_expr(spec, "OLD")?,
+            &format!(
+                "JSON_OBJECT('new_value', JSON_OBJECT(), 'old_value', JSON_OBJECT({old_all}))"
+            ),
+        )
+    );
+    let mut changed = Vec::new();
+    let mut unchanged_paths = Vec::new();
+    for c in spec.logged_sorted() {
+        let d = differs(
+            c.encoding,
+            &format!("OLD.{}", q(c.name)),
+            &format!("NEW.{}", q(c.name)),
+        );
+        let path = literal(&format!("$.{}", Json::from(c.name)));
+        unchanged_paths.push(format!("IF({d}, '$.\"sea_orm_audit: none\"', {path})"));
+        changed.push(d);
+    }
+    let remove = |all: &str| {
+        if unchanged_paths.is_empty() {
+            format!("JSON_OBJECT({all})")
+        } else {
+            format!(
+                "JSON_REMOVE(JSON_OBJECT({all}), {})",
+                unchanged_paths.join(", ")
+            )
+        }
+    };
+    let body = row(
+        "update",
+        &key_expr(spec, "NEW")?,
+        &format!(
+            "JSON_OBJECT('new_value', {}, 'old_value', {})",
+            remove(&new_all),
+            remove(&old_all)
+        ),
+    );
+    let body = if spec.log_unchanged || changed.is_empty() {
+        body
+    } else {
+        format!("IF {} THEN\n{body}\nEND IF;", changed.join(" OR "))
+    };
+    let update = format!(
+        "CREATE TRIGGER {} AFTER UPDATE ON {table} FOR EACH ROW BEGIN\n{body}\nEND",
+        q(&update_name),
+    );
+    Ok([insert, update, delete])
+}
+
+fn fingerprint(triggers: &[String; 3]) -> String {
+    Sha256::digest(triggers.join("\n").as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+async fn run<C: ConnectionTrait>(db: &C, sql: &str) -> Result<(), DbErr> {
+    db.execute_unprepared(sql).await.map(|_| ())
+}
+
+async fn exists<C: ConnectionTrait>(db: &C, sql: &str, values: Vec<String>) -> Result<bool, DbErr> {
+    let values: Vec<sea_orm::Value> = values.into_iter().map(Into::into).collect();
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::MySql,
+            sql,
+            values,
+        ))
+        .await?;
+    Ok(row.is_some())
+}
+
+async fn table_exists<C: ConnectionTrait>(db: &C, table: &str) -> Result<bool, DbErr> {
+    exists(
+        db,
+        "SELECT 1 AS found FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() \
+         AND TABLE_NAME = ?",
+        vec![table.to_owned()],
+    )
+    .await
+}
+
+pub(super) async fn install<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<(), DbErr> {
+    if !table_exists(db, spec.table).await? {
+        return Err(Error::NoSuchTable {
+            table: spec.table.to_owned(),
+        }
+        .into());
+    }
+    let triggers = triggers_sql(spec)?;
+    let registry = serde_json::json!({
+        "fingerprint": fingerprint(&triggers),
+        "columns": spec.columns.iter().map(|c| c.name).collect::<Vec<_>>(),
+    });
+    run(
+        db,
+        &format!(
+            "CREATE TABLE IF NOT EXISTS {} (connection BIGINT UNSIGNED PRIMARY KEY, \
+             actor VARCHAR(191), tool VARCHAR(191), data LONGTEXT)",
+            q(CONTEXT_TABLE)
+        ),
+    )
+    .await?;
+    let log = audit_log::Entity.table_name();
+    let indexed = exists(
+        db,
+        "SELECT 1 AS found FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() \
+         AND TABLE_NAME = ? AND INDEX_NAME = ?",
+        vec![log.to_owned(), HASH_INDEX.to_owned()],
+    )
+    .await?;
+    if !indexed {
+        run(
+            db,
+            &format!(
+                "CREATE INDEX {} ON {} ({})",
+                q(HASH_INDEX),
+                q(log),
+                q(audit_log::Column::Hash.as_str())
+            ),
+        )
+        .await?;
+    }
+    uninstall(db, spec.table).await?;
+    let [insert, update, delete] = triggers;
+    let insert = insert.replacen(" BEGIN\n", &format!(" BEGIN\n{REGISTRY}{registry} */\n"), 1);
+    for sql in [insert, update, delete] {
+        run(db, &sql).await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn uninstall<C: ConnectionTrait>(db: &C, table: &str) -> Result<(), DbErr> {
+    for name in trigger_names(table) {
+        run(db, &format!("DROP TRIGGER IF EXISTS {}", q(&name))).await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn check<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<Vec<Drift>, DbErr> {
+    if !table_exists(db, spec.table).await? {
+        return Err(Error::NoSuchTable {
+            table: spec.table.to_owned(),
+        }
+        .into());
+    }
+    let mut texts = Vec::new();
+    for name in trigger_names(spec.table) {
+        let row = db
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::MySql,
+                "SELECT CAST(ACTION_STATEMENT AS CHAR) AS body FROM information_schema.TRIGGERS \
+                 WHERE TRIGGER_SCHEMA = DATABASE() AND TRIGGER_NAME = ? \
+                 AND EVENT_OBJECT_TABLE = ?",
+                [name.into(), spec.table.into()],
+            ))
+            .await?;
+        match row {
+            Some(row) => texts.push(row.try_get::<String>("", "body")?),
+            None => return Ok(vec![Drift::NotInstalled]),
+        }
+    }
+    let recorded: Json = texts[0]
+        .split_once(REGISTRY)
+        .and_then(|(_, rest)| rest.split_once(" */"))
+        .and_then(|(json, _)| serde_json::from_str(json).ok())
+        .unwrap_or(Json::Null);
+    let mut drift = Vec::new();
+    let expected = fingerprint(&triggers_sql(spec)?);
+    if recorded.get("fingerprint").and_then(Json::as_str) != Some(expected.as_str()) {
+        drift.push(Drift::EntityChanged);
+    }
+    let known: Vec<&str> = recorded
+        .get("columns")
+        .and_then(Json::as_array)
+        .map(|cols| cols.iter().filter_map(Json::as_str).collect())
+        .unwrap_or_default();
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::MySql,
+            "SELECT CAST(COLUMN_NAME AS CHAR) AS name FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+            [spec.table.into()],
+        ))
+        .await?;
+    let mut uncaptured = Vec::new();
+    for row in rows {
+        let name: String = row.try_get("", "name")?;
+        if !known.contains(&name.as_str()) {
+            uncaptured.push(name);
+        }
+    }
+    if !uncaptured.is_empty() {
+        drift.push(Drift::UncapturedColumns(uncaptured));
+    }
+    Ok(drift)
+}
+
+pub(super) async fn set_context<C: ConnectionTrait>(db: &C, row: ContextRow) -> Result<(), DbErr> {
+    let table = q(CONTEXT_TABLE);
+    let statement = match row {
+        ContextRow::Begin(actor, tool, data) => Statement::from_sql_and_values(
+            DbBackend::MySql,
+            format!(
+                "REPLACE INTO {table} (connection, actor, tool, data) \
+                 VALUES (CONNECTION_ID(), ?, ?, ?)"
+            ),
+            [actor.into(), tool.into(), data.into()],
+        ),
+        ContextRow::Replace(actor, tool, data) => Statement::from_sql_and_values(
+            DbBackend::MySql,
+            format!(
+                "UPDATE {table} SET actor = ?, tool = ?, data = ? WHERE connection = CONNECTION_ID()"
+            ),
+            [actor.into(), tool.into(), data.into()],
+        ),
+        ContextRow::End => Statement::from_string(
+            DbBackend::MySql,
+            format!("DELETE FROM {table} WHERE connection = CONNECTION_ID()"),
+        ),
+    };
+    db.execute_raw(statement).await.map(|_| ())
+}

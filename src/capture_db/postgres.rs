@@ -1,0 +1,460 @@
+//! PostgreSQL: a PL/pgSQL row trigger per table that builds the entry's canonical content as
+//! text, hashes it with `sha256()` and appends the row to its object's chain.
+//!
+//! The trigger writes `changes` as the canonical text the library hashes (keys sorted by
+//! bytes, compact, numbers as serde_json prints them), so the digest it computes is the one
+//! `verify` recomputes from the stored row. Its chain head read runs after the row lock of the
+//! write was granted, and PL/pgSQL takes a new snapshot per statement under READ COMMITTED:
+//! the previous writer of the object has committed its entry, which the read sees.
+
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, IdenStatic, Statement};
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+
+use super::{ColumnSpec, Drift, Encoding, Role, Spec};
+use crate::audit_log;
+use crate::chain::POSTGRES_LINK_HASH;
+use crate::diff::FILTERED;
+use crate::error::Error;
+use crate::sql::{literal, quote};
+
+/// The transaction-local setting the triggers read the context from.
+const CONTEXT_SETTING: &str = "sea_orm_audit.ctx";
+/// The trigger's name (trigger names are per table in PostgreSQL).
+const TRIGGER: &str = "sea_orm_audit";
+/// PostgreSQL truncates longer identifiers, which could make two tables share a function.
+const MAX_IDENT: usize = 63;
+
+fn q(ident: &str) -> String {
+    quote(DbBackend::Postgres, ident)
+}
+
+fn function_name(table: &str) -> Result<String, Error> {
+    let name = format!("sea_orm_audit_capture_{table}");
+    if name.len() > MAX_IDENT {
+        return Err(Error::IdentifierTooLong {
+            name,
+            max_bytes: MAX_IDENT,
+        });
+    }
+    Ok(name)
+}
+
+/// The schema a table lives in (as the connection's search path resolves it), if it exists.
+async fn schema_of<C: ConnectionTrait>(db: &C, table: &str) -> Result<Option<String>, DbErr> {
+    let statement = Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT n.nspname AS schema FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n \
+         ON n.oid = c.relnamespace WHERE c.oid = pg_catalog.to_regclass($1)",
+        [q(table).into()],
+    );
+    match db.query_one_raw(statement).await? {
+        Some(row) => Ok(Some(row.try_get("", "schema")?)),
+        None => Ok(None),
+    }
+}
+
+async fn require_schema<C: ConnectionTrait>(db: &C, table: &str) -> Result<String, DbErr> {
+    schema_of(db, table).await?.ok_or_else(|| {
+        Error::NoSuchTable {
+            table: table.to_owned(),
+        }
+        .into()
+    })
+}
+
+/// Helper functions shared by every table's trigger, in the audit log's schema.
+fn helpers_sql(s: &str) -> Vec<String> {
+    vec![
+        // serde_json's text of an f64 (ryu's layout, `e+` for positive exponents) from PostgreSQL's shortest round-trip
+        // digits (PostgreSQL 12+ prints floats with Ryu too; `extra_float_digits = 1` asks for
+        // the shortest form whatever the session says), as `verify` will read it back from the
+        // stored jsonb. PostgreSQL's Ryu excludes the rounding interval's bounds, so a few values
+        // (4.33549e20) come out longer than serde_json's shortest form: the loop finds the
+        // shortest rounding that reads back as the same double. jsonb writes an integral
+        // value without a point, and serde_json reads
+        // such a number back as an integer when it fits u64 (i64 if negative), so 1e16 and
+        // more are hashed as that integer.
+        format!(
+            r#"CREATE OR REPLACE FUNCTION {s}.sea_orm_audit_f64(x float8) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET extra_float_digits = 1 AS $f$
+DECLARE t text; neg boolean; e int := 0; ip text; fp text; digits text; k int; len int; kk int; r text; c text;
+BEGIN
+  IF x IS NULL THEN RETURN NULL; END IF;
+  IF x = 'NaN'::float8 THEN RETURN '"NaN"'; END IF;
+  IF x = 'Infinity'::float8 THEN RETURN '"Infinity"'; END IF;
+  IF x = '-Infinity'::float8 THEN RETURN '"-Infinity"'; END IF;
+  IF x = 0 THEN RETURN '0.0'; END IF;
+  t := x::text;
+  neg := left(t, 1) = '-';
+  IF neg THEN t := substr(t, 2); END IF;
+  IF position('e' in t) > 0 THEN e := split_part(t, 'e', 2)::int; t := split_part(t, 'e', 1); END IF;
+  ip := split_part(t, '.', 1); fp := split_part(t, '.', 2);
+  digits := ltrim(ip || fp, '0'); k := e - length(fp);
+  WHILE right(digits, 1) = '0' LOOP digits := left(digits, -1); k := k + 1; END LOOP;
+  len := length(digits);
+  -- Far from the ends of the double range only, where a shorter candidate cannot overflow.
+  FOR n IN 1 .. CASE WHEN abs(len + k) < 300 THEN len - 1 ELSE 0 END LOOP
+    c := round(digits::numeric / (10::numeric ^ (len - n)))::text;
+    IF (c || 'e' || (k + len - n))::float8 = abs(x) THEN
+      k := k + len - n; digits := c;
+      WHILE right(digits, 1) = '0' LOOP digits := left(digits, -1); k := k + 1; END LOOP;
+      len := length(digits);
+      EXIT;
+    END IF;
+  END LOOP;
+  kk := len + k;
+  IF kk > 16 AND k >= 0 AND (digits || repeat('0', k))::numeric
+      <= (CASE WHEN neg THEN 9223372036854775808 ELSE 18446744073709551615 END) THEN
+    r := digits || repeat('0', k);
+  ELSIF k >= 0 AND kk <= 16 THEN r := digits || repeat('0', k) || '.0';
+  ELSIF kk > 0 AND kk <= 16 THEN r := left(digits, kk) || '.' || substr(digits, kk + 1);
+  ELSIF kk > -5 AND kk <= 0 THEN r := '0.' || repeat('0', -kk) || digits;
+  ELSIF len = 1 THEN r := digits || 'e' || (CASE WHEN kk > 1 THEN '+' ELSE '' END) || (kk - 1)::text;
+  ELSE r := left(digits, 1) || '.' || substr(digits, 2) || 'e' || (CASE WHEN kk > 1 THEN '+' ELSE '' END) || (kk - 1)::text;
+  END IF;
+  RETURN CASE WHEN neg THEN '-' || r ELSE r END;
+END $f$"#
+        ),
+        // chrono's `%.f`: no digits, 3 or 6 (PostgreSQL keeps microseconds).
+        format!(
+            r#"CREATE OR REPLACE FUNCTION {s}.sea_orm_audit_frac(us bigint) RETURNS text
+LANGUAGE sql IMMUTABLE AS $f$
+SELECT CASE WHEN us = 0 THEN '' WHEN us % 1000 = 0 THEN '.' || lpad((us / 1000)::text, 3, '0')
+ELSE '.' || lpad(us::text, 6, '0') END $f$"#
+        ),
+        // The canonical text of a JSON value as the library writes it (`chain::canonical` of
+        // what serde_json reads back): keys sorted by bytes, compact, integers as they are,
+        // other numbers through sea_orm_audit_f64.
+        format!(
+            r#"CREATE OR REPLACE FUNCTION {s}.sea_orm_audit_canon(v jsonb) RETURNS text
+LANGUAGE plpgsql IMMUTABLE AS $f$
+DECLARE r text := ''; k text; x jsonb; t text;
+BEGIN
+  CASE jsonb_typeof(v)
+  WHEN 'object' THEN
+    FOR k, x IN SELECT e.key, e.value FROM jsonb_each(v) e ORDER BY e.key COLLATE "C" LOOP
+      r := r || ',' || to_json(k)::text || ':' || {s}.sea_orm_audit_canon(x);
+    END LOOP;
+    RETURN '{{' || substr(r, 2) || '}}';
+  WHEN 'array' THEN
+    FOR x IN SELECT e.value FROM jsonb_array_elements(v) WITH ORDINALITY e(value, i) ORDER BY e.i LOOP
+      r := r || ',' || {s}.sea_orm_audit_canon(x);
+    END LOOP;
+    RETURN '[' || substr(r, 2) || ']';
+  WHEN 'number' THEN
+    t := v::text;
+    IF t ~ '^-?[0-9]+$' AND t::numeric BETWEEN -9223372036854775808 AND 18446744073709551615 THEN
+      RETURN t;
+    END IF;
+    RETURN {s}.sea_orm_audit_f64(t::float8);
+  ELSE
+    RETURN v::text;
+  END CASE;
+END $f$"#
+        ),
+    ]
+}
+
+/// The JSON text of column value `x` (NULL when the value is NULL), as `value::to_json`.
+fn json_expr(enc: Encoding, x: &str, s: &str) -> String {
+    let frac = |v: &str| {
+        format!("{s}.sea_orm_audit_frac((extract(microseconds from {v}))::bigint % 1000000)")
+    };
+    match enc {
+        Encoding::Bool => format!("CASE WHEN {x} THEN 'true' WHEN NOT {x} THEN 'false' END"),
+        Encoding::Int => format!("({x})::text"),
+        Encoding::Float => format!("{s}.sea_orm_audit_f64(({x})::float8)"),
+        Encoding::Text | Encoding::Uuid | Encoding::Decimal => {
+            format!("to_json(({x})::text)::text")
+        }
+        Encoding::Bytes => format!("'\"' || replace(encode({x}, 'base64'), chr(10), '') || '\"'"),
+        Encoding::Json => format!("{s}.sea_orm_audit_canon(({x})::jsonb)"),
+        Encoding::Date => format!("'\"' || to_char({x}, 'YYYY-MM-DD') || '\"'"),
+        Encoding::Time => format!(
+            "'\"' || to_char(date '2000-01-01' + {x}, 'HH24:MI:SS') || {} || '\"'",
+            frac(x)
+        ),
+        Encoding::NaiveDateTime => format!(
+            "'\"' || to_char({x}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || {} || '\"'",
+            frac(x)
+        ),
+        Encoding::UtcDateTime => format!(
+            "'\"' || to_char({x} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || {} || '+00:00\"'",
+            frac(x)
+        ),
+    }
+}
+
+/// What the diff records for a column value: its JSON, `null`, or the mask.
+fn logged_expr(col: &ColumnSpec, x: &str, s: &str) -> String {
+    match col.role {
+        Role::Masked => format!(
+            "CASE WHEN {x} IS NULL THEN 'null' ELSE {} END",
+            literal(&Json::from(FILTERED).to_string())
+        ),
+        _ => format!("coalesce({}, 'null')", json_expr(col.encoding, x, s)),
+    }
+}
+
+/// The object id from a row (`NEW` or `OLD`), as `auditable::object_id`: a single key's plain
+/// text, a composite key's compact JSON array.
+fn key_expr(spec: &Spec, row: &str, s: &str) -> String {
+    let value = |i: usize| {
+        let col = &spec.columns[i];
+        json_expr(col.encoding, &format!("{row}.{}", q(col.name)), s)
+    };
+    match spec.key.as_slice() {
+        [only] => match spec.columns[*only].encoding {
+            Encoding::Text | Encoding::Uuid | Encoding::Decimal => {
+                format!("({row}.{})::text", q(spec.columns[*only].name))
+            }
+            Encoding::Int => value(*only),
+            // Other single keys are JSON strings (dates, bytes...): their unquoted text.
+            _ => format!("(({})::json #>> '{{}}')", value(*only)),
+        },
+        keys => {
+            let parts: Vec<String> = keys.iter().map(|i| value(*i)).collect();
+            format!("'[' || {} || ']'", parts.join(" || ',' || "))
+        }
+    }
+}
+
+/// `,"name":value` appended to `side` for each logged column of `row`.
+fn append_all(spec: &Spec, side: &str, row: &str, s: &str) -> String {
+    spec.logged_sorted()
+        .into_iter()
+        .map(|c| {
+            let x = format!("{row}.{}", q(c.name));
+            format!(
+                "  {side} := {side} || {} || {};\n",
+                literal(&format!(",{}:", Json::from(c.name))),
+                logged_expr(c, &x, s)
+            )
+        })
+        .collect()
+}
+
+/// The trigger function (`CREATE OR REPLACE FUNCTION ...`) for `spec`.
+fn function_sql(spec: &Spec, table_schema: &str, audit_schema: &str) -> Result<String, Error> {
+    let s = q(audit_schema);
+    let function = format!("{}.{}", q(table_schema), q(&function_name(spec.table)?));
+    let mut changed = String::new();
+    for c in spec.logged_sorted() {
+        let (old, new) = (format!("OLD.{}", q(c.name)), format!("NEW.{}", q(c.name)));
+        let (cmp_old, cmp_new) = if c.encoding == Encoding::Json {
+            // `json` has no equality; jsonb text tells 1 from 1.0 as the library's diff does.
+            (format!("{old}::jsonb::text"), format!("{new}::jsonb::text"))
+        } else {
+            (old.clone(), new.clone())
+        };
+        let key = literal(&format!(",{}:", Json::from(c.name)));
+        changed.push_str(&format!(
+            "    IF {cmp_new} IS DISTINCT FROM {cmp_old} THEN\n      v_o := v_o || {key} || {};\n      v_n := v_n || {key} || {};\n    END IF;\n",
+            logged_expr(c, &old, &s),
+            logged_expr(c, &new, &s),
+        ));
+    }
+    let skip_unchanged = if spec.log_unchanged {
+        ""
+    } else {
+        "    IF v_o = '' AND v_n = '' THEN RETURN NULL; END IF;\n"
+    };
+    use audit_log::Column as L;
+    let log_table = format!(
+        "{s}.{}",
+        q(sea_orm::EntityName::table_name(&audit_log::Entity))
+    );
+    let columns: Vec<String> = [
+        L::EntityType,
+        L::ObjectId,
+        L::Action,
+        L::Actor,
+        L::CreatedAt,
+        L::Changes,
+        L::Tool,
+        L::Message,
+        L::Status,
+        L::Data,
+        L::PrevHash,
+        L::Hash,
+    ]
+    .iter()
+    .map(|c| q(c.as_str()))
+    .collect();
+    let entity_type = literal(spec.entity_type);
+    let entity_type_json = literal(&Json::from(spec.entity_type).to_string());
+    let link = POSTGRES_LINK_HASH
+        .replace("{prefix}", "(v_digest || chr(10))")
+        .replace("{prev}", "v_prev");
+    Ok(format!(
+        r#"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $sea_orm_audit$
+DECLARE
+  v_o text := ''; v_n text := ''; v_oid text; v_act text; v_ctx jsonb; v_actor text; v_tool text;
+  v_data jsonb; v_changes text; v_prev text; v_at timestamptz := clock_timestamp(); v_digest text;
+BEGIN
+  IF TG_OP = 'INSERT' THEN
+    v_act := 'create'; v_oid := {new_key};
+{insert_all}  ELSIF TG_OP = 'UPDATE' THEN
+    v_act := 'update'; v_oid := {new_key};
+{changed}{skip_unchanged}  ELSE
+    v_act := 'delete'; v_oid := {old_key};
+{delete_all}  END IF;
+  v_changes := '{{"new_value":{{' || substr(v_n, 2) || '}},"old_value":{{' || substr(v_o, 2) || '}}}}';
+  v_ctx := nullif(current_setting({setting}, true), '')::jsonb;
+  v_actor := v_ctx ->> 'actor'; v_tool := v_ctx ->> 'tool'; v_data := v_ctx -> 'data';
+  IF jsonb_typeof(v_data) IS DISTINCT FROM 'object' OR v_data = '{{}}'::jsonb THEN v_data := NULL; END IF;
+  IF v_act <> 'create' THEN
+    SELECT a.{hash} INTO v_prev FROM {log_table} a WHERE a.{et} = {entity_type} AND a.{oidc} = v_oid
+      ORDER BY a.{id} DESC LIMIT 1;
+  END IF;
+  v_digest := encode(sha256(convert_to('[' || {entity_type_json} || ',' || to_json(v_oid)::text || ','
+    || to_json(v_act)::text || ',' || coalesce(to_json(v_actor)::text, 'null') || ',"'
+    || to_char(v_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') || 'Z",' || v_changes || ','
+    || coalesce(to_json(v_tool)::text, 'null') || ',null,"success",'
+    || coalesce({s}.sea_orm_audit_canon(v_data), 'null') || ']', 'UTF8')), 'hex');
+  INSERT INTO {log_table} ({columns}) VALUES ({entity_type}, v_oid, v_act, v_actor, v_at,
+    v_changes::jsonb, v_tool, NULL, 'success', v_data, v_prev, {link});
+  RETURN NULL;
+END $sea_orm_audit$"#,
+        new_key = key_expr(spec, "NEW", &s),
+        old_key = key_expr(spec, "OLD", &s),
+        insert_all = append_all(spec, "v_n", "NEW", &s),
+        delete_all = append_all(spec, "v_o", "OLD", &s),
+        setting = literal(CONTEXT_SETTING),
+        hash = q(L::Hash.as_str()),
+        et = q(L::EntityType.as_str()),
+        oidc = q(L::ObjectId.as_str()),
+        id = q(L::Id.as_str()),
+        columns = columns.join(", "),
+    ))
+}
+
+/// What the function's comment records: the definition it was generated from, and the
+/// table's columns it knows (captured or excluded).
+fn fingerprint(function_sql: &str) -> String {
+    Sha256::digest(function_sql.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn registry(spec: &Spec, function_sql: &str) -> Json {
+    serde_json::json!({
+        "fingerprint": fingerprint(function_sql),
+        "columns": spec.columns.iter().map(|c| c.name).collect::<Vec<_>>(),
+    })
+}
+
+async fn run<C: ConnectionTrait>(db: &C, sql: &str) -> Result<(), DbErr> {
+    db.execute_unprepared(sql).await.map(|_| ())
+}
+
+pub(super) async fn install<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<(), DbErr> {
+    let audit_table = sea_orm::EntityName::table_name(&audit_log::Entity);
+    let audit_schema = require_schema(db, audit_table).await?;
+    let table_schema = require_schema(db, spec.table).await?;
+    for helper in helpers_sql(&q(&audit_schema)) {
+        run(db, &helper).await?;
+    }
+    let function_sql = function_sql(spec, &table_schema, &audit_schema)?;
+    run(db, &function_sql).await?;
+    let function = format!("{}.{}", q(&table_schema), q(&function_name(spec.table)?));
+    let table = format!("{}.{}", q(&table_schema), q(spec.table));
+    let comment = registry(spec, &function_sql).to_string();
+    run(
+        db,
+        &format!("COMMENT ON FUNCTION {function}() IS {}", literal(&comment)),
+    )
+    .await?;
+    run(db, &format!("DROP TRIGGER IF EXISTS {TRIGGER} ON {table}")).await?;
+    run(
+        db,
+        &format!(
+            "CREATE TRIGGER {TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON {table} FOR EACH ROW \
+             EXECUTE FUNCTION {function}()"
+        ),
+    )
+    .await
+}
+
+pub(super) async fn uninstall<C: ConnectionTrait>(db: &C, table: &str) -> Result<(), DbErr> {
+    let Some(schema) = schema_of(db, table).await? else {
+        return Ok(());
+    };
+    let function = format!("{}.{}", q(&schema), q(&function_name(table)?));
+    run(
+        db,
+        &format!(
+            "DROP TRIGGER IF EXISTS {TRIGGER} ON {}.{}",
+            q(&schema),
+            q(table)
+        ),
+    )
+    .await?;
+    run(db, &format!("DROP FUNCTION IF EXISTS {function}()")).await
+}
+
+pub(super) async fn check<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<Vec<Drift>, DbErr> {
+    let audit_table = sea_orm::EntityName::table_name(&audit_log::Entity);
+    let audit_schema = require_schema(db, audit_table).await?;
+    let table_schema = require_schema(db, spec.table).await?;
+    let regclass = format!("{}.{}", q(&table_schema), q(spec.table));
+    let installed = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_catalog.obj_description(t.tgfoid, 'pg_proc') AS registry \
+             FROM pg_catalog.pg_trigger t WHERE t.tgrelid = pg_catalog.to_regclass($1) \
+             AND t.tgname = $2 AND t.tgenabled <> 'D'",
+            [regclass.clone().into(), TRIGGER.into()],
+        ))
+        .await?;
+    let Some(installed) = installed else {
+        return Ok(vec![Drift::NotInstalled]);
+    };
+    let recorded: Option<String> = installed.try_get("", "registry")?;
+    let recorded: Json = recorded
+        .and_then(|r| serde_json::from_str(&r).ok())
+        .unwrap_or(Json::Null);
+    let mut drift = Vec::new();
+    let expected = fingerprint(&function_sql(spec, &table_schema, &audit_schema)?);
+    if recorded.get("fingerprint").and_then(Json::as_str) != Some(expected.as_str()) {
+        drift.push(Drift::EntityChanged);
+    }
+    let known: Vec<&str> = recorded
+        .get("columns")
+        .and_then(Json::as_array)
+        .map(|cols| cols.iter().filter_map(Json::as_str).collect())
+        .unwrap_or_default();
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT a.attname::text AS name FROM pg_catalog.pg_attribute a \
+             WHERE a.attrelid = pg_catalog.to_regclass($1) AND a.attnum > 0 \
+             AND NOT a.attisdropped ORDER BY a.attnum",
+            [regclass.into()],
+        ))
+        .await?;
+    let mut uncaptured = Vec::new();
+    for row in rows {
+        let name: String = row.try_get("", "name")?;
+        if !known.contains(&name.as_str()) {
+            uncaptured.push(name);
+        }
+    }
+    if !uncaptured.is_empty() {
+        drift.push(Drift::UncapturedColumns(uncaptured));
+    }
+    Ok(drift)
+}
+
+pub(super) async fn set_context<C: ConnectionTrait>(db: &C, context: String) -> Result<(), DbErr> {
+    db.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT pg_catalog.set_config($1, $2, true)",
+        [CONTEXT_SETTING.into(), context.into()],
+    ))
+    .await
+    .map(|_| ())
+}

@@ -1,0 +1,369 @@
+//! SQLite: three row triggers per table that write the entry with the hash left to
+//! [`seal`](super::seal), since SQLite has no SHA-256 function (an application function
+//! would make every other program's writes to the table fail).
+//!
+//! The triggers write `hash = 'unsealed'` and no `prev_hash`; `seal` fills both in id order,
+//! from the row as stored, exactly as `verify` recomputes them. Each hash depends only on the
+//! entry and its predecessor, so two sealers racing compute the same values and need no
+//! transaction. The context comes from the one row of `sea_orm_audit_context`, which
+//! [`transaction`](super::transaction) writes inside its transaction and deletes before
+//! committing: SQLite admits one writer, so no other connection's write can run while the row
+//! exists, and it is never committed.
+
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, EntityName, IdenStatic, Statement};
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+
+use super::{ContextRow, Drift, Encoding, Role, Spec};
+use crate::audit_log;
+use crate::chain::UNSEALED;
+use crate::diff::FILTERED;
+use crate::error::Error;
+use crate::sql::{literal, quote};
+
+/// The context the triggers read (one row, `id = 1`, only inside `capture_db::transaction`).
+const CONTEXT_TABLE: &str = "sea_orm_audit_context";
+/// Marks the registry comment in the insert trigger's text (kept by `sqlite_master`).
+const REGISTRY: &str = "/* sea_orm_audit registry: ";
+
+fn q(ident: &str) -> String {
+    quote(DbBackend::Sqlite, ident)
+}
+
+fn trigger_names(table: &str) -> [String; 3] {
+    ["insert", "update", "delete"].map(|op| format!("sea_orm_audit_{table}_{op}"))
+}
+
+/// The SQL value `json_object` gets for column value `x` (NULL stays NULL), as
+/// `value::to_json` encodes it; `None` for encodings SQLite cannot reproduce yet (bytes need
+/// base64, which SQLite lacks; sqlx stores UUIDs as blobs, decimals as REAL, and chrono
+/// values in its own text formats).
+fn value_expr(enc: Encoding, x: &str) -> Option<String> {
+    Some(match enc {
+        Encoding::Int | Encoding::Text => x.to_owned(),
+        Encoding::Bool => {
+            format!(
+                "CASE WHEN {x} IS NULL THEN NULL WHEN {x} THEN json('true') ELSE json('false') END"
+            )
+        }
+        // 17 significant digits read back as the same double; a point keeps it a float.
+        Encoding::Float => format!(
+            "CASE WHEN {x} IS NULL THEN NULL WHEN {x} > 1.7976931348623157e308 THEN 'Infinity' \
+             WHEN {x} < -1.7976931348623157e308 THEN '-Infinity' \
+             ELSE json(printf('%!.17g', {x})) END"
+        ),
+        Encoding::Json => format!("json({x})"),
+        Encoding::Uuid
+        | Encoding::Decimal
+        | Encoding::Bytes
+        | Encoding::Date
+        | Encoding::Time
+        | Encoding::NaiveDateTime
+        | Encoding::UtcDateTime => return None,
+    })
+}
+
+/// `'name', value` pairs of every logged column of `row`, sorted by name.
+fn object_args(spec: &Spec, row: &str) -> Result<String, Error> {
+    let mut args = Vec::new();
+    for c in spec.logged_sorted() {
+        let x = format!("{row}.{}", q(c.name));
+        let value = match c.role {
+            Role::Masked => format!(
+                "CASE WHEN {x} IS NULL THEN NULL ELSE {} END",
+                literal(FILTERED)
+            ),
+            _ => value_expr(c.encoding, &x).ok_or_else(|| unsupported(spec, c.name))?,
+        };
+        args.push(format!("{}, {value}", literal(c.name)));
+    }
+    Ok(args.join(", "))
+}
+
+fn unsupported(spec: &Spec, column: &str) -> Error {
+    Error::CaptureUnsupportedColumn {
+        table: spec.table.to_owned(),
+        column: column.to_owned(),
+    }
+}
+
+/// The object id, as `auditable::object_id`.
+fn key_expr(spec: &Spec, row: &str) -> Result<String, Error> {
+    let col = |i: usize| format!("{row}.{}", q(spec.columns[i].name));
+    match spec.key.as_slice() {
+        [only] => match spec.columns[*only].encoding {
+            Encoding::Int => Ok(format!("CAST({} AS TEXT)", col(*only))),
+            Encoding::Text => Ok(col(*only)),
+            _ => Err(unsupported(spec, spec.columns[*only].name)),
+        },
+        keys => {
+            let mut parts = Vec::new();
+            for i in keys {
+                match spec.columns[*i].encoding {
+                    Encoding::Int | Encoding::Text => parts.push(col(*i)),
+                    _ => return Err(unsupported(spec, spec.columns[*i].name)),
+                }
+            }
+            Ok(format!("json_array({})", parts.join(", ")))
+        }
+    }
+}
+
+/// The three `CREATE TRIGGER` statements (insert, update, delete).
+fn triggers_sql(spec: &Spec) -> Result<[String; 3], Error> {
+    use audit_log::Column as L;
+    let columns: Vec<String> = [
+        L::EntityType,
+        L::ObjectId,
+        L::Action,
+        L::Actor,
+        L::CreatedAt,
+        L::Changes,
+        L::Tool,
+        L::Message,
+        L::Status,
+        L::Data,
+        L::PrevHash,
+        L::Hash,
+    ]
+    .iter()
+    .map(|c| q(c.as_str()))
+    .collect();
+    let insert_into = format!(
+        "INSERT INTO {} ({})",
+        q(audit_log::Entity.table_name()),
+        columns.join(", ")
+    );
+    let table = q(spec.table);
+    let entity_type = literal(spec.entity_type);
+    // sqlx writes `DateTime<Utc>` as RFC 3339 with `+00:00`; SQLite's clock has milliseconds.
+    let now = "strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')";
+    let context = format!(
+        "FROM (SELECT 1) LEFT JOIN {} c ON c.id = 1",
+        q(CONTEXT_TABLE)
+    );
+    let row = |action: &str, key: &str, changes: &str| {
+        format!(
+            "{insert_into} SELECT {entity_type}, {key}, '{action}', c.actor, {now}, {changes}, \
+             c.tool, NULL, 'success', c.data, NULL, {} {context};",
+            literal(UNSEALED)
+        )
+    };
+    let [insert_name, update_name, delete_name] = trigger_names(spec.table);
+    let (new_all, old_all) = (object_args(spec, "NEW")?, object_args(spec, "OLD")?);
+    let insert = format!(
+        "CREATE TRIGGER {} AFTER INSERT ON {table} FOR EACH ROW BEGIN\n{}\nEND",
+        q(&insert_name),
+        row(
+            "create",
+            &key_expr(spec, "NEW")?,
+            &format!(
+                "json_object('new_value', json_object({new_all}), 'old_value', json_object())"
+            ),
+        )
+    );
+    let delete = format!(
+        "CREATE TRIGGER {} AFTER DELETE ON {table} FOR EACH ROW BEGIN\n{}\nEND",
+        q(&delete_name),
+        row(
+            "delete",
+            &key_expr(spec, "OLD")?,
+            &format!(
+                "json_object('new_value', json_object(), 'old_value', json_object({old_all}))"
+            ),
+        )
+    );
+    // An update lists every column, then removes the unchanged ones from both sides.
+    let mut changed = Vec::new();
+    let mut unchanged_paths = Vec::new();
+    for c in spec.logged_sorted() {
+        let (old, new) = (format!("OLD.{}", q(c.name)), format!("NEW.{}", q(c.name)));
+        let differs = if c.encoding == Encoding::Json {
+            format!("json({old}) IS NOT json({new})")
+        } else {
+            format!("{old} IS NOT {new}")
+        };
+        let path = literal(&format!("$.{}", Json::from(c.name)));
+        unchanged_paths.push(format!(
+            "CASE WHEN {differs} THEN '$.\"sea_orm_audit: none\"' ELSE {path} END"
+        ));
+        changed.push(differs);
+    }
+    let when = if spec.log_unchanged || changed.is_empty() {
+        String::new()
+    } else {
+        format!(" WHEN {}", changed.join(" OR "))
+    };
+    let remove = |all: &str| {
+        if unchanged_paths.is_empty() {
+            format!("json_object({all})")
+        } else {
+            format!(
+                "json_remove(json_object({all}), {})",
+                unchanged_paths.join(", ")
+            )
+        }
+    };
+    let update = format!(
+        "CREATE TRIGGER {} AFTER UPDATE ON {table} FOR EACH ROW{when} BEGIN\n{}\nEND",
+        q(&update_name),
+        row(
+            "update",
+            &key_expr(spec, "NEW")?,
+            &format!(
+                "json_object('new_value', {}, 'old_value', {})",
+                remove(&new_all),
+                remove(&old_all)
+            ),
+        )
+    );
+    Ok([insert, update, delete])
+}
+
+fn fingerprint(triggers: &[String; 3]) -> String {
+    Sha256::digest(triggers.join("\n").as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+async fn run<C: ConnectionTrait>(db: &C, sql: &str) -> Result<(), DbErr> {
+    db.execute_unprepared(sql).await.map(|_| ())
+}
+
+async fn table_exists<C: ConnectionTrait>(db: &C, table: &str) -> Result<bool, DbErr> {
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            "SELECT 1 AS found FROM sqlite_master WHERE type = 'table' AND name = ?",
+            [table.into()],
+        ))
+        .await?;
+    Ok(row.is_some())
+}
+
+pub(super) async fn install<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<(), DbErr> {
+    if !table_exists(db, spec.table).await? {
+        return Err(Error::NoSuchTable {
+            table: spec.table.to_owned(),
+        }
+        .into());
+    }
+    let triggers = triggers_sql(spec)?;
+    let registry = serde_json::json!({
+        "fingerprint": fingerprint(&triggers),
+        "columns": spec.columns.iter().map(|c| c.name).collect::<Vec<_>>(),
+    });
+    run(
+        db,
+        &format!(
+            "CREATE TABLE IF NOT EXISTS {} (id INTEGER PRIMARY KEY CHECK (id = 1), actor TEXT, \
+             tool TEXT, data TEXT)",
+            q(CONTEXT_TABLE)
+        ),
+    )
+    .await?;
+    // What `seal` looks for, without scanning the log.
+    run(
+        db,
+        &format!(
+            "CREATE INDEX IF NOT EXISTS idx_audit_log_unsealed ON {} ({}) WHERE {} = {}",
+            q(audit_log::Entity.table_name()),
+            q(audit_log::Column::Id.as_str()),
+            q(audit_log::Column::Hash.as_str()),
+            literal(UNSEALED)
+        ),
+    )
+    .await?;
+    uninstall(db, spec.table).await?;
+    let [insert, update, delete] = triggers;
+    // The registry rides in the insert trigger's text, which SQLite keeps as written.
+    let insert = insert.replacen(" BEGIN\n", &format!(" BEGIN\n{REGISTRY}{registry} */\n"), 1);
+    for sql in [insert, update, delete] {
+        run(db, &sql).await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn uninstall<C: ConnectionTrait>(db: &C, table: &str) -> Result<(), DbErr> {
+    for name in trigger_names(table) {
+        run(db, &format!("DROP TRIGGER IF EXISTS {}", q(&name))).await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn check<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<Vec<Drift>, DbErr> {
+    if !table_exists(db, spec.table).await? {
+        return Err(Error::NoSuchTable {
+            table: spec.table.to_owned(),
+        }
+        .into());
+    }
+    let mut texts = Vec::new();
+    for name in trigger_names(spec.table) {
+        let row = db
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ? AND tbl_name = ?",
+                [name.into(), spec.table.into()],
+            ))
+            .await?;
+        match row {
+            Some(row) => texts.push(row.try_get::<String>("", "sql")?),
+            None => return Ok(vec![Drift::NotInstalled]),
+        }
+    }
+    let recorded: Json = texts[0]
+        .split_once(REGISTRY)
+        .and_then(|(_, rest)| rest.split_once(" */"))
+        .and_then(|(json, _)| serde_json::from_str(json).ok())
+        .unwrap_or(Json::Null);
+    let mut drift = Vec::new();
+    let expected = fingerprint(&triggers_sql(spec)?);
+    if recorded.get("fingerprint").and_then(Json::as_str) != Some(expected.as_str()) {
+        drift.push(Drift::EntityChanged);
+    }
+    let known: Vec<&str> = recorded
+        .get("columns")
+        .and_then(Json::as_array)
+        .map(|cols| cols.iter().filter_map(Json::as_str).collect())
+        .unwrap_or_default();
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            "SELECT name FROM pragma_table_info(?) ORDER BY cid",
+            [spec.table.into()],
+        ))
+        .await?;
+    let mut uncaptured = Vec::new();
+    for row in rows {
+        let name: String = row.try_get("", "name")?;
+        if !known.contains(&name.as_str()) {
+            uncaptured.push(name);
+        }
+    }
+    if !uncaptured.is_empty() {
+        drift.push(Drift::UncapturedColumns(uncaptured));
+    }
+    Ok(drift)
+}
+
+pub(super) async fn set_context<C: ConnectionTrait>(db: &C, row: ContextRow) -> Result<(), DbErr> {
+    let table = q(CONTEXT_TABLE);
+    let statement = match row {
+        ContextRow::Begin(actor, tool, data) => Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            format!("INSERT OR REPLACE INTO {table} (id, actor, tool, data) VALUES (1, ?, ?, ?)"),
+            [actor.into(), tool.into(), data.into()],
+        ),
+        ContextRow::Replace(actor, tool, data) => Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            format!("UPDATE {table} SET actor = ?, tool = ?, data = ? WHERE id = 1"),
+            [actor.into(), tool.into(), data.into()],
+        ),
+        ContextRow::End => {
+            Statement::from_string(DbBackend::Sqlite, format!("DELETE FROM {table}"))
+        }
+    };
+    db.execute_raw(statement).await.map(|_| ())
+}
