@@ -106,7 +106,9 @@ pub mod value;
 pub mod web;
 
 pub use auditable::{Auditable, ColumnOf, object_id, snapshot};
-pub use capture::{PURGE_ABOVE, STALE_AFTER, after_delete, after_save, before_delete, before_save};
+pub use capture::{
+    IN_FLIGHT_WAIT, PURGE_ABOVE, STALE_AFTER, after_delete, after_save, before_delete, before_save,
+};
 pub use chain::{Report, verify, verify_object};
 pub use context::AuditContext;
 pub use diff::{Changes, FILTERED, diff, diff_maps};

@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use std::sync::LazyLock;
 
-use sea_orm::sea_query::{Query, SimpleExpr};
-use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
+use sea_orm::sea_query::{Expr, Query, SimpleExpr};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
 use serde_json::{Map, Value as Json};
 
 use crate::chain::{
@@ -283,7 +283,7 @@ async fn chain_heads<C: ConnectionTrait>(db: &C, rows: &[Row]) -> Result<Heads> 
     for (entity_type, ids) in wanted {
         let context = || format!("reading the chain head of {entity_type} {}", ids[0]);
         if let [only] = ids.as_slice() {
-            let hash = head(db, entity_type, only)
+            let hash = current_head(db, entity_type, only)
                 .await
                 .map_err(|e| Error::db(context(), e))?;
             heads.insert((entity_type.to_owned(), only.clone()), hash);
@@ -297,6 +297,64 @@ async fn chain_heads<C: ConnectionTrait>(db: &C, rows: &[Row]) -> Result<Heads> 
         }
     }
     Ok(heads)
+}
+
+/// MySQL's read of one object's chain head, as a scalar expression with the placeholders
+/// entity type, object id, entity type, object id: [`head_sql`]'s locking read, made only when
+/// a plain read finds the object has entries.
+///
+/// InnoDB's locking read of an empty range locks the gap where the range would be, which also
+/// holds the next entry of whichever object sorts just before: every writer of that object
+/// would wait for this transaction (up to `1205 Lock wait timeout exceeded`). An object with
+/// entries is locked within its own range instead. The plain read sees the transaction's
+/// snapshot; for a captured write it runs after the row lock was granted, so it sees the
+/// entries of every earlier writer of the row unless the transaction read before that
+/// writer committed (then the first entries fork, which `verify` reports).
+pub(crate) fn mysql_head_sql() -> String {
+    format!(
+        "CASE WHEN EXISTS (SELECT 1 FROM audit_log WHERE entity_type = ? AND object_id = ?) \
+         THEN ({}) END",
+        head_sql(DbBackend::MySql, "?", "?")
+    )
+}
+
+/// The chain head of one object, read in the statement that reads the before-image (SQLite,
+/// MySQL; see `capture`).
+pub(crate) fn head_subquery(backend: DbBackend, entity_type: &str, object_id: &str) -> SimpleExpr {
+    if backend != DbBackend::MySql {
+        return chain::head_subquery(backend, entity_type, object_id);
+    }
+    Expr::cust_with_values(
+        format!("({})", mysql_head_sql()),
+        [entity_type, object_id, entity_type, object_id],
+    )
+}
+
+/// The newest hash of one object's chain, read so that it is current (see [`head_sql`] and,
+/// for MySQL, [`mysql_head_sql`]).
+async fn current_head<C: ConnectionTrait>(
+    db: &C,
+    entity_type: &str,
+    object_id: &str,
+) -> Result<Option<String>, DbErr> {
+    let backend = db.get_database_backend();
+    if backend != DbBackend::MySql {
+        return head(db, entity_type, object_id).await;
+    }
+    let statement = Statement::from_sql_and_values(
+        backend,
+        format!("SELECT {} AS hash", mysql_head_sql()),
+        [
+            entity_type.into(),
+            object_id.into(),
+            entity_type.into(),
+            object_id.into(),
+        ],
+    );
+    match db.query_one_raw(statement).await? {
+        Some(row) => row.try_get("", "hash"),
+        None => Ok(None),
+    }
 }
 
 /// Writes one entry on `db` (the caller's connection or transaction).
