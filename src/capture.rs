@@ -71,6 +71,8 @@ type Key = (Scope, &'static str, String);
 enum Pending {
     /// The `before_*` hook is still reading: its write has not run yet.
     Reading,
+    /// The `after_*` hook took the snapshot and is writing the log row.
+    Logging,
     /// Update with nothing `Set`: nothing can change.
     Unchanged,
     /// Update or delete of a stored row.
@@ -147,8 +149,11 @@ impl Claim {
                     let deadline = slot.at + IN_FLIGHT_WAIT;
                     match slot.pending {
                         _ if can_wait && now < deadline => Some(Ok(deadline)),
-                        // A read is in flight for certain (its claim frees the slot when it ends).
-                        Pending::Reading if now.duration_since(slot.at) < STALE_AFTER => {
+                        // In flight for certain: a `Claim` or a `Release` frees the slot when
+                        // its hook ends, however it ends.
+                        Pending::Reading | Pending::Logging
+                            if now.duration_since(slot.at) < STALE_AFTER =>
+                        {
                             Some(Err(in_flight(&key)))
                         }
                         // Left behind by a write that failed.
@@ -209,19 +214,39 @@ impl Drop for Claim {
     }
 }
 
-/// The snapshot a `before_*` hook left for `key`, if its read has finished.
-fn take(key: &Key) -> Option<Pending> {
-    let mut map = table();
-    if map
-        .get(key)
-        .is_none_or(|s| matches!(s.pending, Pending::Reading))
-    {
-        return None;
+/// Frees a key once the `after_*` hook that took its snapshot has written the log row (or
+/// failed): until then the next write of the object in this task waits, so that its chain head
+/// read finds this entry.
+struct Release {
+    key: Key,
+    ticket: u64,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let mut map = table();
+        if map.get(&self.key).is_some_and(|s| s.ticket == self.ticket) {
+            map.remove(&self.key);
+        }
+        drop(map);
+        RELEASED.notify_waiters();
     }
-    let taken = map.remove(key).map(|s| s.pending);
-    drop(map);
-    RELEASED.notify_waiters();
-    taken
+}
+
+/// The snapshot a `before_*` hook left for `key`, if its read has finished, and the
+/// [`Release`] that frees the key.
+fn take(key: &Key) -> Option<(Pending, Release)> {
+    let mut map = table();
+    let slot = map
+        .get_mut(key)
+        .filter(|s| !matches!(s.pending, Pending::Reading | Pending::Logging))?;
+    slot.at = Instant::now();
+    let pending = std::mem::replace(&mut slot.pending, Pending::Logging);
+    let release = Release {
+        key: key.clone(),
+        ticket: slot.ticket,
+    };
+    Some((pending, release))
 }
 
 /// How many before-snapshots are waiting for their `after_*` hook (diagnostics and tests).
@@ -455,10 +480,13 @@ where
     let returned = snapshot(&model);
     let returning = db.support_returning();
     let mut absent = false;
+    let _release;
     let (action, old, new, head) = if insert {
         (Action::Create, Map::new(), returned, None)
     } else {
-        match take(&(Scope::current(), entity_type, id.clone())) {
+        let (pending, release) = take(&(Scope::current(), entity_type, id.clone())).unzip();
+        _release = release;
+        match pending {
             Some(Pending::Before { row, head, written }) => {
                 let new = after_image(&row, written, &returned, returning);
                 (Action::Update, row, new, head)
@@ -472,7 +500,7 @@ where
                 let new = after_image(&Map::new(), written, &returned, returning);
                 (Action::Update, Map::new(), new, None)
             }
-            Some(Pending::Reading) | None => {
+            Some(Pending::Reading | Pending::Logging) | None => {
                 return Err(Error::MissingSnapshot {
                     action: "update",
                     entity_type: entity_type.to_owned(),
@@ -566,7 +594,8 @@ where
     let pk = pk_of(&am)?;
     let entity_type = <ModelOf<A> as Auditable>::entity_type();
     let id = object_id(pk);
-    let (old, head, absent) = match take(&(Scope::current(), entity_type, id.clone())) {
+    let (pending, _release) = take(&(Scope::current(), entity_type, id.clone())).unzip();
+    let (old, head, absent) = match pending {
         Some(Pending::Before { row, head, .. }) => (row, head, false),
         Some(Pending::Absent {
             logged_as_existing: false,
@@ -586,7 +615,7 @@ where
             (Map::new(), None, true)
         }
         Some(Pending::Absent { .. } | Pending::Unchanged) => return Ok(am),
-        Some(Pending::Reading) | None => {
+        Some(Pending::Reading | Pending::Logging) | None => {
             return Err(Error::MissingSnapshot {
                 action: "delete",
                 entity_type: entity_type.to_owned(),

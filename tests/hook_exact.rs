@@ -11,7 +11,7 @@ use common::entities::post;
 use sea_orm::ActiveValue::Set;
 use sea_orm::{
     ActiveModelTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend,
-    DbErr, EntityTrait, TransactionTrait,
+    DbErr, EntityTrait, QuerySelect, TransactionTrait,
 };
 use sea_orm_audit::chain::ProblemKind;
 use sea_orm_audit::{Action, Event, logs_for_id};
@@ -345,5 +345,243 @@ async fn mysql_first_updates_of_many_new_objects_do_not_wait_for_each_other() {
     assert!(report.is_ok(), "{:?}", report.first_broken());
     assert_eq!(report.checked, TASKS as u64);
     db.close().await.ok();
+    t.finish().await;
+}
+
+const ROUNDS: usize = 100;
+
+/// Two updates of one object joined in one task (`tokio::join!`) are both logged, each with
+/// its own before-image: the second waits in its `before_save` until the first has logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn joined_updates_of_one_object_are_both_logged_exactly() {
+    for in_transaction in [false, true] {
+        let t = TestDb::new().await;
+        let p = new_post("joined").insert(&t.db).await.unwrap();
+        for round in 0..ROUNDS {
+            let a = post::ActiveModel {
+                id: Set(p.id),
+                body: Set(format!("a{round}")),
+                ..Default::default()
+            };
+            let b = post::ActiveModel {
+                id: Set(p.id),
+                body: Set(format!("b{round}")),
+                views: Set(i32::try_from(round + 1).unwrap()),
+                ..Default::default()
+            };
+            let (ra, rb) = if in_transaction {
+                let txn = t.db.begin().await.unwrap();
+                let results = tokio::join!(a.update(&txn), b.update(&txn));
+                txn.commit().await.unwrap();
+                results
+            } else {
+                tokio::join!(a.update(&t.db), b.update(&t.db))
+            };
+            ra.unwrap_or_else(|e| panic!("in_transaction={in_transaction} round {round}: {e}"));
+            rb.unwrap_or_else(|e| panic!("in_transaction={in_transaction} round {round}: {e}"));
+        }
+        assert_eq!(
+            sea_orm_audit::__private::pending_snapshots_for_current_task(),
+            0
+        );
+        let mut history = logs_for_id(&t.db, "posts", &p.id.to_string())
+            .await
+            .unwrap();
+        history.reverse();
+        assert_eq!(
+            history.len(),
+            1 + 2 * ROUNDS,
+            "in_transaction={in_transaction}"
+        );
+        let mut state = history[0].changes.as_ref().unwrap().new_value.clone();
+        let mut bodies = HashSet::new();
+        for (i, entry) in history.iter().enumerate().skip(1) {
+            let changes = entry.changes.as_ref().unwrap();
+            for (field, old) in &changes.old_value {
+                assert_eq!(
+                    &state[field], old,
+                    "entry {i}: old_value is the previous new_value"
+                );
+            }
+            assert!(
+                bodies.insert(changes.new_value["body"].clone()),
+                "entry {i} twice"
+            );
+            for (field, new) in &changes.new_value {
+                state.insert(field.clone(), new.clone());
+            }
+        }
+        let stored = post::Entity::find_by_id(p.id)
+            .one(&t.db)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            state["body"],
+            json!(stored.body),
+            "the newest entry is the stored row"
+        );
+        let report = sea_orm_audit::verify(&t.db).await.unwrap();
+        assert!(report.is_ok(), "{:?}", report.first_broken());
+        t.finish().await;
+    }
+}
+
+/// A joined write whose twin is still reading after `IN_FLIGHT_WAIT` (its row lock is held by
+/// another transaction) fails with `WriteInFlight` before it runs; the twin then completes and
+/// is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_joined_write_whose_twin_is_stuck_fails_before_it_runs() {
+    let t = TestDb::new().await;
+    if t.backend() == DbBackend::Sqlite {
+        // No row locks: a read cannot be held up long enough.
+        return t.finish().await;
+    }
+    let p = new_post("stuck").insert(&t.db).await.unwrap();
+    let holder = t.db.begin().await.unwrap();
+    post::Entity::find_by_id(p.id)
+        .lock_exclusive()
+        .one(&holder)
+        .await
+        .unwrap();
+    let a = post::ActiveModel {
+        id: Set(p.id),
+        body: Set("a".into()),
+        ..Default::default()
+    };
+    let b = post::ActiveModel {
+        id: Set(p.id),
+        body: Set("b".into()),
+        ..Default::default()
+    };
+    let release = async {
+        tokio::time::sleep(sea_orm_audit::IN_FLIGHT_WAIT + Duration::from_millis(500)).await;
+        holder.rollback().await.unwrap();
+    };
+    let (ra, rb, ()) = tokio::join!(a.update(&t.db), b.update(&t.db), release);
+    ra.unwrap();
+    let err = rb.unwrap_err().to_string();
+    assert!(err.contains("in flight"), "{err}");
+    let stored = post::Entity::find_by_id(p.id)
+        .one(&t.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.body, "a", "the failed write did not run");
+    let history = logs_for_id(&t.db, "posts", &p.id.to_string())
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(
+        history[0].changes.as_ref().unwrap().new_value["body"],
+        json!("a")
+    );
+    t.finish().await;
+}
+
+/// Updates (or deletes) post `id` on `db`.
+async fn write_post<C: ConnectionTrait>(db: &C, id: i32, delete: bool) -> Result<u64, DbErr> {
+    if delete {
+        let am = post::ActiveModel {
+            id: Set(id),
+            ..Default::default()
+        };
+        return Ok(am.delete(db).await?.rows_affected);
+    }
+    post::ActiveModel {
+        id: Set(id),
+        body: Set(format!("written {id}")),
+        ..Default::default()
+    }
+    .update(db)
+    .await
+    .map(|_| 1)
+}
+
+const RACES: i32 = 10;
+
+/// The before-image finds no row; another connection inserts and commits it; then our UPDATE
+/// (or DELETE), held back by the proxy, changes it. The write is logged, marked
+/// `before_image: absent`, on PostgreSQL in and outside transactions and on MySQL outside
+/// them. Inside a MySQL transaction the locking read's gap lock makes the insert wait for us,
+/// so the write matches nothing and nothing is logged. SQLite runs without the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_row_inserted_between_the_before_image_and_the_write_is_logged() {
+    use common::proxy::{FaultProxy, upstream_of};
+    let t = TestDb::new().await;
+    let backend = t.backend();
+    if backend == DbBackend::Sqlite {
+        return t.finish().await;
+    }
+    let proxy = FaultProxy::start(upstream_of(&t.url)).await;
+    let (update, delete) = match backend {
+        DbBackend::Postgres => ("UPDATE \"posts\"", "DELETE FROM \"posts\""),
+        _ => ("UPDATE `posts`", "DELETE FROM `posts`"),
+    };
+    let mut id = 1000;
+    for in_transaction in [false, true] {
+        for deleting in [false, true] {
+            for _ in 0..RACES {
+                id += 1;
+                let via_proxy = single_connection(&proxy.url(&t.url)).await;
+                let pattern = if deleting { delete } else { update };
+                proxy.delay(Some((pattern, Duration::from_millis(400))));
+                let delayed = proxy.delayed();
+                let inserter = {
+                    let db = t.db.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        post::ActiveModel {
+                            id: Set(id),
+                            ..new_post(&format!("race {id}"))
+                        }
+                        .insert(&db)
+                        .await
+                    })
+                };
+                let result = if in_transaction {
+                    let txn = via_proxy.begin().await.unwrap();
+                    let result = write_post(&txn, id, deleting).await;
+                    txn.commit().await.unwrap();
+                    result
+                } else {
+                    write_post(&via_proxy, id, deleting).await
+                };
+                proxy.delay(None);
+                inserter.await.unwrap().unwrap();
+                via_proxy.close().await.ok();
+                assert_eq!(proxy.delayed(), delayed + 1, "the write was held back");
+                let what = format!("in_transaction={in_transaction} delete={deleting} id={id}");
+                let history = logs_for_id(&t.db, "posts", &id.to_string()).await.unwrap();
+                let stored = post::Entity::find_by_id(id).one(&t.db).await.unwrap();
+                if in_transaction && backend == DbBackend::MySql {
+                    match result {
+                        Err(DbErr::RecordNotUpdated) if !deleting => {}
+                        Ok(0) if deleting => {}
+                        other => panic!("{what}: {other:?}"),
+                    }
+                    assert_eq!(history.len(), 1, "{what}: only the create");
+                    assert!(stored.is_some(), "{what}");
+                    continue;
+                }
+                assert_eq!(result.unwrap(), 1, "{what}: the write changed the row");
+                assert_eq!(history.len(), 2, "{what}: {history:?}");
+                let entry = &history[0];
+                assert_eq!(history[1].action, Action::Create, "{what}");
+                assert_eq!(entry.data["before_image"], json!("absent"), "{what}");
+                let changes = entry.changes.as_ref().unwrap();
+                assert!(changes.old_value.is_empty(), "{what}: old values unknown");
+                if deleting {
+                    assert_eq!(entry.action, Action::Delete, "{what}");
+                    assert!(stored.is_none(), "{what}");
+                } else {
+                    assert_eq!(entry.action, Action::Update, "{what}");
+                    assert_eq!(changes.new_value["body"], json!(format!("written {id}")));
+                }
+            }
+        }
+    }
+    let report = sea_orm_audit::verify(&t.db).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.first_broken());
     t.finish().await;
 }
