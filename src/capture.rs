@@ -4,11 +4,11 @@
 //! small in-memory table keyed by (current task, entity type, object id). The key includes the
 //! tokio task (or, outside tokio tasks, the thread), so concurrent writers never see each other's
 //! snapshots. Two writes of one object in one task (joined futures) would share a key: the
-//! second `before_*` hook waits until the first write has logged (see [`IN_FLIGHT_WAIT`]), so
-//! each `after_*` hook takes its own snapshot. A write that fails after `before_save` leaves its
-//! snapshot behind; it is replaced by the next audited write of the same object in the same task
-//! (after at most [`IN_FLIGHT_WAIT`] from the failed write's hook), never read by another task,
-//! and dropped after [`STALE_AFTER`] once the table holds more than [`PURGE_ABOVE`] entries.
+//! second `before_*` hook waits until the first write has logged (see [`IN_FLIGHT_WAIT`] and
+//! `Claim::acquire`), so each `after_*` hook takes its own snapshot. A write that fails after
+//! `before_save` leaves its snapshot behind; it is replaced by the next audited write of the
+//! same object in the same task, never read by another task, and dropped after [`STALE_AFTER`]
+//! once the table holds more than [`PURGE_ABOVE`] entries.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,10 +40,10 @@ type ModelOf<A> = <<A as ActiveModelTrait>::Entity as EntityTrait>::Model;
 pub const STALE_AFTER: Duration = Duration::from_secs(600);
 /// The snapshot table is swept for abandoned entries only above this size.
 pub const PURGE_ABOVE: usize = 1024;
-/// How long a `before_*` hook waits for another audited write of the same object in the same
-/// task (futures joined with `tokio::join!`) to finish its read, and then its write and log
-/// row. Then a snapshot is taken as left behind by a write that failed, and replaced; a read
-/// still running fails this write with [`Error::WriteInFlight`], before it runs.
+/// How long a `before_*` hook waits for each step (its read, its write, its log row) of
+/// another audited write of the same object in the same task that it saw running (futures
+/// joined with `tokio::join!`). A step that takes longer fails this write with
+/// [`Error::WriteInFlight`], before it runs.
 pub const IN_FLIGHT_WAIT: Duration = Duration::from_secs(1);
 
 /// The `data` key of an entry whose before-image read found no row although the write then
@@ -128,40 +128,47 @@ struct Claim {
 impl Claim {
     /// Claims `key` once no other write of it is in flight in this task.
     ///
-    /// A slot of the same key is either a write still in flight (joined futures) or the
-    /// snapshot of a write that failed; nothing tells them apart but time. So the hook waits
-    /// until the slot is taken, for at most [`IN_FLIGHT_WAIT`] from the slot's last change
-    /// (outside a tokio runtime, where no timer is at hand, it does not wait).
+    /// A slot whose hook is running (`Reading`, `Logging`) is a write in flight for certain:
+    /// its `Claim` or `Release` frees the slot however the hook ends. A snapshot between the
+    /// two hooks is either a write in flight (joined futures) or the leftover of a write that
+    /// failed; nothing tells them apart but having seen the same write earlier while one of
+    /// its hooks ran. So the hook waits for a write it saw running, for at most
+    /// [`IN_FLIGHT_WAIT`] from the slot's last change, and takes any other snapshot as a
+    /// leftover and replaces it at once: a retry after a failed write does not wait (it may
+    /// hold locks in its transaction). Outside a tokio runtime, with no timer at hand, it
+    /// never waits.
     async fn acquire(key: Key) -> Result<Claim, Error> {
         let can_wait = tokio::runtime::Handle::try_current().is_ok();
+        // The ticket of the write of this key seen with a hook running.
+        let mut seen_running = None;
         loop {
             let released = RELEASED.notified();
             tokio::pin!(released);
             // Registered before the table is read, so a release in between is not missed.
             released.as_mut().enable();
-            let deadline = {
+            let claimed = {
                 let mut map = table();
                 let now = Instant::now();
                 if map.len() > PURGE_ABOVE {
                     map.retain(|_, s| now.duration_since(s.at) < STALE_AFTER);
                 }
                 let busy_until = map.get(&key).and_then(|slot| {
+                    let running = matches!(slot.pending, Pending::Reading | Pending::Logging);
+                    if running {
+                        seen_running = Some(slot.ticket);
+                    }
+                    let in_flight_for_sure = running || seen_running == Some(slot.ticket);
                     let deadline = slot.at + IN_FLIGHT_WAIT;
-                    match slot.pending {
-                        _ if can_wait && now < deadline => Some(Ok(deadline)),
-                        // In flight for certain: a `Claim` or a `Release` frees the slot when
-                        // its hook ends, however it ends.
-                        Pending::Reading | Pending::Logging
-                            if now.duration_since(slot.at) < STALE_AFTER =>
-                        {
-                            Some(Err(in_flight(&key)))
-                        }
-                        // Left behind by a write that failed.
-                        _ => None,
+                    if !in_flight_for_sure || now.duration_since(slot.at) >= STALE_AFTER {
+                        None // left behind by a write that failed
+                    } else if can_wait && now < deadline {
+                        Some(Ok(deadline))
+                    } else {
+                        Some(Err(in_flight(&key)))
                     }
                 });
                 match busy_until {
-                    Some(Ok(deadline)) => deadline,
+                    Some(Ok(deadline)) => Err(deadline),
                     Some(Err(e)) => return Err(e),
                     None => {
                         let ticket = TICKETS.fetch_add(1, Ordering::Relaxed);
@@ -171,15 +178,28 @@ impl Claim {
                             pending: Pending::Reading,
                         };
                         map.insert(key.clone(), slot);
-                        return Ok(Claim {
-                            key,
+                        Ok(Claim {
+                            key: key.clone(),
                             ticket,
                             left: false,
-                        });
+                        })
                     }
                 }
             };
-            let _ = tokio::time::timeout_at(deadline.into(), released).await;
+            match claimed {
+                Ok(claim) => {
+                    if can_wait {
+                        // Lets a future joined with this one run up to its own claim while this
+                        // one is `Reading`, even when our read would not yield: it then sees
+                        // this write running.
+                        tokio::task::yield_now().await;
+                    }
+                    return Ok(claim);
+                }
+                Err(deadline) => {
+                    let _ = tokio::time::timeout_at(deadline.into(), released).await;
+                }
+            }
         }
     }
 
@@ -337,6 +357,19 @@ where
         row: Some(row),
         head: Some(head),
     })
+}
+
+/// Whether the row with this primary key exists (a plain read).
+async fn exists<E, C>(db: &C, pk: impl IntoIterator<Item = Value>) -> Result<bool, DbErr>
+where
+    E: EntityTrait,
+    C: ConnectionTrait,
+{
+    let mut query = E::find();
+    for (key, value) in E::PrimaryKey::iter().zip(pk) {
+        query = query.filter(key.into_column().eq(value));
+    }
+    Ok(query.one(db).await?.is_some())
 }
 
 /// Whether the log's newest entry about the object says it exists (is not a delete).
@@ -556,9 +589,21 @@ where
     check_limits(entity_type, Some(&id))?;
     let claim = Claim::acquire((Scope::current(), entity_type, id.clone())).await?;
     let context = |e| Error::db(format!("reading {entity_type} {id} before delete"), e);
-    let before = fetch_before::<A::Entity, C>(db, pk, entity_type, &id)
+    let mut before = fetch_before::<A::Entity, C>(db, pk.clone(), entity_type, &id)
         .await
         .map_err(context)?;
+    let mut logged = false;
+    if before.row.is_none() {
+        // What the log says, read before the row is read again: a row inserted and logged
+        // before the log read is found by the second read, so "absent" and the log agree
+        // (`after_delete` relies on it).
+        logged = logged_as_existing(db, entity_type, &id)
+            .await
+            .map_err(context)?;
+        before = fetch_before::<A::Entity, C>(db, pk, entity_type, &id)
+            .await
+            .map_err(context)?;
+    }
     let pending = match before.row {
         Some(row) => Pending::Before {
             row: snapshot(&row),
@@ -567,9 +612,7 @@ where
         },
         None => Pending::Absent {
             written: Map::new(),
-            logged_as_existing: logged_as_existing(db, entity_type, &id)
-                .await
-                .map_err(context)?,
+            logged_as_existing: logged,
         },
     };
     claim.leave(pending)?;
@@ -580,10 +623,10 @@ where
 /// `old_value`). A delete that matched no row logs nothing.
 ///
 /// SeaORM does not say whether the DELETE matched. When the before-image read found no row,
-/// the log tells: if its newest entry about the object said "deleted" (or there was none)
-/// before the DELETE and says "exists" after it, another writer inserted the row in between
-/// and this DELETE removed it. That is logged with an empty `old_value` and
-/// `"before_image": "absent"` in its `data`.
+/// the log and the table tell: if the log's newest entry about the object said "deleted" (or
+/// there was none) before the DELETE, says "exists" after it, and the row is not there, another
+/// writer inserted the row in between and this DELETE removed it. That is logged with an empty
+/// `old_value` and `"before_image": "absent"` in its `data`.
 pub async fn after_delete<A, C>(am: A, db: &C) -> Result<A, DbErr>
 where
     A: ActiveModelTrait + Send,
@@ -593,7 +636,7 @@ where
     strict::done(A::Entity::default().table_name());
     let pk = pk_of(&am)?;
     let entity_type = <ModelOf<A> as Auditable>::entity_type();
-    let id = object_id(pk);
+    let id = object_id(pk.clone());
     let (pending, _release) = take(&(Scope::current(), entity_type, id.clone())).unzip();
     let (old, head, absent) = match pending {
         Some(Pending::Before { row, head, .. }) => (row, head, false),
@@ -601,15 +644,13 @@ where
             logged_as_existing: false,
             ..
         }) => {
-            let now = logged_as_existing(db, entity_type, &id)
+            let context = |e| Error::db(format!("reading {entity_type} {id} after delete"), e);
+            // Logged as existing now, yet gone: inserted after the before-image read and
+            // removed by this DELETE. A row inserted after the DELETE is still there.
+            let appeared = logged_as_existing(db, entity_type, &id)
                 .await
-                .map_err(|e| {
-                    Error::db(
-                        format!("reading the log of {entity_type} {id} after delete"),
-                        e,
-                    )
-                })?;
-            if !now {
+                .map_err(context)?;
+            if !appeared || exists::<A::Entity, C>(db, pk).await.map_err(context)? {
                 return Ok(am);
             }
             (Map::new(), None, true)
