@@ -411,14 +411,32 @@ fn check_limits(entity_type: &str, object_id: Option<&str>) -> Result<(), Error>
     AuditContext::check_current()
 }
 
-/// The columns an update sets (`Set`), with the values the application gave them.
-fn written_values<A: ActiveModelTrait>(am: &A) -> Map<String, Json> {
+/// The columns an update sets (`Set`), with the values the application gave them, as
+/// `backend` stores them where that is known for every value of the type: MySQL keeps no UTC
+/// offset (a timestamp reads back in UTC).
+fn written_values<A: ActiveModelTrait>(am: &A, backend: DbBackend) -> Map<String, Json> {
     <A::Entity as EntityTrait>::Column::iter()
         .filter_map(|col| match am.get(col) {
-            ActiveValue::Set(value) => Some((col.as_str().to_owned(), to_json(&value))),
+            ActiveValue::Set(value) => Some((col.as_str().to_owned(), stored(value, backend))),
             _ => None,
         })
         .collect()
+}
+
+fn stored(value: Value, backend: DbBackend) -> Json {
+    if backend != DbBackend::MySql {
+        return to_json(&value);
+    }
+    let value = match value {
+        Value::ChronoDateTimeWithTimeZone(Some(v)) => {
+            Value::ChronoDateTimeWithTimeZone(Some(v.with_timezone(&chrono::Utc).fixed_offset()))
+        }
+        Value::TimeDateTimeWithTimeZone(Some(v)) => {
+            Value::TimeDateTimeWithTimeZone(Some(v.to_offset(time::UtcOffset::UTC)))
+        }
+        other => other,
+    };
+    to_json(&value)
 }
 
 /// The row after an update: `before` with every column the update set replaced by its new
@@ -472,7 +490,7 @@ where
     let id = object_id(pk.clone());
     check_limits(entity_type, Some(&id))?;
     let claim = Claim::acquire((Scope::current(), entity_type, id.clone())).await?;
-    let written = written_values(&am);
+    let written = written_values(&am, db.get_database_backend());
     if written.is_empty() {
         claim.leave(Pending::Unchanged)?;
         return Ok(am);
