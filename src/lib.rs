@@ -94,6 +94,7 @@ mod error;
 pub mod events;
 mod limits;
 pub mod listen;
+mod pending;
 mod query;
 mod retention;
 mod store;
@@ -106,15 +107,14 @@ pub mod value;
 pub mod web;
 
 pub use auditable::{Auditable, ColumnOf, object_id, snapshot};
-pub use capture::{
-    IN_FLIGHT_WAIT, PURGE_ABOVE, STALE_AFTER, after_delete, after_save, before_delete, before_save,
-};
+pub use capture::{after_delete, after_save, before_delete, before_save};
 pub use chain::{Report, verify, verify_object};
 pub use context::AuditContext;
 pub use diff::{Changes, FILTERED, diff, diff_maps};
 pub use error::{Error, Result};
 pub use events::Event;
 pub use limits::{MAX_JSON_DEPTH, MAX_KEY_CHARS, TOO_DEEP};
+pub use pending::{IN_FLIGHT_WAIT, PURGE_ABOVE, STALE_AFTER};
 pub use query::{
     Action, DEFAULT_PAGE, History, LogEntry, MAX_PAGE, Page, Status, logs_for, logs_for_id,
 };
@@ -135,7 +135,7 @@ pub struct ReadmeDoctests;
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::capture::{pending_snapshots, pending_snapshots_for_current_task};
+    pub use crate::pending::{pending_snapshots, pending_snapshots_for_current_task};
     pub use async_trait;
     pub use sea_orm::{ActiveModelBehavior, ActiveModelTrait, ConnectionTrait, DbErr, EntityTrait};
 }

@@ -36,8 +36,8 @@ use std::sync::{Arc, LazyLock, Mutex};
 use sea_orm::{DatabaseConnection, EntityTrait};
 
 use crate::auditable::Auditable;
-use crate::capture::Scope;
 use crate::error::Error;
+use crate::pending::Scope;
 
 /// How many strict observers are installed; zero keeps the audited paths free of bookkeeping.
 static ACTIVE: AtomicUsize = AtomicUsize::new(0);
