@@ -699,3 +699,66 @@ async fn contended_inserts_updates_and_deletes_in_transactions_are_all_logged() 
     );
     t.finish().await;
 }
+
+/// The snapshot a failed write left behind is replaced at once by the next write of the same
+/// object in the same task: a retry does not wait (it may hold locks in its transaction), and
+/// is logged with its own before-image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_after_a_failed_write_of_the_same_object_does_not_wait() {
+    let t = TestDb::new().await;
+    new_post("taken").insert(&t.db).await.unwrap();
+    let p = new_post("free").insert(&t.db).await.unwrap();
+    for in_transaction in [false, true] {
+        let failing = post::ActiveModel {
+            id: Set(p.id),
+            title: Set("taken".into()), // UNIQUE(title): the UPDATE fails after before_save
+            ..Default::default()
+        };
+        if in_transaction {
+            let txn = t.db.begin().await.unwrap();
+            assert!(failing.update(&txn).await.is_err());
+            // PostgreSQL aborts a transaction after a failed statement: retry in a new one.
+            txn.rollback().await.unwrap();
+        } else {
+            assert!(failing.update(&t.db).await.is_err());
+        }
+        let started = Instant::now();
+        let retry = post::ActiveModel {
+            id: Set(p.id),
+            body: Set(format!("retry {in_transaction}")),
+            ..Default::default()
+        };
+        if in_transaction {
+            let txn = t.db.begin().await.unwrap();
+            retry.update(&txn).await.unwrap();
+            txn.commit().await.unwrap();
+        } else {
+            retry.update(&t.db).await.unwrap();
+        }
+        let took = started.elapsed();
+        assert!(
+            took < sea_orm_audit::IN_FLIGHT_WAIT / 2,
+            "in_transaction={in_transaction}: the retry took {took:?}"
+        );
+    }
+    let history = logs_for_id(&t.db, "posts", &p.id.to_string())
+        .await
+        .unwrap();
+    let bodies: Vec<_> = history
+        .iter()
+        .map(|e| e.changes.as_ref().unwrap().new_value["body"].clone())
+        .collect();
+    assert_eq!(
+        bodies,
+        [json!("retry true"), json!("retry false"), json!("start")]
+    );
+    assert_eq!(
+        history[0].changes.as_ref().unwrap().old_value["body"],
+        json!("retry false")
+    );
+    assert_eq!(
+        sea_orm_audit::__private::pending_snapshots_for_current_task(),
+        0
+    );
+    t.finish().await;
+}
