@@ -3,6 +3,7 @@
 //! `after_save` receives only the new model, so `before_save` hands the old row over through
 //! the in-memory table of `pending`, keyed by (current task, entity type, object id).
 
+use sea_orm::sea_query::{Alias, Expr, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityName,
     EntityTrait, FromQueryResult, IdenStatic, Iterable, PrimaryKeyToColumn, QueryFilter,
@@ -107,17 +108,53 @@ where
     })
 }
 
-/// Whether the row with this primary key exists (a plain read).
-async fn exists<E, C>(db: &C, pk: impl IntoIterator<Item = Value>) -> Result<bool, DbErr>
+/// Whether the log's newest entry about the object says it exists, and whether the row with
+/// this primary key does, read in one statement so that both come from one snapshot (under
+/// PostgreSQL's READ COMMITTED, two statements could see a row inserted and deleted again in
+/// between).
+async fn logged_and_present<E, C>(
+    db: &C,
+    entity_type: &str,
+    object_id: &str,
+    pk: impl IntoIterator<Item = Value>,
+) -> Result<(bool, bool), DbErr>
 where
     E: EntityTrait,
     C: ConnectionTrait,
 {
-    let mut query = E::find();
+    let mut row = E::find().select_only().expr(Expr::val(1));
     for (key, value) in E::PrimaryKey::iter().zip(pk) {
-        query = query.filter(key.into_column().eq(value));
+        row = row.filter(key.into_column().eq(value));
     }
-    Ok(query.one(db).await?.is_some())
+    let newest = audit_log::Entity::find()
+        .select_only()
+        .column(audit_log::Column::Action)
+        .filter(audit_log::Column::EntityType.eq(entity_type))
+        .filter(audit_log::Column::ObjectId.eq(object_id))
+        .order_by_desc(audit_log::Column::Id)
+        .limit(1)
+        .into_query();
+    let query = Query::select()
+        .expr_as(
+            Expr::SubQuery(None, Box::new(newest.into())),
+            Alias::new("newest"),
+        )
+        .expr_as(
+            // Text, not a number: integer widths decode differently per backend.
+            Expr::case(Expr::exists(row.into_query()), Expr::val("present")),
+            Alias::new("present"),
+        )
+        .to_owned();
+    let backend = db.get_database_backend();
+    let Some(result) = db.query_one_raw(backend.build(&query)).await? else {
+        return Ok((false, false));
+    };
+    let newest: Option<String> = result.try_get("", "newest")?;
+    let present: Option<String> = result.try_get("", "present")?;
+    Ok((
+        newest.is_some_and(|action| action != Action::Delete.as_str()),
+        present.is_some(),
+    ))
 }
 
 /// Whether the log's newest entry about the object says it exists (is not a delete).
@@ -413,10 +450,10 @@ where
             let context = |e| Error::db(format!("reading {entity_type} {id} after delete"), e);
             // Logged as existing now, yet gone: inserted after the before-image read and
             // removed by this DELETE. A row inserted after the DELETE is still there.
-            let appeared = logged_as_existing(db, entity_type, &id)
+            let (appeared, present) = logged_and_present::<A::Entity, C>(db, entity_type, &id, pk)
                 .await
                 .map_err(context)?;
-            if !appeared || exists::<A::Entity, C>(db, pk).await.map_err(context)? {
+            if !appeared || present {
                 return Ok(am);
             }
             (Map::new(), None, true)
