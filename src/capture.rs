@@ -1,82 +1,35 @@
 //! The hook helpers: capture the row before and after each write and log the diff.
 //!
-//! `after_save` receives only the new model, so `before_save` hands the old row over through a
-//! small in-memory table keyed by (current task, entity type, object id). The key includes the
-//! tokio task (or, outside tokio tasks, the thread), so concurrent writers never see each other's
-//! snapshots. A write that fails after `before_save` leaves its snapshot behind; it is replaced by
-//! the next audited write of the same object in the same task, never read by another task, and
-//! dropped after [`STALE_AFTER`] once the table holds more than [`PURGE_ABOVE`] entries.
+//! `after_save` receives only the new model, so `before_save` hands the old row over through
+//! the in-memory table of `pending`, keyed by (current task, entity type, object id).
 
-use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
-use std::time::{Duration, Instant};
-
+use sea_orm::sea_query::{Alias, Expr, Query};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityName, EntityTrait,
-    FromQueryResult, Iterable, PrimaryKeyToColumn, QueryFilter, QuerySelect, QueryTrait, Value,
+    ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityName,
+    EntityTrait, FromQueryResult, IdenStatic, Iterable, PrimaryKeyToColumn, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait, Value,
 };
 use serde_json::{Map, Value as Json};
 
 use crate::Action;
+use crate::audit_log;
 use crate::auditable::{Auditable, object_id, snapshot};
 use crate::capture_db;
-use crate::chain;
 use crate::context::AuditContext;
 use crate::diff::diff_maps;
 use crate::error::Error;
 use crate::limits;
+use crate::pending::{Claim, Pending, take};
 use crate::scope::Scope;
 use crate::store::{self, NewEntry};
 use crate::strict;
+use crate::value::to_json;
 
 type ModelOf<A> = <<A as ActiveModelTrait>::Entity as EntityTrait>::Model;
 
-/// Snapshots older than this are considered abandoned by failed writes.
-pub const STALE_AFTER: Duration = Duration::from_secs(600);
-/// The snapshot table is swept for abandoned entries only above this size.
-pub const PURGE_ABOVE: usize = 1024;
-
-type Key = (Scope, &'static str, String);
-
-#[derive(Debug)]
-enum Pending {
-    /// Update with nothing `Set`: nothing can change.
-    Unchanged,
-    /// The row as stored before the write, and the chain head if it was read with it.
-    Before(Map<String, Json>, Option<Option<String>>),
-    /// Update or delete of a row that does not exist: the write matches nothing.
-    Absent,
-}
-
-static PENDING: LazyLock<Mutex<HashMap<Key, (Instant, Pending)>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
-
-fn put(key: Key, pending: Pending) {
-    // A poisoned lock only means another thread panicked mid-insert; the map is still valid.
-    let mut map = PENDING.lock().unwrap_or_else(|e| e.into_inner());
-    if map.len() > PURGE_ABOVE {
-        let now = Instant::now();
-        map.retain(|_, (at, _)| now.duration_since(*at) < STALE_AFTER);
-    }
-    map.insert(key, (Instant::now(), pending));
-}
-
-fn take(key: &Key) -> Option<Pending> {
-    let mut map = PENDING.lock().unwrap_or_else(|e| e.into_inner());
-    map.remove(key).map(|(_, p)| p)
-}
-
-/// How many before-snapshots are waiting for their `after_*` hook (diagnostics and tests).
-pub fn pending_snapshots() -> usize {
-    PENDING.lock().unwrap_or_else(|e| e.into_inner()).len()
-}
-
-/// How many of those belong to the current task (or thread).
-pub fn pending_snapshots_for_current_task() -> usize {
-    let scope = Scope::current();
-    let map = PENDING.lock().unwrap_or_else(|e| e.into_inner());
-    map.keys().filter(|(s, _, _)| *s == scope).count()
-}
+/// The `data` key of an entry whose before-image read found no row although the write then
+/// changed one (another writer inserted it in between): its `old_value` is unknown, not empty.
+pub(crate) const BEFORE_IMAGE: &str = "before_image";
 
 /// Column alias of the chain head read along with the before-image (SQLite, MySQL).
 const HEAD_ALIAS: &str = "__sea_orm_audit_chain_head";
@@ -100,19 +53,20 @@ struct BeforeImage<M> {
 /// - **SQLite** has one writer, and a transaction that read a head another connection then
 ///   superseded cannot write any more (`SQLITE_BUSY_SNAPSHOT`).
 /// - **MySQL/MariaDB**: the subquery is a locking read (`FOR UPDATE`, see
-///   [`chain::head_sql`]), which reads the newest committed entry, not the
+///   [`store::mysql_head_sql`]), which reads the newest committed entry, not the
 ///   transaction's snapshot. It runs when the select list is evaluated, after the row was
 ///   read, so after the row lock was granted (checked on MariaDB 10.11: a second writer
 ///   waits for the row, then reads the first writer's committed entry): the previous writer
-///   of the object has committed its entry by then. The locks are those the separate head
-///   read this replaces took, only two statements earlier. Outside a transaction each
-///   statement commits on its own, as before: two concurrent writers of one object can fork
-///   its chain (reported by `verify`), but cannot deadlock, since no statement both reads the
-///   head and inserts after it. Reading the head in the log INSERT (as on PostgreSQL) would
-///   deadlock exactly there: two such INSERTs both take shared locks on the head, then each
-///   waits for the other's gap lock to insert after it (8 tasks x 50 updates of one row
-///   outside transactions lost 15-38 log rows to deadlock errors in an experiment on MariaDB
-///   when this design was chosen).
+///   of the object has committed its entry by then. It locks only when a plain read finds the
+///   object has entries: a locking read that finds none locks the gap where they would be,
+///   and with it the next entry of whichever object sorts just before, so unrelated writers
+///   would wait for this transaction. Outside a transaction each statement commits on its
+///   own, as before: two concurrent writers of one object can fork its chain (reported by
+///   `verify`), but cannot deadlock, since no statement both reads the head and inserts after
+///   it. Reading the head in the log INSERT (as on PostgreSQL) would deadlock exactly there:
+///   two such INSERTs both take shared locks on the head, then each waits for the other's gap
+///   lock to insert after it (8 tasks x 50 updates of one row outside transactions lost 15-38
+///   log rows to deadlock errors in an experiment on MariaDB when this design was chosen).
 /// - **PostgreSQL**: the subquery would see the statement's snapshot, taken before the wait
 ///   for the row lock, and miss a concurrent writer's entry; the head is read by the log
 ///   INSERT instead (see `store::reads_head_in_insert`).
@@ -139,7 +93,7 @@ where
         return Ok(BeforeImage { row, head: None });
     }
     let query = query.column_as(
-        chain::head_subquery(backend, entity_type, object_id),
+        store::head_subquery(backend, entity_type, object_id),
         HEAD_ALIAS,
     );
     let Some(result) = db.query_one_raw(query.build(backend)).await? else {
@@ -154,6 +108,73 @@ where
         row: Some(row),
         head: Some(head),
     })
+}
+
+/// Whether the log's newest entry about the object says it exists, and whether the row with
+/// this primary key does, read in one statement so that both come from one snapshot (under
+/// PostgreSQL's READ COMMITTED, two statements could see a row inserted and deleted again in
+/// between).
+async fn logged_and_present<E, C>(
+    db: &C,
+    entity_type: &str,
+    object_id: &str,
+    pk: impl IntoIterator<Item = Value>,
+) -> Result<(bool, bool), DbErr>
+where
+    E: EntityTrait,
+    C: ConnectionTrait,
+{
+    let mut row = E::find().select_only().expr(Expr::val(1));
+    for (key, value) in E::PrimaryKey::iter().zip(pk) {
+        row = row.filter(key.into_column().eq(value));
+    }
+    let newest = audit_log::Entity::find()
+        .select_only()
+        .column(audit_log::Column::Action)
+        .filter(audit_log::Column::EntityType.eq(entity_type))
+        .filter(audit_log::Column::ObjectId.eq(object_id))
+        .order_by_desc(audit_log::Column::Id)
+        .limit(1)
+        .into_query();
+    let query = Query::select()
+        .expr_as(
+            Expr::SubQuery(None, Box::new(newest.into())),
+            Alias::new("newest"),
+        )
+        .expr_as(
+            // Text, not a number: integer widths decode differently per backend.
+            Expr::case(Expr::exists(row.into_query()), Expr::val("present")),
+            Alias::new("present"),
+        )
+        .to_owned();
+    let backend = db.get_database_backend();
+    let Some(result) = db.query_one_raw(backend.build(&query)).await? else {
+        return Ok((false, false));
+    };
+    let newest: Option<String> = result.try_get("", "newest")?;
+    let present: Option<String> = result.try_get("", "present")?;
+    Ok((
+        newest.is_some_and(|action| action != Action::Delete.as_str()),
+        present.is_some(),
+    ))
+}
+
+/// Whether the log's newest entry about the object says it exists (is not a delete).
+async fn logged_as_existing<C: ConnectionTrait>(
+    db: &C,
+    entity_type: &str,
+    object_id: &str,
+) -> Result<bool, DbErr> {
+    let newest: Option<String> = audit_log::Entity::find()
+        .select_only()
+        .column(audit_log::Column::Action)
+        .filter(audit_log::Column::EntityType.eq(entity_type))
+        .filter(audit_log::Column::ObjectId.eq(object_id))
+        .order_by_desc(audit_log::Column::Id)
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(newest.is_some_and(|action| action != Action::Delete.as_str()))
 }
 
 fn pk_of<A>(am: &A) -> Result<sea_orm::sea_query::ValueTuple, Error>
@@ -177,6 +198,56 @@ fn check_limits(entity_type: &str, object_id: Option<&str>) -> Result<(), Error>
     AuditContext::check_current()
 }
 
+/// The columns an update sets (`Set`), with the values the application gave them, as
+/// `backend` stores them where that is known for every value of the type: MySQL keeps no UTC
+/// offset (a timestamp reads back in UTC).
+fn written_values<A: ActiveModelTrait>(am: &A, backend: DbBackend) -> Map<String, Json> {
+    <A::Entity as EntityTrait>::Column::iter()
+        .filter_map(|col| match am.get(col) {
+            ActiveValue::Set(value) => Some((col.as_str().to_owned(), stored(value, backend))),
+            _ => None,
+        })
+        .collect()
+}
+
+fn stored(value: Value, backend: DbBackend) -> Json {
+    if backend != DbBackend::MySql {
+        return to_json(&value);
+    }
+    let value = match value {
+        Value::ChronoDateTimeWithTimeZone(Some(v)) => {
+            Value::ChronoDateTimeWithTimeZone(Some(v.with_timezone(&chrono::Utc).fixed_offset()))
+        }
+        Value::TimeDateTimeWithTimeZone(Some(v)) => {
+            Value::TimeDateTimeWithTimeZone(Some(v.to_offset(time::UtcOffset::UTC)))
+        }
+        other => other,
+    };
+    to_json(&value)
+}
+
+/// The row after an update: `before` with every column the update set replaced by its new
+/// value, and no other column changed. The new value is the one the database returned with
+/// the write (`RETURNING`) where the connection supports it, else (MySQL) the value written:
+/// SeaORM re-reads the row after its UPDATE there, and outside a transaction another writer
+/// may have written in between, so the re-read is never used.
+fn after_image(
+    before: &Map<String, Json>,
+    written: Map<String, Json>,
+    returned: &Map<String, Json>,
+    returning: bool,
+) -> Map<String, Json> {
+    let mut row = before.clone();
+    for (column, value) in written {
+        let value = match returned.get(&column) {
+            Some(returned) if returning => returned.clone(),
+            _ => value,
+        };
+        row.insert(column, value);
+    }
+    row
+}
+
 /// Call from `ActiveModelBehavior::before_save`, last (after your own changes to the model):
 /// on update, remembers the row as stored so `after_save` can diff it.
 ///
@@ -185,6 +256,9 @@ fn check_limits(entity_type: &str, object_id: Option<&str>) -> Result<(), Error>
 ///     sea_orm_audit::before_save(self, db, insert).await
 /// }
 /// ```
+///
+/// Fails with [`Error::WriteInFlight`] (before the write) when another update or delete of
+/// the same object runs in the same task and does not finish within [`IN_FLIGHT_WAIT`](crate::IN_FLIGHT_WAIT).
 pub async fn before_save<A, C>(am: A, db: &C, insert: bool) -> Result<A, DbErr>
 where
     A: ActiveModelTrait + Send,
@@ -204,26 +278,39 @@ where
         return Ok(am);
     }
     let pk = pk_of(&am)?;
-    let key = (Scope::current(), entity_type, object_id(pk.clone()));
-    check_limits(entity_type, Some(&key.2))?;
-    let any_set = <A::Entity as EntityTrait>::Column::iter().any(|c| am.get(c).is_set());
-    if !any_set {
-        put(key, Pending::Unchanged);
+    let id = object_id(pk.clone());
+    check_limits(entity_type, Some(&id))?;
+    let claim = Claim::acquire((Scope::current(), entity_type, id.clone())).await?;
+    let written = written_values(&am, db.get_database_backend());
+    if written.is_empty() {
+        claim.leave(Pending::Unchanged)?;
         return Ok(am);
     }
-    let before = fetch_before::<A::Entity, C>(db, pk, entity_type, &key.2)
+    let before = fetch_before::<A::Entity, C>(db, pk, entity_type, &id)
         .await
-        .map_err(|e| Error::db(format!("reading {entity_type} {} before update", key.2), e))?;
+        .map_err(|e| Error::db(format!("reading {entity_type} {id} before update"), e))?;
     let pending = match before.row {
-        Some(row) => Pending::Before(snapshot(&row), before.head),
-        None => Pending::Absent,
+        Some(row) => Pending::Before {
+            row: snapshot(&row),
+            head: before.head,
+            written,
+        },
+        None => Pending::Absent {
+            written,
+            logged_as_existing: false,
+        },
     };
-    put(key, pending);
+    claim.leave(pending)?;
     Ok(am)
 }
 
 /// Call from `ActiveModelBehavior::after_save`: logs the insert (all audited fields) or the
-/// update (the fields that changed), on the same connection or transaction as the write.
+/// update (the fields it set that changed), on the same connection or transaction as the
+/// write.
+///
+/// An update whose before-image read found no row (another writer inserted it between the
+/// read and the write) is logged with an empty `old_value` and `"before_image": "absent"` in
+/// its `data`: what it overwrote is unknown.
 pub async fn after_save<M, C>(model: M, db: &C, insert: bool) -> Result<M, DbErr>
 where
     M: Auditable,
@@ -236,17 +323,30 @@ where
     }
     let entity_type = M::entity_type();
     let id = model.audit_object_id();
-    let after = snapshot(&model);
-    let (action, old, head) = if insert {
-        (Action::Create, Map::new(), None)
+    let returned = snapshot(&model);
+    let returning = db.support_returning();
+    let mut absent = false;
+    let _release;
+    let (action, old, new, head) = if insert {
+        (Action::Create, Map::new(), returned, None)
     } else {
-        match take(&(Scope::current(), entity_type, id.clone())) {
-            Some(Pending::Before(old, head)) => (Action::Update, old, head),
+        let (pending, release) = take(&(Scope::current(), entity_type, id.clone())).unzip();
+        _release = release;
+        match pending {
+            Some(Pending::Before { row, head, written }) => {
+                let new = after_image(&row, written, &returned, returning);
+                (Action::Update, row, new, head)
+            }
             Some(Pending::Unchanged) if !M::LOG_UNCHANGED => return Ok(model),
-            Some(Pending::Unchanged) => (Action::Update, after.clone(), None),
-            // The update matched no row; SeaORM reports that itself.
-            Some(Pending::Absent) => return Ok(model),
-            None => {
+            Some(Pending::Unchanged) => (Action::Update, returned.clone(), returned, None),
+            Some(Pending::Absent { written, .. }) => {
+                // SeaORM fails an update that matched no row: this one matched a row the
+                // before-image did not see.
+                absent = true;
+                let new = after_image(&Map::new(), written, &returned, returning);
+                (Action::Update, Map::new(), new, None)
+            }
+            Some(Pending::Reading | Pending::Logging) | None => {
                 return Err(Error::MissingSnapshot {
                     action: "update",
                     entity_type: entity_type.to_owned(),
@@ -256,8 +356,11 @@ where
             }
         }
     };
-    if let Some(mut entry) = change_entry::<M>(action, id, &old, &after) {
+    if let Some(mut entry) = change_entry::<M>(action, id, &old, &new) {
         entry.known_head = head;
+        if absent {
+            entry.data.insert(BEFORE_IMAGE.into(), "absent".into());
+        }
         store::write(db, entry).await?;
     }
     Ok(model)
@@ -288,6 +391,8 @@ pub(crate) fn change_entry<M: Auditable>(
 
 /// Call from `ActiveModelBehavior::before_delete`: remembers the full row as stored (even when
 /// the active model carries only the primary key).
+///
+/// Fails with [`Error::WriteInFlight`] as [`before_save`] does.
 pub async fn before_delete<A, C>(am: A, db: &C) -> Result<A, DbErr>
 where
     A: ActiveModelTrait + Send,
@@ -301,21 +406,48 @@ where
     }
     let pk = pk_of(&am)?;
     let entity_type = <ModelOf<A> as Auditable>::entity_type();
-    let key = (Scope::current(), entity_type, object_id(pk.clone()));
-    check_limits(entity_type, Some(&key.2))?;
-    let before = fetch_before::<A::Entity, C>(db, pk, entity_type, &key.2)
+    let id = object_id(pk.clone());
+    check_limits(entity_type, Some(&id))?;
+    let claim = Claim::acquire((Scope::current(), entity_type, id.clone())).await?;
+    let context = |e| Error::db(format!("reading {entity_type} {id} before delete"), e);
+    let mut before = fetch_before::<A::Entity, C>(db, pk.clone(), entity_type, &id)
         .await
-        .map_err(|e| Error::db(format!("reading {entity_type} {} before delete", key.2), e))?;
+        .map_err(context)?;
+    let mut logged = false;
+    if before.row.is_none() {
+        // What the log says, read before the row is read again: a row inserted and logged
+        // before the log read is found by the second read, so "absent" and the log agree
+        // (`after_delete` relies on it).
+        logged = logged_as_existing(db, entity_type, &id)
+            .await
+            .map_err(context)?;
+        before = fetch_before::<A::Entity, C>(db, pk, entity_type, &id)
+            .await
+            .map_err(context)?;
+    }
     let pending = match before.row {
-        Some(row) => Pending::Before(snapshot(&row), before.head),
-        None => Pending::Absent,
+        Some(row) => Pending::Before {
+            row: snapshot(&row),
+            head: before.head,
+            written: Map::new(),
+        },
+        None => Pending::Absent {
+            written: Map::new(),
+            logged_as_existing: logged,
+        },
     };
-    put(key, pending);
+    claim.leave(pending)?;
     Ok(am)
 }
 
 /// Call from `ActiveModelBehavior::after_delete`: logs the deleted row (all audited fields as
 /// `old_value`). A delete that matched no row logs nothing.
+///
+/// SeaORM does not say whether the DELETE matched. When the before-image read found no row,
+/// the log and the table tell: if the log's newest entry about the object said "deleted" (or
+/// there was none) before the DELETE, says "exists" after it, and the row is not there, another
+/// writer inserted the row in between and this DELETE removed it. That is logged with an empty
+/// `old_value` and `"before_image": "absent"` in its `data`.
 pub async fn after_delete<A, C>(am: A, db: &C) -> Result<A, DbErr>
 where
     A: ActiveModelTrait + Send,
@@ -329,11 +461,27 @@ where
     }
     let pk = pk_of(&am)?;
     let entity_type = <ModelOf<A> as Auditable>::entity_type();
-    let id = object_id(pk);
-    let (old, head) = match take(&(Scope::current(), entity_type, id.clone())) {
-        Some(Pending::Before(old, head)) => (old, head),
-        Some(Pending::Absent | Pending::Unchanged) => return Ok(am),
-        None => {
+    let id = object_id(pk.clone());
+    let (pending, _release) = take(&(Scope::current(), entity_type, id.clone())).unzip();
+    let (old, head, absent) = match pending {
+        Some(Pending::Before { row, head, .. }) => (row, head, false),
+        Some(Pending::Absent {
+            logged_as_existing: false,
+            ..
+        }) => {
+            let context = |e| Error::db(format!("reading {entity_type} {id} after delete"), e);
+            // Logged as existing now, yet gone: inserted after the before-image read and
+            // removed by this DELETE. A row inserted after the DELETE is still there.
+            let (appeared, present) = logged_and_present::<A::Entity, C>(db, entity_type, &id, pk)
+                .await
+                .map_err(context)?;
+            if !appeared || present {
+                return Ok(am);
+            }
+            (Map::new(), None, true)
+        }
+        Some(Pending::Absent { .. } | Pending::Unchanged) => return Ok(am),
+        Some(Pending::Reading | Pending::Logging) | None => {
             return Err(Error::MissingSnapshot {
                 action: "delete",
                 entity_type: entity_type.to_owned(),
@@ -344,6 +492,9 @@ where
     };
     if let Some(mut entry) = change_entry::<ModelOf<A>>(Action::Delete, id, &old, &Map::new()) {
         entry.known_head = head;
+        if absent {
+            entry.data.insert(BEFORE_IMAGE.into(), "absent".into());
+        }
         store::write(db, entry).await?;
     }
     Ok(am)

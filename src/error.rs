@@ -32,6 +32,20 @@ pub enum Error {
         /// The object's canonical id.
         object_id: String,
     },
+    /// Another audited write of the same object is in flight in the same task (two writes
+    /// joined with `tokio::join!`, say) and did not finish within
+    /// [`IN_FLIGHT_WAIT`](crate::IN_FLIGHT_WAIT). Raised by the `before_*` hook, so
+    /// this write did not run.
+    #[error(
+        "another audited write of {entity_type} {object_id} is in flight in this task; \
+         run writes of one object one after the other"
+    )]
+    WriteInFlight {
+        /// The audited entity type.
+        entity_type: String,
+        /// The object's canonical id.
+        object_id: String,
+    },
     /// An update or delete reached the audit hook without a complete primary key.
     #[error("{entity_type}: the primary key is not set, so the object cannot be audited")]
     MissingPrimaryKey {

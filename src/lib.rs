@@ -101,6 +101,7 @@ pub mod events;
 mod exec;
 mod limits;
 pub mod listen;
+mod pending;
 mod prune_marker;
 mod query;
 mod retention;
@@ -117,7 +118,7 @@ pub mod value;
 pub mod web;
 
 pub use auditable::{Auditable, Capture, ColumnOf, object_id, snapshot};
-pub use capture::{PURGE_ABOVE, STALE_AFTER, after_delete, after_save, before_delete, before_save};
+pub use capture::{after_delete, after_save, before_delete, before_save};
 pub use chain::{Report, verify, verify_object};
 pub use context::AuditContext;
 pub use diff::{Changes, FILTERED, diff, diff_maps};
@@ -126,6 +127,7 @@ pub use error::{Error, Result};
 pub use events::Event;
 pub use exec::ExecAudited;
 pub use limits::{MAX_JSON_DEPTH, MAX_KEY_CHARS, TOO_DEEP};
+pub use pending::{IN_FLIGHT_WAIT, PURGE_ABOVE, STALE_AFTER};
 pub use query::{DEFAULT_PAGE, History, MAX_PAGE, Page, logs_for, logs_for_id};
 pub use retention::{PruneReport, Retention, prune};
 pub use sea_orm_audit_macros::Auditable;
@@ -144,7 +146,7 @@ pub struct ReadmeDoctests;
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::capture::{pending_snapshots, pending_snapshots_for_current_task};
+    pub use crate::pending::{pending_snapshots, pending_snapshots_for_current_task};
     pub use async_trait;
     pub use sea_orm::{ActiveModelBehavior, ActiveModelTrait, ConnectionTrait, DbErr, EntityTrait};
 }

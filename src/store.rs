@@ -5,13 +5,13 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use std::sync::LazyLock;
 
-use sea_orm::sea_query::{Query, SimpleExpr};
-use sea_orm::{ConnectionTrait, DbBackend, EntityName, IdenStatic, Statement, Value};
+use sea_orm::sea_query::{Expr, Query, SimpleExpr};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, EntityName, IdenStatic, Statement, Value};
 use serde_json::{Map, Value as Json};
 
 use crate::chain::{
     self, Content, POSTGRES_LINK_HASH, content_digest, entry_hash, head, head_sql, link_prefix,
-    truncate_to_micros,
+    mysql_head_sql, truncate_to_micros,
 };
 use crate::context::AuditContext;
 use crate::error::{Error, Result};
@@ -261,7 +261,7 @@ async fn chain_heads<C: ConnectionTrait>(db: &C, rows: &[Row]) -> Result<Heads> 
     for (entity_type, ids) in wanted {
         let context = || format!("reading the chain head of {entity_type} {}", ids[0]);
         if let [only] = ids.as_slice() {
-            let hash = head(db, entity_type, only)
+            let hash = current_head(db, entity_type, only)
                 .await
                 .map_err(|e| Error::db(context(), e))?;
             heads.insert((entity_type.to_owned(), only.clone()), hash);
@@ -275,6 +275,45 @@ async fn chain_heads<C: ConnectionTrait>(db: &C, rows: &[Row]) -> Result<Heads> 
         }
     }
     Ok(heads)
+}
+
+/// The chain head of one object, read in the statement that reads the before-image (SQLite,
+/// MySQL; see `capture`).
+pub(crate) fn head_subquery(backend: DbBackend, entity_type: &str, object_id: &str) -> SimpleExpr {
+    if backend != DbBackend::MySql {
+        return chain::head_subquery(backend, entity_type, object_id);
+    }
+    Expr::cust_with_values(
+        format!("({})", mysql_head_sql()),
+        [entity_type, object_id, entity_type, object_id],
+    )
+}
+
+/// The newest hash of one object's chain, read so that it is current (see [`head_sql`] and,
+/// for MySQL, [`mysql_head_sql`]).
+async fn current_head<C: ConnectionTrait>(
+    db: &C,
+    entity_type: &str,
+    object_id: &str,
+) -> Result<Option<String>, DbErr> {
+    let backend = db.get_database_backend();
+    if backend != DbBackend::MySql {
+        return head(db, entity_type, object_id).await;
+    }
+    let statement = Statement::from_sql_and_values(
+        backend,
+        format!("SELECT {} AS hash", mysql_head_sql()),
+        [
+            entity_type.into(),
+            object_id.into(),
+            entity_type.into(),
+            object_id.into(),
+        ],
+    );
+    match db.query_one_raw(statement).await? {
+        Some(row) => row.try_get("", "hash"),
+        None => Ok(None),
+    }
 }
 
 /// Writes one entry on `db` (the caller's connection or transaction).

@@ -143,3 +143,31 @@ async fn postgres_heads<C: ConnectionTrait>(
     }
     Ok(out)
 }
+
+/// MySQL's read of one object's chain head, as a scalar expression with the placeholders
+/// entity type, object id, entity type, object id: [`head_sql`]'s locking read, made only when
+/// a plain read finds the object has entries.
+///
+/// InnoDB's locking read of an empty range locks the gap where the range would be, which also
+/// holds the next entry of whichever object sorts just before: every writer of that object
+/// would wait for this transaction (up to `1205 Lock wait timeout exceeded`). An object with
+/// entries is locked within its own range instead. The plain read sees the transaction's
+/// snapshot; for a captured write it runs after the row lock was granted, so it sees the
+/// entries of every earlier writer of the row unless the transaction read before that
+/// writer committed (then the first entries fork, which `verify` reports).
+pub(crate) fn mysql_head_sql() -> String {
+    use audit_log::Column as Col;
+    let backend = DbBackend::MySql;
+    let q = |name: &str| quote(backend, name);
+    let mut p = Placeholders::new(backend);
+    format!(
+        "CASE WHEN EXISTS (SELECT 1 FROM {table} WHERE {entity_type} = {a} AND {object_id} = \
+         {b}) THEN ({head}) END",
+        table = q(audit_log::Entity.table_name()),
+        entity_type = q(Col::EntityType.as_str()),
+        a = p.next(),
+        object_id = q(Col::ObjectId.as_str()),
+        b = p.next(),
+        head = head_sql(backend, &mut p),
+    )
+}

@@ -52,5 +52,5 @@ pub(crate) use hash::{
     Content, POSTGRES_LINK_HASH, UNSEALED, content_digest, entry_hash, link_prefix,
     truncate_to_micros,
 };
-pub(crate) use head::{head, head_sql, head_subquery, heads};
+pub(crate) use head::{head, head_sql, head_subquery, heads, mysql_head_sql};
 pub use verify::{Problem, ProblemKind, Report, verify, verify_object};

@@ -1,0 +1,247 @@
+//! Before-images on their way from a `before_*` hook to its `after_*` hook.
+//!
+//! `after_save` receives only the new model, so `before_save` hands the old row over through a
+//! small in-memory table keyed by (current task, entity type, object id). The key includes the
+//! tokio task (or, outside tokio tasks, the thread), so concurrent writers never see each other's
+//! snapshots. Two writes of one object in one task (joined futures) would share a key: the
+//! second `before_*` hook waits until the first write has logged (see [`IN_FLIGHT_WAIT`] and
+//! [`Claim::acquire`]), so each `after_*` hook takes its own snapshot. A write that fails after
+//! `before_save` leaves its snapshot behind; it is replaced by the next audited write of the
+//! same object in the same task, never read by another task, and dropped after [`STALE_AFTER`]
+//! once the table holds more than [`PURGE_ABOVE`] entries.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value as Json};
+use tokio::sync::Notify;
+
+use crate::error::Error;
+use crate::scope::Scope;
+
+/// Snapshots older than this are considered abandoned by failed writes.
+pub const STALE_AFTER: Duration = Duration::from_secs(600);
+/// The snapshot table is swept for abandoned entries only above this size.
+pub const PURGE_ABOVE: usize = 1024;
+/// How long a `before_*` hook waits for each step (its read, its write, its log row) of
+/// another audited write of the same object in the same task that it saw running (futures
+/// joined with `tokio::join!`). A step that takes longer fails this write with
+/// [`Error::WriteInFlight`], before it runs.
+pub const IN_FLIGHT_WAIT: Duration = Duration::from_secs(1);
+
+pub(crate) type Key = (Scope, &'static str, String);
+
+#[derive(Debug)]
+pub(crate) enum Pending {
+    /// The `before_*` hook is still reading: its write has not run yet.
+    Reading,
+    /// The `after_*` hook took the snapshot and is writing the log row.
+    Logging,
+    /// Update with nothing `Set`: nothing can change.
+    Unchanged,
+    /// Update or delete of a stored row.
+    Before {
+        /// The row as stored before the write.
+        row: Map<String, Json>,
+        /// The chain head, if it was read with the row.
+        head: Option<Option<String>>,
+        /// The columns the update sets, with the values the application gave them.
+        written: Map<String, Json>,
+    },
+    /// Update or delete of a row the before-image read did not find.
+    Absent {
+        /// As in `Before`.
+        written: Map<String, Json>,
+        /// Delete: the log's newest entry about the object, read then, was not a delete.
+        logged_as_existing: bool,
+    },
+}
+
+struct Slot {
+    at: Instant,
+    ticket: u64,
+    pending: Pending,
+}
+
+static PENDING: LazyLock<Mutex<HashMap<Key, Slot>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+/// Woken whenever a slot is taken or given up, for hooks waiting on a write of the same key.
+static RELEASED: Notify = Notify::const_new();
+static TICKETS: AtomicU64 = AtomicU64::new(0);
+
+fn table() -> MutexGuard<'static, HashMap<Key, Slot>> {
+    // A poisoned lock only means another thread panicked mid-insert; the map is still valid.
+    PENDING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn in_flight(key: &Key) -> Error {
+    Error::WriteInFlight {
+        entity_type: key.1.to_owned(),
+        object_id: key.2.clone(),
+    }
+}
+
+/// A `before_*` hook's hold on its key, from before its read until it leaves its snapshot.
+/// Dropped without [`Claim::leave`] (the read failed, or the future was dropped), it frees the
+/// key.
+pub(crate) struct Claim {
+    key: Key,
+    ticket: u64,
+    left: bool,
+}
+
+impl Claim {
+    /// Claims `key` once no other write of it is in flight in this task.
+    ///
+    /// A slot whose hook is running (`Reading`, `Logging`) is a write in flight for certain:
+    /// its `Claim` or `Release` frees the slot however the hook ends. A snapshot between the
+    /// two hooks is either a write in flight (joined futures) or the leftover of a write that
+    /// failed; nothing tells them apart but having seen the same write earlier while one of
+    /// its hooks ran. So the hook waits for a write it saw running, for at most
+    /// [`IN_FLIGHT_WAIT`] from the slot's last change, and takes any other snapshot as a
+    /// leftover and replaces it at once: a retry after a failed write does not wait (it may
+    /// hold locks in its transaction). Outside a tokio runtime, with no timer at hand, it
+    /// never waits.
+    pub(crate) async fn acquire(key: Key) -> Result<Claim, Error> {
+        let can_wait = tokio::runtime::Handle::try_current().is_ok();
+        // The ticket of the write of this key seen with a hook running.
+        let mut seen_running = None;
+        loop {
+            let released = RELEASED.notified();
+            tokio::pin!(released);
+            // Registered before the table is read, so a release in between is not missed.
+            released.as_mut().enable();
+            let claimed = {
+                let mut map = table();
+                let now = Instant::now();
+                if map.len() > PURGE_ABOVE {
+                    map.retain(|_, s| now.duration_since(s.at) < STALE_AFTER);
+                }
+                let busy_until = map.get(&key).and_then(|slot| {
+                    let running = matches!(slot.pending, Pending::Reading | Pending::Logging);
+                    if running {
+                        seen_running = Some(slot.ticket);
+                    }
+                    let in_flight_for_sure = running || seen_running == Some(slot.ticket);
+                    let deadline = slot.at + IN_FLIGHT_WAIT;
+                    if !in_flight_for_sure || now.duration_since(slot.at) >= STALE_AFTER {
+                        None // left behind by a write that failed
+                    } else if can_wait && now < deadline {
+                        Some(Ok(deadline))
+                    } else {
+                        Some(Err(in_flight(&key)))
+                    }
+                });
+                match busy_until {
+                    Some(Ok(deadline)) => Err(deadline),
+                    Some(Err(e)) => return Err(e),
+                    None => {
+                        let ticket = TICKETS.fetch_add(1, Ordering::Relaxed);
+                        let slot = Slot {
+                            at: now,
+                            ticket,
+                            pending: Pending::Reading,
+                        };
+                        map.insert(key.clone(), slot);
+                        Ok(Claim {
+                            key: key.clone(),
+                            ticket,
+                            left: false,
+                        })
+                    }
+                }
+            };
+            match claimed {
+                Ok(claim) => {
+                    if can_wait {
+                        // Lets a future joined with this one run up to its own claim while this
+                        // one is `Reading`, even when our read would not yield: it then sees
+                        // this write running.
+                        tokio::task::yield_now().await;
+                    }
+                    return Ok(claim);
+                }
+                Err(deadline) => {
+                    let _ = tokio::time::timeout_at(deadline.into(), released).await;
+                }
+            }
+        }
+    }
+
+    /// Leaves the snapshot for the `after_*` hook.
+    pub(crate) fn leave(mut self, pending: Pending) -> Result<(), Error> {
+        self.left = true;
+        let mut map = table();
+        let slot = map.get_mut(&self.key).filter(|s| s.ticket == self.ticket);
+        let Some(slot) = slot else {
+            // Taken over after STALE_AFTER: this write must not run on someone else's snapshot.
+            return Err(in_flight(&self.key));
+        };
+        slot.at = Instant::now();
+        slot.pending = pending;
+        drop(map);
+        RELEASED.notify_waiters();
+        Ok(())
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if self.left {
+            return;
+        }
+        let mut map = table();
+        if map.get(&self.key).is_some_and(|s| s.ticket == self.ticket) {
+            map.remove(&self.key);
+        }
+        drop(map);
+        RELEASED.notify_waiters();
+    }
+}
+
+/// Frees a key once the `after_*` hook that took its snapshot has written the log row (or
+/// failed): until then the next write of the object in this task waits, so that its chain head
+/// read finds this entry.
+pub(crate) struct Release {
+    key: Key,
+    ticket: u64,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let mut map = table();
+        if map.get(&self.key).is_some_and(|s| s.ticket == self.ticket) {
+            map.remove(&self.key);
+        }
+        drop(map);
+        RELEASED.notify_waiters();
+    }
+}
+
+/// The snapshot a `before_*` hook left for `key`, if its read has finished, and the
+/// [`Release`] that frees the key.
+pub(crate) fn take(key: &Key) -> Option<(Pending, Release)> {
+    let mut map = table();
+    let slot = map
+        .get_mut(key)
+        .filter(|s| !matches!(s.pending, Pending::Reading | Pending::Logging))?;
+    slot.at = Instant::now();
+    let pending = std::mem::replace(&mut slot.pending, Pending::Logging);
+    let release = Release {
+        key: key.clone(),
+        ticket: slot.ticket,
+    };
+    Some((pending, release))
+}
+
+/// How many before-snapshots are waiting for their `after_*` hook (diagnostics and tests).
+pub fn pending_snapshots() -> usize {
+    table().len()
+}
+
+/// How many of those belong to the current task (or thread).
+pub fn pending_snapshots_for_current_task() -> usize {
+    let scope = Scope::current();
+    table().keys().filter(|(s, _, _)| *s == scope).count()
+}

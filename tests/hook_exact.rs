@@ -1,0 +1,764 @@
+//! Hook mode made exact: what each entry says about concurrent writers, per backend, inside and
+//! outside transactions (the README's "Guarantees" cite these tests).
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::TestDb;
+use common::entities::post;
+use sea_orm::ActiveValue::Set;
+use sea_orm::{
+    ActiveModelTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend,
+    DbErr, EntityTrait, QuerySelect, TransactionTrait,
+};
+use sea_orm_audit::chain::ProblemKind;
+use sea_orm_audit::{Action, Event, logs_for_id};
+use serde_json::json;
+
+fn new_post(title: &str) -> post::ActiveModel {
+    post::ActiveModel {
+        title: Set(title.into()),
+        body: Set("start".into()),
+        views: Set(0),
+        ..Default::default()
+    }
+}
+
+/// A pool of one connection, so that session settings apply to every statement.
+async fn single_connection(url: &str) -> DatabaseConnection {
+    let mut opt = ConnectOptions::new(url.to_owned());
+    opt.max_connections(1).sqlx_logging(false);
+    Database::connect(opt).await.expect("connect")
+}
+
+/// Inserts a post without the hooks: a row that existed before auditing, with no history.
+async fn post_without_history(db: &DatabaseConnection, title: &str) -> i32 {
+    post::Entity::insert(new_post(title))
+        .exec(db)
+        .await
+        .unwrap()
+        .last_insert_id
+}
+
+/// MariaDB: a transaction holding the first audited update of an object with no history (or
+/// the first event about a new object) makes no unrelated writer wait. Object 1 has history
+/// and sorts right before object 2 in the log's `(entity_type, object_id, id)` index, so a gap
+/// lock on object 2's empty range would cover object 1's next entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mysql_first_entry_of_an_object_takes_no_gap_lock() {
+    let t = TestDb::new().await;
+    if t.backend() != DbBackend::MySql {
+        return t.finish().await;
+    }
+    let y = new_post("y").insert(&t.db).await.unwrap();
+    let x = post_without_history(&t.db, "x").await;
+    assert_eq!((y.id, x), (1, 2), "object ids sort as the test needs");
+    Event::new("note")
+        .target_id("ticket", "1")
+        .record(&t.db)
+        .await
+        .unwrap();
+
+    let other = single_connection(&t.url).await;
+    other
+        .execute_unprepared("SET SESSION innodb_lock_wait_timeout = 2")
+        .await
+        .unwrap();
+    for holder_writes_event in [false, true] {
+        let holder = t.db.begin().await.unwrap();
+        if holder_writes_event {
+            Event::new("note")
+                .target_id("ticket", "2")
+                .record(&holder)
+                .await
+                .unwrap();
+        } else {
+            post::ActiveModel {
+                id: Set(x),
+                body: Set(format!("held-{holder_writes_event}")),
+                ..Default::default()
+            }
+            .update(&holder)
+            .await
+            .unwrap();
+        }
+        let started = Instant::now();
+        // Outside a transaction, then inside one.
+        let outside = if holder_writes_event {
+            Event::new("note")
+                .target_id("ticket", "1")
+                .record(&other)
+                .await
+        } else {
+            post::ActiveModel {
+                id: Set(y.id),
+                body: Set("unrelated".into()),
+                ..Default::default()
+            }
+            .update(&other)
+            .await
+            .map(drop)
+        };
+        let inside = async {
+            let txn = other.begin().await?;
+            if holder_writes_event {
+                Event::new("note")
+                    .target_id("ticket", "1")
+                    .record(&txn)
+                    .await?;
+            } else {
+                post::ActiveModel {
+                    id: Set(y.id),
+                    body: Set("unrelated in a transaction".into()),
+                    ..Default::default()
+                }
+                .update(&txn)
+                .await?;
+            }
+            txn.commit().await
+        }
+        .await;
+        let waited = started.elapsed();
+        holder.commit().await.unwrap();
+        outside.unwrap_or_else(|e| panic!("event={holder_writes_event}, outside: {e}"));
+        inside.unwrap_or_else(|e| panic!("event={holder_writes_event}, inside: {e}"));
+        assert!(
+            waited < Duration::from_millis(1500),
+            "event={holder_writes_event}: the unrelated writes waited {waited:?}"
+        );
+    }
+    let report = sea_orm_audit::verify(&t.db).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.first_broken());
+    assert_eq!(logs_for_id(&t.db, "posts", "2").await.unwrap().len(), 1);
+    assert_eq!(logs_for_id(&t.db, "ticket", "2").await.unwrap().len(), 1);
+    other.close().await.ok();
+    t.finish().await;
+}
+
+const TASKS: usize = 16;
+const UPDATES: usize = 25;
+
+/// Runs `TASKS` x `UPDATES` audited updates of one row at once, inside transactions or not.
+/// Even tasks set `body` and `views`, odd tasks `body` only; every value is unique (and no
+/// views value is the initial 0).
+async fn contend(t: &TestDb, id: i32, in_transactions: bool) {
+    let mut tasks = Vec::new();
+    for task in 0..TASKS {
+        let db = t.db.clone();
+        let actor = format!("task{task}");
+        tasks.push(tokio::spawn(
+            sea_orm_audit::AuditContext::new()
+                .actor(actor)
+                .scope(async move {
+                    for n in 0..UPDATES {
+                        let mut am = post::ActiveModel {
+                            id: Set(id),
+                            body: Set(format!("task{task}-{n}")),
+                            ..Default::default()
+                        };
+                        if task.is_multiple_of(2) {
+                            am.views = Set(i32::try_from(task * 1000 + n + 1).unwrap());
+                        }
+                        if !in_transactions {
+                            am.update(&db).await?;
+                            continue;
+                        }
+                        let txn = db.begin().await?;
+                        if txn.get_database_backend() == DbBackend::Sqlite {
+                            // SQLite has no row locks: take the write lock before the hook's read.
+                            txn.execute_unprepared("UPDATE posts SET views = views WHERE 0")
+                                .await?;
+                        }
+                        am.update(&txn).await?;
+                        txn.commit().await?;
+                    }
+                    Ok::<_, DbErr>(())
+                }),
+        ));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+}
+
+/// Checks the updates `contend` made: 0 entries whose new values are not their actor's, 0
+/// writes without an entry, 0 duplicates. Inside transactions also: each entry's old values
+/// are the previous entry's new values. Returns the number of entries whose old values are
+/// not (outside transactions they may be older than the row they overwrote).
+fn check_attribution(updates: &[sea_orm_audit::LogEntry], in_transactions: bool) -> usize {
+    let mut seen = HashSet::new();
+    // The row as `new_post` and `post_without_history` store it.
+    let mut state = json!({"body": "start", "views": 0})
+        .as_object()
+        .unwrap()
+        .clone();
+    let mut stale = 0;
+    for (i, entry) in updates.iter().enumerate() {
+        let changes = entry.changes.as_ref().unwrap();
+        let actor = entry.actor.as_deref().unwrap();
+        let body = changes.new_value["body"].as_str().unwrap();
+        let (writer, n) = body.split_once('-').unwrap();
+        assert_eq!(
+            writer, actor,
+            "entry {i}: new body {body} attributed to {actor}"
+        );
+        assert!(
+            seen.insert(body.to_owned()),
+            "entry {i}: {body} logged twice"
+        );
+        let task: usize = actor.strip_prefix("task").unwrap().parse().unwrap();
+        let n: usize = n.parse().unwrap();
+        let mut fields: Vec<&str> = changes.new_value.keys().map(String::as_str).collect();
+        fields.sort_unstable();
+        if task.is_multiple_of(2) {
+            assert_eq!(fields, ["body", "views"], "entry {i} by {actor}");
+            assert_eq!(
+                changes.new_value["views"],
+                json!(task * 1000 + n + 1),
+                "entry {i}"
+            );
+        } else {
+            assert_eq!(fields, ["body"], "entry {i}: {actor} did not write views");
+        }
+        assert_eq!(entry.action, Action::Update, "entry {i}");
+        if changes.old_value.iter().any(|(f, old)| &state[f] != old) {
+            stale += 1;
+            assert!(
+                !in_transactions,
+                "entry {i} ({actor}): old_value {:?} is not the previous new_value {state:?}",
+                changes.old_value
+            );
+        }
+        for (field, new) in &changes.new_value {
+            state.insert(field.clone(), new.clone());
+        }
+    }
+    assert_eq!(seen.len(), TASKS * UPDATES, "every write has its entry");
+    stale
+}
+
+/// The entries of one row under 16 concurrent writers name exactly what each writer wrote,
+/// on every backend, inside and outside transactions: MySQL's after-image is built from the
+/// before-image and the values written (never the re-read, which can show another writer's
+/// values), and no backend logs a column the write did not set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_each_log_exactly_their_own_values() {
+    for in_transactions in [false, true] {
+        let t = TestDb::new().await;
+        let row = new_post("contended").insert(&t.db).await.unwrap();
+        contend(&t, row.id, in_transactions).await;
+        let mut history = logs_for_id(&t.db, "posts", &row.id.to_string())
+            .await
+            .unwrap();
+        history.reverse();
+        assert_eq!(history.len(), 1 + TASKS * UPDATES);
+        assert_eq!(history[0].action, Action::Create);
+        let stale = check_attribution(&history[1..], in_transactions);
+        let report = sea_orm_audit::verify(&t.db).await.unwrap();
+        if in_transactions {
+            assert!(report.is_ok(), "{:?}", report.first_broken());
+        } else {
+            assert!(
+                report
+                    .problems
+                    .iter()
+                    .all(|p| matches!(p.kind, ProblemKind::Fork { .. })),
+                "{:?}",
+                report.first_broken()
+            );
+        }
+        eprintln!(
+            "{:?} in_transactions={in_transactions}: {} entries, 0 misattributed, 0 missing, \
+             0 duplicates, {stale} with an older old_value, {} forks",
+            t.backend(),
+            history.len(),
+            report.problems.len()
+        );
+        t.finish().await;
+    }
+}
+
+/// An object with no history (a row that predates auditing) under 16 concurrent transactional
+/// writers still gets one exact chain: on MySQL the head is read without a lock when a plain
+/// read finds no entries, and that read happens after the row lock was granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn contention_on_an_object_without_history_keeps_one_chain() {
+    let t = TestDb::new().await;
+    let id = post_without_history(&t.db, "old row").await;
+    contend(&t, id, true).await;
+    let mut history = logs_for_id(&t.db, "posts", &id.to_string()).await.unwrap();
+    history.reverse();
+    assert_eq!(
+        history.len(),
+        TASKS * UPDATES,
+        "no create: the row predates auditing"
+    );
+    check_attribution(&history, true);
+    let report = sea_orm_audit::verify(&t.db).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.first_broken());
+    t.finish().await;
+}
+
+/// MariaDB: 16 transactions each doing the first audited update of an object with no history
+/// (all in one gap of the log's index) and holding it do not wait for each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mysql_first_updates_of_many_new_objects_do_not_wait_for_each_other() {
+    let t = TestDb::new().await;
+    if t.backend() != DbBackend::MySql {
+        return t.finish().await;
+    }
+    let mut ids = Vec::new();
+    for k in 0..TASKS {
+        ids.push(post_without_history(&t.db, &format!("old {k}")).await);
+    }
+    let mut opt = ConnectOptions::new(t.url.clone());
+    opt.max_connections(u32::try_from(TASKS).unwrap())
+        .sqlx_logging(false);
+    let db = Database::connect(opt).await.unwrap();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for id in ids {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            let txn = db.begin().await?;
+            txn.execute_unprepared("SET SESSION innodb_lock_wait_timeout = 2")
+                .await?;
+            post::ActiveModel {
+                id: Set(id),
+                body: Set("first audited".into()),
+                ..Default::default()
+            }
+            .update(&txn)
+            .await?;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            txn.commit().await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
+    let report = sea_orm_audit::verify(&t.db).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.first_broken());
+    assert_eq!(report.checked, TASKS as u64);
+    db.close().await.ok();
+    t.finish().await;
+}
+
+const ROUNDS: usize = 100;
+
+/// Two updates of one object joined in one task (`tokio::join!`) are both logged, each with
+/// its own before-image: the second waits in its `before_save` until the first has logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn joined_updates_of_one_object_are_both_logged_exactly() {
+    for in_transaction in [false, true] {
+        let t = TestDb::new().await;
+        let p = new_post("joined").insert(&t.db).await.unwrap();
+        for round in 0..ROUNDS {
+            let a = post::ActiveModel {
+                id: Set(p.id),
+                body: Set(format!("a{round}")),
+                ..Default::default()
+            };
+            let b = post::ActiveModel {
+                id: Set(p.id),
+                body: Set(format!("b{round}")),
+                views: Set(i32::try_from(round + 1).unwrap()),
+                ..Default::default()
+            };
+            let (ra, rb) = if in_transaction {
+                let txn = t.db.begin().await.unwrap();
+                let results = tokio::join!(a.update(&txn), b.update(&txn));
+                txn.commit().await.unwrap();
+                results
+            } else {
+                tokio::join!(a.update(&t.db), b.update(&t.db))
+            };
+            ra.unwrap_or_else(|e| panic!("in_transaction={in_transaction} round {round}: {e}"));
+            rb.unwrap_or_else(|e| panic!("in_transaction={in_transaction} round {round}: {e}"));
+        }
+        assert_eq!(
+            sea_orm_audit::__private::pending_snapshots_for_current_task(),
+            0
+        );
+        let mut history = logs_for_id(&t.db, "posts", &p.id.to_string())
+            .await
+            .unwrap();
+        history.reverse();
+        assert_eq!(
+            history.len(),
+            1 + 2 * ROUNDS,
+            "in_transaction={in_transaction}"
+        );
+        let mut state = history[0].changes.as_ref().unwrap().new_value.clone();
+        let mut bodies = HashSet::new();
+        for (i, entry) in history.iter().enumerate().skip(1) {
+            let changes = entry.changes.as_ref().unwrap();
+            for (field, old) in &changes.old_value {
+                assert_eq!(
+                    &state[field], old,
+                    "entry {i}: old_value is the previous new_value"
+                );
+            }
+            assert!(
+                bodies.insert(changes.new_value["body"].clone()),
+                "entry {i} twice"
+            );
+            for (field, new) in &changes.new_value {
+                state.insert(field.clone(), new.clone());
+            }
+        }
+        let stored = post::Entity::find_by_id(p.id)
+            .one(&t.db)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            state["body"],
+            json!(stored.body),
+            "the newest entry is the stored row"
+        );
+        let report = sea_orm_audit::verify(&t.db).await.unwrap();
+        assert!(report.is_ok(), "{:?}", report.first_broken());
+        t.finish().await;
+    }
+}
+
+/// A joined write whose twin is still reading after `IN_FLIGHT_WAIT` (its row lock is held by
+/// another transaction) fails with `WriteInFlight` before it runs; the twin then completes and
+/// is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_joined_write_whose_twin_is_stuck_fails_before_it_runs() {
+    let t = TestDb::new().await;
+    if t.backend() == DbBackend::Sqlite {
+        // No row locks: a read cannot be held up long enough.
+        return t.finish().await;
+    }
+    let p = new_post("stuck").insert(&t.db).await.unwrap();
+    let holder = t.db.begin().await.unwrap();
+    post::Entity::find_by_id(p.id)
+        .lock_exclusive()
+        .one(&holder)
+        .await
+        .unwrap();
+    let a = post::ActiveModel {
+        id: Set(p.id),
+        body: Set("a".into()),
+        ..Default::default()
+    };
+    let b = post::ActiveModel {
+        id: Set(p.id),
+        body: Set("b".into()),
+        ..Default::default()
+    };
+    let release = async {
+        tokio::time::sleep(sea_orm_audit::IN_FLIGHT_WAIT + Duration::from_millis(500)).await;
+        holder.rollback().await.unwrap();
+    };
+    let (ra, rb, ()) = tokio::join!(a.update(&t.db), b.update(&t.db), release);
+    ra.unwrap();
+    let err = rb.unwrap_err().to_string();
+    assert!(err.contains("in flight"), "{err}");
+    let stored = post::Entity::find_by_id(p.id)
+        .one(&t.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.body, "a", "the failed write did not run");
+    let history = logs_for_id(&t.db, "posts", &p.id.to_string())
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(
+        history[0].changes.as_ref().unwrap().new_value["body"],
+        json!("a")
+    );
+    t.finish().await;
+}
+
+/// Updates (or deletes) post `id` on `db`.
+async fn write_post<C: ConnectionTrait>(db: &C, id: i32, delete: bool) -> Result<u64, DbErr> {
+    if delete {
+        let am = post::ActiveModel {
+            id: Set(id),
+            ..Default::default()
+        };
+        return Ok(am.delete(db).await?.rows_affected);
+    }
+    post::ActiveModel {
+        id: Set(id),
+        body: Set(format!("written {id}")),
+        ..Default::default()
+    }
+    .update(db)
+    .await
+    .map(|_| 1)
+}
+
+const RACES: i32 = 10;
+
+/// The before-image finds no row; another connection inserts and commits it; then our UPDATE
+/// (or DELETE), held back by the proxy, changes it. The write is logged, marked
+/// `before_image: absent`, on PostgreSQL in and outside transactions and on MySQL outside
+/// them. Inside a MySQL transaction the locking read's gap lock makes the insert wait for us,
+/// so the write matches nothing and nothing is logged. SQLite runs without the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_row_inserted_between_the_before_image_and_the_write_is_logged() {
+    use common::proxy::{FaultProxy, upstream_of};
+    let t = TestDb::new().await;
+    let backend = t.backend();
+    if backend == DbBackend::Sqlite {
+        return t.finish().await;
+    }
+    let proxy = FaultProxy::start(upstream_of(&t.url)).await;
+    let (update, delete) = match backend {
+        DbBackend::Postgres => ("UPDATE \"posts\"", "DELETE FROM \"posts\""),
+        _ => ("UPDATE `posts`", "DELETE FROM `posts`"),
+    };
+    let mut id = 1000;
+    for in_transaction in [false, true] {
+        for deleting in [false, true] {
+            for _ in 0..RACES {
+                id += 1;
+                let via_proxy = single_connection(&proxy.url(&t.url)).await;
+                let pattern = if deleting { delete } else { update };
+                proxy.delay(Some((pattern, Duration::from_millis(400))));
+                let delayed = proxy.delayed();
+                let inserter = {
+                    let db = t.db.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        post::ActiveModel {
+                            id: Set(id),
+                            ..new_post(&format!("race {id}"))
+                        }
+                        .insert(&db)
+                        .await
+                    })
+                };
+                let result = if in_transaction {
+                    let txn = via_proxy.begin().await.unwrap();
+                    let result = write_post(&txn, id, deleting).await;
+                    txn.commit().await.unwrap();
+                    result
+                } else {
+                    write_post(&via_proxy, id, deleting).await
+                };
+                proxy.delay(None);
+                inserter.await.unwrap().unwrap();
+                via_proxy.close().await.ok();
+                assert_eq!(proxy.delayed(), delayed + 1, "the write was held back");
+                let what = format!("in_transaction={in_transaction} delete={deleting} id={id}");
+                let history = logs_for_id(&t.db, "posts", &id.to_string()).await.unwrap();
+                let stored = post::Entity::find_by_id(id).one(&t.db).await.unwrap();
+                if in_transaction && backend == DbBackend::MySql {
+                    match result {
+                        Err(DbErr::RecordNotUpdated) if !deleting => {}
+                        Ok(0) if deleting => {}
+                        other => panic!("{what}: {other:?}"),
+                    }
+                    assert_eq!(history.len(), 1, "{what}: only the create");
+                    assert!(stored.is_some(), "{what}");
+                    continue;
+                }
+                assert_eq!(result.unwrap(), 1, "{what}: the write changed the row");
+                assert_eq!(history.len(), 2, "{what}: {history:?}");
+                let entry = &history[0];
+                assert_eq!(history[1].action, Action::Create, "{what}");
+                assert_eq!(entry.data["before_image"], json!("absent"), "{what}");
+                let changes = entry.changes.as_ref().unwrap();
+                assert!(changes.old_value.is_empty(), "{what}: old values unknown");
+                if deleting {
+                    assert_eq!(entry.action, Action::Delete, "{what}");
+                    assert!(stored.is_none(), "{what}");
+                } else {
+                    assert_eq!(entry.action, Action::Update, "{what}");
+                    assert_eq!(changes.new_value["body"], json!(format!("written {id}")));
+                }
+            }
+        }
+    }
+    let report = sea_orm_audit::verify(&t.db).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.first_broken());
+    t.finish().await;
+}
+
+const MIX_TASKS: usize = 16;
+const MIX_OPS: usize = 24;
+const MIX_IDS: i32 = 4;
+
+/// What one task's mix of writes did: (inserts, updates, deletes) that committed a change.
+type Done = (usize, usize, usize);
+
+/// One write of the mix in a transaction of its own: insert, update or delete of post `id`.
+/// Returns which kind committed a change, or `None` when the write failed (duplicate key,
+/// missing row, deadlock: the transaction rolled back) or matched nothing.
+async fn mixed_write(
+    db: &DatabaseConnection,
+    op: usize,
+    id: i32,
+    tag: &str,
+) -> Result<Option<usize>, DbErr> {
+    let txn = db.begin().await?;
+    if txn.get_database_backend() == DbBackend::Sqlite {
+        txn.execute_unprepared("UPDATE posts SET views = views WHERE 0")
+            .await?;
+    }
+    let result = match op {
+        0 => post::ActiveModel {
+            id: Set(id),
+            ..new_post(tag)
+        }
+        .insert(&txn)
+        .await
+        .map(|_| true),
+        1 => post::ActiveModel {
+            id: Set(id),
+            body: Set(tag.to_owned()),
+            ..Default::default()
+        }
+        .update(&txn)
+        .await
+        .map(|_| true),
+        _ => post::ActiveModel {
+            id: Set(id),
+            ..Default::default()
+        }
+        .delete(&txn)
+        .await
+        .map(|r| r.rows_affected == 1),
+    };
+    match result {
+        Ok(changed) => {
+            txn.commit().await?;
+            Ok(changed.then_some(op))
+        }
+        Err(_) => {
+            txn.rollback().await?;
+            Ok(None)
+        }
+    }
+}
+
+/// Inside transactions, 16 tasks inserting, updating and deleting the same 4 rows: every
+/// committed change has exactly one entry (an update or delete of a row the before-image did
+/// not see included), and every chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn contended_inserts_updates_and_deletes_in_transactions_are_all_logged() {
+    let t = TestDb::new().await;
+    let mut tasks = Vec::new();
+    for task in 0..MIX_TASKS {
+        let db = t.db.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut done: Done = (0, 0, 0);
+            for n in 0..MIX_OPS {
+                let op = (task + n) % 3;
+                let id = i32::try_from((task * 7 + n) % 4).unwrap() + 1;
+                let tag = format!("task{task}-{n}");
+                match mixed_write(&db, op, id, &tag).await? {
+                    Some(0) => done.0 += 1,
+                    Some(1) => done.1 += 1,
+                    Some(_) => done.2 += 1,
+                    None => {}
+                }
+            }
+            Ok::<_, DbErr>(done)
+        }));
+    }
+    let mut done: Done = (0, 0, 0);
+    for task in tasks {
+        let d = task.await.unwrap().unwrap();
+        done = (done.0 + d.0, done.1 + d.1, done.2 + d.2);
+    }
+    let mut logged: Done = (0, 0, 0);
+    let mut absent = 0;
+    for id in 1..=MIX_IDS {
+        for entry in logs_for_id(&t.db, "posts", &id.to_string()).await.unwrap() {
+            match entry.action {
+                Action::Create => logged.0 += 1,
+                Action::Update => logged.1 += 1,
+                Action::Delete => logged.2 += 1,
+                other => panic!("{other:?}"),
+            }
+            absent += usize::from(entry.data.contains_key("before_image"));
+        }
+    }
+    assert_eq!(
+        logged, done,
+        "(creates, updates, deletes) logged vs committed"
+    );
+    let report = sea_orm_audit::verify(&t.db).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.first_broken());
+    eprintln!(
+        "{:?}: committed (inserts, updates, deletes) = {done:?}, all logged; {absent} of them \
+         changed a row their before-image did not see",
+        t.backend()
+    );
+    t.finish().await;
+}
+
+/// The snapshot a failed write left behind is replaced at once by the next write of the same
+/// object in the same task: a retry does not wait (it may hold locks in its transaction), and
+/// is logged with its own before-image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_after_a_failed_write_of_the_same_object_does_not_wait() {
+    let t = TestDb::new().await;
+    new_post("taken").insert(&t.db).await.unwrap();
+    let p = new_post("free").insert(&t.db).await.unwrap();
+    for in_transaction in [false, true] {
+        let failing = post::ActiveModel {
+            id: Set(p.id),
+            title: Set("taken".into()), // UNIQUE(title): the UPDATE fails after before_save
+            ..Default::default()
+        };
+        if in_transaction {
+            let txn = t.db.begin().await.unwrap();
+            assert!(failing.update(&txn).await.is_err());
+            // PostgreSQL aborts a transaction after a failed statement: retry in a new one.
+            txn.rollback().await.unwrap();
+        } else {
+            assert!(failing.update(&t.db).await.is_err());
+        }
+        let started = Instant::now();
+        let retry = post::ActiveModel {
+            id: Set(p.id),
+            body: Set(format!("retry {in_transaction}")),
+            ..Default::default()
+        };
+        if in_transaction {
+            let txn = t.db.begin().await.unwrap();
+            retry.update(&txn).await.unwrap();
+            txn.commit().await.unwrap();
+        } else {
+            retry.update(&t.db).await.unwrap();
+        }
+        let took = started.elapsed();
+        assert!(
+            took < sea_orm_audit::IN_FLIGHT_WAIT / 2,
+            "in_transaction={in_transaction}: the retry took {took:?}"
+        );
+    }
+    let history = logs_for_id(&t.db, "posts", &p.id.to_string())
+        .await
+        .unwrap();
+    let bodies: Vec<_> = history
+        .iter()
+        .map(|e| e.changes.as_ref().unwrap().new_value["body"].clone())
+        .collect();
+    assert_eq!(
+        bodies,
+        [json!("retry true"), json!("retry false"), json!("start")]
+    );
+    assert_eq!(
+        history[0].changes.as_ref().unwrap().old_value["body"],
+        json!("retry false")
+    );
+    assert_eq!(
+        sea_orm_audit::__private::pending_snapshots_for_current_task(),
+        0
+    );
+    t.finish().await;
+}
