@@ -75,6 +75,9 @@ pub struct ActivityNote {
     /// Keep only the size of the response body (a download; the history API's own answers,
     /// which would copy the log into itself).
     pub omit_response_body: bool,
+    /// The action to record, overriding the route's and the method's (`Action::Login` from
+    /// a login handler that tells success from failure).
+    pub action: Option<Action>,
 }
 
 impl ActivityNote {
@@ -90,6 +93,13 @@ impl ActivityNote {
     #[must_use]
     pub fn omit_response_body(mut self) -> Self {
         self.omit_response_body = true;
+        self
+    }
+
+    /// The action to record (default: the one set for the route, else the method's).
+    #[must_use]
+    pub fn action(mut self, action: impl Into<Action>) -> Self {
+        self.action = Some(action.into());
         self
     }
 
@@ -161,11 +171,13 @@ pub(crate) struct Config {
     skip_prefixes: Vec<String>,
     methods: Option<Vec<Method>>,
     anonymous_routes: HashSet<String>,
+    anonymous_writes: bool,
     sensitive: Sensitive,
     pub(crate) path_style: PathStyle,
     pub(crate) headers: Vec<HeaderName>,
     pub(crate) body_limit: usize,
     event_names: HashMap<String, String>,
+    actions: HashMap<String, Action>,
     tool: Option<String>,
     pub(crate) overflow: Overflow,
     enrich: Option<Enrich>,
@@ -196,6 +208,7 @@ impl ActivityLog {
                 skip_prefixes: Vec::new(),
                 methods: None,
                 anonymous_routes: HashSet::new(),
+                anonymous_writes: false,
                 sensitive: Sensitive::new(DEFAULT_SENSITIVE_KEYS),
                 path_style: PathStyle::default(),
                 headers: vec![
@@ -205,6 +218,7 @@ impl ActivityLog {
                 ],
                 body_limit: DEFAULT_BODY_LIMIT,
                 event_names: HashMap::new(),
+                actions: HashMap::new(),
                 tool: None,
                 overflow: Overflow::default(),
                 enrich: None,
@@ -239,6 +253,14 @@ impl ActivityLog {
     /// Other anonymous requests are not recorded.
     pub fn allow_anonymous(mut self, route: impl Into<String>) -> Self {
         self.config().anonymous_routes.insert(route.into());
+        self
+    }
+
+    /// Records anonymous requests that may change data (every method but GET, HEAD, OPTIONS
+    /// and TRACE) on every route: a public form or API whose writes are audited in the log
+    /// should show in the activity log too. Off by default.
+    pub fn record_anonymous_writes(mut self) -> Self {
+        self.config().anonymous_writes = true;
         self
     }
 
@@ -284,6 +306,27 @@ impl ActivityLog {
     /// (`"POST /posts"`); the method-specific name wins. Default: the route template.
     pub fn event_name(mut self, route: impl Into<String>, name: impl Into<String>) -> Self {
         self.config().event_names.insert(route.into(), name.into());
+        self
+    }
+
+    /// The action recorded for a route template, or for a method and route (`"POST /{id}"`);
+    /// the method-specific one wins. Default: from the method (GET read, POST create, PUT and
+    /// PATCH update, DELETE delete), which form-based apps contradict: `POST /{id}` edits,
+    /// `POST /delete/{id}` deletes, `POST /login` logs in. A handler's
+    /// [`ActivityNote::action`] wins over both.
+    ///
+    /// ```
+    /// # use sea_orm_audit::{Action, web::{ActivityLog, ActivityWriter}};
+    /// # fn demo(writer: &ActivityWriter) -> ActivityLog {
+    /// ActivityLog::new(writer)
+    ///     .action("POST /posts/{id}", Action::Update)
+    ///     .action("POST /posts/delete/{id}", Action::Delete)
+    ///     .action("/login", Action::Login)
+    ///     .action("/logout", Action::Logout)
+    /// # }
+    /// ```
+    pub fn action(mut self, route: impl Into<String>, action: impl Into<Action>) -> Self {
+        self.config().actions.insert(route.into(), action.into());
         self
     }
 
@@ -336,7 +379,9 @@ impl ActivityLog {
         if c.skip_prefixes.iter().any(|p| path.starts_with(p.as_str())) {
             return false;
         }
-        !anonymous || route.is_some_and(|r| c.anonymous_routes.contains(r))
+        !anonymous
+            || route.is_some_and(|r| c.anonymous_routes.contains(r))
+            || (c.anonymous_writes && !method.is_safe())
     }
 
     /// Reserves room in the queue for one entry; `None` if the queue is full or closed.
@@ -410,6 +455,17 @@ pub(crate) fn action_for(method: &Method) -> Action {
 }
 
 /// Whether a content type is JSON (`application/json`, `application/problem+json`...).
+/// `application/x-www-form-urlencoded`, what HTML forms send.
+pub(crate) fn is_form(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|ct| {
+        ct.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    })
+}
+
 pub(crate) fn is_json(content_type: Option<&str>) -> bool {
     content_type.is_some_and(|ct| {
         let essence = ct.split(';').next().unwrap_or("").trim();
@@ -502,8 +558,19 @@ impl Captured {
         }
         let mut message = None;
         let mut actor = self.actor;
+        let mut action = self
+            .route
+            .as_deref()
+            .and_then(|route| {
+                c.actions
+                    .get(&format!("{} {route}", self.method))
+                    .or_else(|| c.actions.get(route))
+            })
+            .cloned()
+            .unwrap_or_else(|| action_for(&self.method));
         if let Some(note) = self.note {
             actor = actor.or(note.actor);
+            action = note.action.unwrap_or(action);
             if let Some((entity_type, object_id)) = note.target {
                 data.insert(
                     "target".into(),
@@ -518,7 +585,7 @@ impl Captured {
         if let Some(Enrich(f)) = &c.enrich {
             f(&mut data);
         }
-        let action = match action_for(&self.method) {
+        let action = match action {
             Action::Custom(name) => Action::Custom(limits::cap_chars(&name, limits::MAX_METHOD)),
             standard => standard,
         };
@@ -608,6 +675,24 @@ fn body_json(capture: &Capture, content_type: Option<&str>, c: &Config) -> Optio
     }
     if !capture.kept() {
         return Some(json!({"content_type": content_type, "bytes": capture.total}));
+    }
+    if !capture.truncated() && is_form(content_type) {
+        // A form body as a JSON object of its fields (a repeated field: an array), masked
+        // like JSON.
+        let mut fields = Map::new();
+        for (key, value) in form_urlencoded::parse(&capture.bytes) {
+            let value = Json::String(value.into_owned());
+            match fields.get_mut(key.as_ref()) {
+                Some(Json::Array(items)) => items.push(value),
+                Some(first) => *first = Json::Array(vec![first.take(), value]),
+                None => {
+                    fields.insert(key.into_owned(), value);
+                }
+            }
+        }
+        let mut value = Json::Object(fields);
+        mask_value(&mut value, &c.sensitive);
+        return Some(value);
     }
     if !capture.truncated()
         && let Ok(mut value) = serde_json::from_slice::<Json>(&capture.bytes)

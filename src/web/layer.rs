@@ -17,7 +17,7 @@ use serde_json::Value as Json;
 use tower::{Layer, Service};
 
 use super::activity::{
-    ActivityLog, ActivityNote, Captured, Overflow, PathStyle, capture_headers, is_json,
+    ActivityLog, ActivityNote, Captured, Overflow, PathStyle, capture_headers, is_form, is_json,
 };
 use super::actor::{Actor, ResolveActor};
 use super::body::{self, Capture, Tee};
@@ -228,7 +228,7 @@ where
             let request_type = content_type(&parts.headers);
             let request_capture = Arc::new(Mutex::new(Capture::new(
                 c.body_limit,
-                is_json(request_type.as_deref()),
+                is_json(request_type.as_deref()) || is_form(request_type.as_deref()),
             )));
             let path = match c.path_style {
                 PathStyle::PathAndQuery => path,
