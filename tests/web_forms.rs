@@ -99,3 +99,41 @@ async fn form_posts_get_their_route_actions_and_masked_bodies() {
     writer.shutdown().await;
     t.finish().await;
 }
+
+/// A handler that panics leaves an entry: failed, status 500. The panic goes on to the
+/// application (here: the task running the request).
+#[tokio::test]
+async fn a_panicking_handler_is_recorded_as_failed_with_500() {
+    use tower::ServiceExt;
+    let t = TestDb::new().await;
+    let writer = ActivityWriter::spawn(
+        t.db.clone(),
+        Batching::new().interval(Duration::from_secs(3600)),
+    );
+    let app = Router::new()
+        .route(
+            "/boom",
+            post(|_: String| async {
+                panic!("handler bug");
+                #[allow(unreachable_code)]
+                ""
+            }),
+        )
+        .layer(layer().activity(ActivityLog::new(&writer)));
+    let req = form("/boom", Some("ann"), "a=1&password=hunter2");
+    let outcome = tokio::spawn(app.oneshot(req)).await;
+    assert!(
+        outcome.unwrap_err().is_panic(),
+        "the panic is not swallowed"
+    );
+    writer.flush().await.unwrap();
+    let entries = api_entries(&t.db).await;
+    assert_eq!(entries.len(), 1);
+    let entry = &entries[0];
+    assert_eq!(entry.status, sea_orm_audit::Status::Failed);
+    assert_eq!(entry.data["status_code"], 500);
+    assert_eq!(entry.actor.as_deref(), Some("ann"));
+    assert_eq!(entry.data["request_body"]["password"], "***FILTERED***");
+    writer.shutdown().await;
+    t.finish().await;
+}

@@ -246,33 +246,48 @@ where
             let context_data = context.data.clone();
             let body = Tee::wrap(body, request_capture.clone(), None);
             let req = Request::from_parts(parts, body);
-            let mut response = context.scope(inner.call(req)).await?;
-            let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-            set_request_id(&mut response, &request_id);
-
-            let response_type = content_type(response.headers());
-            let note = response.extensions_mut().remove::<ActivityNote>();
+            // Filled in when the handler returns; as it stands, the entry of a handler that
+            // panicked.
             let mut captured = Captured {
                 config: c.clone(),
                 created_at: started_at,
-                request_id,
+                request_id: request_id.clone(),
                 actor: actor.map(|a| a.id),
                 context: context_data,
                 method,
                 path,
                 route,
-                status: response.status().as_u16(),
-                duration_ms,
+                status: 500,
+                duration_ms: 0.0,
                 ip,
                 headers,
                 request: Capture::default(),
                 request_type,
                 response: Capture::default(),
-                response_type: response_type.clone(),
-                complete: true,
-                note,
+                response_type: None,
+                complete: false,
+                note: None,
                 reduced: None,
             };
+            let mut response = match catch_panic(context.scope(inner.call(req))).await {
+                Ok(result) => result?,
+                Err(panic) => {
+                    // Recorded as failed with status 500; the panic then goes on, to whatever
+                    // the application does with it (tower-http's CatchPanicLayer answers 500).
+                    captured.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+                    captured.request = body::take(&request_capture);
+                    permit.send(captured);
+                    std::panic::resume_unwind(panic);
+                }
+            };
+            captured.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+            set_request_id(&mut response, &request_id);
+
+            let response_type = content_type(response.headers());
+            captured.note = response.extensions_mut().remove::<ActivityNote>();
+            captured.status = response.status().as_u16();
+            captured.response_type = response_type.clone();
+            captured.complete = true;
             let omit = captured.note.as_ref().is_some_and(|n| n.omit_response_body);
             let keep = !omit && is_json(response_type.as_deref());
             let (parts, body) = response.into_parts();
@@ -290,6 +305,20 @@ where
             Ok(Response::from_parts(parts, body))
         })
     }
+}
+
+/// Runs `fut`, catching a panic in it as an `Err` (no unsafe: the future is boxed, so it is
+/// `Unpin`).
+async fn catch_panic<F: Future>(fut: F) -> Result<F::Output, Box<dyn std::any::Any + Send>> {
+    let mut fut = Box::pin(fut);
+    std::future::poll_fn(move |cx| {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(std::task::Poll::Ready(output)) => std::task::Poll::Ready(Ok(output)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(panic) => std::task::Poll::Ready(Err(panic)),
+        }
+    })
+    .await
 }
 
 fn context(
