@@ -221,21 +221,25 @@ where
             new.extend(fetch_by_keys::<E, _>(&txn, chunk, false).await?);
         }
     }
+    store::write_many(&txn, update_entries(&old, &new)).await?;
+    txn.commit().await?;
+    Ok(new)
+}
+
+/// One `update` entry per row of `new` that differs from its row in `old` (matched by object
+/// id): the entries of a bulk update.
+pub(crate) fn update_entries<M: Auditable>(old: &[M], new: &[M]) -> Vec<crate::store::NewEntry> {
     let mut before: HashMap<String, Map<String, serde_json::Value>> = old
         .iter()
         .map(|m| (m.audit_object_id(), snapshot(m)))
         .collect();
-    let entries = new
-        .iter()
+    new.iter()
         .filter_map(|m| {
             let id = m.audit_object_id();
             let old = before.remove(&id)?;
-            change_entry::<E::Model>(Action::Update, id, &old, &snapshot(m))
+            change_entry::<M>(Action::Update, id, &old, &snapshot(m))
         })
-        .collect();
-    store::write_many(&txn, entries).await?;
-    txn.commit().await?;
-    Ok(new)
+        .collect()
 }
 
 /// Deletes every row matching `filter` and logs one `delete` per row with its full

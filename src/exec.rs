@@ -19,8 +19,6 @@
 //! count SeaORM reports tells, and everything rolls back with [`Error::RowsChangedMeanwhile`]:
 //! a write is never committed without its entries.
 
-use std::collections::HashMap;
-
 use sea_orm::sea_query::ValueTuple;
 use sea_orm::{
     ConnectionTrait, DbBackend, DbErr, DeleteMany, DeleteResult, EntityTrait, FromQueryResult,
@@ -31,7 +29,7 @@ use serde_json::Map;
 
 use crate::Action;
 use crate::auditable::{Auditable, snapshot};
-use crate::bulk::fetch_by_keys;
+use crate::bulk::{fetch_by_keys, update_entries};
 use crate::capture::change_entry;
 use crate::error::Error;
 use crate::store;
@@ -111,19 +109,7 @@ where
         check_count(table, old.len(), result.rows_affected, backend, true)?;
         let keys: Vec<ValueTuple> = old.iter().map(ModelTrait::get_primary_key_value).collect();
         let new = fetch_by_keys::<E, _>(&txn, &keys, false).await?;
-        let mut before: HashMap<String, Map<String, serde_json::Value>> = old
-            .iter()
-            .map(|m| (m.audit_object_id(), snapshot(m)))
-            .collect();
-        let entries = new
-            .iter()
-            .filter_map(|m| {
-                let id = m.audit_object_id();
-                let old = before.remove(&id)?;
-                change_entry::<E::Model>(Action::Update, id, &old, &snapshot(m))
-            })
-            .collect();
-        store::write_many(&txn, entries).await?;
+        store::write_many(&txn, update_entries(&old, &new)).await?;
         txn.commit().await?;
         Ok(result)
     }
