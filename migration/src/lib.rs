@@ -31,11 +31,10 @@ use sea_orm_migration::sea_orm::DbBackend;
 /// Idempotent.
 ///
 /// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), sea_orm_migration::sea_orm::DbErr> {
-/// let db = sea_orm_migration::sea_orm::Database::connect("sqlite::memory:").await?;
-/// sea_orm_audit_migration::create_schema(&db).await?;
-/// sea_orm_audit_migration::create_schema(&db).await?; // again: nothing changes
+/// # use sea_orm_migration::sea_orm::{DatabaseConnection, DbErr};
+/// # async fn setup(db: &DatabaseConnection) -> Result<(), DbErr> {
+/// sea_orm_audit_migration::create_schema(db).await?;
+/// sea_orm_audit_migration::create_schema(db).await?; // again: nothing changes
 /// # Ok(()) }
 /// ```
 pub async fn create_schema<'c, C>(db: C) -> Result<(), DbErr>
