@@ -35,7 +35,10 @@ use crate::error::Error;
 use crate::store;
 use crate::strict;
 
-/// Audited execution of a SeaORM bulk builder; see the [module docs](self).
+/// Audited execution of a SeaORM bulk builder: `.exec_audited(db)` instead of `.exec(db)`,
+/// the same result type, and one log entry per row the statement changed, all in one
+/// transaction (a savepoint inside the caller's). A statement that changed rows its read did
+/// not see rolls back with [`Error::RowsChangedMeanwhile`](crate::Error::RowsChangedMeanwhile).
 #[async_trait::async_trait]
 pub trait ExecAudited {
     /// What `.exec(db)` returns for this builder.
