@@ -218,8 +218,8 @@ async fn deep_json_is_marked_and_every_reader_still_reads() {
 }
 
 /// 10,000 levels through the capture's own steps, on a tokio worker's 2 MiB stack: nothing of
-/// ours recurses. (SeaORM's INSERT builder copies a JSON value recursively and overflows such
-/// a stack at a few thousand levels by itself, so this drives our functions directly.)
+/// ours recurses. SeaORM's INSERT builder copies a JSON value recursively and overflows such a
+/// stack on 10,000 levels by itself (seen in a debugger), so this drives our functions directly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_levels_do_not_crash_the_capture() {
     tokio::spawn(async move {
