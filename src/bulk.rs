@@ -226,6 +226,22 @@ where
     Ok(new)
 }
 
+/// One `delete` entry per row, its full before-image as `old_value`: the entries of a bulk
+/// delete.
+pub(crate) fn delete_entries<M: Auditable>(deleted: &[M]) -> Vec<crate::store::NewEntry> {
+    deleted
+        .iter()
+        .filter_map(|m| {
+            change_entry::<M>(
+                Action::Delete,
+                m.audit_object_id(),
+                &snapshot(m),
+                &Map::new(),
+            )
+        })
+        .collect()
+}
+
 /// One `update` entry per row of `new` that differs from its row in `old` (matched by object
 /// id): the entries of a bulk update.
 pub(crate) fn update_entries<M: Auditable>(old: &[M], new: &[M]) -> Vec<crate::store::NewEntry> {
@@ -271,18 +287,7 @@ where
         }
         old
     };
-    let entries = deleted
-        .iter()
-        .filter_map(|m| {
-            change_entry::<E::Model>(
-                Action::Delete,
-                m.audit_object_id(),
-                &snapshot(m),
-                &Map::new(),
-            )
-        })
-        .collect();
-    store::write_many(&txn, entries).await?;
+    store::write_many(&txn, delete_entries(&deleted)).await?;
     txn.commit().await?;
     Ok(deleted.len() as u64)
 }

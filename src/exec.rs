@@ -25,12 +25,9 @@ use sea_orm::{
     ModelTrait, QueryTrait, Statement, TransactionSession, TransactionTrait, UpdateMany,
     UpdateResult,
 };
-use serde_json::Map;
 
-use crate::Action;
-use crate::auditable::{Auditable, snapshot};
-use crate::bulk::{fetch_by_keys, update_entries};
-use crate::capture::change_entry;
+use crate::auditable::Auditable;
+use crate::bulk::{delete_entries, fetch_by_keys, update_entries};
 use crate::error::Error;
 use crate::store;
 use crate::strict;
@@ -72,18 +69,7 @@ where
         let old = rows::<E, _>(&txn, select).await?;
         let result = self.exec(&txn).await?;
         check_count(table, old.len(), result.rows_affected, backend, false)?;
-        let entries = old
-            .iter()
-            .filter_map(|m| {
-                change_entry::<E::Model>(
-                    Action::Delete,
-                    m.audit_object_id(),
-                    &snapshot(m),
-                    &Map::new(),
-                )
-            })
-            .collect();
-        store::write_many(&txn, entries).await?;
+        store::write_many(&txn, delete_entries(&old)).await?;
         txn.commit().await?;
         Ok(result)
     }
