@@ -92,6 +92,9 @@
 //! commits). It lives until the end of the transaction that set it and is never seen by
 //! another transaction, connection or pooled request, so a write it does not cover (autocommit
 //! outside [`transaction`], another program) is recorded with no actor, never a stale one.
+//! On PostgreSQL and MySQL, a pool built with `carry_context` (features `sqlx-postgres`,
+//! `sqlx-mysql`) also hands each connection the context of the task that acquires it, for
+//! writes outside transactions.
 //!
 //! Backends: PostgreSQL 11+ (row triggers in PL/pgSQL, SHA-256 in SQL), SQLite and
 //! MySQL/MariaDB (row triggers; hashes computed afterwards by [`seal`], since SQLite has no
@@ -100,9 +103,13 @@
 //! rather than an unaudited entity.
 
 mod mysql;
+mod pool;
 mod postgres;
 mod seal;
 mod sqlite;
+
+#[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
+pub use pool::carry_context;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -429,16 +436,7 @@ async fn set_context<C: ConnectionTrait>(db: &C, begins: bool) -> Result<(), DbE
     AuditContext::check_current()?;
     let ctx = AuditContext::current().map(context_parts);
     match db.get_database_backend() {
-        DbBackend::Postgres => {
-            let text = ctx.map(|(actor, tool, data)| {
-                let mut out = Map::new();
-                out.insert("actor".into(), actor.map_or(Json::Null, Json::String));
-                out.insert("tool".into(), tool.map_or(Json::Null, Json::String));
-                out.insert("data".into(), data.unwrap_or(Json::Null));
-                Json::Object(out).to_string()
-            });
-            postgres::set_context(db, text.unwrap_or_default()).await
-        }
+        DbBackend::Postgres => postgres::set_context(db, postgres_context(ctx)).await,
         backend @ (DbBackend::Sqlite | DbBackend::MySql) => {
             let (actor, tool, data) = ctx.unwrap_or_default();
             let data = data.map(|d| d.to_string());
@@ -455,6 +453,18 @@ async fn set_context<C: ConnectionTrait>(db: &C, begins: bool) -> Result<(), DbE
         }
         other => Err(not_supported(other).into()),
     }
+}
+
+/// The PostgreSQL setting's text for a context: a JSON object, or empty for none.
+fn postgres_context(ctx: Option<(Option<String>, Option<String>, Option<Json>)>) -> String {
+    ctx.map(|(actor, tool, data)| {
+        let mut out = Map::new();
+        out.insert("actor".into(), actor.map_or(Json::Null, Json::String));
+        out.insert("tool".into(), tool.map_or(Json::Null, Json::String));
+        out.insert("data".into(), data.unwrap_or(Json::Null));
+        Json::Object(out).to_string()
+    })
+    .unwrap_or_default()
 }
 
 /// Actor, tool and data (bounded as the library bounds it, see `limits`; `None` when empty, as

@@ -22,6 +22,9 @@ use crate::sql::{literal, quote};
 
 /// The context the triggers read, one row per connection inside `capture_db::transaction`.
 const CONTEXT_TABLE: &str = "sea_orm_audit_context";
+/// The prefix of the session variables (`@sea_orm_audit_actor`, `_tool`, `_data`) that
+/// `pool::carry_context` sets on each pooled connection when it is acquired.
+pub(super) const SESSION_VARIABLE: &str = "sea_orm_audit";
 /// Marks the registry comment in the insert trigger's body (kept by `information_schema`).
 const REGISTRY: &str = "/* sea_orm_audit registry: ";
 /// What `seal` looks up.
@@ -144,10 +147,23 @@ fn triggers_sql(spec: &Spec) -> Result<[String; 3], Error> {
         "FROM (SELECT 1) AS one LEFT JOIN {} AS c ON c.connection = CONNECTION_ID()",
         q(CONTEXT_TABLE)
     );
+    // Inside `capture_db::transaction` the connection's context row; otherwise the session
+    // variables `pool::carry_context` sets on every acquire (NULL on a connection it never
+    // touched, such as another program's).
+    let from_context = |field: &str| {
+        format!(
+            "CASE WHEN c.connection IS NULL THEN @{SESSION_VARIABLE}_{field} ELSE c.{field} END"
+        )
+    };
+    let (actor, tool, data) = (
+        from_context("actor"),
+        from_context("tool"),
+        from_context("data"),
+    );
     let row = |action: &str, key: &str, changes: &str| {
         format!(
-            "{insert_into} SELECT {entity_type}, {key}, '{action}', c.actor, UTC_TIMESTAMP(6), \
-             {changes}, c.tool, NULL, 'success', c.data, NULL, {} {context};",
+            "{insert_into} SELECT {entity_type}, {key}, '{action}', {actor}, UTC_TIMESTAMP(6), \
+             {changes}, {tool}, NULL, 'success', {data}, NULL, {} {context};",
             literal(UNSEALED)
         )
     };

@@ -19,7 +19,7 @@ use crate::error::Error;
 use crate::sql::{literal, quote};
 
 /// The transaction-local setting the triggers read the context from.
-const CONTEXT_SETTING: &str = "sea_orm_audit.ctx";
+pub(super) const CONTEXT_SETTING: &str = "sea_orm_audit.ctx";
 /// The trigger's name (trigger names are per table in PostgreSQL).
 const TRIGGER: &str = "sea_orm_audit";
 /// PostgreSQL truncates longer identifiers, which could make two tables share a function.

@@ -1,0 +1,137 @@
+//! The application's context for writes outside [`transaction`](super::transaction): set on
+//! each pooled connection by the task that acquires it.
+//!
+//! SeaORM runs every statement outside a transaction on a connection it acquires from its pool
+//! in the task that runs the statement, and a transaction on the connection acquired by the
+//! task that began it. sqlx calls the pool's `before_acquire` callback (on an idle connection)
+//! or `after_connect` (on a new one) in that task, before the connection is handed out, so the
+//! current [`AuditContext`] there is the context of whoever uses the connection until it goes
+//! back to the pool. The callbacks write it into the connection's session (PostgreSQL: the
+//! setting the triggers read, not transaction-local; MySQL: user variables), every time, an
+//! empty context included: a connection never carries an earlier task's context into a later
+//! use. Other programs' connections never get one, so their writes have no actor.
+
+#[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
+use sea_orm::ConnectOptions;
+
+#[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
+use super::context_parts;
+#[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
+use crate::context::AuditContext;
+
+/// Actor, tool and data of the acquiring task, or `None`: without a context, and with one the
+/// log cannot hold (an over-long actor or tool), which the hooks refuse with an error but a
+/// pool callback cannot report — the write is then recorded with no actor, never a cut one.
+#[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
+fn acquiring_context() -> Option<(Option<String>, Option<String>, Option<serde_json::Value>)> {
+    AuditContext::check_current().ok()?;
+    AuditContext::current().map(context_parts)
+}
+
+/// Makes the pool built from `options` hand the current [`AuditContext`] to the capture
+/// triggers on every connection it gives out, so that writes of database-mode entities made
+/// outside [`transaction`](super::transaction) (autocommit active-model writes,
+/// `Entity::update_many(..).exec(&db)`, raw SQL on the `DatabaseConnection`) carry the actor,
+/// tool and data of the task that made them. PostgreSQL and MySQL/MariaDB; SQLite has no
+/// per-connection state a trigger can read, so there only writes inside
+/// [`transaction`](super::transaction) carry a context.
+///
+/// ```ignore
+/// let mut options = ConnectOptions::new(url);
+/// options.test_before_acquire(false); // the context statement already checks the connection
+/// capture_db::carry_context(&mut options);
+/// let db = Database::connect(options).await?;
+/// ```
+///
+/// It costs one statement per acquire (a round trip, like sea-orm's default ping). It sets the
+/// pool's `before_acquire` callback (keeping sea-orm's idle ping) and, through
+/// `map_sqlx_*_pool_opts`, its `after_connect`: it replaces a pool-options function set before
+/// it, and sea-orm's `set_schema_search_path` (put the search path in the URL instead:
+/// `?options=-csearch_path%3Dmy_schema`).
+///
+/// A transaction carries the context of the task that began it, wherever it is used later;
+/// on PostgreSQL the hooks of a database-mode entity replace it with their own task's for
+/// their write.
+#[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
+pub fn carry_context(options: &mut ConnectOptions) -> &mut ConnectOptions {
+    #[cfg(feature = "sqlx-postgres")]
+    postgres::attach(options);
+    #[cfg(feature = "sqlx-mysql")]
+    mysql::attach(options);
+    options
+}
+
+#[cfg(feature = "sqlx-postgres")]
+mod postgres {
+    use sea_orm::ConnectOptions;
+    use sea_orm::sqlx::{self, PgConnection};
+
+    use super::super::postgres::CONTEXT_SETTING;
+    use super::super::postgres_context;
+    use super::acquiring_context;
+
+    async fn set(conn: &mut PgConnection, text: String) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT pg_catalog.set_config($1, $2, false)")
+            .bind(CONTEXT_SETTING)
+            .bind(text)
+            .execute(conn)
+            .await
+            .map(|_| ())
+    }
+
+    pub(super) fn attach(options: &mut ConnectOptions) {
+        options.map_sqlx_postgres_before_acquire(|conn, _| {
+            let text = postgres_context(acquiring_context());
+            Box::pin(async move { set(conn, text).await.map(|()| true) })
+        });
+        options.map_sqlx_postgres_pool_opts(|pool| {
+            pool.after_connect(|conn, _| {
+                let text = postgres_context(acquiring_context());
+                Box::pin(set(conn, text))
+            })
+        });
+    }
+}
+
+#[cfg(feature = "sqlx-mysql")]
+mod mysql {
+    use sea_orm::ConnectOptions;
+    use sea_orm::sqlx::{self, MySqlConnection};
+
+    use super::super::mysql::SESSION_VARIABLE;
+    use super::acquiring_context;
+
+    async fn set(
+        conn: &mut MySqlConnection,
+        (actor, tool, data): (Option<String>, Option<String>, Option<String>),
+    ) -> Result<(), sqlx::Error> {
+        let v = SESSION_VARIABLE;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SET @{v}_actor = ?, @{v}_tool = ?, @{v}_data = ?"
+        )))
+        .bind(actor)
+        .bind(tool)
+        .bind(data)
+        .execute(conn)
+        .await
+        .map(|_| ())
+    }
+
+    fn parts() -> (Option<String>, Option<String>, Option<String>) {
+        let (actor, tool, data) = acquiring_context().unwrap_or_default();
+        (actor, tool, data.map(|d| d.to_string()))
+    }
+
+    pub(super) fn attach(options: &mut ConnectOptions) {
+        options.map_sqlx_mysql_before_acquire(|conn, _| {
+            let parts = parts();
+            Box::pin(async move { set(conn, parts).await.map(|()| true) })
+        });
+        options.map_sqlx_mysql_pool_opts(|pool| {
+            pool.after_connect(|conn, _| {
+                let parts = parts();
+                Box::pin(set(conn, parts))
+            })
+        });
+    }
+}

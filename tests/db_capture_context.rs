@@ -1,0 +1,304 @@
+//! `capture_db::carry_context`: database-side capture outside transactions carries the context
+//! of the task that acquired the pooled connection, and never an earlier task's.
+
+#![allow(unreachable_pub)]
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::TestDb;
+use sea_orm::ActiveValue::Set;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    DbBackend, EntityTrait, QueryFilter, Statement,
+};
+use sea_orm_audit::capture_db;
+use sea_orm_audit::{AuditContext, verify};
+use serde_json::json;
+
+mod ctx_post {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, sea_orm_audit::Auditable)]
+    #[sea_orm(table_name = "ctx_posts")]
+    #[audit(capture = "database")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub title: String,
+        pub views: i32,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    sea_orm_audit::impl_audited_behavior!();
+}
+
+async fn setup() -> TestDb {
+    let t = TestDb::new().await;
+    common::create_table(&t.db, ctx_post::Entity).await;
+    capture_db::install::<ctx_post::Model, _>(&t.db)
+        .await
+        .unwrap();
+    t
+}
+
+/// A pool of `size` connections that carries the context; no ping, so that nothing but our
+/// callback runs on acquire.
+async fn carrying_pool(t: &TestDb, size: u32) -> DatabaseConnection {
+    let mut options = ConnectOptions::new(t.url.clone());
+    options
+        .max_connections(size)
+        .test_before_acquire(false)
+        .sqlx_logging(false);
+    capture_db::carry_context(&mut options);
+    let db = Database::connect(options).await.unwrap();
+    if t.backend() == DbBackend::Sqlite {
+        db.execute_unprepared("PRAGMA busy_timeout=10000;")
+            .await
+            .unwrap();
+    }
+    db
+}
+
+/// Whether the backend can carry a context outside transactions (SQLite cannot).
+fn carries(t: &TestDb) -> bool {
+    t.backend() != DbBackend::Sqlite
+}
+
+/// The server's id of the connection a statement runs on.
+async fn connection_id(db: &DatabaseConnection) -> i64 {
+    let sql = match db.get_database_backend() {
+        DbBackend::Postgres => "SELECT pg_backend_pid()::bigint AS id",
+        DbBackend::MySql => "SELECT CAST(CONNECTION_ID() AS SIGNED) AS id",
+        _ => "SELECT 0 AS id",
+    };
+    db.query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "id")
+        .unwrap()
+}
+
+/// `(object_id, action, actor, tool, data)` of every entry, oldest first.
+async fn entries(db: &DatabaseConnection) -> Vec<sea_orm_audit::audit_log::Model> {
+    capture_db::seal(db).await.unwrap();
+    common::all_logs(db).await
+}
+
+#[tokio::test]
+async fn every_write_path_outside_a_transaction_carries_the_acquiring_context() {
+    let t = setup().await;
+    let db = carrying_pool(&t, 4).await;
+    let alice = AuditContext::new()
+        .actor("alice")
+        .tool("cms")
+        .with("request_id", "r-1");
+    alice
+        .scope(async {
+            let post = ctx_post::ActiveModel {
+                title: Set("a".into()),
+                views: Set(0),
+                ..Default::default()
+            }
+            .insert(&db)
+            .await?;
+            let mut post: ctx_post::ActiveModel = post.into();
+            post.views = Set(1);
+            post.update(&db).await?;
+            ctx_post::Entity::update_many()
+                .col_expr(ctx_post::Column::Views, Expr::value(2))
+                .filter(ctx_post::Column::Id.eq(1))
+                .exec(&db)
+                .await?;
+            db.execute_unprepared("UPDATE ctx_posts SET views = 3 WHERE id = 1")
+                .await?;
+            ctx_post::Entity::delete_by_id(1).exec(&db).await?;
+            Ok::<_, sea_orm::DbErr>(())
+        })
+        .await
+        .unwrap();
+    // Outside the scope, on the same pool: no actor.
+    db.execute_unprepared("INSERT INTO ctx_posts (id, title, views) VALUES (2, 'b', 0)")
+        .await
+        .unwrap();
+
+    let rows = entries(&db).await;
+    let got: Vec<(&str, &str, Option<&str>)> = rows
+        .iter()
+        .map(|r| (r.object_id.as_str(), r.action.as_str(), r.actor.as_deref()))
+        .collect();
+    let by_alice = carries(&t).then_some("alice");
+    assert_eq!(
+        got,
+        vec![
+            ("1", "create", by_alice),
+            ("1", "update", by_alice),
+            ("1", "update", by_alice),
+            ("1", "update", by_alice),
+            ("1", "delete", by_alice),
+            ("2", "create", None),
+        ]
+    );
+    if carries(&t) {
+        assert_eq!(rows[0].tool.as_deref(), Some("cms"));
+        assert_eq!(rows[0].data, Some(json!({"request_id": "r-1"})));
+    }
+    assert_eq!(
+        (rows[5].tool.as_deref(), rows[5].data.as_ref()),
+        (None, None)
+    );
+    assert!(verify(&db).await.unwrap().problems.is_empty());
+    db.close().await.unwrap();
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn a_reused_connection_never_carries_an_earlier_tasks_context() {
+    let t = setup().await;
+    // One connection: every statement below runs on it, as the ids prove.
+    let db = carrying_pool(&t, 1).await;
+    let write = |sql: &'static str| {
+        let db = db.clone();
+        async move {
+            db.execute_unprepared(sql).await.unwrap();
+            connection_id(&db).await
+        }
+    };
+    let first = AuditContext::new()
+        .actor("alice")
+        .scope(write(
+            "INSERT INTO ctx_posts (id, title, views) VALUES (1, 'a', 0)",
+        ))
+        .await;
+    // Another task, no context, the same connection right after alice's statement.
+    let second = tokio::spawn(write("UPDATE ctx_posts SET views = 1 WHERE id = 1"))
+        .await
+        .unwrap();
+    let third = tokio::spawn(
+        AuditContext::new()
+            .actor("bob")
+            .scope(write("UPDATE ctx_posts SET views = 2 WHERE id = 1")),
+    )
+    .await
+    .unwrap();
+    // Alice's context is on the idle connection again; another client (its own connection,
+    // not from this pool) writes meanwhile.
+    AuditContext::new()
+        .actor("alice")
+        .scope(write("UPDATE ctx_posts SET title = 'x' WHERE id = 1"))
+        .await;
+    let other = Database::connect(t.url.clone()).await.unwrap();
+    other
+        .execute_unprepared("UPDATE ctx_posts SET views = 3 WHERE id = 1")
+        .await
+        .unwrap();
+    other.close().await.unwrap();
+    // A context too long for the log: the hooks refuse it; the pool records no actor.
+    let long = "m".repeat(10_000);
+    AuditContext::new()
+        .actor(long)
+        .scope(write("UPDATE ctx_posts SET views = 4 WHERE id = 1"))
+        .await;
+    if carries(&t) {
+        assert_eq!((first, first), (second, third), "one pooled connection");
+    }
+
+    let rows = entries(&db).await;
+    let actors: Vec<Option<&str>> = rows.iter().map(|r| r.actor.as_deref()).collect();
+    let (alice, bob) = if carries(&t) {
+        (Some("alice"), Some("bob"))
+    } else {
+        (None, None)
+    };
+    assert_eq!(actors, vec![alice, None, bob, alice, None, None]);
+    db.close().await.unwrap();
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn many_tasks_through_a_small_pool_are_each_given_their_own_actor() {
+    const TASKS: i32 = 32;
+    const WRITES: i32 = 20;
+    const ROWS: i32 = 4;
+    let t = setup().await;
+    let db = carrying_pool(&t, 4).await;
+    for id in 1..=ROWS {
+        db.execute_unprepared(&format!(
+            "INSERT INTO ctx_posts (id, title, views) VALUES ({id}, 't', 0)"
+        ))
+        .await
+        .unwrap();
+    }
+    let mut tasks = Vec::new();
+    for task in 0..TASKS {
+        let db = db.clone();
+        // Every fourth task has no context: its writes must get no actor.
+        let ctx = (task % 4 != 3).then(|| AuditContext::new().actor(format!("w{task}")));
+        let work = async move {
+            for seq in 0..WRITES {
+                let id = (task + seq) % ROWS + 1;
+                let views = task * 1000 + seq + 1;
+                if seq % 2 == 0 {
+                    ctx_post::Entity::update_many()
+                        .col_expr(ctx_post::Column::Views, Expr::value(views))
+                        .filter(ctx_post::Column::Id.eq(id))
+                        .exec(&db)
+                        .await
+                        .unwrap();
+                } else {
+                    db.execute_unprepared(&format!(
+                        "UPDATE ctx_posts SET views = {views} WHERE id = {id}"
+                    ))
+                    .await
+                    .unwrap();
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        tasks.push(tokio::spawn(async move {
+            match ctx {
+                Some(ctx) => ctx.scope(work).await,
+                None => work.await,
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+
+    let rows = entries(&db).await;
+    let updates: Vec<_> = rows.iter().filter(|r| r.action == "update").collect();
+    let mut seen: HashMap<i64, usize> = HashMap::new();
+    let (mut attributed, mut misattributed) = (0, 0);
+    for row in &updates {
+        let views = row.changes.as_ref().unwrap()["new_value"]["views"]
+            .as_i64()
+            .unwrap();
+        *seen.entry(views).or_default() += 1;
+        let task = views / 1000;
+        let want = (carries(&t) && task % 4 != 3).then(|| format!("w{task}"));
+        if row.actor == want {
+            attributed += usize::from(want.is_some());
+        } else {
+            misattributed += 1;
+        }
+    }
+    assert_eq!(misattributed, 0, "entries with another task's actor");
+    assert_eq!(
+        updates.len(),
+        (TASKS * WRITES) as usize,
+        "one entry per write"
+    );
+    assert!(seen.values().all(|&n| n == 1), "no write logged twice");
+    if carries(&t) {
+        assert_eq!(attributed, (TASKS / 4 * 3 * WRITES) as usize);
+    }
+    assert!(verify(&db).await.unwrap().problems.is_empty());
+    db.close().await.unwrap();
+    t.finish().await;
+}
