@@ -564,13 +564,19 @@ async fn every_column_type_is_encoded_as_the_hooks_encode_it() {
         assert_eq!(h, d);
     }
     assert_eq!(hooks.len(), database.len());
-    // The trigger's hashes hold for every value. (The hooks' do not for floats of 1e16 and
-    // more that are integers: jsonb hands them back as integers, which hash differently.)
-    let report = sea_orm_audit::verify_object(db, "db_kitchen", "1")
-        .await
-        .unwrap();
-    assert!(report.problems.is_empty(), "{:?}", report.problems);
-    assert_eq!(report.checked as usize, floats.len() + 2);
+    // The hashes hold for every value, the trigger's and the hooks' (whole floats of 1e16 and
+    // more come back from jsonb as integers: the canonical text writes them so).
+    for entity_type in ["db_kitchen", "kitchen"] {
+        let report = sea_orm_audit::verify_object(db, entity_type, "1")
+            .await
+            .unwrap();
+        assert!(
+            report.problems.is_empty(),
+            "{entity_type}: {:?}",
+            report.problems
+        );
+        assert_eq!(report.checked as usize, floats.len() + 2);
+    }
     t.finish().await;
 }
 

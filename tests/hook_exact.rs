@@ -525,12 +525,19 @@ async fn a_row_inserted_between_the_before_image_and_the_write_is_logged() {
                 id += 1;
                 let via_proxy = single_connection(&proxy.url(&t.url)).await;
                 let pattern = if deleting { delete } else { update };
-                proxy.delay(Some((pattern, Duration::from_millis(400))));
+                proxy.delay(Some((pattern, Duration::from_millis(600))));
                 let delayed = proxy.delayed();
                 let inserter = {
                     let db = t.db.clone();
+                    let counters = proxy.counters.clone();
                     tokio::spawn(async move {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        // Insert once the proxy holds our write: its before-image read is done.
+                        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                        while counters.delayed.load(std::sync::atomic::Ordering::Relaxed) == delayed
+                        {
+                            assert!(std::time::Instant::now() < deadline, "write never sent");
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                        }
                         post::ActiveModel {
                             id: Set(id),
                             ..new_post(&format!("race {id}"))

@@ -215,11 +215,43 @@ fn canonical(out: &mut Vec<u8>, v: &Json) {
             }
             out.push(b']');
         }
-        Json::Number(n) if n.as_f64() == Some(0.0) && !n.is_i64() && !n.is_u64() => {
-            out.extend_from_slice(b"0.0")
-        }
+        Json::Number(n) if n.is_f64() => match n.as_f64() {
+            Some(0.0) => out.extend_from_slice(b"0.0"),
+            Some(x) => write_float(out, x),
+            None => write_json(out, v),
+        },
         other => write_json(out, other),
     }
+}
+
+/// A float as the log hands it back on every backend. serde_json prints a float of 1e16 or
+/// more with an exponent (`4.115226350636237e16`); PostgreSQL's jsonb stores that number as a
+/// decimal and returns it in digits (`41152263506362370`), which read back as an integer where
+/// one fits. Such a float is written in those digits, so that the hash computed before the
+/// write and the one `verify` computes from the stored row agree. Digits beyond the integer
+/// range read back as the same float, which keeps serde_json's text.
+fn write_float(out: &mut Vec<u8>, x: f64) {
+    let text = serde_json::to_string(&x).unwrap_or_default();
+    if let Some(digits) = exponent_in_digits(&text) {
+        let fits = if digits.starts_with('-') {
+            digits.parse::<i64>().is_ok()
+        } else {
+            digits.parse::<u64>().is_ok()
+        };
+        if fits {
+            return out.extend_from_slice(digits.as_bytes());
+        }
+    }
+    out.extend_from_slice(text.as_bytes());
+}
+
+/// `4.2e+16` as `42000000000000000`, for a positive exponent that leaves no fraction.
+fn exponent_in_digits(text: &str) -> Option<String> {
+    let (mantissa, exponent) = text.split_once('e')?;
+    let exponent: usize = exponent.trim_start_matches('+').parse().ok()?;
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let zeros = exponent.checked_sub(fraction.len())?;
+    Some(format!("{whole}{fraction}{}", "0".repeat(zeros)))
 }
 
 #[cfg(test)]
@@ -283,6 +315,47 @@ mod tests {
             content_digest(&content),
             "9a9f3e30644201cc67c74755b1a264eab3e7f8fd98d05c268399026eb8c69616"
         );
+    }
+
+    /// A float's canonical text is the text of the value the database hands back: PostgreSQL
+    /// returns whole floats of 1e16 and more in digits, read back as integers where they fit.
+    #[test]
+    fn whole_floats_hash_as_the_digits_postgres_returns() {
+        let text = |v: &Json| {
+            let mut out = Vec::new();
+            canonical(&mut out, v);
+            String::from_utf8(out).unwrap()
+        };
+        for x in [
+            f64::from(4.115_226_3e16_f32),
+            1e16,
+            -1e16,
+            1.5e16,
+            123_456_789_012_345_680.0,
+            9.2e18,
+            -9.2e18,
+            1.8e19,
+            1e20,
+            -1e19,
+            f64::MAX,
+            9_999_999_999_999_998.0,
+            2.0,
+            -2.5,
+            1e300,
+        ] {
+            let float = serde_json::json!(x);
+            // What jsonb hands back: an exponent spelled out in digits, other text as written.
+            let written = float.to_string();
+            let digits = exponent_in_digits(&written).unwrap_or(written);
+            let back: Json = serde_json::from_str(&digits).unwrap();
+            assert_eq!(text(&float), text(&back), "{x}");
+        }
+        assert_eq!(text(&serde_json::json!(1e16)), "10000000000000000");
+        // jsonb's digits, not the float's exact binary value (41152263506362368).
+        let widened = f64::from(4.115_226_3e16_f32);
+        assert_eq!(text(&serde_json::json!(widened)), "41152263506362370");
+        assert_eq!(text(&serde_json::json!(2.0)), "2.0");
+        assert_eq!(text(&serde_json::json!(1e20)), "1e+20");
     }
 
     #[test]
