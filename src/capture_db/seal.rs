@@ -21,8 +21,9 @@ const SEAL_BATCH: u64 = 500;
 
 /// Computes the hash of every unsealed entry, oldest first; returns how many it sealed.
 ///
-/// Sealers run at once (every hook of a database-mode entity seals after its write), so an
-/// entry's predecessor is looked up by id every time, never assumed: between this sealer's
+/// Sealers run at once (every hook of a database-mode entity seals after its write), so each
+/// entry's predecessor is looked up by id (one statement per batch), never assumed to be the
+/// last entry of its object this call sealed: between this sealer's
 /// read of the unsealed entries and its UPDATEs, others seal entries and commit new ones,
 /// and on MySQL the read is a snapshot in which ids need not follow commit order across
 /// objects. A hash is linked only to the predecessor's hash as stored (or as this call stored
@@ -50,33 +51,24 @@ pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
             return Ok(sealed);
         };
         after = last.id;
+        // Ids per object follow write order (the trigger writes the entry while the write
+        // holds the row), and an entry this read shows was written after its predecessor
+        // committed: the predecessor's id is right even in a snapshot. One statement per batch.
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let predecessors = predecessors(db, &ids).await?;
         for row in rows {
             let key = (row.entity_type.clone(), row.object_id.clone());
             let prev = if row.action == "create" {
                 None
             } else {
-                // Ids per object follow write order (the trigger writes the entry while the
-                // write holds the row), and an entry this read shows was written after its
-                // predecessor committed: the predecessor's id is right even in a snapshot.
-                let predecessor: Option<(i64, Option<String>)> = audit_log::Entity::find()
-                    .select_only()
-                    .column(L::Id)
-                    .column(L::Hash)
-                    .filter(L::EntityType.eq(&row.entity_type))
-                    .filter(L::ObjectId.eq(&row.object_id))
-                    .filter(L::Id.lt(row.id))
-                    .order_by_desc(L::Id)
-                    .into_tuple()
-                    .one(db)
-                    .await?;
-                match predecessor {
+                match predecessors.get(&row.id) {
                     None => None,
                     Some((id, hash)) => {
                         let known = match heads.get(&key) {
-                            Some((head, hash)) if *head == id => Some(hash.clone()),
-                            _ if hash.as_deref() != Some(UNSEALED) => hash,
+                            Some((head, hash)) if head == id => Some(hash.clone()),
+                            _ if hash.as_deref() != Some(UNSEALED) => hash.clone(),
                             // The snapshot may be older than its seal: read it as stored.
-                            _ => stored_hash(db, id).await?,
+                            _ => stored_hash(db, *id).await?,
                         };
                         match known {
                             Some(hash) if hash == UNSEALED => continue,
@@ -104,6 +96,51 @@ pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
             }
         }
     }
+}
+
+/// Each entry's predecessor in its object's chain (the entry of the same object with the
+/// next lower id): its id and its hash as this read shows it, by the entry's id. Entries with
+/// none are absent.
+async fn predecessors<C: ConnectionTrait>(
+    db: &C,
+    ids: &[i64],
+) -> Result<HashMap<i64, (i64, Option<String>)>, DbErr> {
+    use audit_log::Column as L;
+    let backend = db.get_database_backend();
+    let q = |ident: &str| quote(backend, ident);
+    let (table, id, hash) = (
+        q(audit_log::Entity.table_name()),
+        q(L::Id.as_str()),
+        q(L::Hash.as_str()),
+    );
+    let (entity_type, object_id) = (q(L::EntityType.as_str()), q(L::ObjectId.as_str()));
+    let mut p = Placeholders::new(backend);
+    let list: Vec<String> = ids.iter().map(|_| p.next()).collect();
+    let sql = format!(
+        "SELECT r.{id} AS row_id, p.{id} AS prev_id, p.{hash} AS prev_hash FROM {table} r \
+         JOIN {table} p ON p.{id} = (SELECT MAX(x.{id}) FROM {table} x WHERE \
+         x.{entity_type} = r.{entity_type} AND x.{object_id} = r.{object_id} AND x.{id} < r.{id}) \
+         WHERE r.{id} IN ({})",
+        list.join(", ")
+    );
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            ids.iter().map(|&i| i.into()),
+        ))
+        .await?;
+    rows.into_iter()
+        .map(|row| {
+            Ok((
+                row.try_get::<i64>("", "row_id")?,
+                (
+                    row.try_get::<i64>("", "prev_id")?,
+                    row.try_get::<Option<String>>("", "prev_hash")?,
+                ),
+            ))
+        })
+        .collect()
 }
 
 /// An entry's hash as stored now: a locking read on MySQL, which sees past the transaction's
