@@ -46,6 +46,16 @@
 //!
 //! To resume after a restart, persist [`Tail::last_id`] and start with [`Tail::from_id`]
 //! (holes open at that moment are not carried over).
+//!
+//! # Entries written by database-side capture
+//!
+//! Trigger-written entries are read like any other, once, when they commit. On SQLite and
+//! MySQL an entry written outside `capture_db::transaction` is stored with `hash =
+//! 'unsealed'` until [`capture_db::seal`](crate::capture_db::seal) runs; the tail delivers it
+//! at its commit, not at its seal, and never again: sealing fills in only `prev_hash` and
+//! `hash`, which a [`LogEntry`] does not carry, so the entry delivered is the sealed entry
+//! field for field, and forwarding it before the seal keeps a copy of it from the start of
+//! the window in which it is not yet protected.
 
 use std::collections::BTreeMap;
 use std::future::Future;

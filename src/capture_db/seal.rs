@@ -20,18 +20,25 @@ use crate::sql::{Placeholders, quote};
 const SEAL_BATCH: u64 = 500;
 
 /// Computes the hash of every unsealed entry, oldest first; returns how many it sealed.
+///
+/// Sealers run at once (every hook of a database-mode entity seals after its write), so each
+/// entry's predecessor is looked up by id (one statement per batch), never assumed to be the
+/// last entry of its object this call sealed: between this sealer's
+/// read of the unsealed entries and its UPDATEs, others seal entries and commit new ones,
+/// and on MySQL the read is a snapshot in which ids need not follow commit order across
+/// objects. A hash is linked only to the predecessor's hash as stored (or as this call stored
+/// it); when the predecessor is still unsealed and was not sealed here, the entry is left for
+/// a later seal rather than linked to a guess.
 pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
     use audit_log::Column as L;
     let backend = db.get_database_backend();
-    let q = |ident: &str| quote(backend, ident);
     let mut sealed = 0;
     // Onwards from the last entry seen: under MySQL's REPEATABLE READ the snapshot keeps
     // showing as unsealed an entry another sealer has sealed since (our UPDATE then matches
     // nothing), so "whatever is still unsealed" would never run out.
     let mut after = 0;
-    // Hashes computed here, across batches: an entry this snapshot shows unsealed is the
-    // predecessor of a later one only through this map, never through a lookup.
-    let mut heads: HashMap<(String, String), Option<String>> = HashMap::new();
+    // Per object, the id and stored hash of the last entry this call sealed or read back.
+    let mut heads: HashMap<(String, String), (i64, String)> = HashMap::new();
     loop {
         let rows = audit_log::Entity::find()
             .filter(L::Hash.eq(UNSEALED))
@@ -44,53 +51,141 @@ pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
             return Ok(sealed);
         };
         after = last.id;
+        // Ids per object follow write order (the trigger writes the entry while the write
+        // holds the row), and an entry this read shows was written after its predecessor
+        // committed: the predecessor's id is right even in a snapshot. One statement per batch.
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let predecessors = predecessors(db, &ids).await?;
         for row in rows {
             let key = (row.entity_type.clone(), row.object_id.clone());
             let prev = if row.action == "create" {
                 None
-            } else if let Some(head) = heads.get(&key) {
-                head.clone()
             } else {
-                audit_log::Entity::find()
-                    .select_only()
-                    .column(L::Hash)
-                    .filter(L::EntityType.eq(&row.entity_type))
-                    .filter(L::ObjectId.eq(&row.object_id))
-                    .filter(L::Id.lt(row.id))
-                    .order_by_desc(L::Id)
-                    .into_tuple::<Option<String>>()
-                    .one(db)
-                    .await?
-                    .flatten()
+                match predecessors.get(&row.id) {
+                    None => None,
+                    Some((id, hash)) => {
+                        let known = match heads.get(&key) {
+                            Some((head, hash)) if head == id => Some(hash.clone()),
+                            _ if hash.as_deref() != Some(UNSEALED) => hash.clone(),
+                            // The snapshot may be older than its seal: read it as stored.
+                            _ => stored_hash(db, *id).await?,
+                        };
+                        match known {
+                            Some(hash) if hash == UNSEALED => continue,
+                            known => known,
+                        }
+                    }
+                }
             };
             let hash = entry_hash(&Content::of(&row), prev.as_deref());
-            let mut p = Placeholders::new(backend);
-            let done = db
-                .execute_raw(Statement::from_sql_and_values(
-                    backend,
-                    format!(
-                        "UPDATE {} SET {} = {}, {} = {} WHERE {} = {} AND {} = {}",
-                        q(audit_log::Entity.table_name()),
-                        q(L::PrevHash.as_str()),
-                        p.next(),
-                        q(L::Hash.as_str()),
-                        p.next(),
-                        q(L::Id.as_str()),
-                        p.next(),
-                        q(L::Hash.as_str()),
-                        p.next(),
-                    ),
-                    [
-                        prev.into(),
-                        hash.clone().into(),
-                        row.id.into(),
-                        UNSEALED.into(),
-                    ],
-                ))
-                .await?;
-            heads.insert(key, Some(hash));
-            // Another sealer may have been first, with the same hash.
-            sealed += done.rows_affected();
+            let done = set_hash(db, backend, row.id, prev, &hash).await?;
+            sealed += done;
+            // Another sealer may have been first: link the next entry to what it stored.
+            let stored = if done == 1 {
+                Some(hash)
+            } else {
+                stored_hash(db, row.id).await?
+            };
+            match stored {
+                Some(stored) if stored != UNSEALED => {
+                    heads.insert(key, (row.id, stored));
+                }
+                _ => {
+                    heads.remove(&key);
+                }
+            }
         }
     }
+}
+
+/// Each entry's predecessor in its object's chain (the entry of the same object with the
+/// next lower id): its id and its hash as this read shows it, by the entry's id. Entries with
+/// none are absent.
+async fn predecessors<C: ConnectionTrait>(
+    db: &C,
+    ids: &[i64],
+) -> Result<HashMap<i64, (i64, Option<String>)>, DbErr> {
+    use audit_log::Column as L;
+    let backend = db.get_database_backend();
+    let q = |ident: &str| quote(backend, ident);
+    let (table, id, hash) = (
+        q(audit_log::Entity.table_name()),
+        q(L::Id.as_str()),
+        q(L::Hash.as_str()),
+    );
+    let (entity_type, object_id) = (q(L::EntityType.as_str()), q(L::ObjectId.as_str()));
+    let mut p = Placeholders::new(backend);
+    let list: Vec<String> = ids.iter().map(|_| p.next()).collect();
+    let sql = format!(
+        "SELECT r.{id} AS row_id, p.{id} AS prev_id, p.{hash} AS prev_hash FROM {table} r \
+         JOIN {table} p ON p.{id} = (SELECT MAX(x.{id}) FROM {table} x WHERE \
+         x.{entity_type} = r.{entity_type} AND x.{object_id} = r.{object_id} AND x.{id} < r.{id}) \
+         WHERE r.{id} IN ({})",
+        list.join(", ")
+    );
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            ids.iter().map(|&i| i.into()),
+        ))
+        .await?;
+    rows.into_iter()
+        .map(|row| {
+            Ok((
+                row.try_get::<i64>("", "row_id")?,
+                (
+                    row.try_get::<i64>("", "prev_id")?,
+                    row.try_get::<Option<String>>("", "prev_hash")?,
+                ),
+            ))
+        })
+        .collect()
+}
+
+/// An entry's hash as stored now: a locking read on MySQL, which sees past the transaction's
+/// snapshot (and waits for a sealer that has not committed yet), on the primary key only.
+async fn stored_hash<C: ConnectionTrait>(db: &C, id: i64) -> Result<Option<String>, DbErr> {
+    use audit_log::Column as L;
+    let hash: Option<Option<String>> = audit_log::Entity::find()
+        .select_only()
+        .column(L::Hash)
+        .filter(L::Id.eq(id))
+        .lock_shared()
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(hash.flatten())
+}
+
+/// Stores an entry's `prev_hash` and `hash` if it is still unsealed; returns 1 if it was.
+async fn set_hash<C: ConnectionTrait>(
+    db: &C,
+    backend: sea_orm::DbBackend,
+    id: i64,
+    prev: Option<String>,
+    hash: &str,
+) -> Result<u64, DbErr> {
+    use audit_log::Column as L;
+    let q = |ident: &str| quote(backend, ident);
+    let mut p = Placeholders::new(backend);
+    let done = db
+        .execute_raw(Statement::from_sql_and_values(
+            backend,
+            format!(
+                "UPDATE {} SET {} = {}, {} = {} WHERE {} = {} AND {} = {}",
+                q(audit_log::Entity.table_name()),
+                q(L::PrevHash.as_str()),
+                p.next(),
+                q(L::Hash.as_str()),
+                p.next(),
+                q(L::Id.as_str()),
+                p.next(),
+                q(L::Hash.as_str()),
+                p.next(),
+            ),
+            [prev.into(), hash.into(), id.into(), UNSEALED.into()],
+        ))
+        .await?;
+    Ok(done.rows_affected())
 }
