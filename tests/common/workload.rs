@@ -212,10 +212,21 @@ pub struct WorkDb {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// Pool options; the pool carries each task's context to the triggers where the backend can
+/// (`capture_db::carry_context`: PostgreSQL and MySQL, with the crate features on).
 pub fn options(url: &str, max_connections: u32) -> ConnectOptions {
     let mut opt = ConnectOptions::new(url.to_owned());
     opt.max_connections(max_connections).sqlx_logging(false);
+    #[cfg(all(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
+    sea_orm_audit::capture_db::carry_context(&mut opt);
     opt
+}
+
+/// Whether database-mode writes outside transactions carry their writer's context: the pool
+/// of `options` carries it on PostgreSQL and MySQL.
+pub fn carries_context(backend: sea_orm::DbBackend) -> bool {
+    cfg!(all(feature = "sqlx-postgres", feature = "sqlx-mysql"))
+        && backend != sea_orm::DbBackend::Sqlite
 }
 
 impl WorkDb {
@@ -487,8 +498,8 @@ pub struct Tally {
     pub final_mismatch: Vec<String>,
 }
 
-/// Compares the mode's update entries with `committed`. Actors: hook mode and database-mode
-/// transactions must carry exactly their writer's; database-mode autocommit writes their
+/// Compares the mode's update entries with `committed`. Actors: exactly their writer's, except
+/// database-mode autocommit writes on a pool that cannot carry the context (SQLite): their
 /// writer's or none, never another writer's.
 pub async fn check(db: &DatabaseConnection, mode: Mode, committed: &[Write]) -> Tally {
     let by_value: HashMap<&str, &Write> = committed.iter().map(|w| (w.value.as_str(), w)).collect();
@@ -534,7 +545,9 @@ pub async fn check(db: &DatabaseConnection, mode: Mode, committed: &[Write]) -> 
         }
         let own = Some(actor(write.writer));
         let allowed = match (mode, write.in_txn) {
-            (Mode::Database, false) => entry.actor.is_none() || entry.actor == own,
+            (Mode::Database, false) if !carries_context(db.get_database_backend()) => {
+                entry.actor.is_none() || entry.actor == own
+            }
             _ => entry.actor == own,
         };
         if !allowed {
