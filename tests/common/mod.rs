@@ -163,6 +163,23 @@ pub async fn create_table<E: EntityTrait>(db: &DatabaseConnection, entity: E) {
     db.execute(&stmt).await.expect("create test table");
 }
 
+/// A post to insert: `title`, body `"body"`, no views, no secret.
+pub fn new_post(title: &str) -> entities::post::ActiveModel {
+    post_with_body(title, "body")
+}
+
+/// A post to insert with this body (no views, no secret).
+pub fn post_with_body(title: &str, body: &str) -> entities::post::ActiveModel {
+    use sea_orm::ActiveValue::Set;
+    entities::post::ActiveModel {
+        title: Set(title.into()),
+        body: Set(body.into()),
+        views: Set(0),
+        secret: Set(None),
+        ..Default::default()
+    }
+}
+
 /// Every audit_log row, oldest first.
 pub async fn all_logs(db: &DatabaseConnection) -> Vec<sea_orm_audit::audit_log::Model> {
     use sea_orm::QueryOrder;
