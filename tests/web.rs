@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use common::TestDb;
 use common::entities::post;
-use common::web::{api_entries, layer, request, send, wait_for};
+use common::web::{api_entries, eventually, layer, request, send, wait_for};
 use http_body_util::BodyExt;
 use sea_orm::ActiveValue::Set;
 use sea_orm::{
@@ -28,7 +28,7 @@ use sea_orm_audit::web::{
 };
 use sea_orm_audit::{Action, Status, logs_for_id};
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tower::ServiceExt;
 
 #[derive(Clone)]
@@ -36,6 +36,18 @@ struct AppState {
     db: DatabaseConnection,
     /// `/hold` waits for a permit here: keeps a request in flight.
     gate: Arc<Semaphore>,
+    /// `/hold` signals here once its request is in flight.
+    held: Arc<Notify>,
+}
+
+impl AppState {
+    fn new(db: &DatabaseConnection) -> Self {
+        AppState {
+            db: db.clone(),
+            gate: Arc::new(Semaphore::new(0)),
+            held: Arc::new(Notify::new()),
+        }
+    }
 }
 
 async fn create_post(State(s): State<AppState>, Json(body): Json<Value>) -> impl IntoResponse {
@@ -72,11 +84,7 @@ async fn edit_post(
 }
 
 fn app(db: &DatabaseConnection, layer: AuditLayer<fn(&Parts) -> Option<Actor>>) -> Router {
-    let state = AppState {
-        db: db.clone(),
-        gate: Arc::new(Semaphore::new(0)),
-    };
-    app_with(state, layer)
+    app_with(AppState::new(db), layer)
 }
 
 fn app_with(state: AppState, layer: AuditLayer<fn(&Parts) -> Option<Actor>>) -> Router {
@@ -126,6 +134,7 @@ fn app_with(state: AppState, layer: AuditLayer<fn(&Parts) -> Option<Actor>>) -> 
         .route(
             "/hold",
             get(|State(s): State<AppState>| async move {
+                s.held.notify_one();
                 let _permit = s.gate.acquire().await.expect("gate");
                 "released"
             }),
@@ -551,12 +560,7 @@ async fn batches_flush_on_size_and_interval() {
     send(&first, request(Method::GET, "/context", Some("a"), None)).await;
     wait_for(&t.db, 5).await;
     // The rows are visible before the writer has the COMMIT's answer and counts them.
-    for _ in 0..100 {
-        if writer.stats().written == 5 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(|| writer.stats().written == 5).await;
     assert_eq!(writer.stats().written, 5);
     writer.shutdown().await;
 
@@ -578,12 +582,8 @@ async fn batches_flush_on_size_and_interval() {
 async fn shutdown_flushes_everything_including_requests_in_flight() {
     let t = TestDb::new().await;
     let writer = ActivityWriter::spawn(t.db.clone(), quick());
-    let gate = Arc::new(Semaphore::new(0));
-    let state = AppState {
-        db: t.db.clone(),
-        gate: gate.clone(),
-    };
-    let app = app_with(state, layer().activity(ActivityLog::new(&writer)));
+    let state = AppState::new(&t.db);
+    let app = app_with(state.clone(), layer().activity(ActivityLog::new(&writer)));
     for _ in 0..250 {
         send(&app, request(Method::GET, "/context", Some("a"), None)).await;
     }
@@ -592,14 +592,17 @@ async fn shutdown_flushes_everything_including_requests_in_flight() {
         let app = app.clone();
         async move { send(&app, request(Method::GET, "/hold", Some("a"), None)).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    state.held.notified().await;
     assert_eq!(writer.stats().queued, 251);
     let shutdown = tokio::spawn({
         let writer = writer.clone();
         async move { writer.shutdown().await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    gate.add_permits(1);
+    // Shutdown has begun once it wrote the queued entries (nothing else writes them: no flush,
+    // no timer); it then waits for the request in flight.
+    eventually(|| writer.stats().written == 250).await;
+    assert!(!shutdown.is_finished());
+    state.gate.add_permits(1);
     let (status, _, _) = in_flight.await.unwrap();
     assert_eq!(status, StatusCode::OK);
     let stats = shutdown.await.unwrap();
@@ -633,12 +636,7 @@ async fn a_failing_database_is_retried_and_nothing_is_lost() {
         let writer = writer.clone();
         async move { writer.flush().await }
     });
-    for _ in 0..100 {
-        if writer.stats().failed_attempts >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(|| writer.stats().failed_attempts >= 2).await;
     assert!(writer.stats().failed_attempts >= 2, "{:?}", writer.stats());
     assert!(!flush.is_finished());
     t.db.execute_unprepared("ALTER TABLE audit_log_away RENAME TO audit_log")
@@ -657,13 +655,9 @@ async fn a_full_queue_drops_or_rejects_as_configured() {
     for policy in [Overflow::Drop, Overflow::Reject] {
         let t = TestDb::new().await;
         let writer = ActivityWriter::spawn(t.db.clone(), quick().capacity(1));
-        let gate = Arc::new(Semaphore::new(0));
-        let state = AppState {
-            db: t.db.clone(),
-            gate: gate.clone(),
-        };
+        let state = AppState::new(&t.db);
         let app = app_with(
-            state,
+            state.clone(),
             layer().activity(ActivityLog::new(&writer).on_full(policy)),
         );
         // The one slot is held by a request in flight.
@@ -671,7 +665,7 @@ async fn a_full_queue_drops_or_rejects_as_configured() {
             let app = app.clone();
             async move { send(&app, request(Method::GET, "/hold", Some("a"), None)).await }
         });
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        state.held.notified().await;
         let (status, headers, body) =
             send(&app, request(Method::GET, "/context", Some("a"), None)).await;
         match policy {
@@ -684,7 +678,7 @@ async fn a_full_queue_drops_or_rejects_as_configured() {
             }
         }
         assert_eq!(writer.stats().dropped, 1);
-        gate.add_permits(1);
+        state.gate.add_permits(1);
         held.await.unwrap();
         let stats = writer.shutdown().await;
         assert_eq!(stats.written, 1, "{policy:?}");
@@ -1006,10 +1000,7 @@ async fn my_history_can_hide_entity_types_and_entries_can_be_enriched() {
         };
         data.insert("country".into(), country.into());
     });
-    let state = AppState {
-        db: t.db.clone(),
-        gate: Arc::new(Semaphore::new(0)),
-    };
+    let state = AppState::new(&t.db);
     let history = HistoryApi::new(t.db.clone()).hide_from_me([API_ENTITY]);
     let app = Router::new()
         .route("/posts", post(create_post))

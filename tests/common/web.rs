@@ -89,3 +89,19 @@ pub async fn wait_for(db: &DatabaseConnection, n: usize) {
     }
     panic!("{n} API entries were not written in time");
 }
+
+/// Waits (polling, up to 10 s) until `condition` holds; panics if it never does.
+#[track_caller]
+pub fn eventually(condition: impl Fn() -> bool) -> impl std::future::Future<Output = ()> {
+    let caller = std::panic::Location::caller();
+    async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the condition at {caller} did not hold within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
