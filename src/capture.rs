@@ -65,8 +65,8 @@ struct BeforeImage<M> {
 ///   `verify`), but cannot deadlock, since no statement both reads the head and inserts after
 ///   it. Reading the head in the log INSERT (as on PostgreSQL) would deadlock exactly there:
 ///   two such INSERTs both take shared locks on the head, then each waits for the other's gap
-///   lock to insert after it (8 tasks x 50 updates of one row outside transactions lost 15-38
-///   log rows to deadlock errors in an experiment on MariaDB when this design was chosen).
+///   lock to insert after it (BENCHMARKS.md, "MySQL update and delete", records the entries
+///   such deadlocks lost).
 /// - **PostgreSQL**: the subquery would see the statement's snapshot, taken before the wait
 ///   for the row lock, and miss a concurrent writer's entry; the head is read by the log
 ///   INSERT instead (see `store::reads_head_in_insert`).

@@ -200,7 +200,7 @@ impl History {
     ///
     /// Written out by hand rather than with SeaORM's query builder: the text depends only on
     /// which filters are set, and building it through sea-query cost more client time than
-    /// decoding the page (a 50-entry page on PostgreSQL took 1.15x the same SQL sent raw). The
+    /// decoding the page (BENCHMARKS.md, "History as fixed SQL", has the figures). The
     /// page size is a literal, as in a hand-written query; values are bound, timestamps the way
     /// the backend compares them correctly (on MySQL as `DATETIME`: sqlx's TIMESTAMP binding
     /// turns dates after 2038 into NULL).

@@ -9,9 +9,9 @@ use sea_orm::{DbBackend, Value};
 /// parameters (SQLite 32,766, PostgreSQL 65,535, MySQL 65,535).
 pub const KEYS_PER_STATEMENT: usize = 1000;
 
-/// Rows per multi-row INSERT of log entries. PostgreSQL stays at 100: sqlx 0.9 stalls ~40 ms per
-/// statement on loopback once a multi-row INSERT reaches ~200 rows (measured, see
-/// BENCHMARKS.md); SQLite and MySQL take larger batches well.
+/// Rows per multi-row INSERT of log entries. PostgreSQL stays at 100, below the size at which
+/// sqlx 0.9 stalls on each such statement (BENCHMARKS.md, "Facts these numbers rest on");
+/// SQLite and MySQL take larger batches well.
 pub(crate) fn rows_per_insert(backend: DbBackend) -> usize {
     match backend {
         DbBackend::Postgres => 100,

@@ -358,9 +358,10 @@ fn reads_head_in_insert(backend: DbBackend, entry: &NewEntry) -> bool {
 /// PostgreSQL's INSERT of one entry that reads its chain head and computes its hash (see
 /// [`reads_head_in_insert`]): `$1`..`$10` the columns in [`COLUMNS`] order, `$11` the
 /// [`link_prefix`] of the entry's digest. Written out once: the text never changes, so the
-/// connection prepares it once, and building it per write (SeaORM's query builders) cost more
-/// CPU than everything else the log write does. `OFFSET 0` keeps PostgreSQL from inlining the
-/// subquery into both places that use `h.prev`, which would look the head up twice.
+/// connection prepares it once and no write pays for building it with SeaORM's query builders
+/// (BENCHMARKS.md, "Fixed on the way", has the cost this removed). `OFFSET 0` keeps PostgreSQL
+/// from inlining the subquery into both places that use `h.prev`, which would look the head up
+/// twice.
 static POSTGRES_LINKED_INSERT: LazyLock<String> = LazyLock::new(|| {
     let pg = DbBackend::Postgres;
     let columns: Vec<String> = COLUMNS.iter().map(|c| quote(pg, c.as_str())).collect();

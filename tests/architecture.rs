@@ -1,4 +1,5 @@
-//! The modules of `src/` import one way: no module imports one that imports it back.
+//! The shape of `src/`: its modules import one way (no module imports one that imports it
+//! back), and the typed views of the log row hold the columns of its one definition.
 //!
 //! A module is a file (`src/a.rs` or `src/a/mod.rs` is `a`, `src/a/b.rs` is `a::b`). An edge is
 //! any `crate::..` or `super::..` path in its text (comments stripped), resolved to the longest
@@ -250,4 +251,123 @@ fn the_checker_sees_a_cycle() {
     .collect();
     let found = cycles(&edges(&mods));
     assert_eq!(found, vec![vec!["a".to_owned(), "b".to_owned()]]);
+}
+
+/// The field names of `struct name` in `text` (a struct with named fields, comments stripped).
+fn struct_fields(text: &str, name: &str) -> Option<BTreeSet<String>> {
+    let text = strip_comments(text);
+    let at = text.find(&format!("struct {name}"))?;
+    let rest = &text[at..];
+    let open = rest.find('{')?;
+    let close = open + rest[open..].find('}')?;
+    let fields = rest[open + 1..close]
+        .lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let line = line
+                .strip_prefix("pub(crate) ")
+                .or_else(|| line.strip_prefix("pub "))
+                .unwrap_or(line);
+            let (field, _) = line.split_once(':')?;
+            (!field.is_empty() && field.chars().all(is_ident)).then(|| field.to_owned())
+        })
+        .collect();
+    Some(fields)
+}
+
+/// The typed views of the log row, by file and struct, and how each differs from the
+/// `audit_log` entity's columns (the one definition): the columns it leaves out and the fields
+/// it adds that are not columns.
+const ROW_VIEWS: &[(&str, &str, &[&str], &[&str])] = &[
+    ("src/entry.rs", "EntryRow", &["prev_hash", "hash"], &[]),
+    ("src/entry.rs", "LogEntry", &["prev_hash", "hash"], &[]),
+    (
+        "src/chain/hash.rs",
+        "Content",
+        &["id", "prev_hash", "hash"],
+        &[],
+    ),
+    (
+        "src/store.rs",
+        "NewEntry",
+        &["id", "prev_hash", "hash"],
+        &["starts_chain", "known_head"],
+    ),
+    (
+        "src/store.rs",
+        "Row",
+        &["id", "prev_hash", "hash"],
+        &["starts_chain", "known_head"],
+    ),
+];
+
+/// Every view's fields against the columns it should hold, as a list of mismatches.
+fn row_view_mismatches(columns: &BTreeSet<String>, read: impl Fn(&str) -> String) -> Vec<String> {
+    let mut out = Vec::new();
+    for (file, name, without, extra) in ROW_VIEWS {
+        let Some(fields) = struct_fields(&read(file), name) else {
+            out.push(format!("{file}: no struct {name}"));
+            continue;
+        };
+        let expected: BTreeSet<String> = columns
+            .iter()
+            .filter(|c| !without.contains(&c.as_str()))
+            .cloned()
+            .chain(extra.iter().map(|f| (*f).to_owned()))
+            .collect();
+        if fields != expected {
+            out.push(format!(
+                "{file} {name}: missing {:?}, not columns {:?}",
+                expected.difference(&fields).collect::<Vec<_>>(),
+                fields.difference(&expected).collect::<Vec<_>>()
+            ));
+        }
+    }
+    out
+}
+
+/// The log row's columns are defined once, by the `audit_log` entity; its typed views
+/// (`NewEntry`, `store::Row`, `chain::Content`, `EntryRow`, `LogEntry`) hold exactly its
+/// columns, less the ones each leaves out by design. The column lists are checked in
+/// `store`'s unit tests, the migration in tests/migration.rs.
+#[test]
+fn the_row_views_hold_the_entity_columns() {
+    use sea_orm::{IdenStatic, Iterable};
+    let columns: BTreeSet<String> = sea_orm_audit::audit_log::Column::iter()
+        .map(|c| c.as_str().to_owned())
+        .collect();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = std::fs::read_to_string(root.join("src/audit_log.rs")).unwrap();
+    assert_eq!(struct_fields(&model, "Model"), Some(columns.clone()));
+    let mismatches = row_view_mismatches(&columns, |file| {
+        std::fs::read_to_string(root.join(file)).unwrap()
+    });
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
+
+/// The row check sees a column one view lacks and a field that is no column.
+#[test]
+fn the_row_check_sees_a_missing_column() {
+    let columns: BTreeSet<String> = ["id", "entity_type", "object_id", "prev_hash", "hash"]
+        .map(str::to_owned)
+        .into();
+    let read = |file: &str| match file {
+        "src/entry.rs" => "pub(crate) struct EntryRow {\n    id: i64, // a comment: x\n    \
+                           entity_type: String,\n    object_id: String,\n    extra: u8,\n}\n\
+                           pub struct LogEntry {\n    /// Docs: here.\n    pub id: i64,\n    \
+                           pub entity_type: String,\n}"
+            .to_owned(),
+        _ => String::new(),
+    };
+    let found = row_view_mismatches(&columns, read);
+    assert_eq!(found.len(), 5, "{found:#?}");
+    assert_eq!(
+        found[0],
+        "src/entry.rs EntryRow: missing [], not columns [\"extra\"]"
+    );
+    assert_eq!(
+        found[1],
+        "src/entry.rs LogEntry: missing [\"object_id\"], not columns []"
+    );
+    assert!(found[2].ends_with("no struct Content"), "{found:#?}");
 }

@@ -13,13 +13,11 @@ use sea_orm::{
 use sea_orm_audit::{Action, AtomicExt, AuditContext, FILTERED, logs_for, logs_for_id};
 use serde_json::json;
 
+/// A post with a secret (a masked column) set.
 fn new_post(title: &str) -> post::ActiveModel {
     post::ActiveModel {
-        title: Set(title.into()),
-        body: Set("body".into()),
-        views: Set(0),
         secret: Set(Some("s3cret".into())),
-        ..Default::default()
+        ..common::new_post(title)
     }
 }
 

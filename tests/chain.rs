@@ -3,18 +3,44 @@
 mod common;
 
 use common::entities::{kitchen, post, translation};
-use common::{TestDb, all_logs};
+use common::{TestDb, all_logs, new_post};
 use sea_orm::ActiveValue::Set;
 use sea_orm::{ActiveModelTrait, Condition, ConnectionTrait, IntoActiveModel, ModelTrait};
 use sea_orm_audit::chain::ProblemKind;
 use sea_orm_audit::{Event, bulk, events, verify, verify_object};
 
-fn new_post(title: &str) -> post::ActiveModel {
-    post::ActiveModel {
-        title: Set(title.into()),
-        body: Set("body".into()),
-        views: Set(0),
-        ..Default::default()
+/// Returns once the writer outside the transaction has read the chain head: on PostgreSQL it
+/// does not wait for the transaction and finishes; on MySQL its locking read waits for the
+/// transaction's lock, which `information_schema` shows. SQLite shows no sign of a writer
+/// waiting for its lock, so there it is given time instead.
+async fn writer_two_has_read_the_head<T>(t: &TestDb, other: &tokio::task::JoinHandle<T>) {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let waiting = "SELECT COUNT(*) AS n FROM information_schema.INNODB_TRX x \
+                   JOIN information_schema.PROCESSLIST p ON p.ID = x.trx_mysql_thread_id \
+                   WHERE x.trx_state = 'LOCK WAIT' AND p.DB = DATABASE()";
+    loop {
+        let done = match t.backend() {
+            DbBackend::Postgres => other.is_finished(),
+            DbBackend::MySql => {
+                let row =
+                    t.db.query_one_raw(Statement::from_string(DbBackend::MySql, waiting))
+                        .await
+                        .unwrap()
+                        .unwrap();
+                row.try_get::<i64>("", "n").unwrap() > 0
+            }
+            _ => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                true
+            }
+        };
+        if done {
+            return;
+        }
+        assert!(Instant::now() < deadline, "writer 2 never read the head");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -300,7 +326,7 @@ async fn concurrent_writers_outside_a_transaction_fork_and_verify_says_so() {
             .record(&db)
             .await
     });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    writer_two_has_read_the_head(&t, &other).await;
     txn.commit().await.unwrap();
     other.await.unwrap().unwrap();
 

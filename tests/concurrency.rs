@@ -20,15 +20,10 @@ const UPDATES: usize = 50;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixteen_tasks_times_fifty_updates_form_an_exact_chain() {
     let t = TestDb::new().await;
-    let row = post::ActiveModel {
-        title: Set("contended".into()),
-        body: Set("start".into()),
-        views: Set(0),
-        ..Default::default()
-    }
-    .insert(&t.db)
-    .await
-    .unwrap();
+    let row = common::post_with_body("contended", "start")
+        .insert(&t.db)
+        .await
+        .unwrap();
 
     let mut tasks = Vec::new();
     for task in 0..TASKS {
@@ -227,15 +222,7 @@ async fn a_lock_timeout_in_the_before_image_keeps_its_kind() {
         DbBackend::MySql => "HY000",    // 1205 Lock wait timeout exceeded
         _ => return t.finish().await,   // SQLite has no row locks to time out on
     };
-    let p = post::ActiveModel {
-        title: Set("locked".into()),
-        body: Set("b".into()),
-        views: Set(0),
-        ..Default::default()
-    }
-    .insert(&t.db)
-    .await
-    .unwrap();
+    let p = common::new_post("locked").insert(&t.db).await.unwrap();
     let holder = t.db.begin().await.unwrap();
     post::Entity::find_by_id(p.id)
         .lock_exclusive()

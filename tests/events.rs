@@ -5,9 +5,7 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr};
 
 use common::TestDb;
-use common::entities::post;
 use sea_orm::ActiveModelTrait;
-use sea_orm::ActiveValue::Set;
 use sea_orm_audit::{
     Action, AuditContext, Event, History, Status, Template, events, logs_for, verify,
 };
@@ -57,15 +55,7 @@ async fn login_logout_and_failed_login() {
 #[tokio::test]
 async fn templated_custom_events_about_a_model() {
     let t = TestDb::new().await;
-    let p = post::ActiveModel {
-        title: Set("Lamp".into()),
-        body: Set("b".into()),
-        views: Set(0),
-        ..Default::default()
-    }
-    .insert(&t.db)
-    .await
-    .unwrap();
+    let p = common::new_post("Lamp").insert(&t.db).await.unwrap();
     AuditContext::new()
         .actor("bob")
         .tool("example_feature")

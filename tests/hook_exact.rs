@@ -4,6 +4,8 @@
 mod common;
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::TestDb;
@@ -18,12 +20,7 @@ use sea_orm_audit::{Action, Event, logs_for_id};
 use serde_json::json;
 
 fn new_post(title: &str) -> post::ActiveModel {
-    post::ActiveModel {
-        title: Set(title.into()),
-        body: Set("start".into()),
-        views: Set(0),
-        ..Default::default()
-    }
+    common::post_with_body(title, "start")
 }
 
 /// A pool of one connection, so that session settings apply to every statement.
@@ -317,10 +314,14 @@ async fn mysql_first_updates_of_many_new_objects_do_not_wait_for_each_other() {
     opt.max_connections(u32::try_from(TASKS).unwrap())
         .sqlx_logging(false);
     let db = Database::connect(opt).await.unwrap();
+    // Every task holds its transaction open until all of them hold theirs: none waited for
+    // another's commit. A task that did wait fails on the lock timeout and never arrives.
+    let all_hold = Arc::new(tokio::sync::Barrier::new(TASKS));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for id in ids {
         let db = db.clone();
+        let all_hold = all_hold.clone();
         tasks.push(tokio::spawn(async move {
             let txn = db.begin().await?;
             txn.execute_unprepared("SET SESSION innodb_lock_wait_timeout = 2")
@@ -332,7 +333,9 @@ async fn mysql_first_updates_of_many_new_objects_do_not_wait_for_each_other() {
             }
             .update(&txn)
             .await?;
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            tokio::time::timeout(Duration::from_secs(10), all_hold.wait())
+                .await
+                .map_err(|_| DbErr::Custom("another task never held its update".into()))?;
             txn.commit().await
         }));
     }
@@ -454,11 +457,16 @@ async fn a_joined_write_whose_twin_is_stuck_fails_before_it_runs() {
         body: Set("b".into()),
         ..Default::default()
     };
-    let release = async {
-        tokio::time::sleep(sea_orm_audit::IN_FLIGHT_WAIT + Duration::from_millis(500)).await;
+    // `b` gives up waiting for `a`, which waits for the lock; then the lock is released.
+    let b_then_release = async {
+        let waited = sea_orm_audit::IN_FLIGHT_WAIT + Duration::from_secs(10);
+        let rb = tokio::time::timeout(waited, b.update(&t.db))
+            .await
+            .expect("b gave up waiting");
         holder.rollback().await.unwrap();
+        rb
     };
-    let (ra, rb, ()) = tokio::join!(a.update(&t.db), b.update(&t.db), release);
+    let (ra, rb) = tokio::join!(a.update(&t.db), b_then_release);
     ra.unwrap();
     let err = rb.unwrap_err().to_string();
     assert!(err.contains("in flight"), "{err}");
@@ -531,12 +539,11 @@ async fn a_row_inserted_between_the_before_image_and_the_write_is_logged() {
                     let db = t.db.clone();
                     let counters = proxy.counters.clone();
                     tokio::spawn(async move {
-                        // Insert once the proxy holds our write: its before-image read is done.
-                        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-                        while counters.delayed.load(std::sync::atomic::Ordering::Relaxed) == delayed
-                        {
-                            assert!(std::time::Instant::now() < deadline, "write never sent");
-                            tokio::time::sleep(Duration::from_millis(2)).await;
+                        // Inserts while the proxy holds the write back.
+                        let deadline = Instant::now() + Duration::from_secs(10);
+                        while counters.delayed.load(Ordering::SeqCst) == delayed {
+                            assert!(Instant::now() < deadline, "the write never came");
+                            tokio::time::sleep(Duration::from_millis(1)).await;
                         }
                         post::ActiveModel {
                             id: Set(id),

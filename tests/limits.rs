@@ -4,7 +4,7 @@
 mod common;
 
 use common::entities::{post, sample, tag};
-use common::{TestDb, all_logs};
+use common::{TestDb, all_logs, new_post};
 use sea_orm::ActiveValue::Set;
 use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, PaginatorTrait};
 use sea_orm_audit::{
@@ -12,16 +12,6 @@ use sea_orm_audit::{
     logs_for_id, verify,
 };
 use serde_json::{Value as Json, json};
-
-fn new_post(title: &str) -> post::ActiveModel {
-    post::ActiveModel {
-        title: Set(title.into()),
-        body: Set("body".into()),
-        views: Set(0),
-        secret: Set(None),
-        ..Default::default()
-    }
-}
 
 /// Asserts that `result` failed naming `field`, and that neither the table nor the log holds
 /// anything new.

@@ -9,15 +9,7 @@ use sea_orm::{ActiveModelTrait, IntoActiveModel};
 use sea_orm_audit::{Action, History, Retention, logs_for, prune, verify};
 
 async fn post_with_updates(t: &TestDb, title: &str, updates: i32) -> post::Model {
-    let p = post::ActiveModel {
-        title: Set(title.into()),
-        body: Set("b".into()),
-        views: Set(0),
-        ..Default::default()
-    }
-    .insert(&t.db)
-    .await
-    .unwrap();
+    let p = common::new_post(title).insert(&t.db).await.unwrap();
     for n in 1..=updates {
         let mut am = p.clone().into_active_model();
         am.views = Set(n);
@@ -31,9 +23,7 @@ async fn older_than_removes_old_entries_in_batches_and_verify_still_passes() {
     let t = TestDb::new().await;
     let a = post_with_updates(&t, "a", 4).await; // 5 entries
     let b = post_with_updates(&t, "b", 2).await; // 3 entries
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    let cutoff = chrono::Utc::now();
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let cutoff = common::moment_between().await;
     let mut am = a.clone().into_active_model();
     am.views = Set(100);
     am.update(&t.db).await.unwrap();

@@ -2,23 +2,14 @@
 
 mod common;
 
-use common::TestDb;
 use common::entities::post;
+use common::{TestDb, new_post};
 use sea_orm::ActiveValue::Set;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, IntoActiveModel,
     ModelTrait, QueryFilter, TransactionTrait,
 };
 use sea_orm_audit::{Strict, bulk};
-
-fn am(title: &str) -> post::ActiveModel {
-    post::ActiveModel {
-        title: Set(title.into()),
-        body: Set("b".into()),
-        views: Set(0),
-        ..Default::default()
-    }
-}
 
 #[tokio::test]
 async fn audited_paths_are_clean_and_bypasses_are_reported() {
@@ -28,16 +19,18 @@ async fn audited_paths_are_clean_and_bypasses_are_reported() {
     let db = &t.db;
 
     // Every audited path: hooks (also in a transaction) and bulk.
-    let p = am("a").insert(db).await.unwrap();
+    let p = new_post("a").insert(db).await.unwrap();
     let mut edit = p.clone().into_active_model();
     edit.views = Set(1);
     let p = edit.update(db).await.unwrap();
     p.clone().into_active_model().update(db).await.unwrap(); // nothing Set
     let txn = db.begin().await.unwrap();
-    let q = am("b").insert(&txn).await.unwrap();
+    let q = new_post("b").insert(&txn).await.unwrap();
     q.delete(&txn).await.unwrap();
     txn.commit().await.unwrap();
-    bulk::insert_many(db, [am("c"), am("d")]).await.unwrap();
+    bulk::insert_many(db, [new_post("c"), new_post("d")])
+        .await
+        .unwrap();
     bulk::update_many::<post::Entity, _>(
         db,
         Condition::all(),
@@ -55,8 +48,8 @@ async fn audited_paths_are_clean_and_bypasses_are_reported() {
     strict.check().unwrap();
 
     // Each SeaORM path that calls no hooks, and raw SQL.
-    post::Entity::insert(am("e")).exec(db).await.unwrap();
-    post::Entity::insert_many([am("f"), am("g")])
+    post::Entity::insert(new_post("e")).exec(db).await.unwrap();
+    post::Entity::insert_many([new_post("f"), new_post("g")])
         .exec(db)
         .await
         .unwrap();

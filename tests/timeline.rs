@@ -2,8 +2,8 @@
 
 mod common;
 
-use common::TestDb;
 use common::entities::{document, kitchen, post, translation};
+use common::{TestDb, new_post};
 use sea_orm::ActiveValue::Set;
 use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, ModelTrait};
 use sea_orm_audit::timeline::{
@@ -11,16 +11,6 @@ use sea_orm_audit::timeline::{
 };
 use sea_orm_audit::{Action, AuditContext, logs_for, logs_for_id, verify};
 use serde_json::json;
-
-fn new_post(title: &str) -> post::ActiveModel {
-    post::ActiveModel {
-        title: Set(title.into()),
-        body: Set("body".into()),
-        views: Set(0),
-        secret: Set(None),
-        ..Default::default()
-    }
-}
 
 async fn set_views(t: &TestDb, p: &post::Model, views: i32) -> post::Model {
     let mut am = p.clone().into_active_model();
@@ -33,9 +23,7 @@ async fn state_at_a_time_and_after_an_entry() {
     let t = TestDb::new().await;
     let p = new_post("timeline").insert(&t.db).await.unwrap();
     set_views(&t, &p, 1).await;
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    let between = chrono::Utc::now();
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let between = common::moment_between().await;
     set_views(&t, &p, 2).await;
     let id = p.id.to_string();
 
@@ -268,31 +256,12 @@ async fn restore_every_key_shape_and_column_type() {
     );
 
     // Every column type comes back as it was stored.
-    let stamp = chrono::DateTime::parse_from_rfc3339("2031-12-31T23:59:58.123456+05:30").unwrap();
     let k = kitchen::ActiveModel {
-        id: sea_orm::NotSet,
-        long_text: Set("y".repeat(70_000)),
-        unicode: Set("Zoë ✓ 漢字 🦀".into()),
-        maybe_text: Set(None),
-        blob: Set(vec![0, 0xff, 0xfe, 0x80]),
-        ratio: Set(1.0 / 3.0),
-        small: Set(0.5),
-        maybe_ratio: Set(Some(-2.5e-300)),
-        amount: Set("123456789012345678.0123456789".parse().unwrap()),
-        doc: Set(json!({"k": [1, 2.5, "three", null]})),
         mood: Set(kitchen::Mood::Grumpy),
         maybe_mood: Set(Some(kitchen::Mood::Happy)),
-        day: Set(chrono::NaiveDate::from_ymd_opt(1969, 7, 20).unwrap()),
-        clock: Set(chrono::NaiveTime::from_hms_opt(20, 17, 40).unwrap()),
-        naive: Set(chrono::NaiveDate::from_ymd_opt(2030, 1, 2)
-            .unwrap()
-            .and_hms_opt(3, 4, 5)
-            .unwrap()),
-        stamp: Set(stamp),
-        utc: Set(stamp.with_timezone(&chrono::Utc)),
-        uid: Set(uuid::Uuid::new_v4()),
         big: Set(i64::MIN),
         flag: Set(true),
+        ..common::kitchen_sample(70_000)
     }
     .insert(&t.db)
     .await

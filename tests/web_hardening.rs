@@ -13,19 +13,12 @@ use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use common::TestDb;
 use common::proxy::{FaultProxy, upstream_of};
-use common::web::{api_entries, layer, request, send};
+use common::web::{api_entries, layer, quick, request, send};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
 use sea_orm_audit::web::{
     ActivityLog, ActivityNote, ActivityWriter, Actor, Batching, HistoryApi, Overflow, Scope,
 };
 use serde_json::{Value, json};
-
-/// Large batches and a long interval: entries are written only when a test flushes.
-fn quick() -> Batching {
-    Batching::new()
-        .size(10_000)
-        .interval(Duration::from_secs(3600))
-}
 
 fn app(db: &DatabaseConnection, activity: ActivityLog) -> Router {
     let history = HistoryApi::new(db.clone())

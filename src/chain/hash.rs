@@ -56,9 +56,9 @@ pub(crate) fn entry_hash(c: &Content<'_>, prev: Option<&str>) -> String {
 
 /// First level: hex SHA-256 of the canonical content text.
 ///
-/// Runs once per entry written and per entry verified, so it writes the text straight into one
-/// byte buffer (no intermediate `String`s per field, no `strftime` parsing): it was the larger
-/// part of the library's own CPU time per audited insert.
+/// Runs once per entry written and per entry verified, on the write path of every audited
+/// save, so it writes the text straight into one byte buffer: no intermediate `String`s per
+/// field, no `strftime` parsing.
 pub(crate) fn content_digest(c: &Content<'_>) -> String {
     let mut text = Vec::with_capacity(512);
     text.push(b'[');

@@ -12,9 +12,10 @@ use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, OriginalUri};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use http::request::Parts;
-use http::{HeaderValue, Method, Request, StatusCode, header};
+use http::{Method, Request, StatusCode, header};
 use serde_json::Value as Json;
 use tower::{Layer, Service};
+use tower_http::request_id::MakeRequestId;
 
 use super::activity::{
     ActivityLog, ActivityNote, Captured, Overflow, PathStyle, capture_headers, is_form, is_json,
@@ -23,10 +24,8 @@ use super::actor::{Actor, ResolveActor};
 use super::body::{self, Capture, Tee};
 use super::ip::{Cidr, client_ip};
 use super::limits;
+use super::request_id::{self, FastRequestUuid};
 use crate::context::AuditContext;
-
-/// The request id header, read from requests and set on every response.
-pub const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// What the [`AuditLayer`] found out about the request, in its extensions (and an extractor:
 /// handlers can take a `RequestContext` argument).
@@ -35,7 +34,8 @@ pub const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-reques
 pub struct RequestContext {
     /// The caller, if the resolver found one.
     pub actor: Option<Actor>,
-    /// The request id (echoed in the `x-request-id` response header).
+    /// The request id (echoed in the `x-request-id` response header; see
+    /// [`AuditLayer::request_id`]).
     pub request_id: String,
     /// The client address (see [`client_ip`]); `None` when the server was not started with
     /// `into_make_service_with_connect_info::<SocketAddr>()`.
@@ -66,15 +66,17 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
 /// `into_make_service_with_connect_info::<SocketAddr>()` so the client address is known.
 #[derive(Debug)]
 #[must_use]
-pub struct AuditLayer<R> {
+pub struct AuditLayer<R, M = FastRequestUuid> {
     resolver: Arc<R>,
+    make_id: M,
     config: Arc<Config>,
 }
 
-impl<R> Clone for AuditLayer<R> {
+impl<R, M: Clone> Clone for AuditLayer<R, M> {
     fn clone(&self) -> Self {
         AuditLayer {
             resolver: self.resolver.clone(),
+            make_id: self.make_id.clone(),
             config: self.config.clone(),
         }
     }
@@ -92,7 +94,37 @@ impl<R: ResolveActor> AuditLayer<R> {
     pub fn new(resolver: R) -> Self {
         AuditLayer {
             resolver: Arc::new(resolver),
+            make_id: FastRequestUuid,
             config: Arc::new(Config::default()),
+        }
+    }
+}
+
+impl<R: ResolveActor, M> AuditLayer<R, M> {
+    /// Where request ids come from, for requests that arrive without one: any tower-http
+    /// [`MakeRequestId`] (default [`FastRequestUuid`], random UUIDs).
+    ///
+    /// A request's id is the first acceptable (1 to 128 characters of letters, digits and
+    /// `-_.:/+=@`) of: tower-http's [`RequestId`](tower_http::request_id::RequestId) extension,
+    /// which its `SetRequestIdLayer` sets when it runs outside this layer (whatever header it
+    /// reads); the `x-request-id` header; the id `make` gives; a new UUID. The audit entries,
+    /// the `x-request-id` response header and [`RequestContext::request_id`] carry it, and the
+    /// request goes on with it as its `x-request-id` header and `RequestId` extension, so
+    /// tower-http's `PropagateRequestIdLayer` and the handler see the same id.
+    ///
+    /// ```
+    /// use sea_orm_audit::web::{Actor, AuditLayer};
+    /// use tower_http::request_id::MakeRequestUuid;
+    ///
+    /// let layer = AuditLayer::new(|_: &http::request::Parts| None::<Actor>)
+    ///     .request_id(MakeRequestUuid);
+    /// # let _ = layer;
+    /// ```
+    pub fn request_id<M2: MakeRequestId>(self, make: M2) -> AuditLayer<R, M2> {
+        AuditLayer {
+            resolver: self.resolver,
+            make_id: make,
+            config: self.config,
         }
     }
 
@@ -117,13 +149,14 @@ impl<R: ResolveActor> AuditLayer<R> {
     }
 }
 
-impl<S, R> Layer<S> for AuditLayer<R> {
-    type Service = AuditService<S, R>;
+impl<S, R, M: Clone> Layer<S> for AuditLayer<R, M> {
+    type Service = AuditService<S, R, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
         AuditService {
             inner,
             resolver: self.resolver.clone(),
+            make_id: self.make_id.clone(),
             config: self.config.clone(),
         }
     }
@@ -131,17 +164,19 @@ impl<S, R> Layer<S> for AuditLayer<R> {
 
 /// The service [`AuditLayer`] wraps around each route.
 #[derive(Debug)]
-pub struct AuditService<S, R> {
+pub struct AuditService<S, R, M = FastRequestUuid> {
     inner: S,
     resolver: Arc<R>,
+    make_id: M,
     config: Arc<Config>,
 }
 
-impl<S: Clone, R> Clone for AuditService<S, R> {
+impl<S: Clone, R, M: Clone> Clone for AuditService<S, R, M> {
     fn clone(&self) -> Self {
         AuditService {
             inner: self.inner.clone(),
             resolver: self.resolver.clone(),
+            make_id: self.make_id.clone(),
             config: self.config.clone(),
         }
     }
@@ -149,12 +184,13 @@ impl<S: Clone, R> Clone for AuditService<S, R> {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl<S, R> Service<Request<Body>> for AuditService<S, R>
+impl<S, R, M> Service<Request<Body>> for AuditService<S, R, M>
 where
     S: Service<Request<Body>, Response = Response> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     R: ResolveActor,
+    M: MakeRequestId,
 {
     type Response = Response;
     type Error = S::Error;
@@ -164,9 +200,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         let started = Instant::now();
         let started_at = Utc::now();
+        let request_id = request_id::assign(&mut req, &mut self.make_id);
         // The clone is not ready; the instance that `poll_ready` prepared is used.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -179,7 +216,6 @@ where
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|ConnectInfo(addr)| addr.ip());
             let ip = client_ip(&parts.headers, peer, &config.proxies);
-            let request_id = request_id(&parts.headers);
             let route = parts
                 .extensions
                 .get::<MatchedPath>()
@@ -220,7 +256,7 @@ where
             let Some((activity, permit, path)) = recording else {
                 let req = Request::from_parts(parts, body);
                 let mut response = context.scope(inner.call(req)).await?;
-                set_request_id(&mut response, &request_id);
+                request_id::echo(response.headers_mut(), &request_id);
                 return Ok(response);
             };
 
@@ -281,7 +317,7 @@ where
                 }
             };
             captured.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-            set_request_id(&mut response, &request_id);
+            request_id::echo(response.headers_mut(), &request_id);
 
             let response_type = content_type(response.headers());
             captured.note = response.extensions_mut().remove::<ActivityNote>();
@@ -349,54 +385,6 @@ fn context(
     ctx
 }
 
-/// The incoming `x-request-id` if it is a sensible id (1 to 128 characters of letters,
-/// digits and `-_.:/+=@`), else a new UUID: the id is stored and echoed, so a client must not
-/// be able to inject arbitrary text through it.
-fn request_id(headers: &http::HeaderMap) -> String {
-    headers
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|id| {
-            (1..=128).contains(&id.len())
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(&b))
-        })
-        .map_or_else(new_request_id, str::to_owned)
-}
-
-/// A random (version 4) UUID from a per-thread generator seeded by the operating system:
-/// request ids need to be unique, not secret, and asking the OS for randomness on every
-/// request costs a system call.
-fn new_request_id() -> String {
-    thread_local! {
-        static STATE: std::cell::Cell<u64> = std::cell::Cell::new({
-            let seed = uuid::Uuid::new_v4().as_u64_pair();
-            seed.0 ^ seed.1.rotate_left(32)
-        });
-    }
-    // splitmix64: two outputs make the 128 bits.
-    let next = |state: &std::cell::Cell<u64>| {
-        let mut z = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
-        state.set(z);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
-    let (hi, lo) = STATE.with(|s| (next(s), next(s)));
-    let bytes = ((u128::from(hi) << 64) | u128::from(lo)).to_be_bytes();
-    uuid::Builder::from_random_bytes(bytes)
-        .into_uuid()
-        .hyphenated()
-        .to_string()
-}
-
-fn set_request_id(response: &mut Response, id: &str) {
-    if let Ok(value) = HeaderValue::from_str(id) {
-        response.headers_mut().insert(REQUEST_ID, value);
-    }
-}
-
 fn content_type(headers: &http::HeaderMap) -> Option<String> {
     headers
         .get(header::CONTENT_TYPE)
@@ -448,6 +436,6 @@ fn rejected(request_id: &str) -> Response {
         })),
     )
         .into_response();
-    set_request_id(&mut response, request_id);
+    request_id::echo(response.headers_mut(), request_id);
     response
 }

@@ -4,8 +4,9 @@
 //! - [`AuditLayer`]: a tower layer that opens an [`AuditContext`](crate::AuditContext) for every
 //!   request, so each model change and event inside the handler carries the actor (from your
 //!   [`ResolveActor`]), the client IP (forwarding headers honoured only from
-//!   [trusted proxies](AuditLayer::trusted_proxies)), the request id (reused from
-//!   `x-request-id` or generated, and echoed in the response), the method and the route.
+//!   [trusted proxies](AuditLayer::trusted_proxies)), the request id (reused from tower-http's
+//!   request-id layers or `x-request-id`, or made by any tower-http [`MakeRequestId`], and
+//!   echoed in the response), the method and the route.
 //! - [`ActivityLog`]: optionally, the same layer records every request as an `audit_log` entry
 //!   (entity type [`API_ENTITY`], object id the request id), masking sensitive JSON keys, through
 //!   an [`ActivityWriter`]: a bounded queue flushed in multi-row INSERTs by a background task.
@@ -49,12 +50,16 @@ mod layer;
 mod limits;
 mod mask;
 mod params;
+mod request_id;
 mod writer;
 
 pub use activity::{API_ENTITY, ActivityLog, ActivityNote, Overflow, PathStyle};
 pub use actor::{Actor, ResolveActor, from_extension};
 pub use api::{HistoryApi, Permission, Scope};
 pub use ip::{Cidr, client_ip};
-pub use layer::{AuditLayer, AuditService, REQUEST_ID, RequestContext};
+pub use layer::{AuditLayer, AuditService, RequestContext};
 pub use mask::{DEFAULT_SENSITIVE_KEYS, is_sensitive_key, mask_json};
+pub use request_id::{FastRequestUuid, REQUEST_ID};
+/// tower-http's request-id trait and id, for [`AuditLayer::request_id`].
+pub use tower_http::request_id::{MakeRequestId, RequestId};
 pub use writer::{ActivityWriter, Batching, WriterStats};

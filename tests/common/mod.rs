@@ -163,6 +163,82 @@ pub async fn create_table<E: EntityTrait>(db: &DatabaseConnection, entity: E) {
     db.execute(&stmt).await.expect("create test table");
 }
 
+/// A post to insert: `title`, body `"body"`, no views, no secret.
+pub fn new_post(title: &str) -> entities::post::ActiveModel {
+    post_with_body(title, "body")
+}
+
+/// A post to insert with this body (no views, no secret).
+pub fn post_with_body(title: &str, body: &str) -> entities::post::ActiveModel {
+    use sea_orm::ActiveValue::Set;
+    entities::post::ActiveModel {
+        title: Set(title.into()),
+        body: Set(body.into()),
+        views: Set(0),
+        secret: Set(None),
+        ..Default::default()
+    }
+}
+
+/// A kitchen row of every column type, with values that stress their encoding; `long_text` is
+/// `text_len` bytes.
+pub fn kitchen_sample(text_len: usize) -> entities::kitchen::ActiveModel {
+    use entities::kitchen::{self, Mood};
+    use sea_orm::ActiveValue::{NotSet, Set};
+    use serde_json::json;
+    let stamp = chrono::DateTime::parse_from_rfc3339("2031-12-31T23:59:58.123456+05:30").unwrap();
+    kitchen::ActiveModel {
+        id: NotSet,
+        long_text: Set("x".repeat(text_len)),
+        unicode: Set("Zoë ✓ 漢字 🦀 \u{202e}rtl".into()),
+        maybe_text: Set(None),
+        blob: Set(vec![0, 0xff, 0xfe, 0x80, 0x7f]),
+        ratio: Set(1.0 / 3.0),
+        small: Set(0.1),
+        maybe_ratio: Set(Some(-2.5e-300)),
+        amount: Set("123456789012345678.0123456789".parse().unwrap()),
+        doc: Set(json!({"k": [1, 2.5, "three", null, {"deep": true}], "ü": "é"})),
+        mood: Set(Mood::Happy),
+        maybe_mood: Set(None),
+        day: Set(chrono::NaiveDate::from_ymd_opt(1969, 7, 20).unwrap()),
+        clock: Set(chrono::NaiveTime::from_hms_opt(20, 17, 40).unwrap()),
+        naive: Set(chrono::NaiveDate::from_ymd_opt(2099, 1, 2)
+            .unwrap()
+            .and_hms_opt(3, 4, 5)
+            .unwrap()),
+        stamp: Set(stamp),
+        utc: Set(stamp.with_timezone(&chrono::Utc)),
+        uid: Set(uuid::Uuid::new_v4()),
+        big: Set(i64::MAX - 1),
+        flag: Set(false),
+    }
+}
+
+/// A moment strictly after every log entry written before the call and strictly before every
+/// entry written after it returns, at the microsecond precision the log stores: the clock is
+/// polled until it has moved on, instead of sleeping and hoping that it has.
+pub async fn moment_between() -> chrono::DateTime<chrono::Utc> {
+    let moment = clock_past(chrono::Utc::now()).await;
+    clock_past(moment).await;
+    moment
+}
+
+/// The first reading of the clock at a later microsecond than `t`.
+async fn clock_past(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        let now = chrono::Utc::now();
+        if now.timestamp_micros() > t.timestamp_micros() {
+            return now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clock stands still"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
 /// Every audit_log row, oldest first.
 pub async fn all_logs(db: &DatabaseConnection) -> Vec<sea_orm_audit::audit_log::Model> {
     use sea_orm::QueryOrder;
