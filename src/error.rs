@@ -231,13 +231,15 @@ pub enum Error {
     /// A column whose Rust type the database-side capture cannot encode exactly as the hooks do
     /// (`DateTime<Local>`, the `time` crate's types, arrays...).
     #[error(
-        "{table}.{column}: database-side capture cannot encode this column's type as the hooks do"
+        "{table}.{column}: database-side capture cannot encode this column's type as the hooks do: {reason}"
     )]
     CaptureUnsupportedColumn {
         /// The table.
         table: String,
         /// The column.
         column: String,
+        /// Why, and what to do instead.
+        reason: &'static str,
     },
     /// A name the database would truncate (PostgreSQL identifiers hold 63 bytes).
     #[error("identifier {name} is longer than the database's {max_bytes} bytes")]

@@ -138,15 +138,33 @@ enum Encoding {
     /// Base64, standard alphabet, padded.
     Bytes,
     Json,
-    /// `%Y-%m-%d`.
+    /// `%Y-%m-%d` (chrono's `NaiveDate`, and the `time` crate's `Date`, whose text is the
+    /// same for the years both write with four digits).
     Date,
     /// `%H:%M:%S%.f`.
     Time,
     /// `%Y-%m-%dT%H:%M:%S%.f`.
     NaiveDateTime,
-    /// RFC 3339 in UTC, as chrono writes it (`+00:00`).
+    /// RFC 3339 in UTC, as chrono writes it (`+00:00`), for `DateTime<Utc>` and
+    /// `DateTime<FixedOffset>` (SQLite keeps the offset written; the others store UTC).
     UtcDateTime,
+    /// `DateTime<Local>`: RFC 3339 with the application's local offset, which no trigger
+    /// knows.
+    LocalDateTime,
+    /// The `time` crate's `Time`: `H:MM:SS.f`, the hour unpadded, the fraction without
+    /// trailing zeros (at least one digit).
+    TimeTime,
+    /// The `time` crate's `PrimitiveDateTime`: its date, `T`, its time as [`Encoding::TimeTime`].
+    TimeDateTime,
+    /// The `time` crate's `OffsetDateTime`: RFC 3339 as `time` writes it (no fraction when
+    /// zero, no trailing zeros, `Z` for UTC).
+    TimeOffsetDateTime,
 }
+
+/// Why `DateTime<Local>` is refused on every backend.
+const LOCAL_REFUSED: &str = "a DateTime<Local> is logged with the application's local UTC \
+                             offset, which the database does not know; declare the field \
+                             DateTime<Utc> or DateTime<FixedOffset>, or exclude it";
 
 /// What the log does with a column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +180,9 @@ struct ColumnSpec {
     name: &'static str,
     encoding: Encoding,
     role: Role,
+    /// The column's type in the database, where the backend's encoding depends on it (MySQL:
+    /// a `TIMESTAMP` reads in the session's zone, a `DATETIME` as stored), lowercase.
+    stored_as: Option<String>,
 }
 
 /// Everything a backend's generator needs, read from the entity and its [`Auditable`] impl.
@@ -195,6 +216,7 @@ impl Spec {
             .ok_or_else(|| Error::CaptureUnsupportedColumn {
                 table: table.to_owned(),
                 column: name.to_owned(),
+                reason: "its Rust type has no encoding the triggers reproduce",
             })?;
             let role = if excluded.contains(&name) {
                 Role::Excluded
@@ -207,6 +229,7 @@ impl Spec {
                 name,
                 encoding,
                 role,
+                stored_as: None,
             });
         }
         let key = <M::Entity as EntityTrait>::PrimaryKey::iter()
@@ -227,6 +250,28 @@ impl Spec {
         })
     }
 
+    /// Refuses the first column whose value the trigger must encode (a captured or key
+    /// column) and whose encoding `refusal` says the backend cannot reproduce, naming it.
+    fn require(&self, refusal: impl Fn(Encoding) -> Option<&'static str>) -> Result<(), Error> {
+        for (i, c) in self.columns.iter().enumerate() {
+            if c.role != Role::Captured && !self.key.contains(&i) {
+                continue;
+            }
+            if let Some(reason) = refusal(c.encoding) {
+                return Err(self.unsupported(c.name, reason));
+            }
+        }
+        Ok(())
+    }
+
+    fn unsupported(&self, column: &str, reason: &'static str) -> Error {
+        Error::CaptureUnsupportedColumn {
+            table: self.table.to_owned(),
+            column: column.to_owned(),
+            reason,
+        }
+    }
+
     /// The columns the diff holds (captured and masked), sorted by name as the canonical
     /// content sorts keys (by bytes).
     fn logged_sorted(&self) -> Vec<&ColumnSpec> {
@@ -240,8 +285,8 @@ impl Spec {
     }
 }
 
-/// The encoding [`value::to_json`](crate::value::to_json) uses for this variant, where the
-/// database can reproduce it exactly.
+/// The encoding [`value::to_json`](crate::value::to_json) uses for this variant (each backend
+/// refuses, with its reason, the ones it cannot reproduce exactly).
 fn encoding_of_value(value: &Value) -> Option<Encoding> {
     #[allow(unreachable_patterns)]
     Some(match value {
@@ -264,8 +309,12 @@ fn encoding_of_value(value: &Value) -> Option<Encoding> {
         Value::ChronoTime(_) => Encoding::Time,
         Value::ChronoDateTime(_) => Encoding::NaiveDateTime,
         Value::ChronoDateTimeUtc(_) | Value::ChronoDateTimeWithTimeZone(_) => Encoding::UtcDateTime,
-        // `DateTime<Local>` is written with the application's local offset, and the `time`
-        // crate's types with formats of their own: not reproduced in SQL yet.
+        Value::ChronoDateTimeLocal(_) => Encoding::LocalDateTime,
+        Value::TimeDate(_) => Encoding::Date,
+        Value::TimeTime(_) => Encoding::TimeTime,
+        Value::TimeDateTime(_) => Encoding::TimeDateTime,
+        Value::TimeDateTimeWithTimeZone(_) => Encoding::TimeOffsetDateTime,
+        // Variants of features this crate does not enable (arrays, jiff...).
         _ => return None,
     })
 }

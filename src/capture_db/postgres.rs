@@ -11,11 +11,12 @@ use sea_orm::{ConnectionTrait, DbBackend, DbErr, IdenStatic, Statement};
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
-use super::{ColumnSpec, Drift, Encoding, Role, Spec};
+use super::{ColumnSpec, Drift, Encoding, LOCAL_REFUSED, Role, Spec};
 use crate::audit_log;
 use crate::chain::POSTGRES_LINK_HASH;
 use crate::diff::FILTERED;
 use crate::error::Error;
+use crate::limits::{MAX_JSON_DEPTH, TOO_DEEP};
 use crate::sql::{literal, quote};
 
 /// The transaction-local setting the triggers read the context from.
@@ -156,20 +157,108 @@ END $f$"#
     ]
 }
 
+/// Why this backend cannot encode `enc` as the hooks do, if it cannot.
+fn refusal(enc: Encoding) -> Option<&'static str> {
+    match enc {
+        Encoding::LocalDateTime => Some(LOCAL_REFUSED),
+        _ => None,
+    }
+}
+
+/// Helpers that record a JSON value nested deeper than `MAX_JSON_DEPTH` as the hooks do
+/// (`limits::bounded`): the `TOO_DEEP` marker with the SHA-256 of the same token stream.
+fn bounded_helpers_sql(s: &str) -> Vec<String> {
+    let marker = literal(&format!("{TOO_DEEP} sha256:"));
+    vec![
+        // Containers on the longest path (a scalar adds none), as `limits::deeper_than` counts.
+        format!(
+            r#"CREATE OR REPLACE FUNCTION {s}.sea_orm_audit_depth(v jsonb) RETURNS int
+LANGUAGE plpgsql IMMUTABLE AS $f$
+DECLARE d int := 0; x jsonb;
+BEGIN
+  CASE jsonb_typeof(v)
+  WHEN 'array' THEN
+    FOR x IN SELECT e.value FROM jsonb_array_elements(v) e LOOP d := greatest(d, {s}.sea_orm_audit_depth(x)); END LOOP;
+    RETURN d + 1;
+  WHEN 'object' THEN
+    FOR x IN SELECT e.value FROM jsonb_each(v) e LOOP d := greatest(d, {s}.sea_orm_audit_depth(x)); END LOOP;
+    RETURN d + 1;
+  ELSE RETURN 0;
+  END CASE;
+END $f$"#
+        ),
+        // `limits::too_deep_marker`'s token stream: tag, then u64 big-endian length and UTF-8
+        // bytes for text; an object's keys (in reverse byte order, as its stack pushes them)
+        // before its `:`-prefixed values (in byte order); numbers as serde_json prints them.
+        format!(
+            r#"CREATE OR REPLACE FUNCTION {s}.sea_orm_audit_tokens(v jsonb) RETURNS bytea
+LANGUAGE plpgsql IMMUTABLE AS $f$
+DECLARE r bytea; x jsonb; b bytea;
+BEGIN
+  CASE jsonb_typeof(v)
+  WHEN 'null' THEN RETURN 'z'::bytea;
+  WHEN 'boolean' THEN RETURN CASE WHEN v = 'true'::jsonb THEN 't'::bytea ELSE 'f'::bytea END;
+  WHEN 'number' THEN
+    b := convert_to({s}.sea_orm_audit_canon(v), 'UTF8');
+    RETURN 'n'::bytea || int8send(length(b)::bigint) || b;
+  WHEN 'string' THEN
+    b := convert_to(v #>> '{{}}', 'UTF8');
+    RETURN 's'::bytea || int8send(length(b)::bigint) || b;
+  WHEN 'array' THEN
+    r := '['::bytea;
+    FOR x IN SELECT e.value FROM jsonb_array_elements(v) WITH ORDINALITY e(value, i) ORDER BY e.i LOOP
+      r := r || {s}.sea_orm_audit_tokens(x);
+    END LOOP;
+    RETURN r || ']'::bytea;
+  ELSE
+    r := '{{'::bytea;
+    FOR b IN SELECT convert_to(e.key, 'UTF8') FROM jsonb_each(v) e ORDER BY e.key COLLATE "C" DESC LOOP
+      r := r || 'k'::bytea || int8send(length(b)::bigint) || b;
+    END LOOP;
+    FOR x IN SELECT e.value FROM jsonb_each(v) e ORDER BY e.key COLLATE "C" LOOP
+      r := r || ':'::bytea || {s}.sea_orm_audit_tokens(x);
+    END LOOP;
+    RETURN r || '}}'::bytea;
+  END CASE;
+END $f$"#
+        ),
+        // The canonical text, or the marker. Nesting deeper than the limit needs more than
+        // that many brackets: most values are let through on that count alone.
+        format!(
+            r#"CREATE OR REPLACE FUNCTION {s}.sea_orm_audit_bounded(v jsonb) RETURNS text
+LANGUAGE plpgsql IMMUTABLE AS $f$
+DECLARE t text;
+BEGIN
+  IF v IS NULL THEN RETURN NULL; END IF;
+  t := v::text;
+  IF length(t) - length(translate(t, '[{{', '')) > {depth}
+      AND {s}.sea_orm_audit_depth(v) > {depth} THEN
+    RETURN to_json({marker} || encode(sha256({s}.sea_orm_audit_tokens(v)), 'hex'))::text;
+  END IF;
+  RETURN {s}.sea_orm_audit_canon(v);
+END $f$"#,
+            depth = MAX_JSON_DEPTH
+        ),
+    ]
+}
+
 /// The JSON text of column value `x` (NULL when the value is NULL), as `value::to_json`.
 fn json_expr(enc: Encoding, x: &str, s: &str) -> String {
-    let frac = |v: &str| {
-        format!("{s}.sea_orm_audit_frac((extract(microseconds from {v}))::bigint % 1000000)")
-    };
+    let micros = |v: &str| format!("((extract(microseconds from {v}))::bigint % 1000000)");
+    let frac = |v: &str| format!("{s}.sea_orm_audit_frac({})", micros(v));
+    // The `time` crate's fraction: its digits without trailing zeros.
+    let digits = |v: &str| format!("rtrim(lpad({}::text, 6, '0'), '0')", micros(v));
     match enc {
         Encoding::Bool => format!("CASE WHEN {x} THEN 'true' WHEN NOT {x} THEN 'false' END"),
         Encoding::Int => format!("({x})::text"),
         Encoding::Float => format!("{s}.sea_orm_audit_f64(({x})::float8)"),
-        Encoding::Text | Encoding::Uuid | Encoding::Decimal => {
-            format!("to_json(({x})::text)::text")
+        Encoding::Text | Encoding::Uuid => format!("to_json(({x})::text)::text"),
+        // sqlx reads a zero of any scale as `0`, others with the column's scale.
+        Encoding::Decimal => {
+            format!("CASE WHEN {x} = 0 THEN '\"0\"' ELSE to_json(({x})::text)::text END")
         }
         Encoding::Bytes => format!("'\"' || replace(encode({x}, 'base64'), chr(10), '') || '\"'"),
-        Encoding::Json => format!("{s}.sea_orm_audit_canon(({x})::jsonb)"),
+        Encoding::Json => format!("{s}.sea_orm_audit_bounded(({x})::jsonb)"),
         Encoding::Date => format!("'\"' || to_char({x}, 'YYYY-MM-DD') || '\"'"),
         Encoding::Time => format!(
             "'\"' || to_char(date '2000-01-01' + {x}, 'HH24:MI:SS') || {} || '\"'",
@@ -183,6 +272,21 @@ fn json_expr(enc: Encoding, x: &str, s: &str) -> String {
             "'\"' || to_char({x} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || {} || '+00:00\"'",
             frac(x)
         ),
+        // `FM` drops the hour's leading zero only (it applies to the next field).
+        Encoding::TimeTime => format!(
+            "'\"' || to_char(date '2000-01-01' + {x}, 'FMHH24:MI:SS') || '.' || coalesce(nullif({}, ''), '0') || '\"'",
+            digits(x)
+        ),
+        Encoding::TimeDateTime => format!(
+            "'\"' || to_char({x}, 'YYYY-MM-DD\"T\"FMHH24:MI:SS') || '.' || coalesce(nullif({}, ''), '0') || '\"'",
+            digits(x)
+        ),
+        Encoding::TimeOffsetDateTime => format!(
+            "'\"' || to_char({x} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || coalesce('.' || nullif({}, ''), '') || 'Z\"'",
+            digits(x)
+        ),
+        // Refused by `refusal` before any SQL is generated.
+        Encoding::LocalDateTime => "NULL".to_owned(),
     }
 }
 
@@ -206,7 +310,7 @@ fn key_expr(spec: &Spec, row: &str, s: &str) -> String {
     };
     match spec.key.as_slice() {
         [only] => match spec.columns[*only].encoding {
-            Encoding::Text | Encoding::Uuid | Encoding::Decimal => {
+            Encoding::Text | Encoding::Uuid => {
                 format!("({row}.{})::text", q(spec.columns[*only].name))
             }
             Encoding::Int => value(*only),
@@ -237,6 +341,7 @@ fn append_all(spec: &Spec, side: &str, row: &str, s: &str) -> String {
 
 /// The trigger function (`CREATE OR REPLACE FUNCTION ...`) for `spec`.
 fn function_sql(spec: &Spec, table_schema: &str, audit_schema: &str) -> Result<String, Error> {
+    spec.require(refusal)?;
     let s = q(audit_schema);
     let function = format!("{}.{}", q(table_schema), q(&function_name(spec.table)?));
     let mut changed = String::new();
@@ -355,7 +460,8 @@ pub(super) async fn install<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<(
     let audit_table = sea_orm::EntityName::table_name(&audit_log::Entity);
     let audit_schema = require_schema(db, audit_table).await?;
     let table_schema = require_schema(db, spec.table).await?;
-    for helper in helpers_sql(&q(&audit_schema)) {
+    let s = q(&audit_schema);
+    for helper in helpers_sql(&s).into_iter().chain(bounded_helpers_sql(&s)) {
         run(db, &helper).await?;
     }
     let function_sql = function_sql(spec, &table_schema, &audit_schema)?;
