@@ -84,6 +84,19 @@ twins!(hooked_doc = "tw_docs", db_doc = "tw_db_docs", {
     pub name: String,
 });
 
+twins!(hooked_json = "tw_json", db_json = "tw_db_json", {
+    #[sea_orm(primary_key)]
+    pub id: i32,
+    pub doc: Json,
+    pub maybe: Option<Json>,
+});
+
+twins!(hooked_rekey = "tw_rekey", db_rekey = "tw_db_rekey", {
+    #[sea_orm(primary_key)]
+    pub id: i32,
+    pub name: String,
+});
+
 /// The same values in the other twin's active model (the columns are the same, in order).
 fn twin<A, B>(am: &A) -> B
 where
@@ -444,5 +457,232 @@ async fn local_times_are_refused_with_the_reason_on_every_backend() {
     assert!(text.contains("tw_db_local.at"), "{text}");
     assert!(text.contains("local UTC offset"), "{text}");
     assert!(text.contains("DateTime<Utc>"), "{text}");
+    t.finish().await;
+}
+
+/// `leaf` inside `levels` containers, arrays and objects in turn, with numbers, text and keys
+/// out of byte order around it.
+fn nest(levels: usize, leaf: Json) -> Json {
+    (0..levels).fold(leaf, |inner, i| {
+        if i % 2 == 0 {
+            serde_json::json!([1.5, "\u{fc}", inner, -7])
+        } else {
+            serde_json::json!({"b": inner, "a": 1e20, "Z": u64::MAX, "é": null})
+        }
+    })
+}
+
+#[tokio::test]
+async fn json_nested_too_deep_is_recorded_as_the_hooks_marker() {
+    let t = TestDb::new().await;
+    common::create_table(&t.db, hooked_json::Entity).await;
+    common::create_table(&t.db, db_json::Entity).await;
+    capture_db::install::<db_json::Model, _>(&t.db)
+        .await
+        .unwrap();
+    let limit = sea_orm_audit::MAX_JSON_DEPTH;
+    // Around the limit: a scalar leaf adds no level, an empty container adds one. MariaDB's
+    // JSON columns hold 32 levels counting the scalar, so the deepest values are for the others.
+    let mut docs = vec![
+        nest(limit, Json::from(true)),
+        nest(limit, serde_json::json!([])),
+        nest(limit - 1, serde_json::json!({})),
+        nest(limit + 1, Json::from("x")),
+        nest(limit - 1, serde_json::json!([[]])),
+        nest(2, Json::from(1)),
+        nest(limit + 2, Json::Null),
+    ];
+    if t.backend() != DbBackend::MySql {
+        docs.push(nest(40, Json::from(2.5)));
+        docs.push(nest(100, serde_json::json!({"k": [1, 2]})));
+    }
+    let states: Vec<hooked_json::ActiveModel> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, doc)| hooked_json::ActiveModel {
+            id: sea_orm::ActiveValue::NotSet,
+            doc: Set(doc.clone()),
+            maybe: Set((i % 2 == 1).then(|| docs[(i + 3) % docs.len()].clone())),
+        })
+        .collect();
+    write_both::<hooked_json::ActiveModel, db_json::ActiveModel>(
+        &t,
+        &states,
+        "tw_json",
+        "tw_db_json",
+    )
+    .await;
+    let logged = serde_json::to_string(&entries(&t, "tw_db_json").await).unwrap();
+    assert!(logged.contains("***TOO_DEEP*** sha256:"), "{logged}");
+    assert!(!logged.contains("unsealed"), "{logged}");
+    if t.backend() != DbBackend::Postgres {
+        // Until the seal, the entry holds the value's text, deferred.
+        let deep = nest(limit + 1, Json::Null).to_string();
+        t.db.execute_unprepared(&format!(
+            "INSERT INTO tw_db_json (doc) VALUES ('{}')",
+            deep.replace('\'', "''")
+        ))
+        .await
+        .unwrap();
+        let doc = |row: &sea_orm_audit::audit_log::Model| {
+            row.changes.as_ref().unwrap()["new_value"]["doc"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        let last = common::all_logs(&t.db).await.pop().unwrap();
+        assert_eq!(doc(&last), format!("***TOO_DEEP*** unsealed:{deep}"));
+        assert_eq!(capture_db::seal(&t.db).await.unwrap(), 1);
+        let last = common::all_logs(&t.db).await.pop().unwrap();
+        assert!(doc(&last).starts_with("***TOO_DEEP*** sha256:"), "{last:?}");
+        assert!(
+            sea_orm_audit::verify(&t.db)
+                .await
+                .unwrap()
+                .problems
+                .is_empty()
+        );
+    }
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn a_key_change_is_the_old_objects_delete_and_the_new_ones_create() {
+    use sea_orm::sea_query::{Expr, ExprTrait};
+    use sea_orm::{ColumnTrait, QueryFilter};
+    use sea_orm_audit::ExecAudited;
+    let t = TestDb::new().await;
+    let db = &t.db;
+    common::create_table(db, hooked_rekey::Entity).await;
+    common::create_table(db, db_rekey::Entity).await;
+    common::create_table(db, db_doc::Entity).await;
+    capture_db::install::<db_rekey::Model, _>(db).await.unwrap();
+    capture_db::install::<db_doc::Model, _>(db).await.unwrap();
+    for id in [3, 4] {
+        let name = format!("n{id}");
+        hooked_rekey::ActiveModel {
+            id: Set(id),
+            name: Set(name.clone()),
+        }
+        .insert(db)
+        .await
+        .unwrap();
+        db_rekey::ActiveModel {
+            id: Set(id),
+            name: Set(name),
+        }
+        .insert(db)
+        .await
+        .unwrap();
+    }
+    // Raw SQL outside a transaction, and SeaORM's update_many inside one.
+    db.execute_unprepared("UPDATE tw_db_rekey SET id = 7, name = 'seven' WHERE id = 3")
+        .await
+        .unwrap();
+    db_rekey::Entity::update_many()
+        .col_expr(
+            db_rekey::Column::Id,
+            Expr::col(db_rekey::Column::Id).add(10),
+        )
+        .filter(db_rekey::Column::Id.eq(4))
+        .exec(db)
+        .await
+        .unwrap();
+    db.execute_unprepared("UPDATE tw_db_rekey SET name = 'fourteen' WHERE id = 14")
+        .await
+        .unwrap();
+    let (old_uid, new_uid) = (uuid::Uuid::new_v4(), uuid::Uuid::nil());
+    db_doc::ActiveModel {
+        id: Set(old_uid),
+        day: Set(ymd(2024, 2, 29)),
+        name: Set("d".into()),
+    }
+    .insert(db)
+    .await
+    .unwrap();
+    db_doc::Entity::update_many()
+        .col_expr(db_doc::Column::Id, Expr::value(new_uid))
+        .exec(db)
+        .await
+        .unwrap();
+
+    let by_object = |entries: &[(String, String, Json)], id: &str| -> Vec<(String, Json)> {
+        entries
+            .iter()
+            .filter(|e| e.0 == id)
+            .map(|e| (e.1.clone(), e.2.clone()))
+            .collect()
+    };
+    let logged = entries(&t, "tw_db_rekey").await;
+    let row = |id: i32, name: &str| serde_json::json!({"id": id, "name": name});
+    let none = serde_json::json!({});
+    let entry = |old: &Json, new: &Json| serde_json::json!({"old_value": old, "new_value": new});
+    assert_eq!(
+        by_object(&logged, "3"),
+        [
+            ("create".to_owned(), entry(&none, &row(3, "n3"))),
+            ("delete".to_owned(), entry(&row(3, "n3"), &none)),
+        ]
+    );
+    assert_eq!(
+        by_object(&logged, "7"),
+        [("create".to_owned(), entry(&none, &row(7, "seven")))]
+    );
+    assert_eq!(
+        by_object(&logged, "14"),
+        [
+            ("create".to_owned(), entry(&none, &row(14, "n4"))),
+            (
+                "update".to_owned(),
+                serde_json::json!({"old_value": {"name": "n4"}, "new_value": {"name": "fourteen"}})
+            ),
+        ]
+    );
+    assert_eq!(logged.len(), 7);
+    let docs = entries(&t, "tw_db_docs").await;
+    let actions: Vec<(&str, &str)> = docs.iter().map(|e| (e.0.as_str(), e.1.as_str())).collect();
+    let (old_id, new_id) = (old_uid.to_string(), new_uid.to_string());
+    assert_eq!(
+        actions,
+        [
+            (old_id.as_str(), "create"),
+            (old_id.as_str(), "delete"),
+            (new_id.as_str(), "create"),
+        ]
+    );
+    let report = sea_orm_audit::verify(db).await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+
+    // Hook mode pairs rows by key: it refuses the write and rolls it back.
+    let err = sea_orm_audit::bulk::update_many::<hooked_rekey::Entity, _>(
+        db,
+        sea_orm::Condition::all().add(hooked_rekey::Column::Id.eq(3)),
+        hooked_rekey::ActiveModel {
+            id: Set(7),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("changes a primary key"), "{err}");
+    let err = hooked_rekey::Entity::update_many()
+        .col_expr(hooked_rekey::Column::Id, Expr::value(8))
+        .filter(hooked_rekey::Column::Id.eq(4))
+        .exec_audited(db)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("changes a primary key"), "{err}");
+    let mut ids: Vec<i32> = hooked_rekey::Entity::find()
+        .all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [3, 4]);
+    assert_eq!(entries(&t, "tw_rekey").await.len(), 2);
     t.finish().await;
 }

@@ -18,6 +18,7 @@ use crate::audit_log;
 use crate::chain::UNSEALED;
 use crate::diff::FILTERED;
 use crate::error::Error;
+use crate::limits::{DEFERRED, MAX_JSON_DEPTH};
 use crate::sql::{literal, quote};
 
 /// The context the triggers read, one row per connection inside `capture_db::transaction`.
@@ -80,7 +81,14 @@ fn value_expr(enc: Encoding, x: &str, stored_as: Option<&str>) -> String {
             let t = format!("CAST(CAST({x} AS DOUBLE) AS CHAR)");
             format!("JSON_EXTRACT(IF({t} REGEXP '^-?[0-9]+$', CONCAT({t}, '.0'), {t}), '$')")
         }
-        Encoding::Json => format!("JSON_EXTRACT({x}, '$')"),
+        // MariaDB's JSON_DEPTH counts a scalar as a level, so it tells "at most the limit"
+        // but not "deeper": a value it puts over the limit is deferred to `seal` as text
+        // (nested in the entry it could exceed what a JSON column accepts, 32 levels). Both
+        // branches are JSON text: an IF of a string and a JSON value is a string.
+        Encoding::Json => format!(
+            "JSON_EXTRACT(IF(JSON_DEPTH({x}) > {MAX_JSON_DEPTH}, JSON_QUOTE(CONCAT({}, {x})), {x}), '$')",
+            literal(DEFERRED)
+        ),
         // The column's scale, as sqlx reads it back.
         Encoding::Decimal => format!("CAST({x} AS CHAR)"),
         // `TO_BASE64` breaks lines every 76 characters.
@@ -287,6 +295,26 @@ fn triggers_sql(spec: &Spec) -> Result<[String; 3], Error> {
     } else {
         format!("IF {} THEN\n{body}\nEND IF;", changed.join(" OR "))
     };
+    // A new key is a new object: the old one's delete, then the new one's create (each
+    // object's chain stays its own), as on every backend.
+    let (new_key, old_key) = (key_expr(spec, "NEW")?, key_expr(spec, "OLD")?);
+    let body = format!(
+        "IF NOT (BINARY ({new_key}) <=> BINARY ({old_key})) THEN\n{}\n{}\nELSE\n{body}\nEND IF;",
+        row(
+            "delete",
+            &old_key,
+            &format!(
+                "JSON_OBJECT('new_value', JSON_OBJECT(), 'old_value', JSON_OBJECT({old_all}))"
+            ),
+        ),
+        row(
+            "create",
+            &new_key,
+            &format!(
+                "JSON_OBJECT('new_value', JSON_OBJECT({new_all}), 'old_value', JSON_OBJECT())"
+            ),
+        ),
+    );
     let update = format!(
         "CREATE TRIGGER {} AFTER UPDATE ON {table} FOR EACH ROW BEGIN\n{body}\nEND",
         q(&update_name),

@@ -396,16 +396,23 @@ fn function_sql(spec: &Spec, table_schema: &str, audit_schema: &str) -> Result<S
         r#"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $sea_orm_audit$
 DECLARE
-  v_o text := ''; v_n text := ''; v_oid text; v_act text; v_ctx jsonb; v_actor text; v_tool text;
+  v_o text := ''; v_n text := ''; v_oid text; v_act text; v_rekey boolean := false; v_ctx jsonb; v_actor text; v_tool text;
   v_data jsonb; v_changes text; v_prev text; v_at timestamptz := clock_timestamp(); v_digest text;
 BEGIN
   IF TG_OP = 'INSERT' THEN
     v_act := 'create'; v_oid := {new_key};
 {insert_all}  ELSIF TG_OP = 'UPDATE' THEN
-    v_act := 'update'; v_oid := {new_key};
-{changed}{skip_unchanged}  ELSE
+    v_oid := {new_key};
+    IF v_oid IS DISTINCT FROM {old_key} THEN
+      -- A new key is a new object: the old one's delete, then the new one's create.
+      v_act := 'delete'; v_oid := {old_key}; v_rekey := true;
+{rekey_old}    ELSE
+      v_act := 'update';
+{changed}{skip_unchanged}    END IF;
+  ELSE
     v_act := 'delete'; v_oid := {old_key};
 {delete_all}  END IF;
+  LOOP
   v_changes := '{{"new_value":{{' || substr(v_n, 2) || '}},"old_value":{{' || substr(v_o, 2) || '}}}}';
   v_ctx := nullif(current_setting({setting}, true), '')::jsonb;
   v_actor := v_ctx ->> 'actor'; v_tool := v_ctx ->> 'tool'; v_data := v_ctx -> 'data';
@@ -421,12 +428,17 @@ BEGIN
     || coalesce({s}.sea_orm_audit_canon(v_data), 'null') || ']', 'UTF8')), 'hex');
   INSERT INTO {log_table} ({columns}) VALUES ({entity_type}, v_oid, v_act, v_actor, v_at,
     v_changes::jsonb, v_tool, NULL, 'success', v_data, v_prev, {link});
+  EXIT WHEN NOT v_rekey;
+  v_rekey := false; v_act := 'create'; v_oid := {new_key}; v_prev := NULL; v_o := ''; v_n := '';
+{rekey_new}  END LOOP;
   RETURN NULL;
 END $sea_orm_audit$"#,
         new_key = key_expr(spec, "NEW", &s),
         old_key = key_expr(spec, "OLD", &s),
         insert_all = append_all(spec, "v_n", "NEW", &s),
         delete_all = append_all(spec, "v_o", "OLD", &s),
+        rekey_old = append_all(spec, "v_o", "OLD", &s),
+        rekey_new = append_all(spec, "v_n", "NEW", &s),
         setting = literal(CONTEXT_SETTING),
         hash = q(L::Hash.as_str()),
         et = q(L::EntityType.as_str()),

@@ -3,7 +3,9 @@
 //! Each hash depends only on its entry and its predecessor, so sealers racing each other
 //! compute the same values and need no lock. Per object, id order is write order: a trigger
 //! writes an object's entry while its write holds the row (MySQL's row lock, SQLite's single
-//! writer), so the next write of that object, and its entry, come after.
+//! writer), so the next write of that object, and its entry, come after. A JSON value the
+//! trigger deferred (`limits::DEFERRED`) is replaced by the value or its marker first, so the
+//! sealed entry is the one the hooks write.
 
 use std::collections::HashMap;
 
@@ -14,10 +16,27 @@ use sea_orm::{
 
 use crate::audit_log;
 use crate::chain::{Content, UNSEALED, entry_hash};
+use crate::limits;
 use crate::sql::{Placeholders, quote};
 
 /// Entries sealed per round trip.
 const SEAL_BATCH: u64 = 500;
+
+/// Replaces the trigger's [`limits::DEFERRED`] values of an entry's diff by what the hooks
+/// record; whether there were any.
+fn resolve_deferred(changes: &mut Option<serde_json::Value>) -> bool {
+    let mut resolved = false;
+    if let Some(changes) = changes.as_mut().and_then(serde_json::Value::as_object_mut) {
+        for side in changes.values_mut() {
+            if let Some(side) = side.as_object_mut() {
+                for value in side.values_mut() {
+                    resolved |= limits::resolve_deferred(value);
+                }
+            }
+        }
+    }
+    resolved
+}
 
 /// Computes the hash of every unsealed entry, oldest first; returns how many it sealed.
 pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
@@ -44,7 +63,8 @@ pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
             return Ok(sealed);
         };
         after = last.id;
-        for row in rows {
+        for mut row in rows {
+            let resolved = resolve_deferred(&mut row.changes);
             let key = (row.entity_type.clone(), row.object_id.clone());
             let prev = if row.action == "create" {
                 None
@@ -65,27 +85,31 @@ pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
             };
             let hash = entry_hash(&Content::of(&row), prev.as_deref());
             let mut p = Placeholders::new(backend);
+            let mut set = format!(
+                "{} = {}, {} = {}",
+                q(L::PrevHash.as_str()),
+                p.next(),
+                q(L::Hash.as_str()),
+                p.next()
+            );
+            let mut values: Vec<sea_orm::Value> = vec![prev.into(), hash.clone().into()];
+            if resolved {
+                set.push_str(&format!(", {} = {}", q(L::Changes.as_str()), p.next()));
+                values.push(row.changes.clone().into());
+            }
+            values.extend([row.id.into(), UNSEALED.into()]);
             let done = db
                 .execute_raw(Statement::from_sql_and_values(
                     backend,
                     format!(
-                        "UPDATE {} SET {} = {}, {} = {} WHERE {} = {} AND {} = {}",
+                        "UPDATE {} SET {set} WHERE {} = {} AND {} = {}",
                         q(audit_log::Entity.table_name()),
-                        q(L::PrevHash.as_str()),
-                        p.next(),
-                        q(L::Hash.as_str()),
-                        p.next(),
                         q(L::Id.as_str()),
                         p.next(),
                         q(L::Hash.as_str()),
                         p.next(),
                     ),
-                    [
-                        prev.into(),
-                        hash.clone().into(),
-                        row.id.into(),
-                        UNSEALED.into(),
-                    ],
+                    values,
                 ))
                 .await?;
             heads.insert(key, Some(hash));

@@ -19,6 +19,7 @@ use crate::audit_log;
 use crate::chain::UNSEALED;
 use crate::diff::FILTERED;
 use crate::error::Error;
+use crate::limits::{DEFERRED, MAX_JSON_DEPTH};
 use crate::sql::{literal, quote};
 
 /// The context the triggers read (one row, `id = 1`, only inside `capture_db::transaction`).
@@ -98,7 +99,13 @@ fn value_expr(enc: Encoding, x: &str) -> String {
              WHEN {x} < -1.7976931348623157e308 THEN '-Infinity' \
              ELSE json(printf('%!.17g', {x})) END"
         ),
-        Encoding::Json => format!("json({x})"),
+        // A value that may nest deeper than the limit (more brackets than levels allowed):
+        // its text, deferred to `seal` (SQLite cannot hash, nor measure the depth in SQL).
+        Encoding::Json => format!(
+            "CASE WHEN length({x}) - length(replace(replace({x}, '[', ''), '{{', '')) > {MAX_JSON_DEPTH} \
+             THEN {} || {x} ELSE json({x}) END",
+            literal(DEFERRED)
+        ),
         Encoding::Bytes => base64_expr(x),
         Encoding::Uuid => format!(
             "CASE WHEN typeof({x}) = 'blob' AND length({x}) = 16 THEN lower(substr(hex({x}), 1, 8) \
@@ -259,10 +266,12 @@ fn triggers_sql(spec: &Spec) -> Result<[String; 3], Error> {
         ));
         changed.push(differs);
     }
+    let (new_key, old_key) = (key_expr(spec, "NEW")?, key_expr(spec, "OLD")?);
+    let rekeyed = format!("({new_key}) IS NOT ({old_key})");
     let when = if spec.log_unchanged || changed.is_empty() {
         String::new()
     } else {
-        format!(" WHEN {}", changed.join(" OR "))
+        format!(" WHEN {} OR {rekeyed}", changed.join(" OR "))
     };
     let remove = |all: &str| {
         if unchanged_paths.is_empty() {
@@ -274,18 +283,46 @@ fn triggers_sql(spec: &Spec) -> Result<[String; 3], Error> {
             )
         }
     };
+    // A new key is a new object: the old one's delete, then the new one's create (each
+    // object's chain stays its own), as on every backend.
+    let only_if = |statement: String, condition: &str| {
+        format!("{} WHERE {condition};", statement.trim_end_matches(';'))
+    };
     let update = format!(
-        "CREATE TRIGGER {} AFTER UPDATE ON {table} FOR EACH ROW{when} BEGIN\n{}\nEND",
+        "CREATE TRIGGER {} AFTER UPDATE ON {table} FOR EACH ROW{when} BEGIN\n{}\n{}\n{}\nEND",
         q(&update_name),
-        row(
-            "update",
-            &key_expr(spec, "NEW")?,
-            &format!(
-                "json_object('new_value', {}, 'old_value', {})",
-                remove(&new_all),
-                remove(&old_all)
+        only_if(
+            row(
+                "update",
+                &new_key,
+                &format!(
+                    "json_object('new_value', {}, 'old_value', {})",
+                    remove(&new_all),
+                    remove(&old_all)
+                ),
             ),
-        )
+            &format!("NOT {rekeyed}")
+        ),
+        only_if(
+            row(
+                "delete",
+                &old_key,
+                &format!(
+                    "json_object('new_value', json_object(), 'old_value', json_object({old_all}))"
+                ),
+            ),
+            &rekeyed
+        ),
+        only_if(
+            row(
+                "create",
+                &new_key,
+                &format!(
+                    "json_object('new_value', json_object({new_all}), 'old_value', json_object())"
+                ),
+            ),
+            &rekeyed
+        ),
     );
     Ok([insert, update, delete])
 }
