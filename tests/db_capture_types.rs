@@ -686,3 +686,97 @@ async fn a_key_change_is_the_old_objects_delete_and_the_new_ones_create() {
     assert_eq!(entries(&t, "tw_rekey").await.len(), 2);
     t.finish().await;
 }
+
+#[tokio::test]
+async fn truncate_is_logged_as_a_delete_of_every_row_where_the_database_can() {
+    use sea_orm::sea_query::Table;
+    use sea_orm_audit::AuditContext;
+    let t = TestDb::new().await;
+    let db = &t.db;
+    common::create_table(db, db_rekey::Entity).await;
+    capture_db::install::<db_rekey::Model, _>(db).await.unwrap();
+    let insert = |ids: std::ops::Range<i32>| async move {
+        for id in ids {
+            db_rekey::ActiveModel {
+                id: Set(id),
+                name: Set(format!("n{id}")),
+            }
+            .insert(db)
+            .await
+            .unwrap();
+        }
+    };
+    insert(1..4).await;
+    let deletes = |logged: &[(String, String, Json)]| -> Vec<(String, Json)> {
+        logged
+            .iter()
+            .filter(|e| e.1 == "delete")
+            .map(|e| (e.0.clone(), e.2["old_value"].clone()))
+            .collect()
+    };
+    let rows = |ids: std::ops::Range<i32>| -> Vec<(String, Json)> {
+        ids.map(|id| {
+            (
+                id.to_string(),
+                serde_json::json!({"id": id, "name": format!("n{id}")}),
+            )
+        })
+        .collect()
+    };
+    match t.backend() {
+        DbBackend::Postgres => {
+            // The statement sea-query builds (what SchemaManager::truncate_table runs).
+            db.execute(&Table::truncate().table(db_rekey::Entity).to_owned())
+                .await
+                .unwrap();
+            assert_eq!(deletes(&entries(&t, "tw_db_rekey").await), rows(1..4));
+            // Raw TRUNCATE, attributed like any write in capture_db::transaction.
+            insert(4..6).await;
+            AuditContext::new()
+                .actor("alice")
+                .scope(capture_db::transaction(db, |txn| {
+                    Box::pin(async move {
+                        txn.execute_unprepared("TRUNCATE tw_db_rekey").await?;
+                        Ok::<_, sea_orm::DbErr>(())
+                    })
+                }))
+                .await
+                .unwrap();
+            assert_eq!(deletes(&entries(&t, "tw_db_rekey").await), rows(1..6));
+            let last = common::all_logs(db).await.pop().unwrap();
+            assert_eq!(last.actor.as_deref(), Some("alice"));
+            assert!(
+                capture_db::check::<db_rekey::Model, _>(db)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            db.execute_unprepared("DROP TRIGGER sea_orm_audit_truncate ON tw_db_rekey")
+                .await
+                .unwrap();
+            assert_eq!(
+                capture_db::check::<db_rekey::Model, _>(db).await.unwrap(),
+                [capture_db::Drift::EntityChanged]
+            );
+        }
+        DbBackend::Sqlite => {
+            // No TRUNCATE (sea-query refuses to build one); a DELETE without WHERE skips
+            // SQLite's truncate optimization on a table with triggers: every row is logged.
+            db.execute_unprepared("DELETE FROM tw_db_rekey")
+                .await
+                .unwrap();
+            assert_eq!(deletes(&entries(&t, "tw_db_rekey").await), rows(1..4));
+        }
+        _ => {
+            // MariaDB fires no trigger on TRUNCATE: the rows go, nothing is logged (README).
+            db.execute(&Table::truncate().table(db_rekey::Entity).to_owned())
+                .await
+                .unwrap();
+            assert!(db_rekey::Entity::find().all(db).await.unwrap().is_empty());
+            assert!(deletes(&entries(&t, "tw_db_rekey").await).is_empty());
+        }
+    }
+    let report = sea_orm_audit::verify(db).await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    t.finish().await;
+}

@@ -342,7 +342,8 @@ pub enum Drift {
     /// No capture trigger is installed on the table: its writes are not logged.
     NotInstalled,
     /// The trigger was generated from another definition of the entity (columns, types,
-    /// exclude or mask lists, entity type): install it again.
+    /// exclude or mask lists, entity type), or installed by a version of this library that
+    /// wrote other entries (PostgreSQL: without the TRUNCATE trigger): install it again.
     EntityChanged,
     /// Columns of the table that the trigger neither logs nor excludes, such as a column added
     /// after the capture was installed: their changes are not logged.

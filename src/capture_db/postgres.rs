@@ -23,6 +23,8 @@ use crate::sql::{literal, quote};
 const CONTEXT_SETTING: &str = "sea_orm_audit.ctx";
 /// The trigger's name (trigger names are per table in PostgreSQL).
 const TRIGGER: &str = "sea_orm_audit";
+/// The statement trigger that logs a TRUNCATE (see `truncate_sql`).
+const TRUNCATE_TRIGGER: &str = "sea_orm_audit_truncate";
 /// PostgreSQL truncates longer identifiers, which could make two tables share a function.
 const MAX_IDENT: usize = 63;
 
@@ -240,6 +242,21 @@ END $f$"#,
             depth = MAX_JSON_DEPTH
         ),
     ]
+}
+
+/// The function behind every table's `BEFORE TRUNCATE` trigger. TRUNCATE fires no row
+/// trigger: this one deletes the rows first, so the row trigger logs each as a DELETE would
+/// (the same entries), then TRUNCATE finds the table empty. With the installer's rights, as
+/// the row trigger, so a role allowed to TRUNCATE needs no DELETE right.
+fn truncate_sql(s: &str) -> String {
+    format!(
+        r#"CREATE OR REPLACE FUNCTION {s}.sea_orm_audit_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+BEGIN
+  EXECUTE format('DELETE FROM %I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
+  RETURN NULL;
+END $f$"#
+    )
 }
 
 /// The JSON text of column value `x` (NULL when the value is NULL), as `value::to_json`.
@@ -494,6 +511,24 @@ pub(super) async fn install<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<(
              EXECUTE FUNCTION {function}()"
         ),
     )
+    .await?;
+    install_truncate(db, &q(&audit_schema), &table).await
+}
+
+async fn install_truncate<C: ConnectionTrait>(db: &C, s: &str, table: &str) -> Result<(), DbErr> {
+    run(db, &truncate_sql(s)).await?;
+    run(
+        db,
+        &format!("DROP TRIGGER IF EXISTS {TRUNCATE_TRIGGER} ON {table}"),
+    )
+    .await?;
+    run(
+        db,
+        &format!(
+            "CREATE TRIGGER {TRUNCATE_TRIGGER} BEFORE TRUNCATE ON {table} FOR EACH STATEMENT \
+             EXECUTE FUNCTION {s}.sea_orm_audit_truncate()"
+        ),
+    )
     .await
 }
 
@@ -502,15 +537,17 @@ pub(super) async fn uninstall<C: ConnectionTrait>(db: &C, table: &str) -> Result
         return Ok(());
     };
     let function = format!("{}.{}", q(&schema), q(&function_name(table)?));
-    run(
-        db,
-        &format!(
-            "DROP TRIGGER IF EXISTS {TRIGGER} ON {}.{}",
-            q(&schema),
-            q(table)
-        ),
-    )
-    .await?;
+    for trigger in [TRIGGER, TRUNCATE_TRIGGER] {
+        run(
+            db,
+            &format!(
+                "DROP TRIGGER IF EXISTS {trigger} ON {}.{}",
+                q(&schema),
+                q(table)
+            ),
+        )
+        .await?;
+    }
     run(db, &format!("DROP FUNCTION IF EXISTS {function}()")).await
 }
 
@@ -537,7 +574,18 @@ pub(super) async fn check<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<Vec
         .unwrap_or(Json::Null);
     let mut drift = Vec::new();
     let expected = fingerprint(&function_sql(spec, &table_schema, &audit_schema)?);
-    if recorded.get("fingerprint").and_then(Json::as_str) != Some(expected.as_str()) {
+    let truncate_logged = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT 1 AS found FROM pg_catalog.pg_trigger t \
+             WHERE t.tgrelid = pg_catalog.to_regclass($1) AND t.tgname = $2 AND t.tgenabled <> 'D'",
+            [regclass.clone().into(), TRUNCATE_TRIGGER.into()],
+        ))
+        .await?
+        .is_some();
+    if recorded.get("fingerprint").and_then(Json::as_str) != Some(expected.as_str())
+        || !truncate_logged
+    {
         drift.push(Drift::EntityChanged);
     }
     let known: Vec<&str> = recorded
