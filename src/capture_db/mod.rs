@@ -350,6 +350,60 @@ pub enum Drift {
     UncapturedColumns(Vec<String>),
 }
 
+/// The record an install keeps beside its trigger (in the trigger's text, or the function's
+/// comment): the fingerprint of the generated SQL, and the table's columns it knows (logged
+/// or excluded).
+fn registry(spec: &Spec, fingerprint: String) -> Json {
+    serde_json::json!({
+        "fingerprint": fingerprint,
+        "columns": spec.columns.iter().map(|c| c.name).collect::<Vec<_>>(),
+    })
+}
+
+/// The SHA-256 of generated SQL, in hex.
+fn fingerprint(sql: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(sql.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The registry written into a trigger's text as `marker<json> */` (`Null` if there is none).
+fn embedded_registry(text: &str, marker: &str) -> Json {
+    text.split_once(marker)
+        .and_then(|(_, rest)| rest.split_once(" */"))
+        .and_then(|(json, _)| serde_json::from_str(json).ok())
+        .unwrap_or(Json::Null)
+}
+
+/// What [`check`] reports, from the registry an install recorded, the fingerprint the entity
+/// gives now, whether the install is outdated otherwise, and the table's columns.
+fn drift(
+    recorded: &Json,
+    expected: &str,
+    outdated: bool,
+    table_columns: Vec<String>,
+) -> Vec<Drift> {
+    let mut drift = Vec::new();
+    if recorded.get("fingerprint").and_then(Json::as_str) != Some(expected) || outdated {
+        drift.push(Drift::EntityChanged);
+    }
+    let known: Vec<&str> = recorded
+        .get("columns")
+        .and_then(Json::as_array)
+        .map(|cols| cols.iter().filter_map(Json::as_str).collect())
+        .unwrap_or_default();
+    let uncaptured: Vec<String> = table_columns
+        .into_iter()
+        .filter(|name| !known.contains(&name.as_str()))
+        .collect();
+    if !uncaptured.is_empty() {
+        drift.push(Drift::UncapturedColumns(uncaptured));
+    }
+    drift
+}
+
 /// Installs (or replaces) the capture trigger of `M`'s table. Idempotent; call it from a
 /// migration with `manager.get_connection()`, and again after the entity or its audit policy
 /// changes. Needs the `audit_log` migration to have run.

@@ -9,9 +9,8 @@
 
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, IdenStatic, Statement};
 use serde_json::Value as Json;
-use sha2::{Digest, Sha256};
 
-use super::{ColumnSpec, Drift, Encoding, LOCAL_REFUSED, Role, Spec};
+use super::{ColumnSpec, Drift, Encoding, LOCAL_REFUSED, Role, Spec, fingerprint};
 use crate::audit_log;
 use crate::chain::POSTGRES_LINK_HASH;
 use crate::diff::FILTERED;
@@ -467,18 +466,8 @@ END $sea_orm_audit$"#,
 
 /// What the function's comment records: the definition it was generated from, and the
 /// table's columns it knows (captured or excluded).
-fn fingerprint(function_sql: &str) -> String {
-    Sha256::digest(function_sql.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 fn registry(spec: &Spec, function_sql: &str) -> Json {
-    serde_json::json!({
-        "fingerprint": fingerprint(function_sql),
-        "columns": spec.columns.iter().map(|c| c.name).collect::<Vec<_>>(),
-    })
+    super::registry(spec, fingerprint(function_sql))
 }
 
 async fn run<C: ConnectionTrait>(db: &C, sql: &str) -> Result<(), DbErr> {
@@ -572,7 +561,6 @@ pub(super) async fn check<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<Vec
     let recorded: Json = recorded
         .and_then(|r| serde_json::from_str(&r).ok())
         .unwrap_or(Json::Null);
-    let mut drift = Vec::new();
     let expected = fingerprint(&function_sql(spec, &table_schema, &audit_schema)?);
     let truncate_logged = db
         .query_one_raw(Statement::from_sql_and_values(
@@ -583,16 +571,6 @@ pub(super) async fn check<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<Vec
         ))
         .await?
         .is_some();
-    if recorded.get("fingerprint").and_then(Json::as_str) != Some(expected.as_str())
-        || !truncate_logged
-    {
-        drift.push(Drift::EntityChanged);
-    }
-    let known: Vec<&str> = recorded
-        .get("columns")
-        .and_then(Json::as_array)
-        .map(|cols| cols.iter().filter_map(Json::as_str).collect())
-        .unwrap_or_default();
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -602,17 +580,16 @@ pub(super) async fn check<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<Vec
             [regclass.into()],
         ))
         .await?;
-    let mut uncaptured = Vec::new();
-    for row in rows {
-        let name: String = row.try_get("", "name")?;
-        if !known.contains(&name.as_str()) {
-            uncaptured.push(name);
-        }
-    }
-    if !uncaptured.is_empty() {
-        drift.push(Drift::UncapturedColumns(uncaptured));
-    }
-    Ok(drift)
+    let columns = rows
+        .iter()
+        .map(|row| row.try_get::<String>("", "name"))
+        .collect::<Result<_, _>>()?;
+    Ok(super::drift(
+        &recorded,
+        &expected,
+        !truncate_logged,
+        columns,
+    ))
 }
 
 pub(super) async fn set_context<C: ConnectionTrait>(db: &C, context: String) -> Result<(), DbErr> {

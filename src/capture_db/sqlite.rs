@@ -12,7 +12,6 @@
 
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, EntityName, IdenStatic, Statement};
 use serde_json::Value as Json;
-use sha2::{Digest, Sha256};
 
 use super::{ContextRow, Drift, Encoding, LOCAL_REFUSED, Role, Spec};
 use crate::audit_log;
@@ -328,10 +327,7 @@ fn triggers_sql(spec: &Spec) -> Result<[String; 3], Error> {
 }
 
 fn fingerprint(triggers: &[String; 3]) -> String {
-    Sha256::digest(triggers.join("\n").as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    super::fingerprint(&triggers.join("\n"))
 }
 
 async fn run<C: ConnectionTrait>(db: &C, sql: &str) -> Result<(), DbErr> {
@@ -357,10 +353,7 @@ pub(super) async fn install<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<(
         .into());
     }
     let triggers = triggers_sql(spec)?;
-    let registry = serde_json::json!({
-        "fingerprint": fingerprint(&triggers),
-        "columns": spec.columns.iter().map(|c| c.name).collect::<Vec<_>>(),
-    });
+    let registry = super::registry(spec, fingerprint(&triggers));
     run(
         db,
         &format!(
@@ -420,21 +413,8 @@ pub(super) async fn check<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<Vec
             None => return Ok(vec![Drift::NotInstalled]),
         }
     }
-    let recorded: Json = texts[0]
-        .split_once(REGISTRY)
-        .and_then(|(_, rest)| rest.split_once(" */"))
-        .and_then(|(json, _)| serde_json::from_str(json).ok())
-        .unwrap_or(Json::Null);
-    let mut drift = Vec::new();
+    let recorded = super::embedded_registry(&texts[0], REGISTRY);
     let expected = fingerprint(&triggers_sql(spec)?);
-    if recorded.get("fingerprint").and_then(Json::as_str) != Some(expected.as_str()) {
-        drift.push(Drift::EntityChanged);
-    }
-    let known: Vec<&str> = recorded
-        .get("columns")
-        .and_then(Json::as_array)
-        .map(|cols| cols.iter().filter_map(Json::as_str).collect())
-        .unwrap_or_default();
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Sqlite,
@@ -442,17 +422,11 @@ pub(super) async fn check<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<Vec
             [spec.table.into()],
         ))
         .await?;
-    let mut uncaptured = Vec::new();
-    for row in rows {
-        let name: String = row.try_get("", "name")?;
-        if !known.contains(&name.as_str()) {
-            uncaptured.push(name);
-        }
-    }
-    if !uncaptured.is_empty() {
-        drift.push(Drift::UncapturedColumns(uncaptured));
-    }
-    Ok(drift)
+    let columns = rows
+        .iter()
+        .map(|row| row.try_get::<String>("", "name"))
+        .collect::<Result<_, _>>()?;
+    Ok(super::drift(&recorded, &expected, false, columns))
 }
 
 pub(super) async fn set_context<C: ConnectionTrait>(db: &C, row: ContextRow) -> Result<(), DbErr> {
