@@ -97,6 +97,16 @@ twins!(hooked_rekey = "tw_rekey", db_rekey = "tw_db_rekey", {
     pub name: String,
 });
 
+twins!(hooked_pair = "tw_pairs", db_pair = "tw_db_pairs", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub uid: Uuid,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub day: Date,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub label: String,
+    pub n: i32,
+});
+
 /// The same values in the other twin's active model (the columns are the same, in order).
 fn twin<A, B>(am: &A) -> B
 where
@@ -475,6 +485,36 @@ async fn uuid_keys_give_the_object_ids_the_hooks_give() {
         )
         .await;
     }
+    // Composite keys of a UUID, a date and text: JSON arrays, as the hooks write them.
+    common::create_table(&t.db, hooked_pair::Entity).await;
+    common::create_table(&t.db, db_pair::Entity).await;
+    capture_db::install::<db_pair::Model, _>(&t.db)
+        .await
+        .unwrap();
+    let states: Vec<hooked_pair::ActiveModel> = (0..3)
+        .map(|n| hooked_pair::ActiveModel {
+            uid: Set(uuid::Uuid::max()),
+            day: Set(ymd(2000, 2, 29)),
+            label: Set("é \"q\" \\".into()),
+            n: Set(n),
+        })
+        .collect();
+    write_both::<hooked_pair::ActiveModel, db_pair::ActiveModel>(
+        &t,
+        &states,
+        "tw_pairs",
+        "tw_db_pairs",
+    )
+    .await;
+    let pair_ids: Vec<String> = entries(&t, "tw_db_pairs")
+        .await
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    assert_eq!(
+        pair_ids[0],
+        r#"["ffffffff-ffff-ffff-ffff-ffffffffffff","2000-02-29","é \"q\" \\"]"#
+    );
     let ids: Vec<String> = entries(&t, "tw_db_docs")
         .await
         .into_iter()
