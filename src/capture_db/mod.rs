@@ -9,7 +9,10 @@
 //! column, the value encoding of [`value::to_json`](crate::value::to_json) for the Rust type
 //! of the field. It writes the same diff, object id and hash chain as the hooks, so the
 //! library's readers (`logs_for`, `History`, the timeline functions, `verify`) take its rows as
-//! they are.
+//! they are. A write that changes a primary key is logged as the old object's `delete` and the
+//! new object's `create`, so each object's chain stays its own. `TRUNCATE` fires no row
+//! trigger: PostgreSQL's capture deletes the rows first (each logged as a `DELETE` would be);
+//! MySQL fires no trigger at all on it, and SQLite has none.
 //!
 //! ```
 //! use sea_orm::{ConnectionTrait, Database, DbErr};
