@@ -638,6 +638,31 @@ async fn json_nested_too_deep_is_recorded_as_the_hooks_marker() {
                 .is_empty()
         );
     }
+    if t.backend() == DbBackend::Sqlite {
+        // Deeper than serde_json reads (128 levels): the digest of the text.
+        use sha2::Digest as _;
+        let text = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        t.db.execute_unprepared(&format!("INSERT INTO tw_db_json (doc) VALUES ('{text}')"))
+            .await
+            .unwrap();
+        assert_eq!(capture_db::seal(&t.db).await.unwrap(), 1);
+        let last = common::all_logs(&t.db).await.pop().unwrap();
+        let hex: String = sha2::Sha256::digest(text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            last.changes.as_ref().unwrap()["new_value"]["doc"],
+            format!("***TOO_DEEP*** sha256:{hex}")
+        );
+        assert!(
+            sea_orm_audit::verify(&t.db)
+                .await
+                .unwrap()
+                .problems
+                .is_empty()
+        );
+    }
     t.finish().await;
 }
 
