@@ -221,6 +221,7 @@ where
             new.extend(fetch_by_keys::<E, _>(&txn, chunk, false).await?);
         }
     }
+    check_keys_kept(&old, &new)?;
     store::write_many(&txn, update_entries(&old, &new)).await?;
     txn.commit().await?;
     Ok(new)
@@ -240,6 +241,23 @@ pub(crate) fn delete_entries<M: Auditable>(deleted: &[M]) -> Vec<crate::store::N
             )
         })
         .collect()
+}
+
+/// Refuses a bulk update whose rows after the write (`new`) are not the rows before it
+/// (`old`) by key: the entries pair them by object id, so a changed key would leave the write
+/// unlogged.
+pub(crate) fn check_keys_kept<M: Auditable>(old: &[M], new: &[M]) -> Result<(), Error> {
+    // The database's triggers log this entity, key changes included.
+    if crate::capture_db::in_database::<M>() {
+        return Ok(());
+    }
+    let ids: std::collections::HashSet<String> = old.iter().map(|m| m.audit_object_id()).collect();
+    if new.len() != old.len() || new.iter().any(|m| !ids.contains(&m.audit_object_id())) {
+        return Err(Error::KeyChanged {
+            entity_type: M::entity_type().to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// One `update` entry per row of `new` that differs from its row in `old` (matched by object

@@ -200,21 +200,42 @@ fn check_limits(entity_type: &str, object_id: Option<&str>) -> Result<(), Error>
 
 /// The columns an update sets (`Set`), with the values the application gave them, as
 /// `backend` stores them where that is known for every value of the type: MySQL keeps no UTC
-/// offset (a timestamp reads back in UTC).
+/// offset (a timestamp reads back in UTC), and a decimal reads back with its column's scale.
 fn written_values<A: ActiveModelTrait>(am: &A, backend: DbBackend) -> Map<String, Json> {
     <A::Entity as EntityTrait>::Column::iter()
         .filter_map(|col| match am.get(col) {
-            ActiveValue::Set(value) => Some((col.as_str().to_owned(), stored(value, backend))),
+            ActiveValue::Set(value) => {
+                let ty = col.def().get_column_type().clone();
+                Some((col.as_str().to_owned(), stored(value, &ty, backend)))
+            }
             _ => None,
         })
         .collect()
 }
 
-fn stored(value: Value, backend: DbBackend) -> Json {
+fn stored(value: Value, ty: &sea_orm::sea_query::ColumnType, backend: DbBackend) -> Json {
+    use sea_orm::sea_query::ColumnType;
     if backend != DbBackend::MySql {
         return to_json(&value);
     }
     let value = match value {
+        // MySQL's DECIMAL has a fixed scale (0 unless declared, as SeaORM's `decimal`) and
+        // rounds half away from zero to it, as `rescale` does (tests/db_capture_types.rs).
+        Value::Decimal(Some(mut v)) => {
+            match ty {
+                ColumnType::Decimal(Some((_, s))) | ColumnType::Money(Some((_, s))) => {
+                    v.rescale(*s);
+                }
+                ColumnType::Decimal(None) | ColumnType::Money(None) => v.rescale(0),
+                // A custom column type: its scale is not known here.
+                _ => {}
+            }
+            // MySQL has no negative zero.
+            if v.is_zero() {
+                v.set_sign_positive(true);
+            }
+            Value::Decimal(Some(v))
+        }
         Value::ChronoDateTimeWithTimeZone(Some(v)) => {
             Value::ChronoDateTimeWithTimeZone(Some(v.with_timezone(&chrono::Utc).fixed_offset()))
         }

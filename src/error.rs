@@ -220,6 +220,19 @@ pub enum Error {
         /// The statement.
         sql: String,
     },
+    /// A bulk update (`bulk::update_many`, `exec_audited`) changed a primary key: the hooks'
+    /// log pairs each row's before- and after-image by its key, so it cannot log this write;
+    /// it was rolled back. Write it as a delete and an insert, or capture the entity in the
+    /// database, whose triggers log it as the old object's `delete` and the new one's
+    /// `create`.
+    #[error(
+        "{entity_type}: this update changes a primary key, which the hooks cannot log (rolled \
+         back); delete and insert instead, or use database-side capture"
+    )]
+    KeyChanged {
+        /// The entity type.
+        entity_type: String,
+    },
     /// Database-side capture ([`crate::capture_db`]) is not available on this backend. An
     /// entity declared `capture = "database"` fails its audited writes here rather than go
     /// unaudited.
@@ -231,13 +244,15 @@ pub enum Error {
     /// A column whose Rust type the database-side capture cannot encode exactly as the hooks do
     /// (`DateTime<Local>`, the `time` crate's types, arrays...).
     #[error(
-        "{table}.{column}: database-side capture cannot encode this column's type as the hooks do"
+        "{table}.{column}: database-side capture cannot encode this column's type as the hooks do: {reason}"
     )]
     CaptureUnsupportedColumn {
         /// The table.
         table: String,
         /// The column.
         column: String,
+        /// Why, and what to do instead.
+        reason: &'static str,
     },
     /// A name the database would truncate (PostgreSQL identifiers hold 63 bytes).
     #[error("identifier {name} is longer than the database's {max_bytes} bytes")]

@@ -27,7 +27,7 @@ use sea_orm::{
 };
 
 use crate::auditable::Auditable;
-use crate::bulk::{delete_entries, fetch_by_keys, update_entries};
+use crate::bulk::{check_keys_kept, delete_entries, fetch_by_keys, update_entries};
 use crate::error::Error;
 use crate::store;
 use crate::strict;
@@ -98,6 +98,7 @@ where
         check_count(table, old.len(), result.rows_affected, backend, true)?;
         let keys: Vec<ValueTuple> = old.iter().map(ModelTrait::get_primary_key_value).collect();
         let new = fetch_by_keys::<E, _>(&txn, &keys, false).await?;
+        check_keys_kept(&old, &new)?;
         store::write_many(&txn, update_entries(&old, &new)).await?;
         txn.commit().await?;
         Ok(result)

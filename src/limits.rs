@@ -159,6 +159,40 @@ pub(crate) fn bound_in_place(value: &mut Json) {
     }
 }
 
+/// How the SQLite and MySQL triggers record a JSON column value that may nest deeper than
+/// [`MAX_JSON_DEPTH`] (they cannot hash, nor always measure the depth): this text, then the
+/// value's JSON text as stored. `capture_db::seal` replaces it by what [`bounded`] gives,
+/// before it hashes the entry. It starts with [`TOO_DEEP`]: until then readers take it for a
+/// marker.
+pub(crate) const DEFERRED: &str = "***TOO_DEEP*** unsealed:";
+
+/// Replaces a [`DEFERRED`] value by the value it holds, or by its marker when that nests
+/// deeper than [`MAX_JSON_DEPTH`]; whether it replaced anything. Text deeper than serde_json
+/// reads (128 levels; the hooks cannot read such a value back either) gets a marker with the
+/// digest of the text.
+pub(crate) fn resolve_deferred(value: &mut Json) -> bool {
+    let Some(text) = value.as_str().and_then(|s| s.strip_prefix(DEFERRED)) else {
+        return false;
+    };
+    let resolved = match serde_json::from_str::<Json>(text) {
+        Ok(parsed) => {
+            let out = bounded(&parsed);
+            dispose(parsed);
+            out
+        }
+        Err(_) => {
+            use sha2::{Digest, Sha256};
+            let hex: String = Sha256::digest(text.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            Json::String(format!("{TOO_DEEP} sha256:{hex}"))
+        }
+    };
+    *value = resolved;
+    true
+}
+
 /// Whether a recorded value is a [`TOO_DEEP`] marker.
 pub(crate) fn is_too_deep(value: &Json) -> bool {
     value.as_str().is_some_and(|s| s.starts_with(TOO_DEEP))

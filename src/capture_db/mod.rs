@@ -9,7 +9,10 @@
 //! column, the value encoding of [`value::to_json`](crate::value::to_json) for the Rust type
 //! of the field. It writes the same diff, object id and hash chain as the hooks, so the
 //! library's readers (`logs_for`, `History`, the timeline functions, `verify`) take its rows as
-//! they are.
+//! they are. A write that changes a primary key is logged as the old object's `delete` and the
+//! new object's `create`, so each object's chain stays its own. `TRUNCATE` fires no row
+//! trigger: PostgreSQL's capture deletes the rows first (each logged as a `DELETE` would be);
+//! MySQL fires no trigger at all on it, and SQLite has none.
 //!
 //! ```
 //! use sea_orm::{ConnectionTrait, Database, DbErr};
@@ -145,15 +148,33 @@ enum Encoding {
     /// Base64, standard alphabet, padded.
     Bytes,
     Json,
-    /// `%Y-%m-%d`.
+    /// `%Y-%m-%d` (chrono's `NaiveDate`, and the `time` crate's `Date`, whose text is the
+    /// same for the years both write with four digits).
     Date,
     /// `%H:%M:%S%.f`.
     Time,
     /// `%Y-%m-%dT%H:%M:%S%.f`.
     NaiveDateTime,
-    /// RFC 3339 in UTC, as chrono writes it (`+00:00`).
+    /// RFC 3339 in UTC, as chrono writes it (`+00:00`), for `DateTime<Utc>` and
+    /// `DateTime<FixedOffset>` (SQLite keeps the offset written; the others store UTC).
     UtcDateTime,
+    /// `DateTime<Local>`: RFC 3339 with the application's local offset, which no trigger
+    /// knows.
+    LocalDateTime,
+    /// The `time` crate's `Time`: `H:MM:SS.f`, the hour unpadded, the fraction without
+    /// trailing zeros (at least one digit).
+    TimeTime,
+    /// The `time` crate's `PrimitiveDateTime`: its date, `T`, its time as [`Encoding::TimeTime`].
+    TimeDateTime,
+    /// The `time` crate's `OffsetDateTime`: RFC 3339 as `time` writes it (no fraction when
+    /// zero, no trailing zeros, `Z` for UTC).
+    TimeOffsetDateTime,
 }
+
+/// Why `DateTime<Local>` is refused on every backend.
+const LOCAL_REFUSED: &str = "a DateTime<Local> is logged with the application's local UTC \
+                             offset, which the database does not know; declare the field \
+                             DateTime<Utc> or DateTime<FixedOffset>, or exclude it";
 
 /// What the log does with a column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +190,9 @@ struct ColumnSpec {
     name: &'static str,
     encoding: Encoding,
     role: Role,
+    /// The column's type in the database, where the backend's encoding depends on it (MySQL:
+    /// a `TIMESTAMP` reads in the session's zone, a `DATETIME` as stored), lowercase.
+    stored_as: Option<String>,
 }
 
 /// Everything a backend's generator needs, read from the entity and its [`Auditable`] impl.
@@ -202,6 +226,7 @@ impl Spec {
             .ok_or_else(|| Error::CaptureUnsupportedColumn {
                 table: table.to_owned(),
                 column: name.to_owned(),
+                reason: "its Rust type has no encoding the triggers reproduce",
             })?;
             let role = if excluded.contains(&name) {
                 Role::Excluded
@@ -214,6 +239,7 @@ impl Spec {
                 name,
                 encoding,
                 role,
+                stored_as: None,
             });
         }
         let key = <M::Entity as EntityTrait>::PrimaryKey::iter()
@@ -234,6 +260,28 @@ impl Spec {
         })
     }
 
+    /// Refuses the first column whose value the trigger must encode (a captured or key
+    /// column) and whose encoding `refusal` says the backend cannot reproduce, naming it.
+    fn require(&self, refusal: impl Fn(Encoding) -> Option<&'static str>) -> Result<(), Error> {
+        for (i, c) in self.columns.iter().enumerate() {
+            if c.role != Role::Captured && !self.key.contains(&i) {
+                continue;
+            }
+            if let Some(reason) = refusal(c.encoding) {
+                return Err(self.unsupported(c.name, reason));
+            }
+        }
+        Ok(())
+    }
+
+    fn unsupported(&self, column: &str, reason: &'static str) -> Error {
+        Error::CaptureUnsupportedColumn {
+            table: self.table.to_owned(),
+            column: column.to_owned(),
+            reason,
+        }
+    }
+
     /// The columns the diff holds (captured and masked), sorted by name as the canonical
     /// content sorts keys (by bytes).
     fn logged_sorted(&self) -> Vec<&ColumnSpec> {
@@ -247,8 +295,8 @@ impl Spec {
     }
 }
 
-/// The encoding [`value::to_json`](crate::value::to_json) uses for this variant, where the
-/// database can reproduce it exactly.
+/// The encoding [`value::to_json`](crate::value::to_json) uses for this variant (each backend
+/// refuses, with its reason, the ones it cannot reproduce exactly).
 fn encoding_of_value(value: &Value) -> Option<Encoding> {
     #[allow(unreachable_patterns)]
     Some(match value {
@@ -271,8 +319,12 @@ fn encoding_of_value(value: &Value) -> Option<Encoding> {
         Value::ChronoTime(_) => Encoding::Time,
         Value::ChronoDateTime(_) => Encoding::NaiveDateTime,
         Value::ChronoDateTimeUtc(_) | Value::ChronoDateTimeWithTimeZone(_) => Encoding::UtcDateTime,
-        // `DateTime<Local>` is written with the application's local offset, and the `time`
-        // crate's types with formats of their own: not reproduced in SQL yet.
+        Value::ChronoDateTimeLocal(_) => Encoding::LocalDateTime,
+        Value::TimeDate(_) => Encoding::Date,
+        Value::TimeTime(_) => Encoding::TimeTime,
+        Value::TimeDateTime(_) => Encoding::TimeDateTime,
+        Value::TimeDateTimeWithTimeZone(_) => Encoding::TimeOffsetDateTime,
+        // Variants of features this crate does not enable (arrays, jiff...).
         _ => return None,
     })
 }
@@ -300,11 +352,66 @@ pub enum Drift {
     /// No capture trigger is installed on the table: its writes are not logged.
     NotInstalled,
     /// The trigger was generated from another definition of the entity (columns, types,
-    /// exclude or mask lists, entity type): install it again.
+    /// exclude or mask lists, entity type), or installed by a version of this library that
+    /// wrote other entries (PostgreSQL: without the TRUNCATE trigger): install it again.
     EntityChanged,
     /// Columns of the table that the trigger neither logs nor excludes, such as a column added
     /// after the capture was installed: their changes are not logged.
     UncapturedColumns(Vec<String>),
+}
+
+/// The record an install keeps beside its trigger (in the trigger's text, or the function's
+/// comment): the fingerprint of the generated SQL, and the table's columns it knows (logged
+/// or excluded).
+fn registry(spec: &Spec, fingerprint: String) -> Json {
+    serde_json::json!({
+        "fingerprint": fingerprint,
+        "columns": spec.columns.iter().map(|c| c.name).collect::<Vec<_>>(),
+    })
+}
+
+/// The SHA-256 of generated SQL, in hex.
+fn fingerprint(sql: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(sql.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The registry written into a trigger's text as `marker<json> */` (`Null` if there is none).
+fn embedded_registry(text: &str, marker: &str) -> Json {
+    text.split_once(marker)
+        .and_then(|(_, rest)| rest.split_once(" */"))
+        .and_then(|(json, _)| serde_json::from_str(json).ok())
+        .unwrap_or(Json::Null)
+}
+
+/// What [`check`] reports, from the registry an install recorded, the fingerprint the entity
+/// gives now, whether the install is outdated otherwise, and the table's columns.
+fn drift(
+    recorded: &Json,
+    expected: &str,
+    outdated: bool,
+    table_columns: Vec<String>,
+) -> Vec<Drift> {
+    let mut drift = Vec::new();
+    if recorded.get("fingerprint").and_then(Json::as_str) != Some(expected) || outdated {
+        drift.push(Drift::EntityChanged);
+    }
+    let known: Vec<&str> = recorded
+        .get("columns")
+        .and_then(Json::as_array)
+        .map(|cols| cols.iter().filter_map(Json::as_str).collect())
+        .unwrap_or_default();
+    let uncaptured: Vec<String> = table_columns
+        .into_iter()
+        .filter(|name| !known.contains(&name.as_str()))
+        .collect();
+    if !uncaptured.is_empty() {
+        drift.push(Drift::UncapturedColumns(uncaptured));
+    }
+    drift
 }
 
 /// Installs (or replaces) the capture trigger of `M`'s table. Idempotent; call it from a

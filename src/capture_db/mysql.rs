@@ -11,13 +11,13 @@
 
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, EntityName, IdenStatic, Statement};
 use serde_json::Value as Json;
-use sha2::{Digest, Sha256};
 
-use super::{ContextRow, Drift, Encoding, Role, Spec};
+use super::{ContextRow, Drift, Encoding, LOCAL_REFUSED, Role, Spec};
 use crate::audit_log;
 use crate::chain::UNSEALED;
 use crate::diff::FILTERED;
 use crate::error::Error;
+use crate::limits::{DEFERRED, MAX_JSON_DEPTH};
 use crate::sql::{literal, quote};
 
 /// The context the triggers read, one row per connection inside `capture_db::transaction`.
@@ -38,11 +38,41 @@ fn trigger_names(table: &str) -> [String; 3] {
     ["insert", "update", "delete"].map(|op| format!("sea_orm_audit_{table}_{op}"))
 }
 
+/// Why MySQL cannot encode `enc` as the hooks do, if it cannot.
+fn refusal(enc: Encoding) -> Option<&'static str> {
+    match enc {
+        Encoding::LocalDateTime => Some(LOCAL_REFUSED),
+        _ => None,
+    }
+}
+
 /// The SQL value `JSON_OBJECT` gets for column value `x` (NULL stays NULL), as
-/// `value::to_json` encodes it; `None` for encodings not reproduced yet (base64, UUIDs,
-/// decimals and chrono values in sqlx's formats).
-fn value_expr(enc: Encoding, x: &str) -> Option<String> {
-    Some(match enc {
+/// `value::to_json` encodes it. `stored_as` is the column's type: a `TIMESTAMP` reads in the
+/// session's time zone, so the value is taken back to UTC through its epoch seconds (which do
+/// not depend on the zone); a `DATETIME` holds the UTC time sqlx wrote. Hex and text
+/// functions are converted to a character set: JSON refuses binary strings.
+fn value_expr(enc: Encoding, x: &str, stored_as: Option<&str>) -> String {
+    let micros = |v: &str| format!("MICROSECOND({v})");
+    // chrono's `%.f`: no digits, 3 or 6 (MySQL keeps microseconds).
+    let frac = |v: &str| {
+        let us = micros(v);
+        format!(
+            "CASE WHEN {us} = 0 THEN '' WHEN {us} % 1000 = 0 THEN CONCAT('.', LPAD({us} DIV 1000, 3, '0')) \
+             ELSE CONCAT('.', LPAD({us}, 6, '0')) END"
+        )
+    };
+    // The `time` crate's fraction: its digits without trailing zeros ('' for none).
+    let digits = |v: &str| format!("TRIM(TRAILING '0' FROM LPAD({}, 6, '0'))", micros(v));
+    let utc = |v: &str| {
+        if stored_as == Some("timestamp") {
+            format!(
+                "TIMESTAMPADD(MICROSECOND, UNIX_TIMESTAMP({v}) * 1000000, TIMESTAMP'1970-01-01 00:00:00')"
+            )
+        } else {
+            v.to_owned()
+        }
+    };
+    match enc {
         Encoding::Int | Encoding::Text => x.to_owned(),
         Encoding::Bool => format!(
             "IF({x} IS NULL, NULL, IF({x}, JSON_EXTRACT('true', '$'), JSON_EXTRACT('false', '$')))"
@@ -53,58 +83,110 @@ fn value_expr(enc: Encoding, x: &str) -> Option<String> {
             let t = format!("CAST(CAST({x} AS DOUBLE) AS CHAR)");
             format!("JSON_EXTRACT(IF({t} REGEXP '^-?[0-9]+$', CONCAT({t}, '.0'), {t}), '$')")
         }
-        Encoding::Json => format!("JSON_EXTRACT({x}, '$')"),
-        Encoding::Uuid
-        | Encoding::Decimal
-        | Encoding::Bytes
-        | Encoding::Date
-        | Encoding::Time
-        | Encoding::NaiveDateTime
-        | Encoding::UtcDateTime => return None,
-    })
-}
-
-fn unsupported(spec: &Spec, column: &str) -> Error {
-    Error::CaptureUnsupportedColumn {
-        table: spec.table.to_owned(),
-        column: column.to_owned(),
+        // MariaDB's JSON_DEPTH counts a scalar as a level, so it tells "at most the limit"
+        // but not "deeper": a value it puts over the limit is deferred to `seal` as text
+        // (nested in the entry it could exceed what a JSON column accepts, 32 levels). Both
+        // branches are JSON text: an IF of a string and a JSON value is a string.
+        Encoding::Json => format!(
+            "JSON_EXTRACT(IF(JSON_DEPTH({x}) > {MAX_JSON_DEPTH}, JSON_QUOTE(CONCAT({}, {x})), {x}), '$')",
+            literal(DEFERRED)
+        ),
+        // The column's scale, as sqlx reads it back.
+        Encoding::Decimal => format!("CAST({x} AS CHAR)"),
+        // `TO_BASE64` breaks lines every 76 characters.
+        Encoding::Bytes => {
+            format!("REPLACE(CONVERT(TO_BASE64({x}) USING utf8mb4), CHAR(10 USING utf8mb4), '')")
+        }
+        // sqlx writes a UUID's 16 bytes (SeaORM's `binary(16)`).
+        Encoding::Uuid => format!(
+            "IF(LENGTH({x}) = 16, LOWER(CONVERT(CONCAT_WS('-', HEX(SUBSTR({x}, 1, 4)), \
+             HEX(SUBSTR({x}, 5, 2)), HEX(SUBSTR({x}, 7, 2)), HEX(SUBSTR({x}, 9, 2)), \
+             HEX(SUBSTR({x}, 11, 6))) USING utf8mb4)), CONVERT({x} USING utf8mb4))"
+        ),
+        Encoding::Date => format!("DATE_FORMAT({x}, '%Y-%m-%d')"),
+        Encoding::Time => format!("CONCAT(TIME_FORMAT({x}, '%H:%i:%s'), {})", frac(x)),
+        Encoding::NaiveDateTime => {
+            format!("CONCAT(DATE_FORMAT({x}, '%Y-%m-%dT%H:%i:%s'), {})", frac(x))
+        }
+        Encoding::UtcDateTime => {
+            let u = utc(x);
+            format!(
+                "CONCAT(DATE_FORMAT({u}, '%Y-%m-%dT%H:%i:%s'), {}, '+00:00')",
+                frac(&u)
+            )
+        }
+        Encoding::TimeTime => format!(
+            "CONCAT(TIME_FORMAT({x}, '%k:%i:%s'), '.', IF({} = 0, '0', {}))",
+            micros(x),
+            digits(x)
+        ),
+        Encoding::TimeDateTime => format!(
+            "CONCAT(DATE_FORMAT({x}, '%Y-%m-%dT%k:%i:%s'), '.', IF({} = 0, '0', {}))",
+            micros(x),
+            digits(x)
+        ),
+        Encoding::TimeOffsetDateTime => {
+            let u = utc(x);
+            format!(
+                "CONCAT(DATE_FORMAT({u}, '%Y-%m-%dT%H:%i:%s'), IF({} = 0, '', CONCAT('.', {})), 'Z')",
+                micros(&u),
+                digits(&u)
+            )
+        }
+        // Refused by `refusal` before any SQL is generated.
+        Encoding::LocalDateTime => "NULL".to_owned(),
     }
 }
 
 /// `'name', value` pairs of every logged column of `row`, sorted by name.
-fn object_args(spec: &Spec, row: &str) -> Result<String, Error> {
+fn object_args(spec: &Spec, row: &str) -> String {
     let mut args = Vec::new();
     for c in spec.logged_sorted() {
         let x = format!("{row}.{}", q(c.name));
         let value = match c.role {
             Role::Masked => format!("IF({x} IS NULL, NULL, {})", literal(FILTERED)),
-            _ => value_expr(c.encoding, &x).ok_or_else(|| unsupported(spec, c.name))?,
+            _ => value_expr(c.encoding, &x, c.stored_as.as_deref()),
         };
         args.push(format!("{}, {value}", literal(c.name)));
     }
-    Ok(args.join(", "))
+    args.join(", ")
 }
 
 /// The object id, as `auditable::object_id`.
 fn key_expr(spec: &Spec, row: &str) -> Result<String, Error> {
-    let col = |i: usize| format!("{row}.{}", q(spec.columns[i].name));
-    match spec.key.as_slice() {
-        [only] => match spec.columns[*only].encoding {
-            Encoding::Int => Ok(format!("CAST({} AS CHAR)", col(*only))),
-            Encoding::Text => Ok(col(*only)),
-            _ => Err(unsupported(spec, spec.columns[*only].name)),
-        },
-        keys => {
-            let mut parts = Vec::new();
-            for i in keys {
-                match spec.columns[*i].encoding {
-                    Encoding::Int | Encoding::Text => parts.push(col(*i)),
-                    _ => return Err(unsupported(spec, spec.columns[*i].name)),
-                }
-            }
-            Ok(format!("JSON_COMPACT(JSON_ARRAY({}))", parts.join(", ")))
+    let value = |i: usize| {
+        let c = &spec.columns[i];
+        value_expr(
+            c.encoding,
+            &format!("{row}.{}", q(c.name)),
+            c.stored_as.as_deref(),
+        )
+    };
+    for i in &spec.key {
+        let c = &spec.columns[*i];
+        if matches!(
+            c.encoding,
+            Encoding::Bool | Encoding::Float | Encoding::Json | Encoding::LocalDateTime
+        ) {
+            return Err(spec.unsupported(
+                c.name,
+                "a key of this type has no object id the triggers write",
+            ));
         }
     }
+    Ok(match spec.key.as_slice() {
+        [only] if spec.columns[*only].encoding == Encoding::Int => {
+            format!("CAST({} AS CHAR)", value(*only))
+        }
+        [only] => value(*only),
+        keys => format!(
+            "JSON_COMPACT(JSON_ARRAY({}))",
+            keys.iter()
+                .map(|i| value(*i))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    })
 }
 
 /// Whether a logged column differs between `OLD` and `NEW`.
@@ -168,7 +250,8 @@ fn triggers_sql(spec: &Spec) -> Result<[String; 3], Error> {
         )
     };
     let [insert_name, update_name, delete_name] = trigger_names(spec.table);
-    let (new_all, old_all) = (object_args(spec, "NEW")?, object_args(spec, "OLD")?);
+    spec.require(refusal)?;
+    let (new_all, old_all) = (object_args(spec, "NEW"), object_args(spec, "OLD"));
     let insert = format!(
         "CREATE TRIGGER {} AFTER INSERT ON {table} FOR EACH ROW BEGIN\n{}\nEND",
         q(&insert_name),
@@ -227,6 +310,26 @@ fn triggers_sql(spec: &Spec) -> Result<[String; 3], Error> {
     } else {
         format!("IF {} THEN\n{body}\nEND IF;", changed.join(" OR "))
     };
+    // A new key is a new object: the old one's delete, then the new one's create (each
+    // object's chain stays its own), as on every backend.
+    let (new_key, old_key) = (key_expr(spec, "NEW")?, key_expr(spec, "OLD")?);
+    let body = format!(
+        "IF NOT (BINARY ({new_key}) <=> BINARY ({old_key})) THEN\n{}\n{}\nELSE\n{body}\nEND IF;",
+        row(
+            "delete",
+            &old_key,
+            &format!(
+                "JSON_OBJECT('new_value', JSON_OBJECT(), 'old_value', JSON_OBJECT({old_all}))"
+            ),
+        ),
+        row(
+            "create",
+            &new_key,
+            &format!(
+                "JSON_OBJECT('new_value', JSON_OBJECT({new_all}), 'old_value', JSON_OBJECT())"
+            ),
+        ),
+    );
     let update = format!(
         "CREATE TRIGGER {} AFTER UPDATE ON {table} FOR EACH ROW BEGIN\n{body}\nEND",
         q(&update_name),
@@ -235,10 +338,7 @@ fn triggers_sql(spec: &Spec) -> Result<[String; 3], Error> {
 }
 
 fn fingerprint(triggers: &[String; 3]) -> String {
-    Sha256::digest(triggers.join("\n").as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    super::fingerprint(&triggers.join("\n"))
 }
 
 async fn run<C: ConnectionTrait>(db: &C, sql: &str) -> Result<(), DbErr> {
@@ -267,6 +367,26 @@ async fn table_exists<C: ConnectionTrait>(db: &C, table: &str) -> Result<bool, D
     .await
 }
 
+/// `spec` with each column's type as the table declares it (see `value_expr`).
+async fn with_stored_types<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<Spec, DbErr> {
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::MySql,
+            "SELECT CAST(COLUMN_NAME AS CHAR) AS name, CAST(DATA_TYPE AS CHAR) AS ty \
+             FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+            [spec.table.into()],
+        ))
+        .await?;
+    let mut spec = spec.clone();
+    for row in rows {
+        let (name, ty): (String, String) = (row.try_get("", "name")?, row.try_get("", "ty")?);
+        if let Some(c) = spec.columns.iter_mut().find(|c| c.name == name) {
+            c.stored_as = Some(ty.to_lowercase());
+        }
+    }
+    Ok(spec)
+}
+
 pub(super) async fn install<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<(), DbErr> {
     if !table_exists(db, spec.table).await? {
         return Err(Error::NoSuchTable {
@@ -274,11 +394,8 @@ pub(super) async fn install<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<(
         }
         .into());
     }
-    let triggers = triggers_sql(spec)?;
-    let registry = serde_json::json!({
-        "fingerprint": fingerprint(&triggers),
-        "columns": spec.columns.iter().map(|c| c.name).collect::<Vec<_>>(),
-    });
+    let triggers = triggers_sql(&with_stored_types(db, spec).await?)?;
+    let registry = super::registry(spec, fingerprint(&triggers));
     run(
         db,
         &format!(
@@ -347,21 +464,8 @@ pub(super) async fn check<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<Vec
             None => return Ok(vec![Drift::NotInstalled]),
         }
     }
-    let recorded: Json = texts[0]
-        .split_once(REGISTRY)
-        .and_then(|(_, rest)| rest.split_once(" */"))
-        .and_then(|(json, _)| serde_json::from_str(json).ok())
-        .unwrap_or(Json::Null);
-    let mut drift = Vec::new();
-    let expected = fingerprint(&triggers_sql(spec)?);
-    if recorded.get("fingerprint").and_then(Json::as_str) != Some(expected.as_str()) {
-        drift.push(Drift::EntityChanged);
-    }
-    let known: Vec<&str> = recorded
-        .get("columns")
-        .and_then(Json::as_array)
-        .map(|cols| cols.iter().filter_map(Json::as_str).collect())
-        .unwrap_or_default();
+    let recorded = super::embedded_registry(&texts[0], REGISTRY);
+    let expected = fingerprint(&triggers_sql(&with_stored_types(db, spec).await?)?);
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::MySql,
@@ -370,17 +474,11 @@ pub(super) async fn check<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<Vec
             [spec.table.into()],
         ))
         .await?;
-    let mut uncaptured = Vec::new();
-    for row in rows {
-        let name: String = row.try_get("", "name")?;
-        if !known.contains(&name.as_str()) {
-            uncaptured.push(name);
-        }
-    }
-    if !uncaptured.is_empty() {
-        drift.push(Drift::UncapturedColumns(uncaptured));
-    }
-    Ok(drift)
+    let columns = rows
+        .iter()
+        .map(|row| row.try_get::<String>("", "name"))
+        .collect::<Result<_, _>>()?;
+    Ok(super::drift(&recorded, &expected, false, columns))
 }
 
 pub(super) async fn set_context<C: ConnectionTrait>(db: &C, row: ContextRow) -> Result<(), DbErr> {

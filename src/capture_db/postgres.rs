@@ -9,19 +9,21 @@
 
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, IdenStatic, Statement};
 use serde_json::Value as Json;
-use sha2::{Digest, Sha256};
 
-use super::{ColumnSpec, Drift, Encoding, Role, Spec};
+use super::{ColumnSpec, Drift, Encoding, LOCAL_REFUSED, Role, Spec, fingerprint};
 use crate::audit_log;
 use crate::chain::POSTGRES_LINK_HASH;
 use crate::diff::FILTERED;
 use crate::error::Error;
+use crate::limits::{MAX_JSON_DEPTH, TOO_DEEP};
 use crate::sql::{literal, quote};
 
 /// The transaction-local setting the triggers read the context from.
 pub(super) const CONTEXT_SETTING: &str = "sea_orm_audit.ctx";
 /// The trigger's name (trigger names are per table in PostgreSQL).
 const TRIGGER: &str = "sea_orm_audit";
+/// The statement trigger that logs a TRUNCATE (see `truncate_sql`).
+const TRUNCATE_TRIGGER: &str = "sea_orm_audit_truncate";
 /// PostgreSQL truncates longer identifiers, which could make two tables share a function.
 const MAX_IDENT: usize = 63;
 
@@ -156,20 +158,123 @@ END $f$"#
     ]
 }
 
+/// Why this backend cannot encode `enc` as the hooks do, if it cannot.
+fn refusal(enc: Encoding) -> Option<&'static str> {
+    match enc {
+        Encoding::LocalDateTime => Some(LOCAL_REFUSED),
+        _ => None,
+    }
+}
+
+/// Helpers that record a JSON value nested deeper than `MAX_JSON_DEPTH` as the hooks do
+/// (`limits::bounded`): the `TOO_DEEP` marker with the SHA-256 of the same token stream.
+fn bounded_helpers_sql(s: &str) -> Vec<String> {
+    let marker = literal(&format!("{TOO_DEEP} sha256:"));
+    vec![
+        // Containers on the longest path (a scalar adds none), as `limits::deeper_than` counts.
+        format!(
+            r#"CREATE OR REPLACE FUNCTION {s}.sea_orm_audit_depth(v jsonb) RETURNS int
+LANGUAGE plpgsql IMMUTABLE AS $f$
+DECLARE d int := 0; x jsonb;
+BEGIN
+  CASE jsonb_typeof(v)
+  WHEN 'array' THEN
+    FOR x IN SELECT e.value FROM jsonb_array_elements(v) e LOOP d := greatest(d, {s}.sea_orm_audit_depth(x)); END LOOP;
+    RETURN d + 1;
+  WHEN 'object' THEN
+    FOR x IN SELECT e.value FROM jsonb_each(v) e LOOP d := greatest(d, {s}.sea_orm_audit_depth(x)); END LOOP;
+    RETURN d + 1;
+  ELSE RETURN 0;
+  END CASE;
+END $f$"#
+        ),
+        // `limits::too_deep_marker`'s token stream: tag, then u64 big-endian length and UTF-8
+        // bytes for text; an object's keys (in reverse byte order, as its stack pushes them)
+        // before its `:`-prefixed values (in byte order); numbers as serde_json prints them.
+        format!(
+            r#"CREATE OR REPLACE FUNCTION {s}.sea_orm_audit_tokens(v jsonb) RETURNS bytea
+LANGUAGE plpgsql IMMUTABLE AS $f$
+DECLARE r bytea; x jsonb; b bytea;
+BEGIN
+  CASE jsonb_typeof(v)
+  WHEN 'null' THEN RETURN 'z'::bytea;
+  WHEN 'boolean' THEN RETURN CASE WHEN v = 'true'::jsonb THEN 't'::bytea ELSE 'f'::bytea END;
+  WHEN 'number' THEN
+    b := convert_to({s}.sea_orm_audit_canon(v), 'UTF8');
+    RETURN 'n'::bytea || int8send(length(b)::bigint) || b;
+  WHEN 'string' THEN
+    b := convert_to(v #>> '{{}}', 'UTF8');
+    RETURN 's'::bytea || int8send(length(b)::bigint) || b;
+  WHEN 'array' THEN
+    r := '['::bytea;
+    FOR x IN SELECT e.value FROM jsonb_array_elements(v) WITH ORDINALITY e(value, i) ORDER BY e.i LOOP
+      r := r || {s}.sea_orm_audit_tokens(x);
+    END LOOP;
+    RETURN r || ']'::bytea;
+  ELSE
+    r := '{{'::bytea;
+    FOR b IN SELECT convert_to(e.key, 'UTF8') FROM jsonb_each(v) e ORDER BY e.key COLLATE "C" DESC LOOP
+      r := r || 'k'::bytea || int8send(length(b)::bigint) || b;
+    END LOOP;
+    FOR x IN SELECT e.value FROM jsonb_each(v) e ORDER BY e.key COLLATE "C" LOOP
+      r := r || ':'::bytea || {s}.sea_orm_audit_tokens(x);
+    END LOOP;
+    RETURN r || '}}'::bytea;
+  END CASE;
+END $f$"#
+        ),
+        // The canonical text, or the marker. Nesting deeper than the limit needs more than
+        // that many brackets: most values are let through on that count alone.
+        format!(
+            r#"CREATE OR REPLACE FUNCTION {s}.sea_orm_audit_bounded(v jsonb) RETURNS text
+LANGUAGE plpgsql IMMUTABLE AS $f$
+DECLARE t text;
+BEGIN
+  IF v IS NULL THEN RETURN NULL; END IF;
+  t := v::text;
+  IF length(t) - length(translate(t, '[{{', '')) > {depth}
+      AND {s}.sea_orm_audit_depth(v) > {depth} THEN
+    RETURN to_json({marker} || encode(sha256({s}.sea_orm_audit_tokens(v)), 'hex'))::text;
+  END IF;
+  RETURN {s}.sea_orm_audit_canon(v);
+END $f$"#,
+            depth = MAX_JSON_DEPTH
+        ),
+    ]
+}
+
+/// The function behind every table's `BEFORE TRUNCATE` trigger. TRUNCATE fires no row
+/// trigger: this one deletes the rows first, so the row trigger logs each as a DELETE would
+/// (the same entries), then TRUNCATE finds the table empty. With the installer's rights, as
+/// the row trigger, so a role allowed to TRUNCATE needs no DELETE right.
+fn truncate_sql(s: &str) -> String {
+    format!(
+        r#"CREATE OR REPLACE FUNCTION {s}.sea_orm_audit_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+BEGIN
+  EXECUTE format('DELETE FROM %I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
+  RETURN NULL;
+END $f$"#
+    )
+}
+
 /// The JSON text of column value `x` (NULL when the value is NULL), as `value::to_json`.
 fn json_expr(enc: Encoding, x: &str, s: &str) -> String {
-    let frac = |v: &str| {
-        format!("{s}.sea_orm_audit_frac((extract(microseconds from {v}))::bigint % 1000000)")
-    };
+    let micros = |v: &str| format!("((extract(microseconds from {v}))::bigint % 1000000)");
+    let frac = |v: &str| format!("{s}.sea_orm_audit_frac({})", micros(v));
+    // The `time` crate's fraction: its digits without trailing zeros.
+    let digits = |v: &str| format!("rtrim(lpad({}::text, 6, '0'), '0')", micros(v));
     match enc {
         Encoding::Bool => format!("CASE WHEN {x} THEN 'true' WHEN NOT {x} THEN 'false' END"),
         Encoding::Int => format!("({x})::text"),
         Encoding::Float => format!("{s}.sea_orm_audit_f64(({x})::float8)"),
-        Encoding::Text | Encoding::Uuid | Encoding::Decimal => {
-            format!("to_json(({x})::text)::text")
+        Encoding::Text | Encoding::Uuid => format!("to_json(({x})::text)::text"),
+        // sqlx reads a zero of any scale as `0`, others with the column's scale.
+        Encoding::Decimal => {
+            format!("CASE WHEN {x} = 0 THEN '\"0\"' ELSE to_json(({x})::text)::text END")
         }
         Encoding::Bytes => format!("'\"' || replace(encode({x}, 'base64'), chr(10), '') || '\"'"),
-        Encoding::Json => format!("{s}.sea_orm_audit_canon(({x})::jsonb)"),
+        Encoding::Json => format!("{s}.sea_orm_audit_bounded(({x})::jsonb)"),
         Encoding::Date => format!("'\"' || to_char({x}, 'YYYY-MM-DD') || '\"'"),
         Encoding::Time => format!(
             "'\"' || to_char(date '2000-01-01' + {x}, 'HH24:MI:SS') || {} || '\"'",
@@ -183,6 +288,21 @@ fn json_expr(enc: Encoding, x: &str, s: &str) -> String {
             "'\"' || to_char({x} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || {} || '+00:00\"'",
             frac(x)
         ),
+        // `FM` drops the hour's leading zero only (it applies to the next field).
+        Encoding::TimeTime => format!(
+            "'\"' || to_char(date '2000-01-01' + {x}, 'FMHH24:MI:SS') || '.' || coalesce(nullif({}, ''), '0') || '\"'",
+            digits(x)
+        ),
+        Encoding::TimeDateTime => format!(
+            "'\"' || to_char({x}, 'YYYY-MM-DD\"T\"FMHH24:MI:SS') || '.' || coalesce(nullif({}, ''), '0') || '\"'",
+            digits(x)
+        ),
+        Encoding::TimeOffsetDateTime => format!(
+            "'\"' || to_char({x} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || coalesce('.' || nullif({}, ''), '') || 'Z\"'",
+            digits(x)
+        ),
+        // Refused by `refusal` before any SQL is generated.
+        Encoding::LocalDateTime => "NULL".to_owned(),
     }
 }
 
@@ -206,7 +326,7 @@ fn key_expr(spec: &Spec, row: &str, s: &str) -> String {
     };
     match spec.key.as_slice() {
         [only] => match spec.columns[*only].encoding {
-            Encoding::Text | Encoding::Uuid | Encoding::Decimal => {
+            Encoding::Text | Encoding::Uuid => {
                 format!("({row}.{})::text", q(spec.columns[*only].name))
             }
             Encoding::Int => value(*only),
@@ -237,6 +357,7 @@ fn append_all(spec: &Spec, side: &str, row: &str, s: &str) -> String {
 
 /// The trigger function (`CREATE OR REPLACE FUNCTION ...`) for `spec`.
 fn function_sql(spec: &Spec, table_schema: &str, audit_schema: &str) -> Result<String, Error> {
+    spec.require(refusal)?;
     let s = q(audit_schema);
     let function = format!("{}.{}", q(table_schema), q(&function_name(spec.table)?));
     let mut changed = String::new();
@@ -291,16 +412,23 @@ fn function_sql(spec: &Spec, table_schema: &str, audit_schema: &str) -> Result<S
         r#"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $sea_orm_audit$
 DECLARE
-  v_o text := ''; v_n text := ''; v_oid text; v_act text; v_ctx jsonb; v_actor text; v_tool text;
+  v_o text := ''; v_n text := ''; v_oid text; v_act text; v_rekey boolean := false; v_ctx jsonb; v_actor text; v_tool text;
   v_data jsonb; v_changes text; v_prev text; v_at timestamptz := clock_timestamp(); v_digest text;
 BEGIN
   IF TG_OP = 'INSERT' THEN
     v_act := 'create'; v_oid := {new_key};
 {insert_all}  ELSIF TG_OP = 'UPDATE' THEN
-    v_act := 'update'; v_oid := {new_key};
-{changed}{skip_unchanged}  ELSE
+    v_oid := {new_key};
+    IF v_oid IS DISTINCT FROM {old_key} THEN
+      -- A new key is a new object: the old one's delete, then the new one's create.
+      v_act := 'delete'; v_oid := {old_key}; v_rekey := true;
+{rekey_old}    ELSE
+      v_act := 'update';
+{changed}{skip_unchanged}    END IF;
+  ELSE
     v_act := 'delete'; v_oid := {old_key};
 {delete_all}  END IF;
+  LOOP
   v_changes := '{{"new_value":{{' || substr(v_n, 2) || '}},"old_value":{{' || substr(v_o, 2) || '}}}}';
   v_ctx := nullif(current_setting({setting}, true), '')::jsonb;
   v_actor := v_ctx ->> 'actor'; v_tool := v_ctx ->> 'tool'; v_data := v_ctx -> 'data';
@@ -316,12 +444,17 @@ BEGIN
     || coalesce({s}.sea_orm_audit_canon(v_data), 'null') || ']', 'UTF8')), 'hex');
   INSERT INTO {log_table} ({columns}) VALUES ({entity_type}, v_oid, v_act, v_actor, v_at,
     v_changes::jsonb, v_tool, NULL, 'success', v_data, v_prev, {link});
+  EXIT WHEN NOT v_rekey;
+  v_rekey := false; v_act := 'create'; v_oid := {new_key}; v_prev := NULL; v_o := ''; v_n := '';
+{rekey_new}  END LOOP;
   RETURN NULL;
 END $sea_orm_audit$"#,
         new_key = key_expr(spec, "NEW", &s),
         old_key = key_expr(spec, "OLD", &s),
         insert_all = append_all(spec, "v_n", "NEW", &s),
         delete_all = append_all(spec, "v_o", "OLD", &s),
+        rekey_old = append_all(spec, "v_o", "OLD", &s),
+        rekey_new = append_all(spec, "v_n", "NEW", &s),
         setting = literal(CONTEXT_SETTING),
         hash = q(L::Hash.as_str()),
         et = q(L::EntityType.as_str()),
@@ -333,18 +466,8 @@ END $sea_orm_audit$"#,
 
 /// What the function's comment records: the definition it was generated from, and the
 /// table's columns it knows (captured or excluded).
-fn fingerprint(function_sql: &str) -> String {
-    Sha256::digest(function_sql.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 fn registry(spec: &Spec, function_sql: &str) -> Json {
-    serde_json::json!({
-        "fingerprint": fingerprint(function_sql),
-        "columns": spec.columns.iter().map(|c| c.name).collect::<Vec<_>>(),
-    })
+    super::registry(spec, fingerprint(function_sql))
 }
 
 async fn run<C: ConnectionTrait>(db: &C, sql: &str) -> Result<(), DbErr> {
@@ -355,7 +478,8 @@ pub(super) async fn install<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<(
     let audit_table = sea_orm::EntityName::table_name(&audit_log::Entity);
     let audit_schema = require_schema(db, audit_table).await?;
     let table_schema = require_schema(db, spec.table).await?;
-    for helper in helpers_sql(&q(&audit_schema)) {
+    let s = q(&audit_schema);
+    for helper in helpers_sql(&s).into_iter().chain(bounded_helpers_sql(&s)) {
         run(db, &helper).await?;
     }
     let function_sql = function_sql(spec, &table_schema, &audit_schema)?;
@@ -376,6 +500,24 @@ pub(super) async fn install<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<(
              EXECUTE FUNCTION {function}()"
         ),
     )
+    .await?;
+    install_truncate(db, &q(&audit_schema), &table).await
+}
+
+async fn install_truncate<C: ConnectionTrait>(db: &C, s: &str, table: &str) -> Result<(), DbErr> {
+    run(db, &truncate_sql(s)).await?;
+    run(
+        db,
+        &format!("DROP TRIGGER IF EXISTS {TRUNCATE_TRIGGER} ON {table}"),
+    )
+    .await?;
+    run(
+        db,
+        &format!(
+            "CREATE TRIGGER {TRUNCATE_TRIGGER} BEFORE TRUNCATE ON {table} FOR EACH STATEMENT \
+             EXECUTE FUNCTION {s}.sea_orm_audit_truncate()"
+        ),
+    )
     .await
 }
 
@@ -384,15 +526,17 @@ pub(super) async fn uninstall<C: ConnectionTrait>(db: &C, table: &str) -> Result
         return Ok(());
     };
     let function = format!("{}.{}", q(&schema), q(&function_name(table)?));
-    run(
-        db,
-        &format!(
-            "DROP TRIGGER IF EXISTS {TRIGGER} ON {}.{}",
-            q(&schema),
-            q(table)
-        ),
-    )
-    .await?;
+    for trigger in [TRIGGER, TRUNCATE_TRIGGER] {
+        run(
+            db,
+            &format!(
+                "DROP TRIGGER IF EXISTS {trigger} ON {}.{}",
+                q(&schema),
+                q(table)
+            ),
+        )
+        .await?;
+    }
     run(db, &format!("DROP FUNCTION IF EXISTS {function}()")).await
 }
 
@@ -417,16 +561,16 @@ pub(super) async fn check<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<Vec
     let recorded: Json = recorded
         .and_then(|r| serde_json::from_str(&r).ok())
         .unwrap_or(Json::Null);
-    let mut drift = Vec::new();
     let expected = fingerprint(&function_sql(spec, &table_schema, &audit_schema)?);
-    if recorded.get("fingerprint").and_then(Json::as_str) != Some(expected.as_str()) {
-        drift.push(Drift::EntityChanged);
-    }
-    let known: Vec<&str> = recorded
-        .get("columns")
-        .and_then(Json::as_array)
-        .map(|cols| cols.iter().filter_map(Json::as_str).collect())
-        .unwrap_or_default();
+    let truncate_logged = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT 1 AS found FROM pg_catalog.pg_trigger t \
+             WHERE t.tgrelid = pg_catalog.to_regclass($1) AND t.tgname = $2 AND t.tgenabled <> 'D'",
+            [regclass.clone().into(), TRUNCATE_TRIGGER.into()],
+        ))
+        .await?
+        .is_some();
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -436,17 +580,16 @@ pub(super) async fn check<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<Vec
             [regclass.into()],
         ))
         .await?;
-    let mut uncaptured = Vec::new();
-    for row in rows {
-        let name: String = row.try_get("", "name")?;
-        if !known.contains(&name.as_str()) {
-            uncaptured.push(name);
-        }
-    }
-    if !uncaptured.is_empty() {
-        drift.push(Drift::UncapturedColumns(uncaptured));
-    }
-    Ok(drift)
+    let columns = rows
+        .iter()
+        .map(|row| row.try_get::<String>("", "name"))
+        .collect::<Result<_, _>>()?;
+    Ok(super::drift(
+        &recorded,
+        &expected,
+        !truncate_logged,
+        columns,
+    ))
 }
 
 pub(super) async fn set_context<C: ConnectionTrait>(db: &C, context: String) -> Result<(), DbErr> {

@@ -3,7 +3,9 @@
 //! Each hash depends only on its entry and its predecessor, so sealers racing each other
 //! compute the same values and need no lock. Per object, id order is write order: a trigger
 //! writes an object's entry while its write holds the row (MySQL's row lock, SQLite's single
-//! writer), so the next write of that object, and its entry, come after.
+//! writer), so the next write of that object, and its entry, come after. A JSON value the
+//! trigger deferred (`limits::DEFERRED`) is replaced by the value or its marker first, so the
+//! sealed entry is the one the hooks write.
 
 use std::collections::HashMap;
 
@@ -14,10 +16,27 @@ use sea_orm::{
 
 use crate::audit_log;
 use crate::chain::{Content, UNSEALED, entry_hash};
+use crate::limits;
 use crate::sql::{Placeholders, quote};
 
 /// Entries sealed per round trip.
 const SEAL_BATCH: u64 = 500;
+
+/// Replaces the trigger's [`limits::DEFERRED`] values of an entry's diff by what the hooks
+/// record; whether there were any.
+fn resolve_deferred(changes: &mut Option<serde_json::Value>) -> bool {
+    let mut resolved = false;
+    if let Some(changes) = changes.as_mut().and_then(serde_json::Value::as_object_mut) {
+        for side in changes.values_mut() {
+            if let Some(side) = side.as_object_mut() {
+                for value in side.values_mut() {
+                    resolved |= limits::resolve_deferred(value);
+                }
+            }
+        }
+    }
+    resolved
+}
 
 /// Computes the hash of every unsealed entry, oldest first; returns how many it sealed.
 ///
@@ -56,7 +75,8 @@ pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
         // committed: the predecessor's id is right even in a snapshot. One statement per batch.
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         let predecessors = predecessors(db, &ids).await?;
-        for row in rows {
+        for mut row in rows {
+            let resolved = resolve_deferred(&mut row.changes);
             let key = (row.entity_type.clone(), row.object_id.clone());
             let prev = if row.action == "create" {
                 None
@@ -78,7 +98,15 @@ pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
                 }
             };
             let hash = entry_hash(&Content::of(&row), prev.as_deref());
-            let done = set_hash(db, backend, row.id, prev, &hash).await?;
+            let done = set_hash(
+                db,
+                backend,
+                row.id,
+                prev,
+                &hash,
+                resolved.then_some(&row.changes),
+            )
+            .await?;
             sealed += done;
             // Another sealer may have been first: link the next entry to what it stored.
             let stored = if done == 1 {
@@ -158,33 +186,44 @@ async fn stored_hash<C: ConnectionTrait>(db: &C, id: i64) -> Result<Option<Strin
     Ok(hash.flatten())
 }
 
-/// Stores an entry's `prev_hash` and `hash` if it is still unsealed; returns 1 if it was.
+/// Stores an entry's `prev_hash` and `hash` (and its diff, where a deferred value was
+/// resolved) if it is still unsealed; returns 1 if it was.
 async fn set_hash<C: ConnectionTrait>(
     db: &C,
     backend: sea_orm::DbBackend,
     id: i64,
     prev: Option<String>,
     hash: &str,
+    changes: Option<&Option<serde_json::Value>>,
 ) -> Result<u64, DbErr> {
     use audit_log::Column as L;
     let q = |ident: &str| quote(backend, ident);
     let mut p = Placeholders::new(backend);
+    let mut set = format!(
+        "{} = {}, {} = {}",
+        q(L::PrevHash.as_str()),
+        p.next(),
+        q(L::Hash.as_str()),
+        p.next()
+    );
+    let mut values: Vec<sea_orm::Value> = vec![prev.into(), hash.into()];
+    if let Some(changes) = changes {
+        set.push_str(&format!(", {} = {}", q(L::Changes.as_str()), p.next()));
+        values.push(changes.clone().into());
+    }
+    values.extend([id.into(), UNSEALED.into()]);
     let done = db
         .execute_raw(Statement::from_sql_and_values(
             backend,
             format!(
-                "UPDATE {} SET {} = {}, {} = {} WHERE {} = {} AND {} = {}",
+                "UPDATE {} SET {set} WHERE {} = {} AND {} = {}",
                 q(audit_log::Entity.table_name()),
-                q(L::PrevHash.as_str()),
-                p.next(),
-                q(L::Hash.as_str()),
-                p.next(),
                 q(L::Id.as_str()),
                 p.next(),
                 q(L::Hash.as_str()),
                 p.next(),
             ),
-            [prev.into(), hash.into(), id.into(), UNSEALED.into()],
+            values,
         ))
         .await?;
     Ok(done.rows_affected())

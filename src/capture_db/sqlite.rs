@@ -12,13 +12,13 @@
 
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, EntityName, IdenStatic, Statement};
 use serde_json::Value as Json;
-use sha2::{Digest, Sha256};
 
-use super::{ContextRow, Drift, Encoding, Role, Spec};
+use super::{ContextRow, Drift, Encoding, LOCAL_REFUSED, Role, Spec};
 use crate::audit_log;
 use crate::chain::UNSEALED;
 use crate::diff::FILTERED;
 use crate::error::Error;
+use crate::limits::{DEFERRED, MAX_JSON_DEPTH};
 use crate::sql::{literal, quote};
 
 /// The context the triggers read (one row, `id = 1`, only inside `capture_db::transaction`).
@@ -34,13 +34,59 @@ fn trigger_names(table: &str) -> [String; 3] {
     ["insert", "update", "delete"].map(|op| format!("sea_orm_audit_{table}_{op}"))
 }
 
+/// Why SQLite cannot encode `enc` as the hooks do, if it cannot.
+fn refusal(enc: Encoding) -> Option<&'static str> {
+    match enc {
+        Encoding::Decimal => Some(
+            "SQLite stores a Decimal as REAL (15 significant digits) and SeaORM reads it back \
+             through f64, so the digits the hooks log are not in the database; store it as text \
+             (a String field) or exclude it",
+        ),
+        Encoding::LocalDateTime => Some(LOCAL_REFUSED),
+        _ => None,
+    }
+}
+
+/// `x`'s bytes in base64 (standard alphabet, padded). SQLite has no base64 function and a
+/// trigger admits no CTE: the hex digits, padded to whole 3-byte groups, are read 3 at a
+/// time (12 bits, two base64 digits) over the rows of `json_each` of an array of that many
+/// zeros, then the padding digits are replaced by `=`. `group_concat(.. ORDER BY ..)` needs
+/// SQLite 3.44 in every program that writes the table.
+fn base64_expr(x: &str) -> String {
+    const ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let n = format!("length(CAST({x} AS BLOB))");
+    let pad = format!("((3 - {n} % 3) % 3)");
+    let nibble =
+        |i: usize| format!("(instr('0123456789ABCDEF', substr(b.h, 3 * j.key + {i}, 1)) - 1)");
+    let digits = format!(
+        "(SELECT group_concat(substr('{ALPHABET}', u.v / 64 + 1, 1) || substr('{ALPHABET}', u.v % 64 + 1, 1), '' ORDER BY u.k) \
+         FROM (SELECT j.key AS k, {} * 256 + {} * 16 + {} AS v \
+         FROM (SELECT hex({x}) || substr('0000', 1, 2 * {pad}) AS h) AS b, \
+         json_each('[' || substr(replace(hex(zeroblob(length(b.h) / 3)), '00', ',0'), 2) || ']') AS j) AS u)",
+        nibble(1),
+        nibble(2),
+        nibble(3),
+    );
+    format!(
+        "CASE WHEN {x} IS NULL THEN NULL ELSE substr(coalesce({digits}, ''), 1, ({n} + {pad}) / 3 * 4 - {pad}) || substr('==', 1, {pad}) END"
+    )
+}
+
 /// The SQL value `json_object` gets for column value `x` (NULL stays NULL), as
-/// `value::to_json` encodes it; `None` for encodings SQLite cannot reproduce yet (bytes need
-/// base64, which SQLite lacks; sqlx stores UUIDs as blobs, decimals as REAL, and chrono
-/// values in its own text formats).
-fn value_expr(enc: Encoding, x: &str) -> Option<String> {
-    Some(match enc {
-        Encoding::Int | Encoding::Text => x.to_owned(),
+/// `value::to_json` encodes it, from the text sqlx stores: dates and times as text in
+/// chrono's or `time`'s own formats (turned into the hooks' where they differ: the `T`, the
+/// `time` crate's unpadded hour), UUIDs as 16-byte blobs. Text another program wrote in
+/// another format is logged as stored.
+fn value_expr(enc: Encoding, x: &str) -> String {
+    let unpadded_hour =
+        |t: &str| format!("CASE WHEN substr({t}, 1, 1) = '0' THEN substr({t}, 2) ELSE {t} END");
+    match enc {
+        Encoding::Int
+        | Encoding::Text
+        | Encoding::Date
+        | Encoding::Time
+        | Encoding::UtcDateTime
+        | Encoding::TimeOffsetDateTime => x.to_owned(),
         Encoding::Bool => {
             format!(
                 "CASE WHEN {x} IS NULL THEN NULL WHEN {x} THEN json('true') ELSE json('false') END"
@@ -52,19 +98,34 @@ fn value_expr(enc: Encoding, x: &str) -> Option<String> {
              WHEN {x} < -1.7976931348623157e308 THEN '-Infinity' \
              ELSE json(printf('%!.17g', {x})) END"
         ),
-        Encoding::Json => format!("json({x})"),
-        Encoding::Uuid
-        | Encoding::Decimal
-        | Encoding::Bytes
-        | Encoding::Date
-        | Encoding::Time
-        | Encoding::NaiveDateTime
-        | Encoding::UtcDateTime => return None,
-    })
+        // A value that may nest deeper than the limit (more brackets than levels allowed):
+        // its text, deferred to `seal` (SQLite cannot hash, nor measure the depth in SQL).
+        Encoding::Json => format!(
+            "CASE WHEN length({x}) - length(replace(replace({x}, '[', ''), '{{', '')) > {MAX_JSON_DEPTH} \
+             THEN {} || {x} ELSE json({x}) END",
+            literal(DEFERRED)
+        ),
+        Encoding::Bytes => base64_expr(x),
+        Encoding::Uuid => format!(
+            "CASE WHEN typeof({x}) = 'blob' AND length({x}) = 16 THEN lower(substr(hex({x}), 1, 8) \
+             || '-' || substr(hex({x}), 9, 4) || '-' || substr(hex({x}), 13, 4) || '-' \
+             || substr(hex({x}), 17, 4) || '-' || substr(hex({x}), 21)) ELSE {x} END"
+        ),
+        Encoding::NaiveDateTime => format!(
+            "CASE WHEN substr({x}, 11, 1) = ' ' THEN substr({x}, 1, 10) || 'T' || substr({x}, 12) ELSE {x} END"
+        ),
+        Encoding::TimeTime => unpadded_hour(x),
+        Encoding::TimeDateTime => format!(
+            "CASE WHEN substr({x}, 11, 1) = ' ' THEN substr({x}, 1, 10) || 'T' || {} ELSE {x} END",
+            unpadded_hour(&format!("substr({x}, 12)"))
+        ),
+        // Refused by `refusal` before any SQL is generated.
+        Encoding::Decimal | Encoding::LocalDateTime => "NULL".to_owned(),
+    }
 }
 
 /// `'name', value` pairs of every logged column of `row`, sorted by name.
-fn object_args(spec: &Spec, row: &str) -> Result<String, Error> {
+fn object_args(spec: &Spec, row: &str) -> String {
     let mut args = Vec::new();
     for c in spec.logged_sorted() {
         let x = format!("{row}.{}", q(c.name));
@@ -73,40 +134,54 @@ fn object_args(spec: &Spec, row: &str) -> Result<String, Error> {
                 "CASE WHEN {x} IS NULL THEN NULL ELSE {} END",
                 literal(FILTERED)
             ),
-            _ => value_expr(c.encoding, &x).ok_or_else(|| unsupported(spec, c.name))?,
+            _ => value_expr(c.encoding, &x),
         };
         args.push(format!("{}, {value}", literal(c.name)));
     }
-    Ok(args.join(", "))
+    args.join(", ")
 }
 
-fn unsupported(spec: &Spec, column: &str) -> Error {
-    Error::CaptureUnsupportedColumn {
-        table: spec.table.to_owned(),
-        column: column.to_owned(),
-    }
+/// Whether a key of this encoding has a plain text as its object id (or, in a composite
+/// key, a JSON scalar `json_array` writes as the hooks do).
+fn key_encodable(enc: Encoding) -> bool {
+    !matches!(
+        enc,
+        Encoding::Bool
+            | Encoding::Float
+            | Encoding::Json
+            | Encoding::Decimal
+            | Encoding::LocalDateTime
+    )
 }
 
 /// The object id, as `auditable::object_id`.
 fn key_expr(spec: &Spec, row: &str) -> Result<String, Error> {
-    let col = |i: usize| format!("{row}.{}", q(spec.columns[i].name));
-    match spec.key.as_slice() {
-        [only] => match spec.columns[*only].encoding {
-            Encoding::Int => Ok(format!("CAST({} AS TEXT)", col(*only))),
-            Encoding::Text => Ok(col(*only)),
-            _ => Err(unsupported(spec, spec.columns[*only].name)),
-        },
-        keys => {
-            let mut parts = Vec::new();
-            for i in keys {
-                match spec.columns[*i].encoding {
-                    Encoding::Int | Encoding::Text => parts.push(col(*i)),
-                    _ => return Err(unsupported(spec, spec.columns[*i].name)),
-                }
-            }
-            Ok(format!("json_array({})", parts.join(", ")))
+    let value = |i: usize| {
+        let c = &spec.columns[i];
+        value_expr(c.encoding, &format!("{row}.{}", q(c.name)))
+    };
+    for i in &spec.key {
+        let c = &spec.columns[*i];
+        if !key_encodable(c.encoding) {
+            return Err(spec.unsupported(
+                c.name,
+                "a key of this type has no object id the triggers write",
+            ));
         }
     }
+    Ok(match spec.key.as_slice() {
+        [only] if spec.columns[*only].encoding == Encoding::Int => {
+            format!("CAST({} AS TEXT)", value(*only))
+        }
+        [only] => value(*only),
+        keys => format!(
+            "json_array({})",
+            keys.iter()
+                .map(|i| value(*i))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    })
 }
 
 /// The three `CREATE TRIGGER` statements (insert, update, delete).
@@ -150,7 +225,8 @@ fn triggers_sql(spec: &Spec) -> Result<[String; 3], Error> {
         )
     };
     let [insert_name, update_name, delete_name] = trigger_names(spec.table);
-    let (new_all, old_all) = (object_args(spec, "NEW")?, object_args(spec, "OLD")?);
+    spec.require(refusal)?;
+    let (new_all, old_all) = (object_args(spec, "NEW"), object_args(spec, "OLD"));
     let insert = format!(
         "CREATE TRIGGER {} AFTER INSERT ON {table} FOR EACH ROW BEGIN\n{}\nEND",
         q(&insert_name),
@@ -189,10 +265,12 @@ fn triggers_sql(spec: &Spec) -> Result<[String; 3], Error> {
         ));
         changed.push(differs);
     }
+    let (new_key, old_key) = (key_expr(spec, "NEW")?, key_expr(spec, "OLD")?);
+    let rekeyed = format!("({new_key}) IS NOT ({old_key})");
     let when = if spec.log_unchanged || changed.is_empty() {
         String::new()
     } else {
-        format!(" WHEN {}", changed.join(" OR "))
+        format!(" WHEN {} OR {rekeyed}", changed.join(" OR "))
     };
     let remove = |all: &str| {
         if unchanged_paths.is_empty() {
@@ -204,27 +282,52 @@ fn triggers_sql(spec: &Spec) -> Result<[String; 3], Error> {
             )
         }
     };
+    // A new key is a new object: the old one's delete, then the new one's create (each
+    // object's chain stays its own), as on every backend.
+    let only_if = |statement: String, condition: &str| {
+        format!("{} WHERE {condition};", statement.trim_end_matches(';'))
+    };
     let update = format!(
-        "CREATE TRIGGER {} AFTER UPDATE ON {table} FOR EACH ROW{when} BEGIN\n{}\nEND",
+        "CREATE TRIGGER {} AFTER UPDATE ON {table} FOR EACH ROW{when} BEGIN\n{}\n{}\n{}\nEND",
         q(&update_name),
-        row(
-            "update",
-            &key_expr(spec, "NEW")?,
-            &format!(
-                "json_object('new_value', {}, 'old_value', {})",
-                remove(&new_all),
-                remove(&old_all)
+        only_if(
+            row(
+                "update",
+                &new_key,
+                &format!(
+                    "json_object('new_value', {}, 'old_value', {})",
+                    remove(&new_all),
+                    remove(&old_all)
+                ),
             ),
-        )
+            &format!("NOT {rekeyed}")
+        ),
+        only_if(
+            row(
+                "delete",
+                &old_key,
+                &format!(
+                    "json_object('new_value', json_object(), 'old_value', json_object({old_all}))"
+                ),
+            ),
+            &rekeyed
+        ),
+        only_if(
+            row(
+                "create",
+                &new_key,
+                &format!(
+                    "json_object('new_value', json_object({new_all}), 'old_value', json_object())"
+                ),
+            ),
+            &rekeyed
+        ),
     );
     Ok([insert, update, delete])
 }
 
 fn fingerprint(triggers: &[String; 3]) -> String {
-    Sha256::digest(triggers.join("\n").as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    super::fingerprint(&triggers.join("\n"))
 }
 
 async fn run<C: ConnectionTrait>(db: &C, sql: &str) -> Result<(), DbErr> {
@@ -250,10 +353,7 @@ pub(super) async fn install<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<(
         .into());
     }
     let triggers = triggers_sql(spec)?;
-    let registry = serde_json::json!({
-        "fingerprint": fingerprint(&triggers),
-        "columns": spec.columns.iter().map(|c| c.name).collect::<Vec<_>>(),
-    });
+    let registry = super::registry(spec, fingerprint(&triggers));
     run(
         db,
         &format!(
@@ -313,21 +413,8 @@ pub(super) async fn check<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<Vec
             None => return Ok(vec![Drift::NotInstalled]),
         }
     }
-    let recorded: Json = texts[0]
-        .split_once(REGISTRY)
-        .and_then(|(_, rest)| rest.split_once(" */"))
-        .and_then(|(json, _)| serde_json::from_str(json).ok())
-        .unwrap_or(Json::Null);
-    let mut drift = Vec::new();
+    let recorded = super::embedded_registry(&texts[0], REGISTRY);
     let expected = fingerprint(&triggers_sql(spec)?);
-    if recorded.get("fingerprint").and_then(Json::as_str) != Some(expected.as_str()) {
-        drift.push(Drift::EntityChanged);
-    }
-    let known: Vec<&str> = recorded
-        .get("columns")
-        .and_then(Json::as_array)
-        .map(|cols| cols.iter().filter_map(Json::as_str).collect())
-        .unwrap_or_default();
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Sqlite,
@@ -335,17 +422,11 @@ pub(super) async fn check<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<Vec
             [spec.table.into()],
         ))
         .await?;
-    let mut uncaptured = Vec::new();
-    for row in rows {
-        let name: String = row.try_get("", "name")?;
-        if !known.contains(&name.as_str()) {
-            uncaptured.push(name);
-        }
-    }
-    if !uncaptured.is_empty() {
-        drift.push(Drift::UncapturedColumns(uncaptured));
-    }
-    Ok(drift)
+    let columns = rows
+        .iter()
+        .map(|row| row.try_get::<String>("", "name"))
+        .collect::<Result<_, _>>()?;
+    Ok(super::drift(&recorded, &expected, false, columns))
 }
 
 pub(super) async fn set_context<C: ConnectionTrait>(db: &C, row: ContextRow) -> Result<(), DbErr> {
