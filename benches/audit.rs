@@ -54,6 +54,7 @@ async fn main() -> Result<(), DbErr> {
     let settings = Settings::from_args();
     let targets = targets(&settings).await?;
     let mut single = Report::default();
+    let mut database = Report::default();
     let mut bulk = Report::default();
     let mut hist = Report::default();
     #[cfg(feature = "axum")]
@@ -70,16 +71,27 @@ async fn main() -> Result<(), DbErr> {
                 );
                 single.line("|---|---|---|---|---|---|---|---|---|".into());
             }
-            single::single_row_ops(t, &settings, &mut single).await?;
+            if database.lines.is_empty() {
+                database.line(
+                    "| backend | op | mode | plain µs p50 / p99 | hooks µs p50 / p99 | db context µs \
+                     p50 / p99 | db no context µs p50 / p99 | db trigger only µs p50 / p99 | seal \
+                     µs per entry | db context/plain | db no context/plain | trigger only/plain | \
+                     (trigger + seal)/plain | db context/hooks |"
+                        .into(),
+                );
+                database.line("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|".into());
+            }
+            single::single_row_ops(t, &settings, &mut single, &mut database).await?;
         }
         if settings.wants("bulk") {
             if bulk.lines.is_empty() {
                 bulk.line(
-                    "| backend | op | plain ms p50 | audited ms p50 | audited/plain | log rows \
-                     alone ms | audited/(plain + log rows) |"
+                    "| backend | op | plain ms p50 | hooks (bulk::*) ms p50 | db (SeaORM's own) ms \
+                     p50 | seal ms p50 | hooks/plain | db/plain | (db + seal)/plain | log rows \
+                     alone ms | hooks/(plain + log rows) | db/(plain + log rows) |"
                         .into(),
                 );
-                bulk.line("|---|---|---|---|---|---|---|".into());
+                bulk.line("|---|---|---|---|---|---|---|---|---|---|---|---|".into());
             }
             bulk::bulk_ops(t, &settings, &mut bulk).await?;
         }
@@ -125,6 +137,10 @@ async fn main() -> Result<(), DbErr> {
     }
     println!("\n## Single-row operations (median / p99 per operation)\n");
     for l in &single.lines {
+        println!("{l}");
+    }
+    println!("\n## Single-row operations, database mode (median / p99 per operation)\n");
+    for l in &database.lines {
         println!("{l}");
     }
     println!("\n## Bulk operations\n");

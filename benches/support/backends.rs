@@ -3,7 +3,7 @@
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, Schema};
 use sea_orm_migration::MigratorTrait;
 
-use super::entities::{audited, plain};
+use super::entities::{audited, captured, plain};
 use super::settings::Settings;
 
 pub(crate) struct Migrator;
@@ -29,6 +29,12 @@ pub(crate) fn options(url: &str) -> ConnectOptions {
         .test_before_acquire(false)
         .sqlx_logging(false);
     opt
+}
+
+/// The database created (and dropped first) on a server: `AUDIT_BENCH_DB_NAME`, so that two
+/// runs on one server do not drop each other's tables, or `sea_orm_audit_bench`.
+fn server_db_name() -> String {
+    std::env::var("AUDIT_BENCH_DB_NAME").unwrap_or_else(|_| "sea_orm_audit_bench".into())
 }
 
 pub(crate) async fn fresh_server_db(
@@ -78,7 +84,7 @@ pub(crate) async fn targets(settings: &Settings) -> Result<Vec<Target>, DbErr> {
         match std::env::var("AUDIT_BENCH_POSTGRES_URL") {
             Ok(url) => out.push(Target {
                 name: "postgres",
-                db: fresh_server_db(&url, "sea_orm_audit_bench").await?,
+                db: fresh_server_db(&url, &server_db_name()).await?,
                 _dir: None,
             }),
             Err(_) => eprintln!("postgres skipped: set AUDIT_BENCH_POSTGRES_URL"),
@@ -88,7 +94,7 @@ pub(crate) async fn targets(settings: &Settings) -> Result<Vec<Target>, DbErr> {
         match std::env::var("AUDIT_BENCH_MYSQL_URL") {
             Ok(url) => out.push(Target {
                 name: "mysql",
-                db: fresh_server_db(&url, "sea_orm_audit_bench").await?,
+                db: fresh_server_db(&url, &server_db_name()).await?,
                 _dir: None,
             }),
             Err(_) => eprintln!("mysql skipped: set AUDIT_BENCH_MYSQL_URL"),
@@ -104,5 +110,8 @@ pub(crate) async fn create_schema(db: &DatabaseConnection) -> Result<(), DbErr> 
         .await?;
     db.execute(&schema.create_table_from_entity(audited::Entity))
         .await?;
+    db.execute(&schema.create_table_from_entity(captured::Entity))
+        .await?;
+    sea_orm_audit::capture_db::install::<captured::Model, _>(db).await?;
     Ok(())
 }
