@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityName, EntityTrait, IdenStatic, QueryFilter,
-    QueryOrder, QuerySelect, Statement,
+    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityName, EntityTrait, IdenStatic,
+    QueryFilter, QueryOrder, QuerySelect, Statement,
 };
 
 use crate::audit_log;
@@ -20,6 +20,8 @@ use crate::sql::{Placeholders, quote};
 const SEAL_BATCH: u64 = 500;
 
 /// Computes the hash of every unsealed entry, oldest first; returns how many it sealed.
+/// Three statements per batch of [`SEAL_BATCH`] entries: the entries, the heads of their
+/// chains, one `UPDATE` of all of them.
 pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
     use audit_log::Column as L;
     let backend = db.get_database_backend();
@@ -44,53 +46,115 @@ pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
             return Ok(sealed);
         };
         after = last.id;
-        for row in rows {
+        let full = rows.len() as u64 == SEAL_BATCH;
+        let prevs = predecessors(db, &rows, &heads).await?;
+        let (mut cases_prev, mut cases_hash, mut keys) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut prev_values, mut hash_values, mut key_values) =
+            (Vec::new(), Vec::new(), Vec::new());
+        let mut p = Placeholders::new(backend);
+        for row in &rows {
             let key = (row.entity_type.clone(), row.object_id.clone());
             let prev = if row.action == "create" {
                 None
             } else if let Some(head) = heads.get(&key) {
                 head.clone()
             } else {
-                audit_log::Entity::find()
-                    .select_only()
-                    .column(L::Hash)
-                    .filter(L::EntityType.eq(&row.entity_type))
-                    .filter(L::ObjectId.eq(&row.object_id))
-                    .filter(L::Id.lt(row.id))
-                    .order_by_desc(L::Id)
-                    .into_tuple::<Option<String>>()
-                    .one(db)
-                    .await?
-                    .flatten()
+                prevs.get(&row.id).cloned().flatten()
             };
-            let hash = entry_hash(&Content::of(&row), prev.as_deref());
-            let mut p = Placeholders::new(backend);
-            let done = db
-                .execute_raw(Statement::from_sql_and_values(
-                    backend,
-                    format!(
-                        "UPDATE {} SET {} = {}, {} = {} WHERE {} = {} AND {} = {}",
-                        q(audit_log::Entity.table_name()),
-                        q(L::PrevHash.as_str()),
-                        p.next(),
-                        q(L::Hash.as_str()),
-                        p.next(),
-                        q(L::Id.as_str()),
-                        p.next(),
-                        q(L::Hash.as_str()),
-                        p.next(),
-                    ),
-                    [
-                        prev.into(),
-                        hash.clone().into(),
-                        row.id.into(),
-                        UNSEALED.into(),
-                    ],
-                ))
-                .await?;
+            let hash = entry_hash(&Content::of(row), prev.as_deref());
+            cases_prev.push(format!("WHEN {} THEN {}", p.next(), p.next()));
+            prev_values.push(sea_orm::Value::from(row.id));
+            prev_values.push(prev.into());
+            hash_values.push(sea_orm::Value::from(row.id));
+            hash_values.push(hash.clone().into());
+            key_values.push(sea_orm::Value::from(row.id));
             heads.insert(key, Some(hash));
-            // Another sealer may have been first, with the same hash.
-            sealed += done.rows_affected();
+        }
+        for _ in &rows {
+            cases_hash.push(format!("WHEN {} THEN {}", p.next(), p.next()));
+        }
+        for _ in &rows {
+            keys.push(p.next());
+        }
+        let id = q(L::Id.as_str());
+        let hash_col = q(L::Hash.as_str());
+        // MySQL would otherwise find small batches through the hash index, whose next-key
+        // locks on 'unsealed' make every trigger's new entry wait for this transaction (and
+        // deadlock concurrent sealers); by primary key it locks only the entries it seals.
+        let hint = if backend == DbBackend::MySql {
+            " FORCE INDEX (PRIMARY)"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "UPDATE {}{hint} SET {} = CASE {id} {} END, {hash_col} = CASE {id} {} END \
+             WHERE {id} IN ({}) AND {hash_col} = {}",
+            q(audit_log::Entity.table_name()),
+            q(L::PrevHash.as_str()),
+            cases_prev.join(" "),
+            cases_hash.join(" "),
+            keys.join(", "),
+            p.next(),
+        );
+        let mut values = prev_values;
+        values.extend(hash_values);
+        values.extend(key_values);
+        values.push(UNSEALED.into());
+        // Another sealer may have been first, with the same hashes.
+        sealed += db
+            .execute_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?
+            .rows_affected();
+        if !full {
+            // Entries written after this call began are left to the next one.
+            return Ok(sealed);
         }
     }
+}
+
+/// For each entry of `rows` that needs a lookup (not a create, its chain not in `heads`), the
+/// hash of its object's newest earlier entry, in one statement.
+async fn predecessors<C: ConnectionTrait>(
+    db: &C,
+    rows: &[audit_log::Model],
+    heads: &HashMap<(String, String), Option<String>>,
+) -> Result<HashMap<i64, Option<String>>, DbErr> {
+    use audit_log::Column as L;
+    let backend = db.get_database_backend();
+    let q = |ident: &str| quote(backend, ident);
+    let mut seen = std::collections::HashSet::new();
+    let ids: Vec<i64> = rows
+        .iter()
+        .filter(|r| r.action != "create")
+        .filter(|r| !heads.contains_key(&(r.entity_type.clone(), r.object_id.clone())))
+        // Only the first entry of a chain in this batch: the later ones follow it.
+        .filter(|r| seen.insert((r.entity_type.clone(), r.object_id.clone())))
+        .map(|r| r.id)
+        .collect();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut p = Placeholders::new(backend);
+    let list: Vec<String> = ids.iter().map(|_| p.next()).collect();
+    let (log, id, hash) = (
+        q(audit_log::Entity.table_name()),
+        q(L::Id.as_str()),
+        q(L::Hash.as_str()),
+    );
+    let (et, oid) = (q(L::EntityType.as_str()), q(L::ObjectId.as_str()));
+    let sql = format!(
+        "SELECT a.{id} AS id, (SELECT b.{hash} FROM {log} b WHERE b.{et} = a.{et} \
+         AND b.{oid} = a.{oid} AND b.{id} < a.{id} ORDER BY b.{id} DESC LIMIT 1) AS prev \
+         FROM {log} a WHERE a.{id} IN ({})",
+        list.join(", ")
+    );
+    let values: Vec<sea_orm::Value> = ids.into_iter().map(Into::into).collect();
+    let mut out = HashMap::new();
+    for row in db
+        .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?
+    {
+        out.insert(row.try_get("", "id")?, row.try_get("", "prev")?);
+    }
+    Ok(out)
 }
