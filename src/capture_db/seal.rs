@@ -8,8 +8,7 @@
 use std::collections::HashMap;
 
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityName, EntityTrait, IdenStatic,
-    QueryFilter, QueryOrder, QuerySelect, Statement,
+    ConnectionTrait, DbBackend, DbErr, EntityName, FromQueryResult, IdenStatic, Iterable, Statement,
 };
 
 use crate::audit_log;
@@ -20,7 +19,7 @@ use crate::sql::{Placeholders, quote};
 const SEAL_BATCH: u64 = 500;
 
 /// Computes the hash of every unsealed entry, oldest first; returns how many it sealed.
-/// Three statements per batch of [`SEAL_BATCH`] entries: the entries, the heads of their
+/// Two statements per batch of [`SEAL_BATCH`] entries: the entries with the heads of their
 /// chains, one `UPDATE` of all of them.
 pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
     use audit_log::Column as L;
@@ -35,19 +34,12 @@ pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
     // predecessor of a later one only through this map, never through a lookup.
     let mut heads: HashMap<(String, String), Option<String>> = HashMap::new();
     loop {
-        let rows = audit_log::Entity::find()
-            .filter(L::Hash.eq(UNSEALED))
-            .filter(L::Id.gt(after))
-            .order_by_asc(L::Id)
-            .limit(SEAL_BATCH)
-            .all(db)
-            .await?;
+        let (rows, prevs) = unsealed_after(db, after).await?;
         let Some(last) = rows.last() else {
             return Ok(sealed);
         };
         after = last.id;
         let full = rows.len() as u64 == SEAL_BATCH;
-        let prevs = predecessors(db, &rows, &heads).await?;
         let (mut cases_prev, mut cases_hash, mut keys) = (Vec::new(), Vec::new(), Vec::new());
         let (mut prev_values, mut hash_values, mut key_values) =
             (Vec::new(), Vec::new(), Vec::new());
@@ -112,49 +104,45 @@ pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
     }
 }
 
-/// For each entry of `rows` that needs a lookup (not a create, its chain not in `heads`), the
-/// hash of its object's newest earlier entry, in one statement.
-async fn predecessors<C: ConnectionTrait>(
+/// The next [`SEAL_BATCH`] unsealed entries after id `after`, oldest first, each with the hash
+/// of its object's newest earlier entry (read in the same statement, through
+/// `idx_audit_log_object`).
+async fn unsealed_after<C: ConnectionTrait>(
     db: &C,
-    rows: &[audit_log::Model],
-    heads: &HashMap<(String, String), Option<String>>,
-) -> Result<HashMap<i64, Option<String>>, DbErr> {
+    after: i64,
+) -> Result<(Vec<audit_log::Model>, HashMap<i64, Option<String>>), DbErr> {
     use audit_log::Column as L;
     let backend = db.get_database_backend();
     let q = |ident: &str| quote(backend, ident);
-    let mut seen = std::collections::HashSet::new();
-    let ids: Vec<i64> = rows
-        .iter()
-        .filter(|r| r.action != "create")
-        .filter(|r| !heads.contains_key(&(r.entity_type.clone(), r.object_id.clone())))
-        // Only the first entry of a chain in this batch: the later ones follow it.
-        .filter(|r| seen.insert((r.entity_type.clone(), r.object_id.clone())))
-        .map(|r| r.id)
-        .collect();
-    if ids.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let mut p = Placeholders::new(backend);
-    let list: Vec<String> = ids.iter().map(|_| p.next()).collect();
     let (log, id, hash) = (
         q(audit_log::Entity.table_name()),
         q(L::Id.as_str()),
         q(L::Hash.as_str()),
     );
     let (et, oid) = (q(L::EntityType.as_str()), q(L::ObjectId.as_str()));
+    let columns: Vec<String> = L::iter().map(|c| format!("a.{}", q(c.as_str()))).collect();
+    let mut p = Placeholders::new(backend);
     let sql = format!(
-        "SELECT a.{id} AS id, (SELECT b.{hash} FROM {log} b WHERE b.{et} = a.{et} \
-         AND b.{oid} = a.{oid} AND b.{id} < a.{id} ORDER BY b.{id} DESC LIMIT 1) AS prev \
-         FROM {log} a WHERE a.{id} IN ({})",
-        list.join(", ")
+        "SELECT {}, (SELECT b.{hash} FROM {log} b WHERE b.{et} = a.{et} AND b.{oid} = a.{oid} \
+         AND b.{id} < a.{id} ORDER BY b.{id} DESC LIMIT 1) AS sea_orm_audit_prev \
+         FROM {log} a WHERE a.{hash} = {} AND a.{id} > {} ORDER BY a.{id} LIMIT {SEAL_BATCH}",
+        columns.join(", "),
+        p.next(),
+        p.next(),
     );
-    let values: Vec<sea_orm::Value> = ids.into_iter().map(Into::into).collect();
-    let mut out = HashMap::new();
+    let mut rows = Vec::new();
+    let mut prevs = HashMap::new();
     for row in db
-        .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [UNSEALED.into(), after.into()],
+        ))
         .await?
     {
-        out.insert(row.try_get("", "id")?, row.try_get("", "prev")?);
+        let model = audit_log::Model::from_query_result(&row, "")?;
+        prevs.insert(model.id, row.try_get("", "sea_orm_audit_prev")?);
+        rows.push(model);
     }
-    Ok(out)
+    Ok((rows, prevs))
 }
