@@ -7,11 +7,14 @@
 //! cargo bench --bench audit -- --quick --only postgres --skip history
 //! ```
 //!
-//! For each backend and each single-row operation it runs three variants on the same
-//! connection, interleaved (plain, baseline, audited, rotating which goes first):
-//! plain SeaORM; a hand-written minimal audit in the same transaction (SELECT the old row, the
-//! write, one INSERT into `audit_log` with a serde_json diff); and sea-orm-audit's hooks. Then
-//! the bulk operations on 10,000 rows, and history lookups at 1,000,000 log rows.
+//! For each backend and each single-row operation it runs six variants on the same
+//! connection, interleaved (rotating which goes first): plain SeaORM; a hand-written minimal
+//! audit in the same transaction (SELECT the old row, the write, one INSERT into `audit_log`
+//! with a serde_json diff); sea-orm-audit's hooks; and database-side capture with the context
+//! `capture_db::transaction` sets, without a context, and the trigger alone (its seal timed
+//! apart). Then the bulk operations on 10,000 rows (SeaORM's own, `bulk::*`, SeaORM's own on
+//! the database-mode entity and its seal), and history lookups at 1,000,000 log rows.
+//! `AUDIT_BENCH_DB_NAME` names the database created on a server.
 
 #![allow(missing_docs, unreachable_pub)]
 
