@@ -1125,3 +1125,63 @@ async fn scalar_columns_are_encoded_as_the_hooks_encode_them() {
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     t.finish().await;
 }
+
+/// Inside `capture_db::transaction` the hooks skip handing the context over while the
+/// transaction still holds the one it set; a context set in between (a write under another
+/// actor in a savepoint, a nested `capture_db::transaction`) stays in effect after the
+/// savepoint is released, so the next write must not take it for the transaction's own.
+#[tokio::test]
+async fn a_context_set_in_a_savepoint_is_not_left_to_later_writes() {
+    let t = setup().await;
+    let db = &t.db;
+    AuditContext::new()
+        .actor("alice")
+        .scope(capture_db::transaction(db, |txn| {
+            Box::pin(async move {
+                draft("a").insert(txn).await?;
+                let savepoint = sea_orm::TransactionTrait::begin(txn).await?;
+                AuditContext::new()
+                    .actor("bob")
+                    .scope(draft("b").insert(&savepoint))
+                    .await?;
+                savepoint.commit().await?;
+                draft("c").insert(txn).await?;
+                AuditContext::new()
+                    .actor("carol")
+                    .scope(capture_db::transaction(txn, |inner| {
+                        Box::pin(async move {
+                            draft("d").insert(inner).await?;
+                            Ok::<_, DbErr>(())
+                        })
+                    }))
+                    .await?;
+                draft("e").insert(txn).await?;
+                Ok::<_, DbErr>(())
+            })
+        }))
+        .await
+        .unwrap();
+    let actors: Vec<Option<String>> = audit_log::Entity::find()
+        .filter(audit_log::Column::EntityType.eq("db_posts"))
+        .order_by_asc(audit_log::Column::Id)
+        .all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.actor)
+        .collect();
+    let who = |a: &str| Some(a.to_owned());
+    // After the nested `capture_db::transaction`, SQLite's and MySQL's context row is gone
+    // (it deletes it before it returns): no actor there, never carol.
+    let last = if t.backend() == DbBackend::Postgres {
+        who("alice")
+    } else {
+        None
+    };
+    assert_eq!(
+        actors,
+        vec![who("alice"), who("bob"), who("alice"), who("carol"), last]
+    );
+    assert_verified(&t).await;
+    t.finish().await;
+}

@@ -19,7 +19,7 @@ use sea_orm_audit::web::{ActivityLog, ActivityWriter, Actor, AuditLayer, Batchin
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use super::{Report, Samples, ratio, us};
+use super::stats::{Report, Samples, ratio, us};
 
 fn resolver(parts: &Parts) -> Option<Actor> {
     let user = parts.headers.get("x-user")?.to_str().ok()?;

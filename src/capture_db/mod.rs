@@ -116,6 +116,8 @@ pub use pool::carry_context;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sea_orm::sea_query::ColumnType;
 use sea_orm::{
@@ -486,8 +488,24 @@ where
     E: From<DbErr>,
 {
     let txn = db.begin().await?;
-    set_context(&txn, true).await?;
-    match f(&txn).await {
+    let context = set_context(&txn, true).await?;
+    // Another context set inside an enclosing `transaction` (this one may be its savepoint)
+    // can outlive this one there.
+    let mut flags = OPENED
+        .try_with(|o| {
+            if o.context != context {
+                o.clear();
+            }
+            o.flags.clone()
+        })
+        .unwrap_or_default();
+    flags.push(Arc::new(AtomicBool::new(true)));
+    let opened = Opened {
+        handle: handle_of(&txn),
+        context,
+        flags,
+    };
+    match OPENED.scope(opened, f(&txn)).await {
         Ok(value) => {
             // The context row must never be committed; the entries are sealed with the
             // write, so this transaction leaves none unsealed.
@@ -521,28 +539,93 @@ pub async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
     }
 }
 
-/// Before an active-model write of a database-mode entity (its `before_*` hook).
+tokio::task_local! {
+    /// Inside [`transaction`]: the transaction it began and the context it set there.
+    static OPENED: Opened;
+}
+
+/// What the hooks of a write through the transaction [`transaction`] began can skip.
+struct Opened {
+    /// That transaction's identity: its address (it cannot move or be freed while the
+    /// closure borrows it) and type.
+    handle: (usize, &'static str),
+    /// The context it set when it began.
+    context: Context,
+    /// One flag per enclosing [`transaction`], this one's last: true while no other context
+    /// has been set in this task since it began. A context set through another handle (a
+    /// savepoint, a nested `transaction`) can stay in effect in this transaction, so it
+    /// clears every flag.
+    flags: Vec<Arc<AtomicBool>>,
+}
+
+impl Opened {
+    fn clear(&self) {
+        for flag in &self.flags {
+            flag.store(false, Ordering::Relaxed);
+        }
+    }
+
+    fn only_its_context(&self) -> bool {
+        self.flags
+            .last()
+            .is_some_and(|flag| flag.load(Ordering::Relaxed))
+    }
+}
+
+fn handle_of<C>(db: &C) -> (usize, &'static str) {
+    (db as *const C as usize, std::any::type_name::<C>())
+}
+
+/// Before an active-model write of a database-mode entity (its `before_*` hook). Through the
+/// transaction [`transaction`] began, while only its context was ever set there, the setting
+/// already holds the current context: nothing to do. Otherwise the current context is set.
 pub(crate) async fn before_write<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
     match db.get_database_backend() {
-        DbBackend::Postgres | DbBackend::Sqlite | DbBackend::MySql => set_context(db, false).await,
+        DbBackend::Postgres | DbBackend::Sqlite | DbBackend::MySql => {
+            AuditContext::check_current()?;
+            let current = AuditContext::current().map(context_parts);
+            let set = OPENED.try_with(|o| {
+                o.handle == handle_of(db) && o.only_its_context() && o.context == current
+            });
+            if set == Ok(true) {
+                return Ok(());
+            }
+            set_context(db, false).await.map(|_| ())
+        }
         other => Err(not_supported(other).into()),
     }
 }
 
-/// After an active-model write of a database-mode entity (its `after_*` hook).
+/// After an active-model write of a database-mode entity (its `after_*` hook): seals, unless
+/// the write went through the transaction [`transaction`] began, which seals before it
+/// commits.
 pub(crate) async fn after_write<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
+    if OPENED.try_with(|o| o.handle == handle_of(db)) == Ok(true) {
+        return Ok(());
+    }
     seal(db).await.map(|_| ())
 }
+
+/// Actor, tool and data, as handed to the triggers.
+type Context = Option<(Option<String>, Option<String>, Option<Json>)>;
 
 /// Hands the current [`AuditContext`] (or its absence) to the triggers for the rest of the
 /// current transaction. PostgreSQL: a transaction-local setting; outside a transaction it lasts
 /// for this statement only, so it cannot reach a later write. SQLite: the context row, written
 /// by `transaction` when it `begins`, and otherwise only replaced where it exists (inside
 /// `transaction`, which alone can delete it before every commit, whatever happens in between).
-async fn set_context<C: ConnectionTrait>(db: &C, begins: bool) -> Result<(), DbErr> {
+async fn set_context<C: ConnectionTrait>(db: &C, begins: bool) -> Result<Context, DbErr> {
     AuditContext::check_current()?;
     let ctx = AuditContext::current().map(context_parts);
-    match db.get_database_backend() {
+    let set = ctx.clone();
+    if !begins {
+        let _ = OPENED.try_with(|o| {
+            if o.context != set {
+                o.clear();
+            }
+        });
+    }
+    let done: Result<(), DbErr> = match db.get_database_backend() {
         DbBackend::Postgres => postgres::set_context(db, postgres_context(ctx)).await,
         backend @ (DbBackend::Sqlite | DbBackend::MySql) => {
             let (actor, tool, data) = ctx.unwrap_or_default();
@@ -559,7 +642,8 @@ async fn set_context<C: ConnectionTrait>(db: &C, begins: bool) -> Result<(), DbE
             }
         }
         other => Err(not_supported(other).into()),
-    }
+    };
+    done.map(|()| set)
 }
 
 /// The PostgreSQL setting's text for a context: a JSON object, or empty for none.

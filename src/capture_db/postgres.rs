@@ -441,7 +441,7 @@ BEGIN
     || to_json(v_act)::text || ',' || coalesce(to_json(v_actor)::text, 'null') || ',"'
     || to_char(v_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') || 'Z",' || v_changes || ','
     || coalesce(to_json(v_tool)::text, 'null') || ',null,"success",'
-    || coalesce({s}.sea_orm_audit_canon(v_data), 'null') || ']', 'UTF8')), 'hex');
+    || CASE WHEN v_data IS NULL THEN 'null' ELSE {s}.sea_orm_audit_canon(v_data) END || ']', 'UTF8')), 'hex');
   INSERT INTO {log_table} ({columns}) VALUES ({entity_type}, v_oid, v_act, v_actor, v_at,
     v_changes::jsonb, v_tool, NULL, 'success', v_data, v_prev, {link});
   EXIT WHEN NOT v_rekey;

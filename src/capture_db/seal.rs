@@ -10,8 +10,8 @@
 use std::collections::HashMap;
 
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityName, EntityTrait, IdenStatic, QueryFilter,
-    QueryOrder, QuerySelect, Statement,
+    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityName, EntityTrait, IdenStatic,
+    QueryFilter, QueryOrder, QuerySelect, Statement,
 };
 
 use crate::audit_log;
@@ -75,6 +75,8 @@ pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
         // committed: the predecessor's id is right even in a snapshot. One statement per batch.
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         let predecessors = predecessors(db, &ids).await?;
+        // Entries whose diff is unchanged are stored with one statement per batch.
+        let mut batch = Vec::with_capacity(rows.len());
         for mut row in rows {
             let resolved = resolve_deferred(&mut row.changes);
             let key = (row.entity_type.clone(), row.object_id.clone());
@@ -98,15 +100,12 @@ pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
                 }
             };
             let hash = entry_hash(&Content::of(&row), prev.as_deref());
-            let done = set_hash(
-                db,
-                backend,
-                row.id,
-                prev,
-                &hash,
-                resolved.then_some(&row.changes),
-            )
-            .await?;
+            if !resolved {
+                heads.insert(key, (row.id, hash.clone()));
+                batch.push((row.id, prev, hash));
+                continue;
+            }
+            let done = set_hash(db, backend, row.id, prev, &hash, Some(&row.changes)).await?;
             sealed += done;
             // Another sealer may have been first: link the next entry to what it stored.
             let stored = if done == 1 {
@@ -122,6 +121,22 @@ pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
                     heads.remove(&key);
                 }
             }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let expected = batch.len() as u64;
+        let (sql, values) = update_sql(backend, batch);
+        let done = db
+            .execute_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?
+            .rows_affected();
+        sealed += done;
+        if done < expected {
+            // Another sealer stored some of them first. It computes the same hashes from the
+            // same stored predecessors, but later entries are linked to what is stored, read
+            // again, rather than to this call's values.
+            heads.clear();
         }
     }
 }
@@ -227,4 +242,74 @@ async fn set_hash<C: ConnectionTrait>(
         ))
         .await?;
     Ok(done.rows_affected())
+}
+
+/// One `UPDATE` setting `prev_hash` and `hash` of each `(id, prev_hash, hash)` still unsealed.
+/// SQLite joins the rows to the values by primary key (a `CASE` per column compares each row
+/// with every value, quadratic in the batch: 150 against 52 ms for 10,000 entries). MySQL
+/// keeps the `CASE`: its multi-table `UPDATE ... JOIN` deadlocked concurrent sealers.
+fn update_sql(
+    backend: DbBackend,
+    sealed: Vec<(i64, Option<String>, String)>,
+) -> (String, Vec<sea_orm::Value>) {
+    use audit_log::Column as L;
+    let q = |ident: &str| quote(backend, ident);
+    let (log, id, prev, hash) = (
+        q(audit_log::Entity.table_name()),
+        q(L::Id.as_str()),
+        q(L::PrevHash.as_str()),
+        q(L::Hash.as_str()),
+    );
+    let mut p = Placeholders::new(backend);
+    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(4 * sealed.len() + 1);
+    let sql = if backend == DbBackend::MySql {
+        let mut prev_cases = Vec::with_capacity(sealed.len());
+        let mut hash_cases = Vec::with_capacity(sealed.len());
+        let mut hashes = Vec::with_capacity(2 * sealed.len());
+        for (entry, prev_hash, entry_hash) in &sealed {
+            prev_cases.push(format!("WHEN {} THEN {}", p.next(), p.next()));
+            values.push((*entry).into());
+            values.push(prev_hash.clone().into());
+            hashes.push(sea_orm::Value::from(*entry));
+            hashes.push(entry_hash.clone().into());
+        }
+        for _ in &sealed {
+            hash_cases.push(format!("WHEN {} THEN {}", p.next(), p.next()));
+        }
+        values.extend(hashes);
+        let keys: Vec<String> = sealed
+            .iter()
+            .map(|(entry, _, _)| {
+                values.push((*entry).into());
+                p.next()
+            })
+            .collect();
+        // By primary key: through the hash index, its next-key locks on 'unsealed' would make
+        // every trigger's new entry wait for this transaction (and deadlock concurrent
+        // sealers); by primary key it locks only the entries it seals.
+        format!(
+            "UPDATE {log} FORCE INDEX (PRIMARY) SET {prev} = CASE {id} {} END, \
+             {hash} = CASE {id} {} END WHERE {id} IN ({}) AND {hash} = {}",
+            prev_cases.join(" "),
+            hash_cases.join(" "),
+            keys.join(", "),
+            p.next()
+        )
+    } else {
+        let mut rows = Vec::with_capacity(sealed.len());
+        for (entry, prev_hash, entry_hash) in sealed {
+            rows.push(format!("({}, {}, {})", p.next(), p.next(), p.next()));
+            values.push(entry.into());
+            values.push(prev_hash.into());
+            values.push(entry_hash.into());
+        }
+        format!(
+            "UPDATE {log} SET {prev} = v.column2, {hash} = v.column3 FROM (VALUES {}) AS v \
+             WHERE {log}.{id} = v.column1 AND {log}.{hash} = {}",
+            rows.join(", "),
+            p.next()
+        )
+    };
+    values.push(UNSEALED.into());
+    (sql, values)
 }
