@@ -134,8 +134,19 @@ async fn reset(State(ctx): State<AppContext>, Json(params): Json<ResetParams>) -
 
 /// Creates a user login and returns a token
 #[debug_handler]
-async fn login(State(ctx): State<AppContext>, Json(params): Json<LoginParams>) -> Result<Response> {
+async fn login(
+    State(ctx): State<AppContext>,
+    audit: sea_orm_audit::web::RequestContext,
+    Json(params): Json<LoginParams>,
+) -> Result<Response> {
     let Ok(user) = users::Model::find_by_email(&ctx.db, &params.email).await else {
+        sea_orm_audit::events::login_failed(
+            &ctx.db,
+            &params.email,
+            audit.ip,
+            Some("no such email"),
+        )
+        .await?;
         tracing::debug!(
             email = params.email,
             "login attempt with non-existent email"
@@ -146,6 +157,8 @@ async fn login(State(ctx): State<AppContext>, Json(params): Json<LoginParams>) -
     let valid = user.verify_password(&params.password);
 
     if !valid {
+        sea_orm_audit::events::login_failed(&ctx.db, &params.email, audit.ip, Some("bad password"))
+            .await?;
         return unauthorized("unauthorized!");
     }
 
@@ -154,6 +167,7 @@ async fn login(State(ctx): State<AppContext>, Json(params): Json<LoginParams>) -
     let token = user
         .generate_jwt(&jwt_secret.secret, jwt_secret.expiration)
         .or_else(|_| unauthorized("unauthorized!"))?;
+    sea_orm_audit::events::login(&ctx.db, &user.pid.to_string(), audit.ip).await?;
 
     format::json(LoginResponse::new(&user, &token))
 }

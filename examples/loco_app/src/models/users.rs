@@ -41,9 +41,20 @@ impl Validatable for ActiveModel {
     }
 }
 
+impl sea_orm_audit::Auditable for Model {
+    const MASK: &'static [users::Column] = &[
+        users::Column::Password,
+        users::Column::ApiKey,
+        users::Column::ResetToken,
+        users::Column::EmailVerificationToken,
+        users::Column::MagicLinkToken,
+    ];
+    const EXCLUDE: &'static [users::Column] = &[users::Column::UpdatedAt];
+}
+
 #[async_trait::async_trait]
 impl ActiveModelBehavior for super::_entities::users::ActiveModel {
-    async fn before_save<C>(self, _db: &C, insert: bool) -> Result<Self, DbErr>
+    async fn before_save<C>(self, db: &C, insert: bool) -> Result<Self, DbErr>
     where
         C: ConnectionTrait,
     {
@@ -52,10 +63,23 @@ impl ActiveModelBehavior for super::_entities::users::ActiveModel {
             let mut this = self;
             this.pid = ActiveValue::Set(Uuid::new_v4());
             this.api_key = ActiveValue::Set(format!("lo-{}", Uuid::new_v4()));
-            Ok(this)
+            sea_orm_audit::before_save(this, db, insert).await
         } else {
-            Ok(self)
+            sea_orm_audit::before_save(self, db, insert).await
         }
+    }
+    async fn after_save<C: ConnectionTrait>(
+        model: Model,
+        db: &C,
+        insert: bool,
+    ) -> Result<Model, DbErr> {
+        sea_orm_audit::after_save(model, db, insert).await
+    }
+    async fn before_delete<C: ConnectionTrait>(self, db: &C) -> Result<Self, DbErr> {
+        sea_orm_audit::before_delete(self, db).await
+    }
+    async fn after_delete<C: ConnectionTrait>(self, db: &C) -> Result<Self, DbErr> {
+        sea_orm_audit::after_delete(self, db).await
     }
 }
 
@@ -272,7 +296,12 @@ impl Model {
     /// when could not convert user claims to jwt token
     pub fn generate_jwt(&self, secret: &str, expiration: u64) -> ModelResult<String> {
         jwt::JWT::new(secret)
-            .generate_token(expiration, self.pid.to_string(), Map::new())
+            // The name rides in the token, for the audit log's actor resolver.
+            .generate_token(
+                expiration,
+                self.pid.to_string(),
+                Map::from_iter([("name".into(), self.name.clone().into())]),
+            )
             .map_err(ModelError::from)
     }
 }
