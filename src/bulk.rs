@@ -100,18 +100,7 @@ where
             inserted.extend(insert_without_returning::<A, _>(&txn, batch).await?);
         }
     }
-    let entries = inserted
-        .iter()
-        .filter_map(|m| {
-            change_entry::<ModelOf<A>>(
-                Action::Create,
-                m.audit_object_id(),
-                &Map::new(),
-                &snapshot(m),
-            )
-        })
-        .collect();
-    store::write_many(&txn, entries).await?;
+    store::write_many(&txn, create_entries(&inserted)).await?;
     txn.commit().await?;
     Ok(inserted)
 }
@@ -225,6 +214,22 @@ where
     store::write_many(&txn, update_entries(&old, &new)).await?;
     txn.commit().await?;
     Ok(new)
+}
+
+/// One `create` entry per row, the row as stored as `new_value`: the entry an
+/// `ActiveModel::insert` hook writes, for each row of a bulk insert.
+pub(crate) fn create_entries<M: Auditable>(inserted: &[M]) -> Vec<crate::store::NewEntry> {
+    inserted
+        .iter()
+        .filter_map(|m| {
+            change_entry::<M>(
+                Action::Create,
+                m.audit_object_id(),
+                &Map::new(),
+                &snapshot(m),
+            )
+        })
+        .collect()
 }
 
 /// One `delete` entry per row, its full before-image as `old_value`: the entries of a bulk

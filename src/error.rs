@@ -173,7 +173,8 @@ pub enum Error {
         /// What is wrong (a placeholder without a value, an unclosed brace).
         reason: String,
     },
-    /// A bulk insert without RETURNING whose inserted rows cannot be read back exactly.
+    /// A bulk insert (or `.exec_audited(db)` on an insert) whose inserted rows cannot be
+    /// known exactly: refused before it runs, or rolled back.
     #[error("bulk insert into {entity_type}: {reason}")]
     BulkInsertUnreadable {
         /// The entity type.

@@ -1,4 +1,4 @@
-//! `.exec_audited(db)` on SeaORM's own bulk builders: a drop-in for `.exec(db)` that returns
+//! `.exec_audited(db)` on SeaORM's own write builders: a drop-in for `.exec(db)` that returns
 //! the same result type and logs every row the statement changed.
 //!
 //! ```
@@ -12,30 +12,60 @@
 //! # }
 //! ```
 //!
-//! Each call is one transaction (a savepoint inside the caller's): the rows the statement
-//! matches are read first (locked with `FOR UPDATE` on PostgreSQL and MySQL), the statement
-//! runs through SeaORM, and its entries are written before the commit. If the statement
-//! changed rows the read did not see (a row inserted meanwhile that matches the filter), the
-//! count SeaORM reports tells, and everything rolls back with [`Error::RowsChangedMeanwhile`]:
-//! a write is never committed without its entries.
+//! Each call is one transaction (a savepoint inside the caller's).
+//!
+//! - DELETE and UPDATE: the rows the statement matches are read first (locked with `FOR
+//!   UPDATE` on PostgreSQL and MySQL), the statement runs through SeaORM, and its entries are
+//!   written before the commit. If the statement changed rows the read did not see (a row
+//!   inserted meanwhile that matches the filter), the count SeaORM reports tells, and
+//!   everything rolls back with [`Error::RowsChangedMeanwhile`]: a write is never committed
+//!   without its entries.
+//! - INSERT: the statement runs through SeaORM on a connection that notes the keys of the rows
+//!   it inserted (from `RETURNING`, or what the driver reports), and those rows are read back
+//!   by key before the commit, while no other transaction can change them.
 
-use sea_orm::sea_query::ValueTuple;
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::Mutex;
+
+use sea_orm::sea_query::{IntoValueTuple, ValueTuple};
 use sea_orm::{
-    ConnectionTrait, DbBackend, DbErr, DeleteMany, DeleteResult, EntityTrait, FromQueryResult,
-    ModelTrait, QueryTrait, Statement, TransactionSession, TransactionTrait, UpdateMany,
-    UpdateResult,
+    ActiveModelTrait, ConnectionTrait, DbBackend, DbErr, DeleteMany, DeleteResult, EntityTrait,
+    ExecResult, FromQueryResult, Insert, InsertMany, InsertManyResult, InsertResult, Iterable,
+    ModelTrait, PrimaryKeyToColumn, PrimaryKeyTrait, QueryResult, QueryTrait, Statement,
+    TransactionSession, TransactionTrait, TryFromU64, TryInsert, TryInsertResult, UpdateMany,
+    UpdateResult, Value,
 };
 
-use crate::auditable::Auditable;
-use crate::bulk::{check_keys_kept, delete_entries, fetch_by_keys, update_entries};
+use crate::auditable::{Auditable, object_id};
+use crate::bulk::{check_keys_kept, create_entries, delete_entries, fetch_by_keys, update_entries};
+use crate::capture_db;
 use crate::error::Error;
 use crate::store;
-use crate::strict;
+use crate::strict::{self, ManyGuard};
 
-/// Audited execution of a SeaORM bulk builder: `.exec_audited(db)` instead of `.exec(db)`,
+type ModelOf<A> = <<A as ActiveModelTrait>::Entity as EntityTrait>::Model;
+
+/// Audited execution of a SeaORM write builder: `.exec_audited(db)` instead of `.exec(db)`,
 /// the same result type, and one log entry per row the statement changed, all in one
-/// transaction (a savepoint inside the caller's). A statement that changed rows its read did
-/// not see rolls back with [`Error::RowsChangedMeanwhile`](crate::Error::RowsChangedMeanwhile).
+/// transaction (a savepoint inside the caller's).
+///
+/// - `delete_many()`, `update_many()`: the rows the statement matches are read first; a
+///   statement that changed rows its read did not see rolls back with
+///   [`Error::RowsChangedMeanwhile`](crate::Error::RowsChangedMeanwhile).
+/// - `insert(am)`, `insert_many(..)` and their `TryInsert` (`on_conflict_do_nothing()`): one
+///   `create` per row inserted, with the row as stored, the entry an `ActiveModel::insert`
+///   hook writes. A row skipped by `ON CONFLICT DO NOTHING` is not logged. Refused before
+///   anything runs, with [`Error::BulkInsertUnreadable`](crate::Error::BulkInsertUnreadable):
+///   upserts (`ON CONFLICT .. DO UPDATE`), and on MySQL any conflict clause (MySQL does not
+///   say which rows it inserted). Without `RETURNING` (MySQL), a multi-row insert of
+///   auto-increment keys is read back as the range the statement was assigned, which is exact
+///   only under `innodb_autoinc_lock_mode` 0 or 1 (MariaDB's default), checked first.
+///
+/// An entity in database mode (`capture = "database"`) is logged by its trigger: the call then
+/// runs the statement in [`capture_db::transaction`](crate::capture_db::transaction), which
+/// hands the [`AuditContext`](crate::AuditContext) to the trigger, and writes no entry of its
+/// own.
 #[async_trait::async_trait]
 pub trait ExecAudited {
     /// What `.exec(db)` returns for this builder.
@@ -46,6 +76,61 @@ pub trait ExecAudited {
     async fn exec_audited<C>(self, db: &C) -> Result<Self::Output, DbErr>
     where
         C: ConnectionTrait + TransactionTrait;
+}
+
+/// SeaORM's own `.exec(db)` of each builder, behind one name.
+#[async_trait::async_trait]
+trait Exec: QueryTrait + Send + Sized {
+    type Output: Send;
+    async fn exec_on<C: ConnectionTrait>(self, db: &C) -> Result<Self::Output, DbErr>;
+}
+
+/// What every audited execution starts with: strict mode's allowance for the table, a
+/// transaction of its own (a savepoint inside the caller's), and the statement as built.
+struct Run<T> {
+    table: &'static str,
+    _strict: ManyGuard,
+    txn: T,
+    backend: DbBackend,
+    statement: Statement,
+}
+
+impl<T> Run<T>
+where
+    T: ConnectionTrait + TransactionSession,
+{
+    /// `statement`: the builder's, built for `db`'s backend before the first await (a builder
+    /// need not be `Sync`).
+    async fn start<E, C>(db: &C, statement: Statement) -> Result<Self, DbErr>
+    where
+        E: EntityTrait,
+        C: ConnectionTrait + TransactionTrait<Transaction = T>,
+    {
+        let table = E::default().table_name();
+        let _strict = strict::expect_many(table);
+        let txn = db.begin().await?;
+        let backend = txn.get_database_backend();
+        Ok(Run {
+            table,
+            _strict,
+            txn,
+            backend,
+            statement,
+        })
+    }
+}
+
+/// A database-mode entity: its trigger logs every row. The statement runs in
+/// [`capture_db::transaction`], which hands the current context to the trigger on every
+/// backend and seals what the trigger wrote.
+async fn by_trigger<E, B, C>(db: &C, builder: B) -> Result<B::Output, DbErr>
+where
+    E: EntityTrait,
+    B: Exec + 'static,
+    C: TransactionTrait,
+{
+    let _strict = strict::expect_many(E::default().table_name());
+    capture_db::transaction(db, move |txn| builder.exec_on(txn)).await
 }
 
 #[async_trait::async_trait]
@@ -60,17 +145,23 @@ where
     where
         C: ConnectionTrait + TransactionTrait,
     {
-        let table = E::default().table_name();
-        let _strict = strict::expect_many(table);
-        let txn = db.begin().await?;
-        let backend = txn.get_database_backend();
-        let statement = backend.build(self.as_query());
-        let select = matching_rows(backend, &statement, "DELETE FROM ", None)?;
-        let old = rows::<E, _>(&txn, select).await?;
-        let result = self.exec(&txn).await?;
-        check_count(table, old.len(), result.rows_affected, backend, false)?;
-        store::write_many(&txn, delete_entries(&old)).await?;
-        txn.commit().await?;
+        if capture_db::in_database::<E::Model>() {
+            return by_trigger::<E, _, _>(db, self).await;
+        }
+        let statement = db.get_database_backend().build(self.as_query());
+        let run = Run::start::<E, _>(db, statement).await?;
+        let select = matching_rows(run.backend, &run.statement, "DELETE FROM ", None)?;
+        let old = rows::<E, _>(&run.txn, select).await?;
+        let result = self.exec(&run.txn).await?;
+        check_count(
+            run.table,
+            old.len(),
+            result.rows_affected,
+            run.backend,
+            false,
+        )?;
+        store::write_many(&run.txn, delete_entries(&old)).await?;
+        run.txn.commit().await?;
         Ok(result)
     }
 }
@@ -87,22 +178,416 @@ where
     where
         C: ConnectionTrait + TransactionTrait,
     {
-        let table = E::default().table_name();
-        let _strict = strict::expect_many(table);
-        let txn = db.begin().await?;
-        let backend = txn.get_database_backend();
-        let statement = backend.build(self.as_query());
-        let select = matching_rows(backend, &statement, "UPDATE ", Some(" WHERE "))?;
-        let old = rows::<E, _>(&txn, select).await?;
-        let result = self.exec(&txn).await?;
-        check_count(table, old.len(), result.rows_affected, backend, true)?;
+        if capture_db::in_database::<E::Model>() {
+            return by_trigger::<E, _, _>(db, self).await;
+        }
+        let statement = db.get_database_backend().build(self.as_query());
+        let run = Run::start::<E, _>(db, statement).await?;
+        let select = matching_rows(run.backend, &run.statement, "UPDATE ", Some(" WHERE "))?;
+        let old = rows::<E, _>(&run.txn, select).await?;
+        let result = self.exec(&run.txn).await?;
+        check_count(
+            run.table,
+            old.len(),
+            result.rows_affected,
+            run.backend,
+            true,
+        )?;
         let keys: Vec<ValueTuple> = old.iter().map(ModelTrait::get_primary_key_value).collect();
-        let new = fetch_by_keys::<E, _>(&txn, &keys, false).await?;
+        let new = fetch_by_keys::<E, _>(&run.txn, &keys, false).await?;
         check_keys_kept(&old, &new)?;
-        store::write_many(&txn, update_entries(&old, &new)).await?;
-        txn.commit().await?;
+        store::write_many(&run.txn, update_entries(&old, &new)).await?;
+        run.txn.commit().await?;
         Ok(result)
     }
+}
+
+macro_rules! exec_audited_insert {
+    ($builder:ident, $output:ty) => {
+        #[async_trait::async_trait]
+        impl<A> Exec for $builder<A>
+        where
+            A: ActiveModelTrait + Send,
+        {
+            type Output = $output;
+            async fn exec_on<C: ConnectionTrait>(self, db: &C) -> Result<$output, DbErr> {
+                self.exec(db).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl<A> ExecAudited for $builder<A>
+        where
+            A: ActiveModelTrait + Send + 'static,
+            ModelOf<A>: Auditable,
+        {
+            type Output = $output;
+
+            async fn exec_audited<C>(self, db: &C) -> Result<$output, DbErr>
+            where
+                C: ConnectionTrait + TransactionTrait,
+            {
+                if capture_db::in_database::<ModelOf<A>>() {
+                    return by_trigger::<A::Entity, _, _>(db, self).await;
+                }
+                let statement = db.get_database_backend().build(self.as_query());
+                let run = Run::start::<A::Entity, _>(db, statement).await?;
+                insert_audited::<A::Entity, _, _>(run, self).await
+            }
+        }
+    };
+}
+
+exec_audited_insert!(Insert, InsertResult<A>);
+exec_audited_insert!(InsertMany, InsertManyResult<A>);
+exec_audited_insert!(TryInsert, TryInsertResult<InsertResult<A>>);
+
+#[async_trait::async_trait]
+impl<E: EntityTrait> Exec for DeleteMany<E> {
+    type Output = DeleteResult;
+    async fn exec_on<C: ConnectionTrait>(self, db: &C) -> Result<DeleteResult, DbErr> {
+        self.exec(db).await
+    }
+}
+
+#[async_trait::async_trait]
+impl<E: EntityTrait> Exec for UpdateMany<E> {
+    type Output = UpdateResult;
+    async fn exec_on<C: ConnectionTrait>(self, db: &C) -> Result<UpdateResult, DbErr> {
+        self.exec(db).await
+    }
+}
+
+/// Runs an INSERT through SeaORM on a connection that notes which rows it inserted, reads
+/// those rows back in the same transaction (where they are still ours alone: no other
+/// transaction can change or delete a row before its insert commits) and logs a `create`
+/// for each.
+async fn insert_audited<E, B, T>(run: Run<T>, builder: B) -> Result<B::Output, DbErr>
+where
+    E: EntityTrait,
+    E::Model: Auditable,
+    B: Exec,
+    T: ConnectionTrait + TransactionSession,
+{
+    let entity_type = <E::Model as Auditable>::entity_type();
+    refuse_upsert(entity_type, &run.statement)?;
+    let observed = Observed::<E, T> {
+        inner: &run.txn,
+        seen: Mutex::new(Vec::new()),
+        entity: PhantomData,
+    };
+    let out = builder.exec_on(&observed).await?;
+    let seen = observed
+        .seen
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner());
+    let mut keys = Vec::new();
+    for insert in seen {
+        match insert {
+            Seen::Returned(returned) => keys.extend(returned),
+            Seen::Executed {
+                statement,
+                last_insert_id,
+                rows_affected,
+            } => keys.extend(
+                keys_without_returning::<E, _>(
+                    &run.txn,
+                    entity_type,
+                    &statement,
+                    last_insert_id,
+                    rows_affected,
+                )
+                .await?,
+            ),
+        }
+    }
+    let found = fetch_by_keys::<E, _>(&run.txn, &keys, false).await?;
+    let mut by_id: HashMap<String, E::Model> = found
+        .into_iter()
+        .map(|m| (m.audit_object_id(), m))
+        .collect();
+    let inserted: Vec<E::Model> = keys
+        .iter()
+        .filter_map(|k| by_id.remove(&object_id(k.clone())))
+        .collect();
+    if inserted.len() != keys.len() {
+        return Err(Error::BulkInsertUnreadable {
+            entity_type: entity_type.to_owned(),
+            reason: format!(
+                "inserted {} rows but found {} of them by key; rolled back",
+                keys.len(),
+                inserted.len()
+            ),
+        }
+        .into());
+    }
+    store::write_many(&run.txn, create_entries(&inserted)).await?;
+    run.txn.commit().await?;
+    Ok(out)
+}
+
+/// An upsert's updated rows cannot be told from its inserted ones (the log would record an
+/// update as a `create` with no old value), and MySQL reports neither for a conflict clause
+/// (SeaORM's `on_conflict_do_nothing` is `ON DUPLICATE KEY UPDATE pk = pk` there): refused
+/// before anything runs.
+fn refuse_upsert(entity_type: &str, statement: &Statement) -> Result<(), Error> {
+    let sql = &statement.sql;
+    let reason = if sql.contains(" ON DUPLICATE KEY UPDATE ") {
+        "MySQL does not say which rows an insert with a conflict clause inserted; \
+         use bulk::insert_many, or active models"
+    } else if sql.contains(" ON CONFLICT ") && sql.contains(" DO UPDATE ") {
+        "an upsert (ON CONFLICT .. DO UPDATE) updates rows it cannot tell from the ones it \
+         inserts; use active models, or bulk::update_many and bulk::insert_many"
+    } else {
+        return Ok(());
+    };
+    Err(Error::BulkInsertUnreadable {
+        entity_type: entity_type.to_owned(),
+        reason: format!("refused, nothing was written: {reason}"),
+    })
+}
+
+/// One INSERT as SeaORM ran it.
+enum Seen {
+    /// With `RETURNING`: the keys of exactly the rows inserted.
+    Returned(Vec<ValueTuple>),
+    /// Without: the statement and what the driver reported.
+    Executed {
+        statement: Statement,
+        last_insert_id: u64,
+        rows_affected: u64,
+    },
+}
+
+/// The caller's transaction, passed through untouched, noting each INSERT SeaORM runs on it.
+struct Observed<'a, E, T> {
+    inner: &'a T,
+    seen: Mutex<Vec<Seen>>,
+    entity: PhantomData<fn() -> E>,
+}
+
+impl<E, T> Observed<'_, E, T> {
+    fn note(&self, seen: Seen) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(seen);
+    }
+}
+
+fn is_insert(statement: &Statement) -> bool {
+    statement.sql.starts_with("INSERT ")
+}
+
+fn key_of<E: EntityTrait>(row: &QueryResult) -> Result<ValueTuple, DbErr> {
+    let cols: Vec<String> = E::PrimaryKey::iter()
+        .map(|k| sea_orm::IdenStatic::as_str(&k.into_column()).to_owned())
+        .collect();
+    row.try_get_many::<<E::PrimaryKey as PrimaryKeyTrait>::ValueType>("", &cols)
+        .map(IntoValueTuple::into_value_tuple)
+}
+
+#[async_trait::async_trait]
+impl<E, T> ConnectionTrait for Observed<'_, E, T>
+where
+    E: EntityTrait,
+    T: ConnectionTrait,
+{
+    fn get_database_backend(&self) -> DbBackend {
+        self.inner.get_database_backend()
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        if !is_insert(&stmt) {
+            return self.inner.execute_raw(stmt).await;
+        }
+        let result = self.inner.execute_raw(stmt.clone()).await?;
+        // PostgreSQL reports no insert id (SeaORM's `last_insert_id` panics there); its inserts
+        // come back through RETURNING.
+        let last_insert_id = match self.get_database_backend() {
+            DbBackend::Postgres => 0,
+            _ => result.last_insert_id(),
+        };
+        self.note(Seen::Executed {
+            statement: stmt,
+            last_insert_id,
+            rows_affected: result.rows_affected(),
+        });
+        Ok(result)
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        self.inner.execute_unprepared(sql).await
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        let insert = is_insert(&stmt);
+        let row = self.inner.query_one_raw(stmt).await?;
+        if insert {
+            let keys = row.iter().map(key_of::<E>).collect::<Result<_, _>>()?;
+            self.note(Seen::Returned(keys));
+        }
+        Ok(row)
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        let insert = is_insert(&stmt);
+        let rows = self.inner.query_all_raw(stmt).await?;
+        if insert {
+            let keys = rows.iter().map(key_of::<E>).collect::<Result<_, _>>()?;
+            self.note(Seen::Returned(keys));
+        }
+        Ok(rows)
+    }
+
+    fn support_returning(&self) -> bool {
+        self.inner.support_returning()
+    }
+
+    fn is_mock_connection(&self) -> bool {
+        self.inner.is_mock_connection()
+    }
+}
+
+/// The keys of the rows an INSERT without `RETURNING` inserted: those it set itself, or, for
+/// an auto-increment key, the ids the driver reports. One row's id is exact on every backend.
+/// Several rows' ids are the range MySQL assigned to the statement, exact when
+/// `innodb_autoinc_lock_mode` is 0 or 1 (a multi-row VALUES insert then takes its ids in one
+/// block, `auto_increment_increment` apart); mode 2 interleaves concurrent inserts, and SQLite
+/// without `RETURNING` reports only the last rowid: refused. The rows are then read by key in
+/// the same transaction and counted, which rolls back any mismatch.
+async fn keys_without_returning<E, C>(
+    db: &C,
+    entity_type: &str,
+    statement: &Statement,
+    last_insert_id: u64,
+    rows_affected: u64,
+) -> Result<Vec<ValueTuple>, DbErr>
+where
+    E: EntityTrait,
+    C: ConnectionTrait,
+{
+    let unreadable = |reason: String| -> DbErr {
+        Error::BulkInsertUnreadable {
+            entity_type: entity_type.to_owned(),
+            reason,
+        }
+        .into()
+    };
+    let key_columns: Vec<&str> = E::PrimaryKey::iter()
+        .map(|k| sea_orm::IdenStatic::as_str(&k.into_column()))
+        .collect();
+    let rows = statement_keys(db.get_database_backend(), statement, &key_columns)
+        .ok_or_else(|| unreadable(format!("cannot read the rows of: {}", statement.sql)))?;
+    let n = rows.len() as u64;
+    if rows_affected != n {
+        return Err(unreadable(format!(
+            "the statement reported {rows_affected} rows for {n} values"
+        )));
+    }
+    if rows.iter().all(Option::is_some) {
+        return Ok(rows.into_iter().flatten().collect());
+    }
+    if rows.iter().any(Option::is_some) || key_columns.len() != 1 {
+        return Err(unreadable(
+            "without RETURNING, set every row's key or none (a single auto-increment key)".into(),
+        ));
+    }
+    let step = if n == 1 {
+        1
+    } else {
+        if db.get_database_backend() != DbBackend::MySql {
+            return Err(unreadable(
+                "several auto-increment rows without RETURNING (enable SeaORM's \
+                 `sqlite-use-returning-for-3_35`, a default feature)"
+                    .into(),
+            ));
+        }
+        autoinc_step(db).await?.ok_or_else(|| {
+            unreadable(
+                "innodb_autoinc_lock_mode is 2: the ids of a multi-row insert may interleave \
+                 with other inserts' (insert one row per statement, or use lock mode 1)"
+                    .into(),
+            )
+        })?
+    };
+    (0..n)
+        .map(|k| {
+            let id = last_insert_id + k * step;
+            <<E::PrimaryKey as PrimaryKeyTrait>::ValueType as TryFromU64>::try_from_u64(id)
+                .map(IntoValueTuple::into_value_tuple)
+        })
+        .collect()
+}
+
+/// `auto_increment_increment` when a multi-row insert's ids are one block (lock mode 0 or 1).
+async fn autoinc_step<C: ConnectionTrait>(db: &C) -> Result<Option<u64>, DbErr> {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::MySql,
+            "SELECT CAST(@@innodb_autoinc_lock_mode AS SIGNED) AS lock_mode, \
+             CAST(@@auto_increment_increment AS SIGNED) AS step",
+        ))
+        .await?
+        .ok_or_else(|| DbErr::Custom("no row from SELECT @@innodb_autoinc_lock_mode".into()))?;
+    let mode: i64 = row.try_get("", "lock_mode")?;
+    let step: i64 = row.try_get("", "step")?;
+    Ok(matches!(mode, 0 | 1)
+        .then(|| u64::try_from(step).ok())
+        .flatten())
+}
+
+/// Each row's key as an INSERT built by SeaORM sets it (`None`: left to the database), read
+/// from its column list and bound values: `INSERT INTO t (a, b) VALUES (?, ?), (?, ?)`, or
+/// one row of defaults. `None` for any other shape.
+fn statement_keys(
+    backend: DbBackend,
+    statement: &Statement,
+    key_columns: &[&str],
+) -> Option<Vec<Option<ValueTuple>>> {
+    let values: Vec<Value> = statement
+        .values
+        .as_ref()
+        .map(|v| v.0.clone())
+        .unwrap_or_default();
+    let placeholders = match backend {
+        DbBackend::Postgres => statement.sql.matches('$').count(),
+        _ => statement.sql.matches('?').count(),
+    };
+    if placeholders != values.len() {
+        return None;
+    }
+    let Some(open) = statement.sql.find(" (") else {
+        // `DEFAULT VALUES` / `() VALUES ()`: one row, every column left to the database.
+        return values.is_empty().then(|| vec![None]);
+    };
+    let close = statement.sql[open..].find(") VALUES ")? + open;
+    let listed = &statement.sql[open + 2..close];
+    if listed.is_empty() {
+        return values.is_empty().then(|| vec![None]);
+    }
+    let columns: Vec<String> = listed
+        .split(", ")
+        .map(|c| c.trim_matches(|q| q == '"' || q == '`').to_owned())
+        .collect();
+    if columns.is_empty() || !values.len().is_multiple_of(columns.len()) {
+        return None;
+    }
+    let at: Vec<Option<usize>> = key_columns
+        .iter()
+        .map(|k| columns.iter().position(|c| c == k))
+        .collect();
+    let keys = values
+        .chunks(columns.len())
+        .map(|row| {
+            let key: Option<Vec<Value>> = at
+                .iter()
+                .map(|i| i.map(|i| row[i].clone()).filter(|v| *v != v.as_null()))
+                .collect();
+            key.map(ValueTuple::Many)
+        })
+        .collect();
+    Some(keys)
 }
 
 /// The rows a DELETE or UPDATE built by SeaORM matches: `SELECT *` from its table with its
@@ -228,6 +713,37 @@ fn check_count(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn insert_keys_are_read_from_the_column_list_and_values() {
+        let keys = |sql: &str, values: Vec<Value>| {
+            let statement = Statement::from_sql_and_values(DbBackend::MySql, sql, values);
+            statement_keys(DbBackend::MySql, &statement, &["id"])
+        };
+        let both = keys(
+            "INSERT INTO `t` (`id`, `name`) VALUES (?, ?), (?, ?)",
+            vec![7.into(), "a".into(), 9.into(), "b".into()],
+        )
+        .unwrap();
+        assert_eq!(both.len(), 2);
+        assert_eq!(both[1], Some(ValueTuple::Many(vec![9.into()])));
+        let auto = keys(
+            "INSERT INTO `t` (`id`, `name`) VALUES (?, ?)",
+            vec![Value::Int(None), "a".into()],
+        )
+        .unwrap();
+        assert_eq!(auto, vec![None]);
+        assert_eq!(
+            keys("INSERT INTO `t` (`name`) VALUES (?)", vec!["a".into()]).unwrap(),
+            vec![None]
+        );
+        assert_eq!(
+            keys("INSERT INTO `t` () VALUES ()", vec![]).unwrap(),
+            vec![None]
+        );
+        // A placeholder count that does not add up: not guessed at.
+        assert!(keys("INSERT INTO `t` (`id`) VALUES (?)", vec![]).is_none());
+    }
 
     #[test]
     fn placeholders_renumber_from_one() {

@@ -1,0 +1,3 @@
+mod users;
+
+mod notes;

@@ -1,0 +1,3 @@
+mod audit;
+mod auth;
+mod prepare_data;
