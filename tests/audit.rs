@@ -617,6 +617,11 @@ fn readme_snippets() -> std::path::PathBuf {
         if body.contains("sea_orm_audit::web") && !cfg!(feature = "axum") {
             continue; // compiled when the suite runs with `--features axum` (CI does)
         }
+        if body.contains("carry_context")
+            && !cfg!(all(feature = "sqlx-postgres", feature = "sqlx-mysql"))
+        {
+            continue; // likewise with the features that provide it
+        }
         snippets += 1;
         if body.contains("impl ActiveModelBehavior") {
             program += &format!(
