@@ -1172,3 +1172,112 @@ async fn a_context_set_in_a_savepoint_is_not_left_to_later_writes() {
     assert_verified(&t).await;
     t.finish().await;
 }
+
+/// A masked value never reaches the SQLite file, in either mode: written, changed and deleted,
+/// with `secure_delete` so that the deleted rows of the tables themselves leave no bytes, the
+/// WAL checkpointed, the file (and what is left of its WAL) holds none of the secrets, while a
+/// logged value written the same way is there (the scan can find what it looks for).
+#[tokio::test]
+async fn masked_values_never_reach_the_sqlite_file() {
+    let t = setup().await;
+    if t.backend() != DbBackend::Sqlite {
+        return t.finish().await;
+    }
+    let path = t
+        .url
+        .strip_prefix("sqlite://")
+        .and_then(|rest| rest.split('?').next())
+        .unwrap()
+        .to_owned();
+    // One connection, so that its `secure_delete` covers every write below.
+    let mut options = sea_orm::ConnectOptions::new(t.url.clone());
+    options.max_connections(1).sqlx_logging(false);
+    let db = Database::connect(options).await.unwrap();
+    db.execute_unprepared("PRAGMA secure_delete = ON; PRAGMA busy_timeout = 10000;")
+        .await
+        .unwrap();
+    let secrets = ["Sekrit-a-7d1f", "Sekrit-b-93c2", "Sekrit-c-e04b"];
+    let visible = "Visible-title-5b8e";
+    for (i, mode) in ["hooks", "database"].into_iter().enumerate() {
+        let id = match mode {
+            "hooks" => {
+                post::ActiveModel {
+                    title: Set(format!("{visible}-{i}")),
+                    body: Set("b".into()),
+                    views: Set(0),
+                    secret: Set(Some(secrets[0].into())),
+                    ..Default::default()
+                }
+                .insert(&db)
+                .await
+                .unwrap()
+                .id
+            }
+            _ => {
+                let mut am = draft(&format!("{visible}-{i}"));
+                am.secret = Set(Some(secrets[0].into()));
+                am.insert(&db).await.unwrap().id
+            }
+        };
+        let table = if mode == "hooks" { "posts" } else { "db_posts" };
+        for secret in &secrets[1..] {
+            if mode == "hooks" {
+                post::ActiveModel {
+                    id: Set(id),
+                    secret: Set(Some((*secret).into())),
+                    ..Default::default()
+                }
+                .update(&db)
+                .await
+                .unwrap();
+            } else {
+                db.execute_unprepared(&format!(
+                    "UPDATE {table} SET secret = '{secret}' WHERE id = {id}"
+                ))
+                .await
+                .unwrap();
+            }
+        }
+        if mode == "hooks" {
+            post::Entity::find_by_id(id)
+                .one(&db)
+                .await
+                .unwrap()
+                .unwrap()
+                .delete(&db)
+                .await
+                .unwrap();
+        } else {
+            db.execute_unprepared(&format!("DELETE FROM {table} WHERE id = {id}"))
+                .await
+                .unwrap();
+        }
+    }
+    capture_db::seal(&db).await.unwrap();
+    let logged = common::all_logs(&db).await;
+    let filtered = logged
+        .iter()
+        .filter(|r| format!("{:?}", r.changes).contains("***FILTERED***"))
+        .count();
+    assert!(
+        filtered >= 8,
+        "both modes logged the masked column: {filtered}"
+    );
+    db.execute_unprepared("PRAGMA wal_checkpoint(TRUNCATE);")
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+    t.db.execute_unprepared("PRAGMA wal_checkpoint(TRUNCATE);")
+        .await
+        .unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    if let Ok(wal) = std::fs::read(format!("{path}-wal")) {
+        bytes.extend(wal);
+    }
+    let holds = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(holds(visible), "the scan finds a logged value");
+    for secret in secrets {
+        assert!(!holds(secret), "{secret} is in the SQLite file");
+    }
+    t.finish().await;
+}
