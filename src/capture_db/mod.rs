@@ -646,6 +646,45 @@ async fn set_context<C: ConnectionTrait>(db: &C, begins: bool) -> Result<Context
     done.map(|()| set)
 }
 
+/// SQLite's and MySQL's insert and delete triggers: `row(action, object id, changes)` is the
+/// statement writing the entry, `object` the dialect's JSON object function, and the keys and
+/// the column lists (`'name', value, ...`) come as `[NEW, OLD]`.
+fn insert_and_delete_triggers(
+    [insert_name, delete_name]: [&str; 2],
+    table: &str,
+    object: &str,
+    [new_key, old_key]: [&str; 2],
+    [new_all, old_all]: [&str; 2],
+    row: impl Fn(&str, &str, &str) -> String,
+) -> (String, String) {
+    let insert = format!(
+        "CREATE TRIGGER {insert_name} AFTER INSERT ON {table} FOR EACH ROW BEGIN\n{}\nEND",
+        row(
+            "create",
+            new_key,
+            &format!("{object}('new_value', {object}({new_all}), 'old_value', {object}())"),
+        )
+    );
+    let delete = format!(
+        "CREATE TRIGGER {delete_name} AFTER DELETE ON {table} FOR EACH ROW BEGIN\n{}\nEND",
+        row(
+            "delete",
+            old_key,
+            &format!("{object}('new_value', {object}(), 'old_value', {object}({old_all}))"),
+        )
+    );
+    (insert, delete)
+}
+
+/// The log's columns a trigger's INSERT names, quoted: every column but the id, in the
+/// entity's order, which the generated SQL follows for the values.
+fn log_columns(backend: DbBackend) -> Vec<String> {
+    crate::audit_log::Column::iter()
+        .filter(|c| !matches!(c, crate::audit_log::Column::Id))
+        .map(|c| crate::sql::quote(backend, c.as_str()))
+        .collect()
+}
+
 /// The PostgreSQL setting's text for a context: a JSON object, or empty for none.
 fn postgres_context(ctx: Option<(Option<String>, Option<String>, Option<Json>)>) -> String {
     ctx.map(|(actor, tool, data)| {

@@ -200,24 +200,7 @@ fn differs(enc: Encoding, old: &str, new: &str) -> String {
 
 /// The three `CREATE TRIGGER` statements (insert, update, delete).
 fn triggers_sql(spec: &Spec) -> Result<[String; 3], Error> {
-    use audit_log::Column as L;
-    let columns: Vec<String> = [
-        L::EntityType,
-        L::ObjectId,
-        L::Action,
-        L::Actor,
-        L::CreatedAt,
-        L::Changes,
-        L::Tool,
-        L::Message,
-        L::Status,
-        L::Data,
-        L::PrevHash,
-        L::Hash,
-    ]
-    .iter()
-    .map(|c| q(c.as_str()))
-    .collect();
+    let columns: Vec<String> = super::log_columns(DbBackend::MySql);
     let insert_into = format!(
         "INSERT INTO {} ({})",
         q(audit_log::Entity.table_name()),
@@ -252,27 +235,13 @@ fn triggers_sql(spec: &Spec) -> Result<[String; 3], Error> {
     let [insert_name, update_name, delete_name] = trigger_names(spec.table);
     spec.require(refusal)?;
     let (new_all, old_all) = (object_args(spec, "NEW"), object_args(spec, "OLD"));
-    let insert = format!(
-        "CREATE TRIGGER {} AFTER INSERT ON {table} FOR EACH ROW BEGIN\n{}\nEND",
-        q(&insert_name),
-        row(
-            "create",
-            &key_expr(spec, "NEW")?,
-            &format!(
-                "JSON_OBJECT('new_value', JSON_OBJECT({new_all}), 'old_value', JSON_OBJECT())"
-            ),
-        )
-    );
-    let delete = format!(
-        "CREATE TRIGGER {} AFTER DELETE ON {table} FOR EACH ROW BEGIN\n{}\nEND",
-        q(&delete_name),
-        row(
-            "delete",
-            &key_expr(spec, "OLD")?,
-            &format!(
-                "JSON_OBJECT('new_value', JSON_OBJECT(), 'old_value', JSON_OBJECT({old_all}))"
-            ),
-        )
+    let (insert, delete) = super::insert_and_delete_triggers(
+        [&q(&insert_name), &q(&delete_name)],
+        &table,
+        "JSON_OBJECT",
+        [&key_expr(spec, "NEW")?, &key_expr(spec, "OLD")?],
+        [&new_all, &old_all],
+        row,
     );
     let mut changed = Vec::new();
     let mut unchanged_paths = Vec::new();

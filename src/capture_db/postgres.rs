@@ -386,23 +386,7 @@ fn function_sql(spec: &Spec, table_schema: &str, audit_schema: &str) -> Result<S
         "{s}.{}",
         q(sea_orm::EntityName::table_name(&audit_log::Entity))
     );
-    let columns: Vec<String> = [
-        L::EntityType,
-        L::ObjectId,
-        L::Action,
-        L::Actor,
-        L::CreatedAt,
-        L::Changes,
-        L::Tool,
-        L::Message,
-        L::Status,
-        L::Data,
-        L::PrevHash,
-        L::Hash,
-    ]
-    .iter()
-    .map(|c| q(c.as_str()))
-    .collect();
+    let columns: Vec<String> = super::log_columns(DbBackend::Postgres);
     let entity_type = literal(spec.entity_type);
     let entity_type_json = literal(&Json::from(spec.entity_type).to_string());
     let link = POSTGRES_LINK_HASH

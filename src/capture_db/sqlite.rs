@@ -186,24 +186,7 @@ fn key_expr(spec: &Spec, row: &str) -> Result<String, Error> {
 
 /// The three `CREATE TRIGGER` statements (insert, update, delete).
 fn triggers_sql(spec: &Spec) -> Result<[String; 3], Error> {
-    use audit_log::Column as L;
-    let columns: Vec<String> = [
-        L::EntityType,
-        L::ObjectId,
-        L::Action,
-        L::Actor,
-        L::CreatedAt,
-        L::Changes,
-        L::Tool,
-        L::Message,
-        L::Status,
-        L::Data,
-        L::PrevHash,
-        L::Hash,
-    ]
-    .iter()
-    .map(|c| q(c.as_str()))
-    .collect();
+    let columns: Vec<String> = super::log_columns(DbBackend::Sqlite);
     let insert_into = format!(
         "INSERT INTO {} ({})",
         q(audit_log::Entity.table_name()),
@@ -227,27 +210,13 @@ fn triggers_sql(spec: &Spec) -> Result<[String; 3], Error> {
     let [insert_name, update_name, delete_name] = trigger_names(spec.table);
     spec.require(refusal)?;
     let (new_all, old_all) = (object_args(spec, "NEW"), object_args(spec, "OLD"));
-    let insert = format!(
-        "CREATE TRIGGER {} AFTER INSERT ON {table} FOR EACH ROW BEGIN\n{}\nEND",
-        q(&insert_name),
-        row(
-            "create",
-            &key_expr(spec, "NEW")?,
-            &format!(
-                "json_object('new_value', json_object({new_all}), 'old_value', json_object())"
-            ),
-        )
-    );
-    let delete = format!(
-        "CREATE TRIGGER {} AFTER DELETE ON {table} FOR EACH ROW BEGIN\n{}\nEND",
-        q(&delete_name),
-        row(
-            "delete",
-            &key_expr(spec, "OLD")?,
-            &format!(
-                "json_object('new_value', json_object(), 'old_value', json_object({old_all}))"
-            ),
-        )
+    let (insert, delete) = super::insert_and_delete_triggers(
+        [&q(&insert_name), &q(&delete_name)],
+        &table,
+        "json_object",
+        [&key_expr(spec, "NEW")?, &key_expr(spec, "OLD")?],
+        [&new_all, &old_all],
+        row,
     );
     // An update lists every column, then removes the unchanged ones from both sides.
     let mut changed = Vec::new();
