@@ -488,7 +488,8 @@ where
     E: From<DbErr>,
 {
     let txn = db.begin().await?;
-    let context = set_context(&txn, true).await?;
+    let context = current_context().map_err(DbErr::from)?;
+    set_context(&txn, true, context.clone()).await?;
     // Another context set inside an enclosing `transaction` (this one may be its savepoint)
     // can outlive this one there.
     let mut flags = OPENED
@@ -582,15 +583,14 @@ fn handle_of<C>(db: &C) -> (usize, &'static str) {
 pub(crate) async fn before_write<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
     match db.get_database_backend() {
         DbBackend::Postgres | DbBackend::Sqlite | DbBackend::MySql => {
-            AuditContext::check_current()?;
-            let current = AuditContext::current().map(context_parts);
+            let current = current_context()?;
             let set = OPENED.try_with(|o| {
                 o.handle == handle_of(db) && o.only_its_context() && o.context == current
             });
             if set == Ok(true) {
                 return Ok(());
             }
-            set_context(db, false).await.map(|_| ())
+            set_context(db, false, current).await
         }
         other => Err(not_supported(other).into()),
     }
@@ -614,18 +614,15 @@ type Context = Option<(Option<String>, Option<String>, Option<Json>)>;
 /// for this statement only, so it cannot reach a later write. SQLite: the context row, written
 /// by `transaction` when it `begins`, and otherwise only replaced where it exists (inside
 /// `transaction`, which alone can delete it before every commit, whatever happens in between).
-async fn set_context<C: ConnectionTrait>(db: &C, begins: bool) -> Result<Context, DbErr> {
-    AuditContext::check_current()?;
-    let ctx = AuditContext::current().map(context_parts);
-    let set = ctx.clone();
+async fn set_context<C: ConnectionTrait>(db: &C, begins: bool, ctx: Context) -> Result<(), DbErr> {
     if !begins {
         let _ = OPENED.try_with(|o| {
-            if o.context != set {
+            if o.context != ctx {
                 o.clear();
             }
         });
     }
-    let done: Result<(), DbErr> = match db.get_database_backend() {
+    match db.get_database_backend() {
         DbBackend::Postgres => postgres::set_context(db, postgres_context(ctx)).await,
         backend @ (DbBackend::Sqlite | DbBackend::MySql) => {
             let (actor, tool, data) = ctx.unwrap_or_default();
@@ -642,8 +639,14 @@ async fn set_context<C: ConnectionTrait>(db: &C, begins: bool) -> Result<Context
             }
         }
         other => Err(not_supported(other).into()),
-    };
-    done.map(|()| set)
+    }
+}
+
+/// The current [`AuditContext`] as the triggers get it, or an error where the log cannot hold
+/// its actor or tool (see `limits`).
+fn current_context() -> Result<Context, Error> {
+    AuditContext::check_current()?;
+    Ok(AuditContext::current().map(context_parts))
 }
 
 /// SQLite's and MySQL's insert and delete triggers: `row(action, object id, changes)` is the
@@ -686,7 +689,7 @@ fn log_columns(backend: DbBackend) -> Vec<String> {
 }
 
 /// The PostgreSQL setting's text for a context: a JSON object, or empty for none.
-fn postgres_context(ctx: Option<(Option<String>, Option<String>, Option<Json>)>) -> String {
+fn postgres_context(ctx: Context) -> String {
     ctx.map(|(actor, tool, data)| {
         let mut out = Map::new();
         out.insert("actor".into(), actor.map_or(Json::Null, Json::String));

@@ -5,7 +5,7 @@
 //! in the task that runs the statement, and a transaction on the connection acquired by the
 //! task that began it. sqlx calls the pool's `before_acquire` callback (on an idle connection)
 //! or `after_connect` (on a new one) in that task, before the connection is handed out, so the
-//! current [`AuditContext`] there is the context of whoever uses the connection until it goes
+//! current [`AuditContext`](crate::AuditContext) there is the context of whoever uses the connection until it goes
 //! back to the pool. The callbacks write it into the connection's session (PostgreSQL: the
 //! setting the triggers read, not transaction-local; MySQL: user variables), every time, an
 //! empty context included: a connection never carries an earlier task's context into a later
@@ -14,21 +14,15 @@
 #[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
 use sea_orm::ConnectOptions;
 
-#[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
-use super::context_parts;
-#[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
-use crate::context::AuditContext;
-
 /// Actor, tool and data of the acquiring task, or `None`: without a context, and with one the
 /// log cannot hold (an over-long actor or tool), which the hooks refuse with an error but a
 /// pool callback cannot report — the write is then recorded with no actor, never a cut one.
 #[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
-fn acquiring_context() -> Option<(Option<String>, Option<String>, Option<serde_json::Value>)> {
-    AuditContext::check_current().ok()?;
-    AuditContext::current().map(context_parts)
+fn acquiring_context() -> super::Context {
+    super::current_context().ok().flatten()
 }
 
-/// Makes the pool built from `options` hand the current [`AuditContext`] to the capture
+/// Makes the pool built from `options` hand the current [`AuditContext`](crate::AuditContext) to the capture
 /// triggers on every connection it gives out, so that writes of database-mode entities made
 /// outside [`transaction`](super::transaction) (autocommit active-model writes,
 /// `Entity::update_many(..).exec(&db)`, raw SQL on the `DatabaseConnection`) carry the actor,
