@@ -302,3 +302,127 @@ async fn many_tasks_through_a_small_pool_are_each_given_their_own_actor() {
     db.close().await.unwrap();
     t.finish().await;
 }
+
+/// Connections cut under the writers, and answers to their UPDATEs swallowed after the write
+/// committed: a write that failed or was replaced by a new connection never takes another
+/// task's context. 8 tasks (one without context, one whose actor holds a NUL) write through a
+/// proxy that cuts every connection or swallows an UPDATE's answer every 25 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cut_connections_never_give_a_write_another_tasks_context() {
+    use common::proxy::{FaultProxy, upstream_of};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const TASKS: i64 = 8;
+    const WRITES: i64 = 60;
+    let t = setup().await;
+    if !carries(&t) {
+        return t.finish().await;
+    }
+    for id in 1..=4 {
+        t.db.execute_unprepared(&format!(
+            "INSERT INTO ctx_posts (id, title, views) VALUES ({id}, 't', 0)"
+        ))
+        .await
+        .unwrap();
+    }
+    let proxy = Arc::new(FaultProxy::start(upstream_of(&t.url)).await);
+    let mut options = ConnectOptions::new(proxy.url(&t.url));
+    options
+        .max_connections(3)
+        .test_before_acquire(false)
+        .acquire_timeout(std::time::Duration::from_secs(10))
+        .sqlx_logging(false);
+    capture_db::carry_context(&mut options);
+    let db = Database::connect(options).await.unwrap();
+    // The actor a task's entries must carry: none for the task without context and for the
+    // one whose actor the log cannot hold.
+    let expected = |task: i64| match task {
+        0 => None,
+        1 => None,
+        _ => Some(format!("w{task}")),
+    };
+    let done = Arc::new(AtomicBool::new(false));
+    let faults = {
+        let (proxy, done) = (proxy.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut round = 0u32;
+            while !done.load(Ordering::Relaxed) {
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+                round += 1;
+                if round.is_multiple_of(2) {
+                    proxy.cut_all();
+                } else {
+                    proxy.swallow_reply_to("UPDATE ctx_posts", 1);
+                }
+            }
+        })
+    };
+    let mut tasks = Vec::new();
+    for task in 0..TASKS {
+        let db = db.clone();
+        let work = async move {
+            let mut outcome = Vec::new();
+            for seq in 0..WRITES {
+                let views = task * 1000 + seq + 1;
+                let id = (task + seq) % 4 + 1;
+                let sql = format!("UPDATE ctx_posts SET views = {views} WHERE id = {id}");
+                outcome.push((views, db.execute_unprepared(&sql).await.is_ok()));
+            }
+            outcome
+        };
+        tasks.push(tokio::spawn(async move {
+            match task {
+                0 => work.await,
+                1 => AuditContext::new().actor("ev\0il").scope(work).await,
+                _ => {
+                    AuditContext::new()
+                        .actor(format!("w{task}"))
+                        .scope(work)
+                        .await
+                }
+            }
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.extend(task.await.unwrap());
+    }
+    done.store(true, Ordering::Relaxed);
+    faults.await.unwrap();
+    let failed = outcomes.iter().filter(|(_, ok)| !ok).count();
+    let cuts = proxy.counters.cuts.load(Ordering::Relaxed);
+    println!(
+        "{} writes, {failed} failed; {cuts} cuts, {} answers swallowed",
+        outcomes.len(),
+        proxy.swallowed()
+    );
+    assert!(cuts > 0 && proxy.swallowed() > 0, "the faults fired");
+    assert!(failed > 0, "some writes saw a fault");
+    assert!(failed < outcomes.len(), "some writes went through");
+
+    let rows = entries(&t.db).await;
+    let mut logged: HashMap<i64, usize> = HashMap::new();
+    let mut misattributed = Vec::new();
+    for row in rows.iter().filter(|r| r.action == "update") {
+        let views = row.changes.as_ref().unwrap()["new_value"]["views"]
+            .as_i64()
+            .unwrap();
+        *logged.entry(views).or_default() += 1;
+        if row.actor != expected(views / 1000) {
+            misattributed.push((views, row.actor.clone()));
+        }
+    }
+    assert!(misattributed.is_empty(), "{misattributed:?}");
+    assert!(logged.values().all(|&n| n == 1), "no write logged twice");
+    for (views, ok) in &outcomes {
+        if *ok {
+            assert_eq!(
+                logged.get(views),
+                Some(&1),
+                "write {views} succeeded: logged once"
+            );
+        }
+    }
+    db.close().await.ok();
+    t.finish().await;
+}
