@@ -17,9 +17,10 @@ async fn writer_two_has_read_the_head<T>(t: &TestDb, other: &tokio::task::JoinHa
     use sea_orm::{ConnectionTrait, DbBackend, Statement};
     use std::time::{Duration, Instant};
     let deadline = Instant::now() + Duration::from_secs(10);
-    let waiting = "SELECT COUNT(*) AS n FROM information_schema.INNODB_TRX x \
-                   JOIN information_schema.PROCESSLIST p ON p.ID = x.trx_mysql_thread_id \
-                   WHERE x.trx_state = 'LOCK WAIT' AND p.DB = DATABASE()";
+    // Writer 2's locking read of the chain head, running (waiting) on its own connection.
+    let waiting = "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST \
+                   WHERE DB = DATABASE() AND ID <> CONNECTION_ID() \
+                   AND INFO LIKE '%CASE WHEN EXISTS%'";
     loop {
         let done = match t.backend() {
             DbBackend::Postgres => other.is_finished(),
