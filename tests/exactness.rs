@@ -399,3 +399,389 @@ async fn a_seal_links_each_entry_to_its_stored_predecessor() {
     assert!(report.is_ok(), "{:?}", report.problems);
     w.finish().await;
 }
+
+/// A transaction whose snapshot is older than the entry before its own: it read (as
+/// applications do before they write), then another writer changed the row and committed,
+/// then it wrote. MySQL's sealer, run in that transaction, would see its own entry but not the
+/// one before it, link the entry to the one before that and fork the chain. Through
+/// `capture_db::transaction` and through the caller's own transaction.
+#[tokio::test]
+async fn an_entry_whose_transaction_read_before_the_previous_write_links_to_it() {
+    let w = WorkDb::new().await;
+    if w.backend() == DbBackend::Sqlite {
+        // One writer at a time: a transaction that read before another one committed a write
+        // cannot write after it (SQLITE_BUSY_SNAPSHOT).
+        return w.finish().await;
+    }
+    let db = &w.db;
+    let newest = || async {
+        audit_log::Entity::find()
+            .filter(audit_log::Column::EntityType.eq("conc_db_rows"))
+            .filter(audit_log::Column::ObjectId.eq("1"))
+            .order_by_desc(audit_log::Column::Id)
+            .one(db)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let update = |val: &str| db_row::ActiveModel {
+        id: Set(1),
+        val: Set(val.to_owned()),
+    };
+    for round in 0..2 {
+        let other = db.clone();
+        let (before, after) = (format!("other-{round}"), format!("late-{round}"));
+        if round == 0 {
+            let (before, after) = (before.clone(), after.clone());
+            capture_db::transaction(db, |txn| {
+                Box::pin(async move {
+                    db_row::Entity::find().all(txn).await?;
+                    update(&before).update(&other).await?;
+                    update(&after).update(txn).await.map(|_| ())
+                })
+            })
+            .await
+            .unwrap();
+        } else {
+            let txn = db.begin().await.unwrap();
+            db_row::Entity::find().all(&txn).await.unwrap();
+            update(&before).update(&other).await.unwrap();
+            update(&after).update(&txn).await.unwrap();
+            txn.commit().await.unwrap();
+        }
+        capture_db::seal(db).await.unwrap();
+        let last = newest().await;
+        let changes = last.changes.clone().unwrap();
+        assert_eq!(changes["old_value"]["val"], json!(before), "round {round}");
+        assert_eq!(changes["new_value"]["val"], json!(after), "round {round}");
+        let previous = audit_log::Entity::find()
+            .filter(audit_log::Column::EntityType.eq("conc_db_rows"))
+            .filter(audit_log::Column::ObjectId.eq("1"))
+            .filter(audit_log::Column::Id.lt(last.id))
+            .order_by_desc(audit_log::Column::Id)
+            .one(db)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            last.prev_hash, previous.hash,
+            "round {round}: linked to its predecessor"
+        );
+    }
+    let report = sea_orm_audit::verify(db).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    w.finish().await;
+}
+
+/// Keys of the lifecycle test: 1-4 exist at the start, 5-6 do not.
+const LIFECYCLE_KEYS: i32 = 6;
+
+/// One operation of the lifecycle test that committed and changed a row.
+#[derive(Debug, Clone)]
+struct Op {
+    writer: usize,
+    row: i32,
+    /// "create", "update" or "delete".
+    action: &'static str,
+    /// The value stored (create, update); a delete's is empty.
+    value: String,
+    in_txn: bool,
+}
+
+/// A small deterministic generator (xorshift), seeded per writer: each writer's choices replay
+/// from the seed the test prints (`AUDIT_LIFECYCLE_SEED`); the interleaving does not.
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// Whether an insert failed because the key exists (nothing committed: not an error here).
+fn duplicate_key(err: &DbErr) -> bool {
+    let text = err.to_string();
+    ["UNIQUE constraint", "Duplicate entry", "duplicate key"]
+        .iter()
+        .any(|s| text.contains(s))
+}
+
+/// One random operation on `row` through `c`: what it committed, if anything. Creates, updates
+/// and deletes through active models, `Entity::insert`, `update_many`, `delete_many` and
+/// `delete_by_id`; a create of a key that exists and an update or delete of one that does not
+/// commit nothing.
+async fn lifecycle_op<C: ConnectionTrait>(
+    c: &C,
+    choice: u64,
+    row: i32,
+    value: &str,
+) -> Result<Option<&'static str>, DbErr> {
+    let model = || db_row::ActiveModel {
+        id: Set(row),
+        val: Set(value.to_owned()),
+    };
+    let changed = |n: u64| if n == 1 { Some(()) } else { None };
+    Ok(match choice % 7 {
+        0 => match model().insert(c).await {
+            Ok(_) => Some("create"),
+            Err(e) if duplicate_key(&e) => None,
+            // MySQL: the insert committed, SeaORM's re-read found the row deleted (below).
+            Err(DbErr::RecordNotFound(_)) => Some("create"),
+            Err(e) => return Err(e),
+        },
+        1 => match db_row::Entity::insert(model()).exec(c).await {
+            Ok(_) => Some("create"),
+            Err(e) if duplicate_key(&e) => None,
+            Err(e) => return Err(e),
+        },
+        2 => match model().update(c).await {
+            Ok(_) => Some("update"),
+            Err(DbErr::RecordNotUpdated) => None,
+            // MySQL has no RETURNING: SeaORM re-reads the row after its UPDATE matched it, and
+            // outside a transaction another writer can delete it in between. The update
+            // committed (and is logged); only the re-read failed.
+            Err(DbErr::RecordNotFound(_)) => Some("update"),
+            Err(e) => return Err(e),
+        },
+        3 | 4 => changed(
+            db_row::Entity::update_many()
+                .col_expr(db_row::Column::Val, Expr::value(value))
+                .filter(db_row::Column::Id.eq(row))
+                .exec(c)
+                .await?
+                .rows_affected,
+        )
+        .map(|()| "update"),
+        5 => changed(
+            db_row::Entity::delete_many()
+                .filter(db_row::Column::Id.eq(row))
+                .exec(c)
+                .await?
+                .rows_affected,
+        )
+        .map(|()| "delete"),
+        _ => changed(
+            db_row::Entity::delete_by_id(row)
+                .exec(c)
+                .await?
+                .rows_affected,
+        )
+        .map(|()| "delete"),
+    })
+}
+
+/// Database mode, every write path at once: 32 writers x 24 random creates, updates and deletes
+/// of 6 keys (half in `capture_db::transaction`, half in autocommit; creates of existing keys
+/// and changes of absent ones commit nothing), seeded. Each key's entries, in id order, must
+/// replay as a valid life (create only when absent, update and delete only when present, each
+/// `old_value` the value before) ending in the row as stored; every committed operation has
+/// exactly one entry and every entry one committed operation, under its writer's actor (or
+/// none, for autocommit where the pool cannot carry it); `verify` clean after the seal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn database_mode_logs_creates_updates_and_deletes_under_concurrency() {
+    let seed: u64 = std::env::var("AUDIT_LIFECYCLE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| (workload::now_ms() as u64) | 1);
+    let w = WorkDb::new().await;
+    let backend = w.backend();
+    let mut tasks = Vec::new();
+    for writer in 0..WRITERS {
+        let db = w.db.clone();
+        tasks.push(tokio::spawn(
+            AuditContext::new()
+                .actor(workload::actor(writer))
+                .scope(async move {
+                    let mut state = seed ^ (writer as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                    let (mut ops, mut attempts) = (Vec::new(), 0usize);
+                    for seq in 0..UPDATES {
+                        let choice = next(&mut state);
+                        let row =
+                            i32::try_from(next(&mut state) % LIFECYCLE_KEYS as u64).unwrap() + 1;
+                        let in_txn = seq % 2 == 1;
+                        for attempt in 0.. {
+                            attempts += 1;
+                            let value = format!("w{writer}-s{seq}-a{attempt}");
+                            let v = value.clone();
+                            let result = if in_txn {
+                                capture_db::transaction(&db, |txn| {
+                                    Box::pin(
+                                        async move { lifecycle_op(txn, choice, row, &v).await },
+                                    )
+                                })
+                                .await
+                            } else {
+                                lifecycle_op(&db, choice, row, &v).await
+                            };
+                            match result {
+                                Ok(done) => {
+                                    if let Some(action) = done {
+                                        let value = if action == "delete" {
+                                            String::new()
+                                        } else {
+                                            value
+                                        };
+                                        ops.push(Op {
+                                            writer,
+                                            row,
+                                            action,
+                                            value,
+                                            in_txn,
+                                        });
+                                    }
+                                    break;
+                                }
+                                Err(e) if workload::retryable(&e) && attempt < 1000 => {
+                                    tokio::time::sleep(Duration::from_millis(
+                                        1 + (attempt.min(20) as u64),
+                                    ))
+                                    .await;
+                                }
+                                Err(e) => panic!("writer {writer} seq {seq} (seed {seed}): {e}"),
+                            }
+                        }
+                    }
+                    (ops, attempts)
+                }),
+        ));
+    }
+    let mut ops = Vec::new();
+    for task in tasks {
+        ops.extend(task.await.unwrap().0);
+    }
+    capture_db::seal(&w.db).await.unwrap();
+    let report = sea_orm_audit::verify(&w.db).await.unwrap();
+    assert!(report.is_ok(), "seed {seed}: {:?}", report.problems);
+
+    let entries = audit_log::Entity::find()
+        .filter(audit_log::Column::EntityType.eq("conc_db_rows"))
+        .order_by_asc(audit_log::Column::Id)
+        .all(&w.db)
+        .await
+        .unwrap();
+    // The setup's four creates, then one entry per committed operation.
+    let setup = usize::try_from(ROWS_AT_START).unwrap();
+    assert_eq!(
+        entries.len(),
+        setup + ops.len(),
+        "seed {seed}: one entry per committed operation"
+    );
+    let val =
+        |side: &serde_json::Value| side.get("val").and_then(|v| v.as_str()).map(str::to_owned);
+    // Per key: its life replayed from its entries.
+    let mut state: std::collections::HashMap<i32, Option<String>> =
+        (1..=LIFECYCLE_KEYS).map(|k| (k, None)).collect();
+    // The committed operations an entry can stand for, by (key, action, value).
+    let mut expected: std::collections::HashMap<(i32, &str, String), Vec<&Op>> =
+        std::collections::HashMap::new();
+    for op in &ops {
+        expected
+            .entry((op.row, op.action, op.value.clone()))
+            .or_default()
+            .push(op);
+    }
+    let carries = workload::carries_context(backend);
+    let (mut creates, mut updates, mut deletes) = (0, 0, 0);
+    for entry in &entries {
+        let key: i32 = entry.object_id.parse().unwrap();
+        let changes = entry.changes.clone().unwrap_or_default();
+        let (old, new) = (val(&changes["old_value"]), val(&changes["new_value"]));
+        let before = state.get_mut(&key).unwrap();
+        let context = format!(
+            "seed {seed}: entry {} {} of key {key}: {old:?} -> {new:?}, state {before:?}",
+            entry.id, entry.action
+        );
+        match entry.action.as_str() {
+            "create" => {
+                assert!(
+                    before.is_none() && old.is_none(),
+                    "{context}: created while present"
+                );
+                *before = new.clone();
+            }
+            "update" => {
+                assert!(
+                    before.is_some() && old == *before,
+                    "{context}: old_value is not the value before"
+                );
+                *before = new.clone();
+            }
+            "delete" => {
+                assert!(
+                    before.is_some() && old == *before,
+                    "{context}: old_value is not the value before"
+                );
+                *before = None;
+            }
+            other => panic!("{context}: action {other}"),
+        }
+        if entry.id <= entries[setup - 1].id {
+            assert_eq!(
+                entry.actor, None,
+                "{context}: the setup ran without context"
+            );
+            continue;
+        }
+        let value = if entry.action == "delete" {
+            String::new()
+        } else {
+            new.clone().unwrap()
+        };
+        let action: &str = &entry.action;
+        let candidates = expected
+            .get_mut(&(key, action, value))
+            .unwrap_or_else(|| panic!("{context}: no committed operation"));
+        // Deletes carry no value: take the candidate whose writer is the entry's actor.
+        // An actor only where the write carried one: in a transaction, or on a pool that
+        // carries the context; none only for autocommit on one that cannot.
+        let pick = candidates
+            .iter()
+            .position(|op| match entry.actor.as_deref() {
+                Some(actor) => actor == workload::actor(op.writer) && (op.in_txn || carries),
+                None => !op.in_txn && !carries,
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "{context}: actor {:?} made none of {candidates:?}",
+                    entry.actor
+                )
+            });
+        candidates.swap_remove(pick);
+        match entry.action.as_str() {
+            "create" => creates += 1,
+            "update" => updates += 1,
+            _ => deletes += 1,
+        }
+    }
+    let left: Vec<_> = expected.values().flatten().collect();
+    assert!(
+        left.is_empty(),
+        "seed {seed}: committed operations without an entry: {left:?}"
+    );
+    let rows: std::collections::HashMap<i32, String> = db_row::Entity::find()
+        .all(&w.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.id, r.val))
+        .collect();
+    for (key, logged) in &state {
+        assert_eq!(
+            rows.get(key),
+            logged.as_ref(),
+            "seed {seed}: key {key}: the log replays to the row as stored"
+        );
+    }
+    eprintln!(
+        "lifecycle {backend:?}, seed {seed}: {} operations committed ({creates} creates, {updates} updates, {deletes} deletes), {} entries, verify clean",
+        ops.len(),
+        entries.len()
+    );
+    assert!(
+        creates > 0 && updates > 0 && deletes > 0,
+        "seed {seed}: every kind ran"
+    );
+    w.finish().await;
+}
+
+/// Rows the workload database starts with (created by its setup, without context).
+const ROWS_AT_START: i32 = workload::ROWS;

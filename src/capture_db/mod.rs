@@ -480,7 +480,7 @@ where
 /// ```
 pub async fn transaction<D, F, T, E>(db: &D, f: F) -> Result<T, E>
 where
-    D: TransactionTrait,
+    D: TransactionTrait + ConnectionTrait,
     F: for<'c> FnOnce(
             &'c D::Transaction,
         ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
@@ -508,15 +508,28 @@ where
     };
     match OPENED.scope(opened, f(&txn)).await {
         Ok(value) => {
-            // The context row must never be committed; the entries are sealed with the
-            // write, so this transaction leaves none unsealed.
-            match txn.get_database_backend() {
-                DbBackend::Sqlite => sqlite::set_context(&txn, ContextRow::End).await?,
+            // The context row must never be committed.
+            let backend = txn.get_database_backend();
+            match backend {
+                DbBackend::Sqlite => {
+                    sqlite::set_context(&txn, ContextRow::End).await?;
+                    // One writer at a time: this transaction sees every entry before its own,
+                    // so its entries commit sealed.
+                    seal(&txn).await?;
+                }
                 DbBackend::MySql => mysql::set_context(&txn, ContextRow::End).await?,
                 _ => {}
             }
-            seal(&txn).await?;
             txn.commit().await?;
+            if backend == DbBackend::MySql && !is_transaction::<D>() {
+                // After the commit, outside the transaction (see `is_transaction`). The write
+                // committed: a failed seal leaves its entries to the next one rather than
+                // reporting a committed write as failed, which invites a second write.
+                if let Err(e) = seal_in_new_transaction(db).await {
+                    tracing::warn!(error = %e, "capture_db: the seal after a commit failed; \
+                        its entries stay unsealed until the next capture_db::seal");
+                }
+            }
             Ok(value)
         }
         Err(e) => {
@@ -533,11 +546,39 @@ where
 /// example on a timer and before [`verify`](crate::verify). Until then those entries are not
 /// protected: an edit made before the seal is sealed with them. Nothing to do on PostgreSQL,
 /// which hashes in the trigger. Returns how many entries this call sealed.
+///
+/// On MySQL, call it outside a transaction: inside one it returns an error (see
+/// [`transaction`] for why), and [`transaction`] and the hooks seal after the commit.
 pub async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
     match db.get_database_backend() {
+        DbBackend::MySql if is_transaction::<C>() => Err(DbErr::Custom(
+            "capture_db::seal on MySQL runs outside a transaction: a transaction's snapshot \
+             can hide the entry before one it wrote, and the seal would link past it"
+                .to_owned(),
+        )),
         DbBackend::Sqlite | DbBackend::MySql => seal::seal(db).await,
         _ => Ok(0),
     }
+}
+
+/// Seals in a transaction of its own, on one connection: it writes no entry, so every entry its
+/// snapshot shows committed before it, with its predecessor (see [`is_transaction`]).
+async fn seal_in_new_transaction<D: TransactionTrait>(db: &D) -> Result<u64, DbErr> {
+    let txn = db.begin().await?;
+    let sealed = seal::seal(&txn).await?;
+    txn.commit().await?;
+    Ok(sealed)
+}
+
+/// Whether `C` is a SeaORM transaction (or a reference to one): `ConnectionTrait` cannot say,
+/// the type can. MySQL seals only outside transactions: under REPEATABLE READ a transaction's
+/// snapshot is taken at its first read, and when another writer of the same object commits
+/// after that and before this transaction's write, the snapshot shows this transaction's entry
+/// but not that writer's, so a seal inside it would link the entry past its predecessor and
+/// fork the chain. SQLite admits one writer at a time, so a transaction that wrote sees every
+/// entry before its own.
+fn is_transaction<C: ?Sized>() -> bool {
+    std::any::type_name::<C>().contains("DatabaseTransaction")
 }
 
 tokio::task_local! {
@@ -597,10 +638,14 @@ pub(crate) async fn before_write<C: ConnectionTrait>(db: &C) -> Result<(), DbErr
 }
 
 /// After an active-model write of a database-mode entity (its `after_*` hook): seals, unless
-/// the write went through the transaction [`transaction`] began, which seals before it
-/// commits.
+/// the write went through the transaction [`transaction`] began, which seals with its commit,
+/// or, on MySQL, through any transaction (see [`is_transaction`]): the next seal outside one
+/// seals it.
 pub(crate) async fn after_write<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
     if OPENED.try_with(|o| o.handle == handle_of(db)) == Ok(true) {
+        return Ok(());
+    }
+    if db.get_database_backend() == DbBackend::MySql && is_transaction::<C>() {
         return Ok(());
     }
     seal(db).await.map(|_| ())
