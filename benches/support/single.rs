@@ -444,6 +444,10 @@ pub(crate) async fn single_row_ops(
                             let start = Instant::now();
                             capture_db::seal(db).await?;
                             seal.push(start.elapsed() / 1_000);
+                        } else if v == Variant::DbBare && backend == DbBackend::MySql {
+                            // MySQL seals outside transactions only: the hooks' entries wait
+                            // for a seal like the trigger's, untimed here.
+                            capture_db::seal(db).await?;
                         }
                     }
                 }
@@ -457,6 +461,8 @@ pub(crate) async fn single_row_ops(
                             let start = Instant::now();
                             capture_db::seal(db).await?;
                             seal.push(start.elapsed());
+                        } else if v == Variant::DbBare && backend == DbBackend::MySql {
+                            capture_db::seal(db).await?;
                         }
                     }
                 }

@@ -547,8 +547,11 @@ where
 /// protected: an edit made before the seal is sealed with them. Nothing to do on PostgreSQL,
 /// which hashes in the trigger. Returns how many entries this call sealed.
 ///
-/// On MySQL, call it outside a transaction: inside one it returns an error (see
-/// [`transaction`] for why), and [`transaction`] and the hooks seal after the commit.
+/// On MySQL, call it outside a transaction: inside one it returns an error, because under
+/// REPEATABLE READ the transaction's snapshot can hide the entry before one the transaction
+/// wrote itself, and the seal would link past it. There [`transaction`] seals right after its
+/// commit, a hook outside a transaction after its write, and a hook writing through a
+/// transaction you began leaves its entries to the next seal.
 pub async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
     match db.get_database_backend() {
         DbBackend::MySql if is_transaction::<C>() => Err(DbErr::Custom(

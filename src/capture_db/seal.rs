@@ -10,8 +10,8 @@
 use std::collections::HashMap;
 
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityName, EntityTrait, IdenStatic,
-    QueryFilter, QueryOrder, QuerySelect, Statement,
+    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityName, EntityTrait, FromQueryResult,
+    IdenStatic, QueryFilter, QuerySelect, Statement,
 };
 
 use crate::audit_log;
@@ -41,7 +41,8 @@ fn resolve_deferred(changes: &mut Option<serde_json::Value>) -> bool {
 /// Computes the hash of every unsealed entry, oldest first; returns how many it sealed.
 ///
 /// Sealers run at once (every hook of a database-mode entity seals after its write), so each
-/// entry's predecessor is looked up by id (one statement per batch), never assumed to be the
+/// entry's predecessor is looked up by id (with the entries, one statement per batch), never
+/// assumed to be the
 /// last entry of its object this call sealed: between this sealer's
 /// read of the unsealed entries and its UPDATEs, others seal entries and commit new ones,
 /// and on MySQL the read is a snapshot in which ids need not follow commit order across
@@ -49,7 +50,6 @@ fn resolve_deferred(changes: &mut Option<serde_json::Value>) -> bool {
 /// it); when the predecessor is still unsealed and was not sealed here, the entry is left for
 /// a later seal rather than linked to a guess.
 pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
-    use audit_log::Column as L;
     let backend = db.get_database_backend();
     let mut sealed = 0;
     // Onwards from the last entry seen: under MySQL's REPEATABLE READ the snapshot keeps
@@ -59,38 +59,27 @@ pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
     // Per object, the id and stored hash of the last entry this call sealed or read back.
     let mut heads: HashMap<(String, String), (i64, String)> = HashMap::new();
     loop {
-        let rows = audit_log::Entity::find()
-            .filter(L::Hash.eq(UNSEALED))
-            .filter(L::Id.gt(after))
-            .order_by_asc(L::Id)
-            .limit(SEAL_BATCH)
-            .all(db)
-            .await?;
-        let Some(last) = rows.last() else {
+        let rows = unsealed_after(db, after).await?;
+        let Some((last, _)) = rows.last() else {
             return Ok(sealed);
         };
         after = last.id;
-        // Ids per object follow write order (the trigger writes the entry while the write
-        // holds the row), and an entry this read shows was written after its predecessor
-        // committed: the predecessor's id is right even in a snapshot. One statement per batch.
-        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        let predecessors = predecessors(db, &ids).await?;
         // Entries whose diff is unchanged are stored with one statement per batch.
         let mut batch = Vec::with_capacity(rows.len());
-        for mut row in rows {
+        for (mut row, predecessor) in rows {
             let resolved = resolve_deferred(&mut row.changes);
             let key = (row.entity_type.clone(), row.object_id.clone());
             let prev = if row.action == "create" {
                 None
             } else {
-                match predecessors.get(&row.id) {
+                match predecessor {
                     None => None,
                     Some((id, hash)) => {
                         let known = match heads.get(&key) {
-                            Some((head, hash)) if head == id => Some(hash.clone()),
-                            _ if hash.as_deref() != Some(UNSEALED) => hash.clone(),
+                            Some((head, hash)) if *head == id => Some(hash.clone()),
+                            _ if hash.as_deref() != Some(UNSEALED) => hash,
                             // The snapshot may be older than its seal: read it as stored.
-                            _ => stored_hash(db, *id).await?,
+                            _ => stored_hash(db, id).await?,
                         };
                         match known {
                             Some(hash) if hash == UNSEALED => continue,
@@ -141,13 +130,18 @@ pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
     }
 }
 
-/// Each entry's predecessor in its object's chain (the entry of the same object with the
-/// next lower id): its id and its hash as this read shows it, by the entry's id. Entries with
-/// none are absent.
-async fn predecessors<C: ConnectionTrait>(
+/// The unsealed entries after id `after`, oldest first, at most [`SEAL_BATCH`], each with its
+/// predecessor in its object's chain (the entry of the same object with the next lower id):
+/// that entry's id and its hash as this read shows it. One statement per batch.
+///
+/// Ids per object follow write order (the trigger writes the entry while the write holds the
+/// row), and an entry this read shows committed after its predecessor did: the predecessor is
+/// right even in a snapshot, as long as the snapshot holds no entry of its own transaction,
+/// which is why MySQL seals only outside transactions (`capture_db::is_transaction`).
+async fn unsealed_after<C: ConnectionTrait>(
     db: &C,
-    ids: &[i64],
-) -> Result<HashMap<i64, (i64, Option<String>)>, DbErr> {
+    after: i64,
+) -> Result<Vec<(audit_log::Model, Option<(i64, Option<String>)>)>, DbErr> {
     use audit_log::Column as L;
     let backend = db.get_database_backend();
     let q = |ident: &str| quote(backend, ident);
@@ -158,30 +152,30 @@ async fn predecessors<C: ConnectionTrait>(
     );
     let (entity_type, object_id) = (q(L::EntityType.as_str()), q(L::ObjectId.as_str()));
     let mut p = Placeholders::new(backend);
-    let list: Vec<String> = ids.iter().map(|_| p.next()).collect();
+    // The aliases cannot collide with a log column: the log's are SeaORM's, without a prefix.
     let sql = format!(
-        "SELECT r.{id} AS row_id, p.{id} AS prev_id, p.{hash} AS prev_hash FROM {table} r \
-         JOIN {table} p ON p.{id} = (SELECT MAX(x.{id}) FROM {table} x WHERE \
+        "SELECT r.*, p.{id} AS sea_orm_audit_prev_id, p.{hash} AS sea_orm_audit_prev_hash \
+         FROM (SELECT * FROM {table} WHERE {hash} = {} AND {id} > {} ORDER BY {id} \
+         LIMIT {SEAL_BATCH}) r \
+         LEFT JOIN {table} p ON p.{id} = (SELECT MAX(x.{id}) FROM {table} x WHERE \
          x.{entity_type} = r.{entity_type} AND x.{object_id} = r.{object_id} AND x.{id} < r.{id}) \
-         WHERE r.{id} IN ({})",
-        list.join(", ")
+         ORDER BY r.{id}",
+        p.next(),
+        p.next(),
     );
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             backend,
             sql,
-            ids.iter().map(|&i| i.into()),
+            [UNSEALED.into(), after.into()],
         ))
         .await?;
     rows.into_iter()
         .map(|row| {
-            Ok((
-                row.try_get::<i64>("", "row_id")?,
-                (
-                    row.try_get::<i64>("", "prev_id")?,
-                    row.try_get::<Option<String>>("", "prev_hash")?,
-                ),
-            ))
+            let entry = audit_log::Model::from_query_result(&row, "")?;
+            let prev_id: Option<i64> = row.try_get("", "sea_orm_audit_prev_id")?;
+            let prev_hash: Option<String> = row.try_get("", "sea_orm_audit_prev_hash")?;
+            Ok((entry, prev_id.map(|id| (id, prev_hash))))
         })
         .collect()
 }
