@@ -13,7 +13,9 @@
 //! with a serde_json diff); sea-orm-audit's hooks; and database-side capture with the context
 //! `capture_db::transaction` sets, without a context, and the trigger alone (its seal timed
 //! apart). Then the bulk operations on 10,000 rows (SeaORM's own, `bulk::*`, SeaORM's own on
-//! the database-mode entity and its seal), and history lookups at 1,000,000 log rows.
+//! the database-mode entity and its seal), history lookups at 1,000,000 log rows, and on
+//! PostgreSQL and MySQL autocommit database-mode writes through a pool that carries the
+//! context (`capture_db::carry_context`) against one that does not (section `pool`).
 //! `AUDIT_BENCH_DB_NAME` names the database created on a server.
 
 #![allow(missing_docs, unreachable_pub)]
@@ -30,6 +32,10 @@ mod entities;
 /// History lookups at 1,000,000 log rows.
 #[path = "support/history.rs"]
 mod history;
+/// Autocommit writes through a pool carrying the context, and through one without.
+#[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
+#[path = "support/pool.rs"]
+mod pool;
 /// Command-line settings.
 #[path = "support/settings.rs"]
 mod settings;
@@ -60,6 +66,8 @@ async fn main() -> Result<(), DbErr> {
     let mut database = Report::default();
     let mut bulk = Report::default();
     let mut hist = Report::default();
+    #[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
+    let mut pools = Report::default();
     #[cfg(feature = "axum")]
     let (mut latency, mut writer) = (Report::default(), Report::default());
     for t in &targets {
@@ -97,6 +105,18 @@ async fn main() -> Result<(), DbErr> {
                 bulk.line("|---|---|---|---|---|---|---|---|---|---|---|---|".into());
             }
             bulk::bulk_ops(t, &settings, &mut bulk).await?;
+        }
+        #[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
+        if settings.wants("pool") && t.url.is_some() {
+            if pools.lines.is_empty() {
+                pools.line(
+                    "| backend | op | plain pool µs p50 / p99 | carry_context pool µs p50 / p99 | \
+                     carry/plain |"
+                        .into(),
+                );
+                pools.line("|---|---|---|---|---|".into());
+            }
+            pool::pool_context(t, &settings, &mut pools).await?;
         }
         if settings.wants("history") {
             if hist.lines.is_empty() {
@@ -149,6 +169,16 @@ async fn main() -> Result<(), DbErr> {
     println!("\n## Bulk operations\n");
     for l in &bulk.lines {
         println!("{l}");
+    }
+    #[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
+    {
+        println!(
+            "\n## Autocommit database-mode writes under a context: pool with carry_context vs \
+             without\n"
+        );
+        for l in &pools.lines {
+            println!("{l}");
+        }
     }
     println!("\n## History lookups: newest 50 entries of one object\n");
     for l in &hist.lines {

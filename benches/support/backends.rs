@@ -17,6 +17,12 @@ impl MigratorTrait for Migrator {
 pub(crate) struct Target {
     pub(crate) name: &'static str,
     pub(crate) db: DatabaseConnection,
+    /// A server's database URL, for a second pool (section `pool`); none for SQLite.
+    #[cfg_attr(
+        not(any(feature = "sqlx-postgres", feature = "sqlx-mysql")),
+        allow(dead_code)
+    )]
+    pub(crate) url: Option<String>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -37,10 +43,11 @@ fn server_db_name() -> String {
     std::env::var("AUDIT_BENCH_DB_NAME").unwrap_or_else(|_| "sea_orm_audit_bench".into())
 }
 
+/// A database created afresh on the server, and its URL.
 pub(crate) async fn fresh_server_db(
     server_url: &str,
     name: &str,
-) -> Result<DatabaseConnection, DbErr> {
+) -> Result<(DatabaseConnection, String), DbErr> {
     let admin = Database::connect(options(server_url)).await?;
     admin
         .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}"))
@@ -52,7 +59,8 @@ pub(crate) async fn fresh_server_db(
     let (base, _) = server_url
         .rsplit_once('/')
         .ok_or_else(|| DbErr::Custom(format!("{server_url}: no database path")))?;
-    Database::connect(options(&format!("{base}/{name}"))).await
+    let url = format!("{base}/{name}");
+    Ok((Database::connect(options(&url)).await?, url))
 }
 
 pub(crate) async fn targets(settings: &Settings) -> Result<Vec<Target>, DbErr> {
@@ -69,6 +77,7 @@ pub(crate) async fn targets(settings: &Settings) -> Result<Vec<Target>, DbErr> {
         out.push(Target {
             name: "sqlite-file",
             db,
+            url: None,
             _dir: Some(dir),
         });
     }
@@ -77,26 +86,35 @@ pub(crate) async fn targets(settings: &Settings) -> Result<Vec<Target>, DbErr> {
         out.push(Target {
             name: "sqlite-mem",
             db,
+            url: None,
             _dir: None,
         });
     }
     if settings.wants("postgres") {
         match std::env::var("AUDIT_BENCH_POSTGRES_URL") {
-            Ok(url) => out.push(Target {
-                name: "postgres",
-                db: fresh_server_db(&url, &server_db_name()).await?,
-                _dir: None,
-            }),
+            Ok(url) => {
+                let (db, url) = fresh_server_db(&url, &server_db_name()).await?;
+                out.push(Target {
+                    name: "postgres",
+                    db,
+                    url: Some(url),
+                    _dir: None,
+                });
+            }
             Err(_) => eprintln!("postgres skipped: set AUDIT_BENCH_POSTGRES_URL"),
         }
     }
     if settings.wants("mysql") {
         match std::env::var("AUDIT_BENCH_MYSQL_URL") {
-            Ok(url) => out.push(Target {
-                name: "mysql",
-                db: fresh_server_db(&url, &server_db_name()).await?,
-                _dir: None,
-            }),
+            Ok(url) => {
+                let (db, url) = fresh_server_db(&url, &server_db_name()).await?;
+                out.push(Target {
+                    name: "mysql",
+                    db,
+                    url: Some(url),
+                    _dir: None,
+                });
+            }
             Err(_) => eprintln!("mysql skipped: set AUDIT_BENCH_MYSQL_URL"),
         }
     }

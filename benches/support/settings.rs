@@ -27,7 +27,7 @@ impl Settings {
     }
 
     /// `--only` and `--skip` take backends (sqlite-file, sqlite-mem, postgres, mysql) and
-    /// sections (single, bulk, history, web); `--only` of one kind leaves the other kind alone.
+    /// sections (single, bulk, pool, history, web); `--only` of one kind leaves the other kind alone.
     pub(crate) fn wants(&self, what: &str) -> bool {
         const BACKENDS: [&str; 4] = ["sqlite-file", "sqlite-mem", "postgres", "mysql"];
         let same_kind = |o: &&String| BACKENDS.contains(&o.as_str()) == BACKENDS.contains(&what);

@@ -564,6 +564,12 @@ pub async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
     }
 }
 
+/// Whether `C` is SeaORM's connection pool handle, on which every statement outside a
+/// transaction runs alone (named by type, as in [`is_transaction`]).
+fn is_pool<C: ?Sized>() -> bool {
+    std::any::type_name::<C>().ends_with("::DatabaseConnection")
+}
+
 /// Seals in a transaction of its own, on one connection: it writes no entry, so every entry its
 /// snapshot shows committed before it, with its predecessor (see [`is_transaction`]).
 async fn seal_in_new_transaction<D: TransactionTrait>(db: &D) -> Result<u64, DbErr> {
@@ -623,11 +629,19 @@ fn handle_of<C>(db: &C) -> (usize, &'static str) {
 
 /// Before an active-model write of a database-mode entity (its `before_*` hook). Through the
 /// transaction [`transaction`] began, while only its context was ever set there, the setting
-/// already holds the current context: nothing to do. Otherwise the current context is set.
+/// already holds the current context: nothing to do; nor outside a transaction, where nothing
+/// set here reaches the write. Otherwise the current context is set.
 pub(crate) async fn before_write<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
     match db.get_database_backend() {
         DbBackend::Postgres | DbBackend::Sqlite | DbBackend::MySql => {
             let current = current_context()?;
+            if is_pool::<C>() {
+                // Outside a transaction SeaORM runs the write as a statement of its own, on
+                // whichever pooled connection it takes then: a setting made here could not
+                // reach it (PostgreSQL's lasts for this statement, SQLite's and MySQL's context
+                // row exists only inside `transaction`). `carry_context` carries it instead.
+                return Ok(());
+            }
             let set = OPENED.try_with(|o| {
                 o.handle == handle_of(db) && o.only_its_context() && o.context == current
             });
@@ -783,4 +797,22 @@ pub(crate) enum ContextRow {
 /// Whether `M`'s log rows are written by the database (the hooks then write none).
 pub(crate) fn in_database<M: Auditable>() -> bool {
     M::CAPTURE == Capture::Database
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_pool, is_transaction};
+    use sea_orm::{DatabaseConnection, DatabaseTransaction};
+
+    /// The hooks tell SeaORM's pool handle from a transaction by type: SeaORM's type names
+    /// must keep matching.
+    #[test]
+    fn pool_and_transaction_are_told_apart_by_type() {
+        assert!(is_pool::<DatabaseConnection>());
+        assert!(is_pool::<&DatabaseConnection>());
+        assert!(!is_pool::<DatabaseTransaction>());
+        assert!(is_transaction::<DatabaseTransaction>());
+        assert!(is_transaction::<&DatabaseTransaction>());
+        assert!(!is_transaction::<DatabaseConnection>());
+    }
 }
