@@ -426,3 +426,58 @@ async fn cut_connections_never_give_a_write_another_tasks_context() {
     db.close().await.ok();
     t.finish().await;
 }
+
+/// MySQL: the seal a hook runs after an autocommit write loses its connection (its read's
+/// answer swallowed). The write committed, so it returns `Ok` with its entry logged, unsealed
+/// until the next seal, which seals it; `verify` is then clean. (PostgreSQL hashes in the
+/// trigger and SQLite has no TCP connection to cut: nothing to fail there.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_seal_fails_after_it_committed_is_not_reported_as_failed() {
+    use common::proxy::{FaultProxy, upstream_of};
+    use sea_orm_audit::chain::ProblemKind;
+    let t = setup().await;
+    if t.backend() != DbBackend::MySql {
+        return t.finish().await;
+    }
+    let proxy = FaultProxy::start(upstream_of(&t.url)).await;
+    let mut options = ConnectOptions::new(proxy.url(&t.url));
+    options
+        .max_connections(2)
+        .test_before_acquire(false)
+        .sqlx_logging(false);
+    let db = Database::connect(options).await.unwrap();
+    // The seal's read of the unsealed entries (the only statement with this alias).
+    proxy.swallow_reply_to("sea_orm_audit_prev_id", 1);
+    let written = AuditContext::new()
+        .actor("alice")
+        .scope(
+            ctx_post::ActiveModel {
+                title: Set("kept".into()),
+                views: Set(1),
+                ..Default::default()
+            }
+            .insert(&db),
+        )
+        .await
+        .expect("the write committed: its failed seal is not its failure");
+    assert_eq!(proxy.swallowed(), 1, "the fault fired");
+    let entries = sea_orm_audit::logs_for_id(&t.db, "ctx_posts", &written.id.to_string())
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let report = verify(&t.db).await.unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .all(|p| p.kind == ProblemKind::Unsealed),
+        "{:?}",
+        report.problems
+    );
+    assert_eq!(report.problems.len(), 1, "the entry waits for a seal");
+    capture_db::seal(&t.db).await.unwrap();
+    let report = verify(&t.db).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    db.close().await.ok();
+    t.finish().await;
+}

@@ -654,7 +654,8 @@ pub(crate) async fn before_write<C: ConnectionTrait>(db: &C) -> Result<(), DbErr
     }
 }
 
-/// After an active-model write of a database-mode entity (its `after_*` hook): seals, unless
+/// After an active-model write of a database-mode entity (its `after_*` hook): seals (outside
+/// a transaction, a failed seal is logged, not returned: the write committed), unless
 /// the write went through the transaction [`transaction`] began, which seals with its commit,
 /// or, on MySQL, through any transaction (see [`is_transaction`]): the next seal outside one
 /// seals it.
@@ -665,7 +666,17 @@ pub(crate) async fn after_write<C: ConnectionTrait>(db: &C) -> Result<(), DbErr>
     if db.get_database_backend() == DbBackend::MySql && is_transaction::<C>() {
         return Ok(());
     }
-    seal(db).await.map(|_| ())
+    match seal(db).await {
+        // Outside a transaction the write has committed: a failed seal (a connection cut)
+        // must not report it as failed, which invites a second write. Its entry waits for
+        // the next seal, as a raw write's does.
+        Err(e) if is_pool::<C>() => {
+            tracing::warn!(error = %e, "capture_db: the seal after a write failed; \
+                its entry stays unsealed until the next capture_db::seal");
+            Ok(())
+        }
+        other => other.map(drop),
+    }
 }
 
 /// Actor, tool and data, as handed to the triggers.
