@@ -404,7 +404,8 @@ async fn a_seal_links_each_entry_to_its_stored_predecessor() {
 /// applications do before they write), then another writer changed the row and committed,
 /// then it wrote. MySQL's sealer, run in that transaction, would see its own entry but not the
 /// one before it, link the entry to the one before that and fork the chain. Through
-/// `capture_db::transaction` and through the caller's own transaction.
+/// `capture_db::transaction` and through the caller's own transaction (on MySQL its hook
+/// leaves the entry unsealed, and the next hook outside a transaction seals it).
 #[tokio::test]
 async fn an_entry_whose_transaction_read_before_the_previous_write_links_to_it() {
     let w = WorkDb::new().await;
@@ -448,6 +449,19 @@ async fn an_entry_whose_transaction_read_before_the_previous_write_links_to_it()
             update(&before).update(&other).await.unwrap();
             update(&after).update(&txn).await.unwrap();
             txn.commit().await.unwrap();
+            if w.backend() == DbBackend::MySql {
+                // MySQL: the hook left its entry to the next seal, which the next hook outside
+                // a transaction runs.
+                assert_eq!(newest().await.hash.as_deref(), Some("unsealed"));
+                db_row::ActiveModel {
+                    id: Set(2),
+                    val: Set("sealer".into()),
+                }
+                .update(db)
+                .await
+                .unwrap();
+                assert_ne!(newest().await.hash.as_deref(), Some("unsealed"));
+            }
         }
         capture_db::seal(db).await.unwrap();
         let last = newest().await;
