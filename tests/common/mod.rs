@@ -140,21 +140,27 @@ impl TestDb {
         let TestDb { db, server, .. } = self;
         db.close().await.ok();
         if let Some((server_url, name)) = server {
-            let admin = Database::connect(options(&server_url))
-                .await
-                .expect("reconnect");
-            let force = if server_url.starts_with("postgres") {
-                " WITH (FORCE)"
-            } else {
-                ""
-            };
-            admin
-                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}{force}"))
-                .await
-                .expect("drop test database");
-            admin.close().await.ok();
+            drop_server_db(&server_url, &name).await;
         }
     }
+}
+
+/// Drops the test database `name` on the server of `server_url` (PostgreSQL: with the
+/// connections still open to it).
+pub async fn drop_server_db(server_url: &str, name: &str) {
+    let admin = Database::connect(options(server_url))
+        .await
+        .expect("reconnect");
+    let force = if server_url.starts_with("postgres") {
+        " WITH (FORCE)"
+    } else {
+        ""
+    };
+    admin
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}{force}"))
+        .await
+        .expect("drop test database");
+    admin.close().await.ok();
 }
 
 pub async fn create_table<E: EntityTrait>(db: &DatabaseConnection, entity: E) {

@@ -314,17 +314,7 @@ impl WorkDb {
         let WorkDb { db, server, .. } = self;
         db.close().await.ok();
         if let Some((server_url, name)) = server {
-            let admin = Database::connect(options(&server_url, 1)).await.unwrap();
-            let force = if server_url.starts_with("postgres") {
-                " WITH (FORCE)"
-            } else {
-                ""
-            };
-            admin
-                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}{force}"))
-                .await
-                .expect("drop test database");
-            admin.close().await.ok();
+            common::drop_server_db(&server_url, &name).await;
         }
     }
 }
