@@ -127,7 +127,7 @@ async fn by_trigger<E, B, C>(db: &C, builder: B) -> Result<B::Output, DbErr>
 where
     E: EntityTrait,
     B: Exec + 'static,
-    C: ConnectionTrait + TransactionTrait,
+    C: TransactionTrait,
 {
     let _strict = strict::expect_many(E::default().table_name());
     capture_db::transaction(db, move |txn| builder.exec_on(txn)).await

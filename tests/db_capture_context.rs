@@ -427,9 +427,10 @@ async fn cut_connections_never_give_a_write_another_tasks_context() {
     t.finish().await;
 }
 
-/// MySQL: the seal a hook runs after an autocommit write loses its connection (its read's
-/// answer swallowed). The write committed, so it returns `Ok` with its entry logged, unsealed
-/// until the next seal, which seals it; `verify` is then clean. (PostgreSQL hashes in the
+/// MySQL: the seal a hook runs after an autocommit write, then the one
+/// `capture_db::transaction` runs after its commit, lose their connection (their read's answer
+/// swallowed). Each write committed, so it returns `Ok` with its entry logged, unsealed until
+/// the next seal, which seals it; `verify` is then clean. (PostgreSQL hashes in the
 /// trigger and SQLite has no TCP connection to cut: nothing to fail there.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_whose_seal_fails_after_it_committed_is_not_reported_as_failed() {
@@ -475,6 +476,44 @@ async fn a_write_whose_seal_fails_after_it_committed_is_not_reported_as_failed()
         report.problems
     );
     assert_eq!(report.problems.len(), 1, "the entry waits for a seal");
+    capture_db::seal(&t.db).await.unwrap();
+    let report = verify(&t.db).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+
+    // The same for the seal `capture_db::transaction` runs after its commit.
+    proxy.swallow_reply_to("sea_orm_audit_prev_id", 1);
+    let id = written.id;
+    AuditContext::new()
+        .actor("bob")
+        .scope(capture_db::transaction(&db, |txn| {
+            Box::pin(async move {
+                ctx_post::ActiveModel {
+                    id: Set(id),
+                    views: Set(2),
+                    ..Default::default()
+                }
+                .update(txn)
+                .await
+                .map(drop)
+            })
+        }))
+        .await
+        .expect("the transaction committed: its failed seal is not its failure");
+    assert_eq!(proxy.swallowed(), 2, "the fault fired again");
+    let entries = sea_orm_audit::logs_for_id(&t.db, "ctx_posts", &id.to_string())
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|e| e.actor.as_deref() == Some("bob"))
+            .count(),
+        1
+    );
+    let report = verify(&t.db).await.unwrap();
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert_eq!(report.problems[0].kind, ProblemKind::Unsealed);
     capture_db::seal(&t.db).await.unwrap();
     let report = verify(&t.db).await.unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);

@@ -480,7 +480,7 @@ where
 /// ```
 pub async fn transaction<D, F, T, E>(db: &D, f: F) -> Result<T, E>
 where
-    D: TransactionTrait + ConnectionTrait,
+    D: TransactionTrait,
     F: for<'c> FnOnce(
             &'c D::Transaction,
         ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
@@ -526,8 +526,7 @@ where
                 // committed: a failed seal leaves its entries to the next one rather than
                 // reporting a committed write as failed, which invites a second write.
                 if let Err(e) = seal_in_new_transaction(db).await {
-                    tracing::warn!(error = %e, "capture_db: the seal after a commit failed; \
-                        its entries stay unsealed until the next capture_db::seal");
+                    warn_left_unsealed(&e);
                 }
             }
             Ok(value)
@@ -562,6 +561,12 @@ pub async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
         DbBackend::Sqlite | DbBackend::MySql => seal::seal(db).await,
         _ => Ok(0),
     }
+}
+
+/// A seal after a committed write failed: the write stands, its entries wait for the next seal.
+fn warn_left_unsealed(e: &DbErr) {
+    tracing::warn!(error = %e, "capture_db: the seal after a committed write failed; \
+        its entries stay unsealed until the next capture_db::seal");
 }
 
 /// Whether `C` is SeaORM's connection pool handle, on which every statement outside a
@@ -634,14 +639,16 @@ fn handle_of<C>(db: &C) -> (usize, &'static str) {
 pub(crate) async fn before_write<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
     match db.get_database_backend() {
         DbBackend::Postgres | DbBackend::Sqlite | DbBackend::MySql => {
-            let current = current_context()?;
             if is_pool::<C>() {
+                // A context the log cannot hold is still refused, as on every other path.
+                AuditContext::check_current()?;
                 // Outside a transaction SeaORM runs the write as a statement of its own, on
                 // whichever pooled connection it takes then: a setting made here could not
                 // reach it (PostgreSQL's lasts for this statement, SQLite's and MySQL's context
                 // row exists only inside `transaction`). `carry_context` carries it instead.
                 return Ok(());
             }
+            let current = current_context()?;
             let set = OPENED.try_with(|o| {
                 o.handle == handle_of(db) && o.only_its_context() && o.context == current
             });
@@ -671,8 +678,7 @@ pub(crate) async fn after_write<C: ConnectionTrait>(db: &C) -> Result<(), DbErr>
         // must not report it as failed, which invites a second write. Its entry waits for
         // the next seal, as a raw write's does.
         Err(e) if is_pool::<C>() => {
-            tracing::warn!(error = %e, "capture_db: the seal after a write failed; \
-                its entry stays unsealed until the next capture_db::seal");
+            warn_left_unsealed(&e);
             Ok(())
         }
         other => other.map(drop),
