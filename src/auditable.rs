@@ -68,6 +68,9 @@ pub trait Auditable: ModelTrait + Send + Sync + 'static {
     /// [`capture_db`](crate::capture_db)). In [`Capture::Database`] mode the hook helpers and
     /// `bulk::*` write no row themselves, so no write is logged twice.
     const CAPTURE: Capture = Capture::Hooks;
+    /// When the hashes of the entries written in [`Capture::Database`] mode are computed (see
+    /// [`Seal`]). Hook mode hashes each entry as it writes it, whatever this says.
+    const SEAL: Seal = Seal::OnWrite;
 
     /// The name log rows are keyed by.
     fn entity_type() -> &'static str {
@@ -100,6 +103,23 @@ pub enum Capture {
     /// Triggers installed by [`capture_db::install`](crate::capture_db::install) write the rows:
     /// every write to the table is logged, whatever path it takes.
     Database,
+}
+
+/// When the chain hashes of a database-mode entity's entries are computed (see
+/// [`Auditable::SEAL`] and [`capture_db`](crate::capture_db)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Seal {
+    /// With the write: PostgreSQL's trigger hashes each entry it writes; on SQLite and MySQL
+    /// the hook helpers seal after an active-model write, and
+    /// [`capture_db::transaction`](crate::capture_db::transaction) seals with its commit.
+    OnWrite,
+    /// Later, by [`capture_db::seal`](crate::capture_db::seal) (or a
+    /// [`capture_db::Sealer`](crate::capture_db::Sealer) on a timer): the trigger writes the
+    /// entry unsealed and no write path hashes, so writes cost less, and until the seal
+    /// `verify` reports the entries as
+    /// [`Unsealed`](crate::chain::ProblemKind::Unsealed), unprotected against an edit.
+    Deferred,
 }
 
 /// The `Column` type of a model's entity.

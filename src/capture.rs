@@ -339,7 +339,7 @@ where
 {
     strict::done(<M::Entity as Default>::default().table_name());
     if capture_db::in_database::<M>() {
-        capture_db::after_write(db).await?;
+        capture_db::after_write::<M, _>(db).await?;
         return Ok(model);
     }
     let entity_type = M::entity_type();
@@ -477,7 +477,7 @@ where
 {
     strict::done(A::Entity::default().table_name());
     if capture_db::in_database::<ModelOf<A>>() {
-        capture_db::after_write(db).await?;
+        capture_db::after_write::<ModelOf<A>, _>(db).await?;
         return Ok(am);
     }
     let pk = pk_of(&am)?;

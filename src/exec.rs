@@ -122,15 +122,21 @@ where
 
 /// A database-mode entity: its trigger logs every row. The statement runs in
 /// [`capture_db::transaction`], which hands the current context to the trigger on every
-/// backend and seals what the trigger wrote.
+/// backend and seals what the trigger wrote ([`capture_db::transaction_unsealed`] for an
+/// entity whose seal is deferred).
 async fn by_trigger<E, B, C>(db: &C, builder: B) -> Result<B::Output, DbErr>
 where
     E: EntityTrait,
+    E::Model: Auditable,
     B: Exec + 'static,
     C: TransactionTrait,
 {
     let _strict = strict::expect_many(E::default().table_name());
-    capture_db::transaction(db, move |txn| builder.exec_on(txn)).await
+    if <E::Model as Auditable>::SEAL == crate::Seal::Deferred {
+        capture_db::transaction_unsealed(db, move |txn| builder.exec_on(txn)).await
+    } else {
+        capture_db::transaction(db, move |txn| builder.exec_on(txn)).await
+    }
 }
 
 #[async_trait::async_trait]

@@ -59,7 +59,7 @@
 //! |---|---|
 //! | identity and policy | [`Auditable`], [`object_id`] |
 //! | capture (hooks) | [`before_save`], [`after_save`], [`before_delete`], [`after_delete`], [`impl_audited_behavior!`] |
-//! | capture (database triggers) | [`Capture`], [`capture_db::install`], [`capture_db::check`], [`capture_db::transaction`], [`capture_db::seal`] |
+//! | capture (database triggers) | [`Capture`], [`Seal`], [`capture_db::install`], [`capture_db::check`], [`capture_db::transaction`], [`capture_db::transaction_unsealed`], [`capture_db::seal`], [`capture_db::Sealer`] |
 //! | diff | [`diff`], [`diff_maps`], [`Changes`] |
 //! | actor | [`AuditContext`] |
 //! | events | [`Event`], [`events::login`], [`Template`], [`Describe`] |
@@ -117,7 +117,7 @@ pub mod value;
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod web;
 
-pub use auditable::{Auditable, Capture, ColumnOf, object_id, snapshot};
+pub use auditable::{Auditable, Capture, ColumnOf, Seal, object_id, snapshot};
 pub use capture::{after_delete, after_save, before_delete, before_save};
 pub use chain::{Report, verify, verify_object};
 pub use context::AuditContext;

@@ -47,6 +47,31 @@ mod db_post {
     sea_orm_audit::impl_audited_behavior!();
 }
 
+/// `db_post`'s shape and policy with a deferred seal: its own table.
+mod db_deferred_post {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, sea_orm_audit::Auditable)]
+    #[sea_orm(table_name = "db_deferred_posts")]
+    #[audit(capture = "database", seal = "deferred", exclude(updated_at))]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        #[sea_orm(unique)]
+        pub title: String,
+        pub body: String,
+        pub views: i32,
+        #[audit(mask)]
+        pub secret: Option<String>,
+        pub updated_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    sea_orm_audit::impl_audited_behavior!();
+}
+
 /// The same table with another audit policy: a changed entity definition.
 mod db_post_v2 {
     use sea_orm::entity::prelude::*;
@@ -445,6 +470,144 @@ async fn every_write_path_is_logged_exactly_once() {
     assert_eq!(history.len(), 3);
     assert_eq!(history[0].changes.as_ref().unwrap().new_value["views"], 9);
     assert_verified(&t).await;
+    t.finish().await;
+}
+
+/// The same writes, each path, to an entity sealed on write and to one sealed later.
+macro_rules! same_writes {
+    ($db:expr, $entity:ident, $table:literal) => {{
+        let db = $db;
+        let draft = |title: &str| $entity::ActiveModel {
+            title: Set(title.into()),
+            body: Set("body".into()),
+            views: Set(0),
+            secret: Set(Some("hunter2".into())),
+            ..Default::default()
+        };
+        let one = draft("one").insert(db).await.unwrap();
+        $entity::Entity::insert_many([draft("two"), draft("three")])
+            .exec(db)
+            .await
+            .unwrap();
+        let mut am = one.into_active_model();
+        am.views = Set(5);
+        am.update(db).await.unwrap();
+        AuditContext::new()
+            .actor("alice")
+            .scope(capture_db::transaction_unsealed(db, |txn| {
+                Box::pin(async move {
+                    $entity::Entity::update_many()
+                        .col_expr($entity::Column::Views, Expr::value(7))
+                        .filter($entity::Column::Id.eq(2))
+                        .exec(txn)
+                        .await?;
+                    $entity::ActiveModel {
+                        id: Set(3),
+                        secret: Set(Some("swordfish".into())),
+                        ..Default::default()
+                    }
+                    .update(txn)
+                    .await?;
+                    Ok::<_, DbErr>(())
+                })
+            }))
+            .await
+            .unwrap();
+        db.execute_unprepared(concat!("UPDATE ", $table, " SET body = 'raw' WHERE id = 2"))
+            .await
+            .unwrap();
+        $entity::Entity::delete_by_id(1).exec(db).await.unwrap();
+    }};
+}
+
+/// `seal = "deferred"`: the same entries as a capture sealed on write, with the same actors and
+/// no masked value, left unsealed by every write path (PostgreSQL's trigger included) until a
+/// seal, after which `verify` is clean; a `Sealer` seals them on its own.
+#[tokio::test]
+async fn a_deferred_seal_writes_the_same_entries_and_leaves_them_to_the_seal() {
+    let t = setup().await;
+    let db = &t.db;
+    common::create_table(db, db_deferred_post::Entity).await;
+    capture_db::install::<db_deferred_post::Model, _>(db)
+        .await
+        .unwrap();
+    assert_eq!(
+        capture_db::check::<db_deferred_post::Model, _>(db)
+            .await
+            .unwrap(),
+        vec![]
+    );
+    capture_db::seal(db).await.unwrap();
+
+    same_writes!(db, db_post, "db_posts");
+    capture_db::seal(db).await.unwrap();
+    assert!(verify(db).await.unwrap().problems.is_empty());
+    same_writes!(db, db_deferred_post, "db_deferred_posts");
+
+    let on_write = common::all_logs(db)
+        .await
+        .into_iter()
+        .filter(|r| r.entity_type == "db_posts")
+        .map(|r| (r.object_id, r.action, r.actor, r.changes))
+        .collect::<Vec<_>>();
+    let deferred = common::all_logs(db)
+        .await
+        .into_iter()
+        .filter(|r| r.entity_type == "db_deferred_posts")
+        .collect::<Vec<_>>();
+    assert_eq!(deferred.len(), 8, "{deferred:?}");
+    assert_eq!(
+        deferred
+            .iter()
+            .map(|r| (
+                r.object_id.clone(),
+                r.action.clone(),
+                r.actor.clone(),
+                r.changes.clone()
+            ))
+            .collect::<Vec<_>>(),
+        on_write
+    );
+    assert!(deferred.iter().any(|r| r.actor.as_deref() == Some("alice")));
+    for row in &deferred {
+        assert_eq!(row.hash.as_deref(), Some("unsealed"), "{row:?}");
+        let text = format!("{row:?}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("swordfish"),
+            "{text}"
+        );
+    }
+    // Until the seal, verify names each of them, and only them.
+    let report = verify(db).await.unwrap();
+    assert_eq!(report.problems.len(), 8, "{:?}", report.problems);
+    assert!(
+        report
+            .problems
+            .iter()
+            .all(|p| p.kind == ProblemKind::Unsealed && p.entity_type == "db_deferred_posts"),
+        "{:?}",
+        report.problems
+    );
+    assert_eq!(capture_db::seal(db).await.unwrap(), 8);
+    assert!(verify(db).await.unwrap().problems.is_empty());
+
+    // A Sealer does it on a timer.
+    let sealer = capture_db::Sealer::spawn(db.clone(), std::time::Duration::from_millis(5));
+    db.execute_unprepared("UPDATE db_deferred_posts SET views = views + 1")
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    while sealer.sealed() < 2 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "the sealer sealed {} of 2 entries",
+            sealer.sealed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(sealer.failures(), 0);
+    assert_eq!(sealer.stop().await.unwrap(), 0, "nothing left to seal");
+    assert!(verify(db).await.unwrap().problems.is_empty());
     t.finish().await;
 }
 

@@ -14,7 +14,7 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, Statement, TransactionTrait,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Statement, TransactionTrait,
 };
 use sea_orm_audit::{AuditContext, audit_log, capture_db};
 use serde_json::json;
@@ -30,9 +30,51 @@ const PROCESS_UPDATES: usize = 24;
 /// The ignored test that child processes run.
 const CHILD: &str = "child_process";
 
+/// Deferred seal: two `Sealer`s racing each other and the writers, every 2 ms.
+fn start_sealers(
+    db: &DatabaseConnection,
+    mode: Mode,
+) -> Vec<capture_db::Sealer<DatabaseConnection>> {
+    if mode != Mode::Deferred {
+        return Vec::new();
+    }
+    (0..2)
+        .map(|_| capture_db::Sealer::spawn(db.clone(), Duration::from_millis(2)))
+        .collect()
+}
+
+/// Stops the sealers (each seals once more); asserts that they sealed while the writers ran
+/// (so that the race was there: an entry sealed by then) and that none of their seals failed.
+async fn stop_sealers(
+    db: &DatabaseConnection,
+    sealers: Vec<capture_db::Sealer<DatabaseConnection>>,
+) {
+    if sealers.is_empty() {
+        return;
+    }
+    let while_writing = audit_log::Entity::find()
+        .filter(audit_log::Column::EntityType.eq(Mode::Deferred.table()))
+        .filter(audit_log::Column::Hash.ne("unsealed"))
+        .count(db)
+        .await
+        .unwrap();
+    let failures: u64 = sealers.iter().map(|s| s.failures()).sum();
+    for sealer in sealers {
+        sealer.stop().await.expect("final seal");
+    }
+    assert_eq!(failures, 0, "a sealer's seal failed (the warning says why)");
+    assert!(
+        while_writing > 0,
+        "the sealers sealed nothing while the writers ran"
+    );
+    eprintln!("deferred seal: {while_writing} entries sealed when the writers ended");
+}
+
 async fn one_process(mode: Mode) {
     let w = WorkDb::new().await;
+    let sealers = start_sealers(&w.db, mode);
     let out = workload::run(&w.db, mode, 0..WRITERS, UPDATES).await;
+    stop_sealers(&w.db, sealers).await;
     let tally = workload::check(&w.db, mode, &out.committed).await;
     let verified = workload::verify(&w.db).await;
     let label = format!(
@@ -51,6 +93,13 @@ async fn one_process(mode: Mode) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn database_mode_logs_each_write_once_under_concurrency() {
     one_process(Mode::Database).await;
+}
+
+/// Database mode with a deferred seal: the same exact history, every entry written unsealed
+/// and sealed by two `Sealer`s running while the writers write, `verify` clean afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deferred_seal_logs_each_write_once_under_concurrency() {
+    one_process(Mode::Deferred).await;
 }
 
 /// Hook mode: in transactions, the same exact history as database mode; outside them what the
@@ -75,9 +124,11 @@ async fn two_processes(mode: Mode) {
             })
         })
         .collect();
+    let sealers = start_sealers(&w.db, mode);
     let answers = workload::spawn_children(CHILD, orders, dir.path())
         .wait()
         .await;
+    stop_sealers(&w.db, sealers).await;
     let outs: Vec<Outcome> = answers.iter().map(Outcome::from_json).collect();
     assert!(
         outs[0].started_ms < outs[1].ended_ms && outs[1].started_ms < outs[0].ended_ms,
@@ -107,6 +158,12 @@ async fn two_processes(mode: Mode) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_mode_logs_each_write_once_from_two_processes() {
     two_processes(Mode::Database).await;
+}
+
+/// The same with a deferred seal, sealed from the parent process while both children write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_seal_logs_each_write_once_from_two_processes() {
+    two_processes(Mode::Deferred).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ mod auditable;
 /// Implements `sea_orm_audit::Auditable` for a SeaORM `Model`.
 ///
 /// Struct attributes: `#[audit(entity_type = "name", exclude(field, ..), mask(field, ..),
-/// log_unchanged)]`. Field attributes: `#[audit(exclude)]`, `#[audit(mask)]`. Names are the
+/// log_unchanged, capture = "database", seal = "deferred")]`. Field attributes: `#[audit(exclude)]`, `#[audit(mask)]`. Names are the
 /// model's field names; each becomes the entity's `Column` variant for that field, so the
 /// column name is always the one SeaORM uses. A name that is not a column of the model is a
 /// compile error.

@@ -127,7 +127,7 @@ use sea_orm::{
 };
 use serde_json::{Map, Value as Json};
 
-use crate::auditable::{Auditable, Capture};
+use crate::auditable::{Auditable, Capture, Seal};
 use crate::context::AuditContext;
 use crate::error::Error;
 use crate::limits;
@@ -207,6 +207,8 @@ struct Spec {
     /// Indexes into `columns` of the primary key, in key order.
     key: Vec<usize>,
     log_unchanged: bool,
+    /// [`Seal::Deferred`]: the trigger writes entries unsealed (PostgreSQL's would hash them).
+    seal_deferred: bool,
 }
 
 impl Spec {
@@ -259,6 +261,7 @@ impl Spec {
             columns,
             key,
             log_unchanged: M::LOG_UNCHANGED,
+            seal_deferred: M::SEAL == Seal::Deferred,
         })
     }
 
@@ -487,6 +490,34 @@ where
         + Send,
     E: From<DbErr>,
 {
+    run_transaction(db, true, f).await
+}
+
+/// [`transaction`] without its seal: on SQLite and MySQL the entries its writes produced are
+/// left, unsealed, to the next [`seal`] (a [`Sealer`]'s), which saves the seal's statements
+/// (and on MySQL a second commit) on every transaction. Use it with entities declared
+/// `seal = "deferred"` ([`Seal::Deferred`]); on PostgreSQL it is [`transaction`].
+pub async fn transaction_unsealed<D, F, T, E>(db: &D, f: F) -> Result<T, E>
+where
+    D: TransactionTrait,
+    F: for<'c> FnOnce(
+            &'c D::Transaction,
+        ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
+        + Send,
+    E: From<DbErr>,
+{
+    run_transaction(db, false, f).await
+}
+
+async fn run_transaction<D, F, T, E>(db: &D, seals: bool, f: F) -> Result<T, E>
+where
+    D: TransactionTrait,
+    F: for<'c> FnOnce(
+            &'c D::Transaction,
+        ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
+        + Send,
+    E: From<DbErr>,
+{
     let txn = db.begin().await?;
     let context = current_context().map_err(DbErr::from)?;
     set_context(&txn, true, context.clone()).await?;
@@ -515,13 +546,15 @@ where
                     sqlite::set_context(&txn, ContextRow::End).await?;
                     // One writer at a time: this transaction sees every entry before its own,
                     // so its entries commit sealed.
-                    seal(&txn).await?;
+                    if seals {
+                        seal(&txn).await?;
+                    }
                 }
                 DbBackend::MySql => mysql::set_context(&txn, ContextRow::End).await?,
                 _ => {}
             }
             txn.commit().await?;
-            if backend == DbBackend::MySql && !is_transaction::<D>() {
+            if seals && backend == DbBackend::MySql && !is_transaction::<D>() {
                 // After the commit, outside the transaction (see `is_transaction`). The write
                 // committed: a failed seal leaves its entries to the next one rather than
                 // reporting a committed write as failed, which invites a second write.
@@ -538,13 +571,14 @@ where
     }
 }
 
-/// Computes the hashes of entries the SQLite and MySQL triggers wrote (see
-/// [`ProblemKind::Unsealed`](crate::chain::ProblemKind::Unsealed)) and returns how many. The
-/// hook helpers of database-mode entities and [`transaction`] seal what they wrote; call it
-/// for writes made any other way (raw SQL outside [`transaction`], other programs), for
-/// example on a timer and before [`verify`](crate::verify). Until then those entries are not
-/// protected: an edit made before the seal is sealed with them. Nothing to do on PostgreSQL,
-/// which hashes in the trigger. Returns how many entries this call sealed.
+/// Computes the hashes of entries the triggers wrote unsealed (see
+/// [`ProblemKind::Unsealed`](crate::chain::ProblemKind::Unsealed)) and returns how many: every
+/// entry on SQLite and MySQL, and on PostgreSQL those of entities declared
+/// [`Seal::Deferred`] (its trigger hashes the others). The hook helpers of database-mode
+/// entities that seal on write and [`transaction`] seal what they wrote; call it for writes
+/// made any other way (raw SQL outside [`transaction`], other programs, deferred entities),
+/// on a timer ([`Sealer`]) and before [`verify`](crate::verify). Until then those entries are
+/// not protected: an edit made before the seal is sealed with them.
 ///
 /// On MySQL, call it outside a transaction: inside one it returns an error, because under
 /// REPEATABLE READ the transaction's snapshot can hide the entry before one the transaction
@@ -558,8 +592,84 @@ pub async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
              can hide the entry before one it wrote, and the seal would link past it"
                 .to_owned(),
         )),
-        DbBackend::Sqlite | DbBackend::MySql => seal::seal(db).await,
+        DbBackend::Sqlite | DbBackend::MySql | DbBackend::Postgres => seal::seal(db).await,
         _ => Ok(0),
+    }
+}
+
+/// Seals ([`seal`]) on a timer, in a task of its own, until stopped or dropped: what entities
+/// declared [`Seal::Deferred`], [`transaction_unsealed`] and writes from outside the
+/// application need. Entries stay unsealed for up to one period (plus the time a seal takes);
+/// a failed seal is logged (`tracing`) and retried at the next tick.
+///
+/// ```ignore
+/// let sealer = capture_db::Sealer::spawn(db.clone(), Duration::from_secs(1));
+/// // ... serve ...
+/// sealer.stop().await?; // and seal what is left
+/// ```
+pub struct Sealer<D: ConnectionTrait + Send + Sync + 'static> {
+    db: D,
+    task: tokio::task::JoinHandle<()>,
+    sealed: Arc<std::sync::atomic::AtomicU64>,
+    failures: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<D: ConnectionTrait + Clone + Send + Sync + 'static> Sealer<D> {
+    /// Starts sealing every `every` (at least 1 ms) through `db`, the pool: not a
+    /// transaction, which MySQL's seal refuses. Needs a Tokio runtime.
+    pub fn spawn(db: D, every: std::time::Duration) -> Sealer<D> {
+        let sealed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (conn, count, failed) = (db.clone(), sealed.clone(), failures.clone());
+        let every = every.max(std::time::Duration::from_millis(1));
+        let task = tokio::spawn(async move {
+            let mut timer = tokio::time::interval(every);
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                timer.tick().await;
+                match seal(&conn).await {
+                    Ok(n) => {
+                        count.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "capture_db::Sealer: seal failed; retrying at the next tick");
+                    }
+                }
+            }
+        });
+        Sealer {
+            db,
+            task,
+            sealed,
+            failures,
+        }
+    }
+}
+
+impl<D: ConnectionTrait + Send + Sync + 'static> Sealer<D> {
+    /// Entries sealed by the timer so far.
+    pub fn sealed(&self) -> u64 {
+        self.sealed.load(Ordering::Relaxed)
+    }
+
+    /// Seals that failed so far (each retried at the next tick).
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Stops the timer (a seal under way is abandoned: its transaction rolls back or its
+    /// hashes stand, both valid) and seals what is left; returns how many that last seal
+    /// sealed.
+    pub async fn stop(self) -> Result<u64, DbErr> {
+        self.task.abort();
+        seal(&self.db).await
+    }
+}
+
+impl<D: ConnectionTrait + Send + Sync + 'static> Drop for Sealer<D> {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -661,12 +771,17 @@ pub(crate) async fn before_write<C: ConnectionTrait>(db: &C) -> Result<(), DbErr
     }
 }
 
-/// After an active-model write of a database-mode entity (its `after_*` hook): seals (outside
+/// After an active-model write of a database-mode entity (its `after_*` hook), unless its seal
+/// is deferred or PostgreSQL's trigger hashed the entry: seals (outside
 /// a transaction, a failed seal is logged, not returned: the write committed), unless
 /// the write went through the transaction [`transaction`] began, which seals with its commit,
 /// or, on MySQL, through any transaction (see [`is_transaction`]): the next seal outside one
 /// seals it.
-pub(crate) async fn after_write<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
+pub(crate) async fn after_write<M: Auditable, C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
+    // PostgreSQL's trigger hashed the entry, or nothing seals on write.
+    if M::SEAL == Seal::Deferred || db.get_database_backend() == DbBackend::Postgres {
+        return Ok(());
+    }
     if OPENED.try_with(|o| o.handle == handle_of(db)) == Ok(true) {
         return Ok(());
     }

@@ -6,13 +6,17 @@
 //! `verify` recomputes from the stored row. Its chain head read runs after the row lock of the
 //! write was granted, and PL/pgSQL takes a new snapshot per statement under READ COMMITTED:
 //! the previous writer of the object has committed its entry, which the read sees.
+//!
+//! With [`Seal::Deferred`](crate::Seal::Deferred) the trigger neither reads the chain head nor
+//! hashes: it writes the entry unsealed, and `seal` links and hashes it later, as on SQLite
+//! and MySQL.
 
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, IdenStatic, Statement};
 use serde_json::Value as Json;
 
 use super::{ColumnSpec, Drift, Encoding, LOCAL_REFUSED, Role, Spec, fingerprint};
 use crate::audit_log;
-use crate::chain::POSTGRES_LINK_HASH;
+use crate::chain::{POSTGRES_LINK_HASH, UNSEALED};
 use crate::diff::FILTERED;
 use crate::error::Error;
 use crate::limits::{MAX_JSON_DEPTH, TOO_DEEP};
@@ -389,9 +393,32 @@ fn function_sql(spec: &Spec, table_schema: &str, audit_schema: &str) -> Result<S
     let columns: Vec<String> = super::log_columns(DbBackend::Postgres);
     let entity_type = literal(spec.entity_type);
     let entity_type_json = literal(&Json::from(spec.entity_type).to_string());
-    let link = POSTGRES_LINK_HASH
-        .replace("{prefix}", "(v_digest || chr(10))")
-        .replace("{prev}", "v_prev");
+    // The entry's place in its object's chain and its hash; with a deferred seal, neither:
+    // the entry is written unsealed, and `seal` links and hashes it later.
+    let (chain, link) = if spec.seal_deferred {
+        (String::new(), literal(UNSEALED))
+    } else {
+        let chain = format!(
+            r#"  IF v_act <> 'create' THEN
+    SELECT a.{hash} INTO v_prev FROM {log_table} a WHERE a.{et} = {entity_type} AND a.{oidc} = v_oid
+      ORDER BY a.{id} DESC LIMIT 1;
+  END IF;
+  v_digest := encode(sha256(convert_to('[' || {entity_type_json} || ',' || to_json(v_oid)::text || ','
+    || to_json(v_act)::text || ',' || coalesce(to_json(v_actor)::text, 'null') || ',"'
+    || to_char(v_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') || 'Z",' || v_changes || ','
+    || coalesce(to_json(v_tool)::text, 'null') || ',null,"success",'
+    || CASE WHEN v_data IS NULL THEN 'null' ELSE {s}.sea_orm_audit_canon(v_data) END || ']', 'UTF8')), 'hex');
+"#,
+            hash = q(L::Hash.as_str()),
+            et = q(L::EntityType.as_str()),
+            oidc = q(L::ObjectId.as_str()),
+            id = q(L::Id.as_str()),
+        );
+        let link = POSTGRES_LINK_HASH
+            .replace("{prefix}", "(v_digest || chr(10))")
+            .replace("{prev}", "v_prev");
+        (chain, link)
+    };
     Ok(format!(
         r#"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $sea_orm_audit$
@@ -417,16 +444,7 @@ BEGIN
   v_ctx := nullif(current_setting({setting}, true), '')::jsonb;
   v_actor := v_ctx ->> 'actor'; v_tool := v_ctx ->> 'tool'; v_data := v_ctx -> 'data';
   IF jsonb_typeof(v_data) IS DISTINCT FROM 'object' OR v_data = '{{}}'::jsonb THEN v_data := NULL; END IF;
-  IF v_act <> 'create' THEN
-    SELECT a.{hash} INTO v_prev FROM {log_table} a WHERE a.{et} = {entity_type} AND a.{oidc} = v_oid
-      ORDER BY a.{id} DESC LIMIT 1;
-  END IF;
-  v_digest := encode(sha256(convert_to('[' || {entity_type_json} || ',' || to_json(v_oid)::text || ','
-    || to_json(v_act)::text || ',' || coalesce(to_json(v_actor)::text, 'null') || ',"'
-    || to_char(v_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') || 'Z",' || v_changes || ','
-    || coalesce(to_json(v_tool)::text, 'null') || ',null,"success",'
-    || CASE WHEN v_data IS NULL THEN 'null' ELSE {s}.sea_orm_audit_canon(v_data) END || ']', 'UTF8')), 'hex');
-  INSERT INTO {log_table} ({columns}) VALUES ({entity_type}, v_oid, v_act, v_actor, v_at,
+{chain}  INSERT INTO {log_table} ({columns}) VALUES ({entity_type}, v_oid, v_act, v_actor, v_at,
     v_changes::jsonb, v_tool, NULL, 'success', v_data, v_prev, {link});
   EXIT WHEN NOT v_rekey;
   v_rekey := false; v_act := 'create'; v_oid := {new_key}; v_prev := NULL; v_o := ''; v_n := '';
@@ -440,10 +458,6 @@ END $sea_orm_audit$"#,
         rekey_old = append_all(spec, "v_o", "OLD", &s),
         rekey_new = append_all(spec, "v_n", "NEW", &s),
         setting = literal(CONTEXT_SETTING),
-        hash = q(L::Hash.as_str()),
-        et = q(L::EntityType.as_str()),
-        oidc = q(L::ObjectId.as_str()),
-        id = q(L::Id.as_str()),
         columns = columns.join(", "),
     ))
 }
@@ -468,6 +482,18 @@ pub(super) async fn install<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<(
     }
     let function_sql = function_sql(spec, &table_schema, &audit_schema)?;
     run(db, &function_sql).await?;
+    // What `seal` looks for, without scanning the log (empty unless a seal is deferred).
+    run(
+        db,
+        &format!(
+            "CREATE INDEX IF NOT EXISTS idx_audit_log_unsealed ON {s}.{} ({}) WHERE {} = {}",
+            q(audit_table),
+            q(audit_log::Column::Id.as_str()),
+            q(audit_log::Column::Hash.as_str()),
+            literal(UNSEALED)
+        ),
+    )
+    .await?;
     let function = format!("{}.{}", q(&table_schema), q(&function_name(spec.table)?));
     let table = format!("{}.{}", q(&table_schema), q(spec.table));
     let comment = registry(spec, &function_sql).to_string();

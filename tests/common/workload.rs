@@ -50,6 +50,25 @@ pub mod db_row {
     sea_orm_audit::impl_audited_behavior!();
 }
 
+/// Captured by the database, its entries sealed later (`seal = "deferred"`).
+pub mod deferred_row {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, sea_orm_audit::Auditable)]
+    #[sea_orm(table_name = "conc_deferred_rows")]
+    #[audit(capture = "database", seal = "deferred")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i32,
+        pub val: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    sea_orm_audit::impl_audited_behavior!();
+}
+
 /// Logged by the hooks.
 pub mod hook_row {
     use sea_orm::entity::prelude::*;
@@ -74,6 +93,9 @@ pub enum Mode {
     Database,
     /// The hook helpers: transactions through `db.begin()`.
     Hooks,
+    /// `#[audit(capture = "database", seal = "deferred")]`: transactions through
+    /// `capture_db::transaction_unsealed`, entries sealed by `capture_db::Sealer`s.
+    Deferred,
 }
 
 impl Mode {
@@ -81,6 +103,7 @@ impl Mode {
         match self {
             Mode::Database => "conc_db_rows",
             Mode::Hooks => "conc_hook_rows",
+            Mode::Deferred => "conc_deferred_rows",
         }
     }
 
@@ -88,6 +111,7 @@ impl Mode {
         match self {
             Mode::Database => "database",
             Mode::Hooks => "hooks",
+            Mode::Deferred => "deferred",
         }
     }
 
@@ -95,6 +119,7 @@ impl Mode {
         match name {
             "database" => Mode::Database,
             "hooks" => Mode::Hooks,
+            "deferred" => Mode::Deferred,
             other => panic!("unknown mode {other}"),
         }
     }
@@ -114,7 +139,7 @@ impl Mode {
     /// Every row the workload writes.
     pub fn rows(self) -> Range<i32> {
         match self {
-            Mode::Database => 1..ROWS + 1,
+            Mode::Database | Mode::Deferred => 1..ROWS + 1,
             Mode::Hooks => 1..2 * ROWS + 1,
         }
     }
@@ -281,11 +306,22 @@ impl WorkDb {
         common::Migrator::up(&work.db, None).await.expect("migrate");
         common::create_table(&work.db, db_row::Entity).await;
         common::create_table(&work.db, hook_row::Entity).await;
+        common::create_table(&work.db, deferred_row::Entity).await;
         capture_db::install::<db_row::Model, _>(&work.db)
             .await
             .expect("install capture");
+        capture_db::install::<deferred_row::Model, _>(&work.db)
+            .await
+            .expect("install deferred capture");
         for id in Mode::Database.rows() {
             db_row::Entity::insert(db_row::ActiveModel {
+                id: Set(id),
+                val: Set(format!("init-{id}")),
+            })
+            .exec(&work.db)
+            .await
+            .unwrap();
+            deferred_row::Entity::insert(deferred_row::ActiveModel {
                 id: Set(id),
                 val: Set(format!("init-{id}")),
             })
@@ -368,6 +404,22 @@ async fn write_once<C: ConnectionTrait>(
             assert_eq!(done.rows_affected, 1, "row {row} exists");
             Ok(())
         }
+        Mode::Deferred if seq % 4 < 2 => deferred_row::ActiveModel {
+            id: Set(row),
+            val: Set(value),
+        }
+        .update(c)
+        .await
+        .map(|_| ()),
+        Mode::Deferred => {
+            let done = deferred_row::Entity::update_many()
+                .col_expr(deferred_row::Column::Val, Expr::value(value))
+                .filter(deferred_row::Column::Id.eq(row))
+                .exec(c)
+                .await?;
+            assert_eq!(done.rows_affected, 1, "row {row} exists");
+            Ok(())
+        }
     }
 }
 
@@ -388,6 +440,12 @@ async fn write_in_txn(
         let result = match mode {
             Mode::Database => {
                 capture_db::transaction(db, |txn| {
+                    Box::pin(async move { write_once(txn, mode, row, v, seq).await })
+                })
+                .await
+            }
+            Mode::Deferred => {
+                capture_db::transaction_unsealed(db, |txn| {
                     Box::pin(async move { write_once(txn, mode, row, v, seq).await })
                 })
                 .await
@@ -535,7 +593,9 @@ pub async fn check(db: &DatabaseConnection, mode: Mode, committed: &[Write]) -> 
         }
         let own = Some(actor(write.writer));
         let allowed = match (mode, write.in_txn) {
-            (Mode::Database, false) if !carries_context(db.get_database_backend()) => {
+            (Mode::Database | Mode::Deferred, false)
+                if !carries_context(db.get_database_backend()) =>
+            {
                 entry.actor.is_none() || entry.actor == own
             }
             _ => entry.actor == own,
@@ -549,7 +609,7 @@ pub async fn check(db: &DatabaseConnection, mode: Mode, committed: &[Write]) -> 
             tally.actorless += 1;
         }
         if previous.as_ref() != Some(&old) {
-            if write.in_txn && mode == Mode::Hooks || mode == Mode::Database {
+            if write.in_txn || mode != Mode::Hooks {
                 tally
                     .stale_where_exact
                     .push(format!("{what}: previous entry stored {previous:?}"));
@@ -565,7 +625,7 @@ pub async fn check(db: &DatabaseConnection, mode: Mode, committed: &[Write]) -> 
     }
     // Where the history is exact, replaying it gives each row as stored.
     let exact_rows: Vec<i32> = match mode {
-        Mode::Database => mode.rows().collect(),
+        Mode::Database | Mode::Deferred => mode.rows().collect(),
         Mode::Hooks => (1..ROWS + 1).collect(),
     };
     let stored: Vec<(i32, String)> = match mode {
@@ -577,6 +637,13 @@ pub async fn check(db: &DatabaseConnection, mode: Mode, committed: &[Write]) -> 
             .map(|r| (r.id, r.val))
             .collect(),
         Mode::Hooks => hook_row::Entity::find()
+            .all(db)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.id, r.val))
+            .collect(),
+        Mode::Deferred => deferred_row::Entity::find()
             .all(db)
             .await
             .unwrap()

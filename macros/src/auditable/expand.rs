@@ -18,6 +18,11 @@ pub(super) fn expand(input: &DeriveInput, spec: &Spec) -> TokenStream {
     } else {
         quote!(::sea_orm_audit::Capture::Hooks)
     };
+    let seal = if spec.seal_deferred {
+        quote!(::sea_orm_audit::Seal::Deferred)
+    } else {
+        quote!(::sea_orm_audit::Seal::OnWrite)
+    };
     body(
         input,
         quote! {
@@ -26,6 +31,7 @@ pub(super) fn expand(input: &DeriveInput, spec: &Spec) -> TokenStream {
             const MASK: &'static [::sea_orm_audit::ColumnOf<Self>] = &[#(::sea_orm_audit::ColumnOf::<Self>::#mask),*];
             const LOG_UNCHANGED: bool = #log_unchanged;
             const CAPTURE: ::sea_orm_audit::Capture = #capture;
+            const SEAL: ::sea_orm_audit::Seal = #seal;
         },
     )
 }

@@ -25,6 +25,9 @@ pub(super) struct Parsed {
     pub(super) log_unchanged: bool,
     /// `capture = "database"`: triggers write the rows, the hooks do not.
     pub(super) capture_database: bool,
+    /// `seal = "deferred"` (with its span, for the error where it does not apply): the
+    /// entries' hashes are computed later, by `capture_db::seal`.
+    pub(super) seal_deferred: Option<proc_macro2::Span>,
     pub(super) fields: Vec<Field>,
 }
 
@@ -35,6 +38,7 @@ pub(super) fn parse(input: &DeriveInput) -> syn::Result<Parsed> {
         mask: Vec::new(),
         log_unchanged: false,
         capture_database: false,
+        seal_deferred: None,
         fields: fields(input)?,
     };
     for attr in input.attrs.iter().filter(|a| a.path().is_ident("audit")) {
@@ -63,10 +67,22 @@ pub(super) fn parse(input: &DeriveInput) -> syn::Result<Parsed> {
                         ));
                     }
                 };
+            } else if meta.path.is_ident("seal") {
+                let lit: LitStr = meta.value()?.parse()?;
+                parsed.seal_deferred = match lit.value().as_str() {
+                    "deferred" => Some(lit.span()),
+                    "on_write" => None,
+                    _ => {
+                        return Err(syn::Error::new(
+                            lit.span(),
+                            "seal must be \"on_write\" or \"deferred\"",
+                        ));
+                    }
+                };
             } else {
                 return Err(meta.error(
-                    "unknown audit option; expected entity_type, exclude, mask, log_unchanged \
-                     or capture",
+                    "unknown audit option; expected entity_type, exclude, mask, log_unchanged, \
+                     capture or seal",
                 ));
             }
             Ok(())

@@ -20,6 +20,7 @@ pub(super) struct Spec {
     pub(super) mask: Vec<Ident>,
     pub(super) log_unchanged: bool,
     pub(super) capture_database: bool,
+    pub(super) seal_deferred: bool,
 }
 
 pub(super) fn validate(input: &DeriveInput, parsed: Parsed) -> syn::Result<Spec> {
@@ -46,12 +47,19 @@ pub(super) fn validate(input: &DeriveInput, parsed: Parsed) -> syn::Result<Spec>
             format!("column `{both}` is both excluded and masked; choose one"),
         ));
     }
+    if let (Some(span), false) = (parsed.seal_deferred, parsed.capture_database) {
+        return Err(syn::Error::new(
+            span,
+            "seal = \"deferred\" applies to capture = \"database\": the hooks hash as they write",
+        ));
+    }
     Ok(Spec {
         entity_type: parsed.entity_type,
         exclude,
         mask,
         log_unchanged: parsed.log_unchanged,
         capture_database: parsed.capture_database,
+        seal_deferred: parsed.seal_deferred.is_some(),
     })
 }
 
