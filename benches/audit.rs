@@ -7,12 +7,13 @@
 //! cargo bench --bench audit -- --quick --only postgres --skip history
 //! ```
 //!
-//! For each backend and each single-row operation it runs six variants on the same
+//! For each backend and each single-row operation it runs seven variants on the same
 //! connection, interleaved (rotating which goes first): plain SeaORM; a hand-written minimal
 //! audit in the same transaction (SELECT the old row, the write, one INSERT into `audit_log`
 //! with a serde_json diff); sea-orm-audit's hooks; and database-side capture with the context
-//! `capture_db::transaction` sets, without a context, and the trigger alone (its seal timed
-//! apart). Then the bulk operations on 10,000 rows (SeaORM's own, `bulk::*`, SeaORM's own on
+//! `capture_db::transaction` sets, without a context, the trigger alone (its seal timed
+//! apart), and an entity whose seal is deferred, in `capture_db::transaction_unsealed` (its
+//! seal timed apart). Then the bulk operations on 10,000 rows (SeaORM's own, `bulk::*`, SeaORM's own on
 //! the database-mode entity and its seal), history lookups at 1,000,000 log rows, and on
 //! PostgreSQL and MySQL autocommit database-mode writes through a pool that carries the
 //! context (`capture_db::carry_context`) against one that does not (section `pool`).
@@ -64,6 +65,7 @@ async fn main() -> Result<(), DbErr> {
     let targets = targets(&settings).await?;
     let mut single = Report::default();
     let mut database = Report::default();
+    let mut deferred = Report::default();
     let mut bulk = Report::default();
     let mut hist = Report::default();
     #[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
@@ -92,7 +94,16 @@ async fn main() -> Result<(), DbErr> {
                 );
                 database.line("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|".into());
             }
-            single::single_row_ops(t, &settings, &mut single, &mut database).await?;
+            if deferred.lines.is_empty() {
+                deferred.line(
+                    "| backend | op | mode | plain µs p50 | hooks µs p50 | db context µs p50 | db \
+                     deferred µs p50 / p99 | seal µs per entry | deferred/plain | (deferred + \
+                     seal)/plain | deferred/hooks | deferred/db context |"
+                        .into(),
+                );
+                deferred.line("|---|---|---|---|---|---|---|---|---|---|---|---|".into());
+            }
+            single::single_row_ops(t, &settings, &mut single, &mut database, &mut deferred).await?;
         }
         if settings.wants("bulk") {
             if bulk.lines.is_empty() {
@@ -164,6 +175,13 @@ async fn main() -> Result<(), DbErr> {
     }
     println!("\n## Single-row operations, database mode (median / p99 per operation)\n");
     for l in &database.lines {
+        println!("{l}");
+    }
+    println!(
+        "\n## Single-row operations, database mode with a deferred seal (medians; the seal \
+         timed apart, per entry)\n"
+    );
+    for l in &deferred.lines {
         println!("{l}");
     }
     println!("\n## Bulk operations\n");

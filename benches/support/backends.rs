@@ -3,7 +3,7 @@
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, Schema};
 use sea_orm_migration::MigratorTrait;
 
-use super::entities::{audited, captured, plain};
+use super::entities::{audited, captured, deferred, plain};
 use super::settings::Settings;
 
 pub(crate) struct Migrator;
@@ -131,5 +131,8 @@ pub(crate) async fn create_schema(db: &DatabaseConnection) -> Result<(), DbErr> 
     db.execute(&schema.create_table_from_entity(captured::Entity))
         .await?;
     sea_orm_audit::capture_db::install::<captured::Model, _>(db).await?;
+    db.execute(&schema.create_table_from_entity(deferred::Entity))
+        .await?;
+    sea_orm_audit::capture_db::install::<deferred::Model, _>(db).await?;
     Ok(())
 }

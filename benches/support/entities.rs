@@ -110,3 +110,43 @@ pub(crate) fn captured_new(i: usize) -> captured::ActiveModel {
         updated_at: Set(chrono::Utc::now()),
     }
 }
+
+/// The database-mode entity with its seal deferred (`seal = "deferred"`): on PostgreSQL its
+/// trigger neither reads the chain head nor hashes; everywhere its entries wait for
+/// `capture_db::seal`.
+pub(crate) mod deferred {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, sea_orm_audit::Auditable)]
+    #[sea_orm(table_name = "deferred_posts")]
+    #[audit(
+        entity_type = "deferred_post",
+        capture = "database",
+        seal = "deferred",
+        exclude(updated_at)
+    )]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub title: String,
+        #[sea_orm(column_type = "Text")]
+        pub body: String,
+        pub views: i32,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    sea_orm_audit::impl_audited_behavior!();
+}
+
+pub(crate) fn deferred_new(i: usize) -> deferred::ActiveModel {
+    deferred::ActiveModel {
+        id: NotSet,
+        title: Set(format!("Post {i}")),
+        body: Set(body()),
+        views: Set(0),
+        updated_at: Set(chrono::Utc::now()),
+    }
+}

@@ -15,7 +15,9 @@ use sea_orm_audit::{AuditContext, audit_log, capture_db};
 use serde_json::{Map, Value as Json, json};
 
 use super::backends::Target;
-use super::entities::{audited, audited_new, captured, captured_new, plain, plain_new};
+use super::entities::{
+    audited, audited_new, captured, captured_new, deferred, deferred_new, plain, plain_new,
+};
 use super::settings::Settings;
 use super::stats::{Report, Samples, ratio, us};
 
@@ -34,15 +36,19 @@ pub(crate) enum Variant {
     /// Database mode, the trigger alone: `Entity::insert`/`update`/`delete_by_id`, which run
     /// no hooks, so no context and (SQLite, MySQL) entries left for a later `seal`.
     DbTrigger,
+    /// Database mode with `seal = "deferred"`: active-model writes inside
+    /// `capture_db::transaction_unsealed` under an `AuditContext`, the seal timed apart.
+    DbDeferred,
 }
 
-pub(crate) const VARIANTS: [Variant; 6] = [
+pub(crate) const VARIANTS: [Variant; 7] = [
     Variant::Plain,
     Variant::Baseline,
     Variant::Audited,
     Variant::DbContext,
     Variant::DbBare,
     Variant::DbTrigger,
+    Variant::DbDeferred,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -119,6 +125,8 @@ struct Rows {
     audited: Vec<i32>,
     /// Three rows per operation: database mode with context, without, trigger alone.
     captured: Vec<i32>,
+    /// One row per operation of the deferred-seal entity.
+    deferred: Vec<i32>,
 }
 
 async fn seed_rows(db: &DatabaseConnection, n: usize) -> Result<Rows, DbErr> {
@@ -141,41 +149,58 @@ async fn seed_rows(db: &DatabaseConnection, n: usize) -> Result<Rows, DbErr> {
         );
     }
     let captured_ids = seed_captured(db, 3 * n).await?;
+    let deferred_ids = seed_db_mode(db, n, deferred::Column::Id, deferred_new).await?;
     // Plain and baseline share the plain table; each gets its own rows.
     Ok(Rows {
         plain: plain_ids,
         audited: audited_ids,
         captured: captured_ids,
+        deferred: deferred_ids,
     })
 }
 
 /// `n` rows of the database-mode table, their entries sealed; their ids in order.
 pub(crate) async fn seed_captured(db: &DatabaseConnection, n: usize) -> Result<Vec<i32>, DbErr> {
+    seed_db_mode(db, n, captured::Column::Id, captured_new).await
+}
+
+/// `n` rows of a database-mode table whose key is `id`, made by `new`, their entries sealed;
+/// their ids in order.
+async fn seed_db_mode<E, A>(
+    db: &DatabaseConnection,
+    n: usize,
+    id: E::Column,
+    new: fn(usize) -> A,
+) -> Result<Vec<i32>, DbErr>
+where
+    E: EntityTrait,
+    A: sea_orm::ActiveModelTrait<Entity = E> + Clone + Send,
+{
     let per = match db.get_database_backend() {
         DbBackend::Postgres => 100,
         _ => 500,
     };
-    let before: Option<i32> = captured::Entity::find()
+    let before: Option<i32> = E::find()
         .select_only()
-        .column_as(captured::Column::Id.max(), "max")
+        .column_as(id.max(), "max")
         .into_tuple::<Option<i32>>()
         .one(db)
         .await?
         .flatten();
     let txn = db.begin().await?;
-    let all: Vec<captured::ActiveModel> = (0..n).map(captured_new).collect();
+    let all: Vec<A> = (0..n).map(new).collect();
     for chunk in all.chunks(per) {
-        captured::Entity::insert_many(chunk.to_vec())
+        E::insert_many(chunk.to_vec())
             .exec_without_returning(&txn)
             .await?;
     }
     txn.commit().await?;
     capture_db::seal(db).await?;
-    captured::Entity::find()
+    E::find()
         .select_only()
-        .column(captured::Column::Id)
-        .filter(captured::Column::Id.gt(before.unwrap_or(0)))
-        .order_by_asc(captured::Column::Id)
+        .column(id)
+        .filter(id.gt(before.unwrap_or(0)))
+        .order_by_asc(id)
         .into_tuple::<i32>()
         .all(db)
         .await
@@ -265,6 +290,26 @@ async fn run_op(
         }
         (_, Variant::DbContext | Variant::DbBare) => captured_op(txn, op, i, id, true).await?,
         (_, Variant::DbTrigger) => captured_op(txn, op, i, id, false).await?,
+        (Op::Insert, Variant::DbDeferred) => {
+            deferred_new(i).insert(txn).await?;
+        }
+        (Op::Update, Variant::DbDeferred) => {
+            deferred::ActiveModel {
+                id: Set(id),
+                views: Set(i as i32 + 1),
+                ..Default::default()
+            }
+            .update(txn)
+            .await?;
+        }
+        (Op::Delete, Variant::DbDeferred) => {
+            deferred::ActiveModel {
+                id: Set(id),
+                ..Default::default()
+            }
+            .delete(txn)
+            .await?;
+        }
     }
     Ok(())
 }
@@ -326,6 +371,7 @@ fn row_for(rows: &Rows, op: Op, variant: Variant, i: usize) -> i32 {
         Variant::DbContext => rows.captured[3 * i],
         Variant::DbBare => rows.captured[3 * i + 1],
         Variant::DbTrigger => rows.captured[3 * i + 2],
+        Variant::DbDeferred => rows.deferred[i],
     }
 }
 
@@ -351,6 +397,12 @@ async fn own_tx(
                 Box::pin(async move { run_op(txn, op, v, i, id).await })
             }))
             .await?;
+    } else if v == Variant::DbDeferred {
+        context()
+            .scope(capture_db::transaction_unsealed(db, move |txn| {
+                Box::pin(async move { run_op(txn, op, v, i, id).await })
+            }))
+            .await?;
     } else {
         let txn = db.begin().await?;
         run_op(&txn, op, v, i, id).await?;
@@ -370,6 +422,12 @@ async fn one_tx(
     if v == Variant::DbContext {
         context()
             .scope(capture_db::transaction(db, move |txn| {
+                Box::pin(timed_ops(txn, op, v, first, ids))
+            }))
+            .await
+    } else if v == Variant::DbDeferred {
+        context()
+            .scope(capture_db::transaction_unsealed(db, move |txn| {
                 Box::pin(timed_ops(txn, op, v, first, ids))
             }))
             .await
@@ -402,6 +460,7 @@ pub(crate) async fn single_row_ops(
     settings: &Settings,
     report: &mut Report,
     database: &mut Report,
+    deferred_report: &mut Report,
 ) -> Result<(), DbErr> {
     let db = &t.db;
     let backend = db.get_database_backend();
@@ -429,6 +488,8 @@ pub(crate) async fn single_row_ops(
             // The trigger alone leaves its entries unsealed on SQLite and MySQL: sealed after
             // each of its turns, timed apart, so no other variant seals them.
             let mut seal = Samples::default();
+            // The deferred-seal entity's entries, sealed after each of its turns, timed apart.
+            let mut deferred_seal = Samples::default();
             if mode {
                 for round in 0..settings.batch_rounds() {
                     for k in 0..count {
@@ -444,6 +505,10 @@ pub(crate) async fn single_row_ops(
                             let start = Instant::now();
                             capture_db::seal(db).await?;
                             seal.push(start.elapsed() / 1_000);
+                        } else if v == Variant::DbDeferred {
+                            let start = Instant::now();
+                            capture_db::seal(db).await?;
+                            deferred_seal.push(start.elapsed() / 1_000);
                         } else if v == Variant::DbBare && backend == DbBackend::MySql {
                             // MySQL seals outside transactions only: the hooks' entries wait
                             // for a seal like the trigger's, untimed here.
@@ -461,6 +526,10 @@ pub(crate) async fn single_row_ops(
                             let start = Instant::now();
                             capture_db::seal(db).await?;
                             seal.push(start.elapsed());
+                        } else if v == Variant::DbDeferred {
+                            let start = Instant::now();
+                            capture_db::seal(db).await?;
+                            deferred_seal.push(start.elapsed());
                         } else if v == Variant::DbBare && backend == DbBackend::MySql {
                             capture_db::seal(db).await?;
                         }
@@ -515,6 +584,22 @@ pub(crate) async fn single_row_ops(
                 ratio(trig.median(), p.median()),
                 ratio(c.median(), a.median()),
             ));
+            let d = &samples["db deferred"];
+            deferred_report.line(format!(
+                "| {} | {:?} | {label} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} |",
+                t.name,
+                op,
+                us(p.median()),
+                us(a.median()),
+                us(c.median()),
+                us(d.median()),
+                us(d.p99()),
+                us(deferred_seal.median()),
+                ratio(d.median(), p.median()),
+                ratio(d.median() + deferred_seal.median(), p.median()),
+                ratio(d.median(), a.median()),
+                ratio(d.median(), c.median()),
+            ));
         }
     }
     Ok(())
@@ -528,5 +613,6 @@ fn name(v: Variant) -> &'static str {
         Variant::DbContext => "db context",
         Variant::DbBare => "db no context",
         Variant::DbTrigger => "db trigger",
+        Variant::DbDeferred => "db deferred",
     }
 }
