@@ -12,7 +12,7 @@ use sea_orm::sea_query::{Expr, ExprTrait, IntoValueTuple, ValueTuple};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityName,
     EntityTrait, IntoActiveModel, Iterable, ModelTrait, PrimaryKeyToColumn, PrimaryKeyTrait,
-    QueryFilter, QueryOrder, QuerySelect, TransactionSession, TransactionTrait, Value,
+    QueryFilter, QuerySelect, Statement, TransactionSession, TransactionTrait, Value,
 };
 use serde_json::Map;
 
@@ -67,9 +67,10 @@ where
 ///
 /// Uses `INSERT ... RETURNING` where available. On MySQL (no `RETURNING`), rows whose keys are
 /// all set are read back by key; auto-increment rows are read back from the ids MySQL assigned
-/// to the statement, which are consecutive for multi-row inserts under
-/// `innodb_autoinc_lock_mode` 0 or 1 (MariaDB's default) and for MySQL 8's mode 2 without
-/// concurrent bulk inserts; a mismatch is reported as an error and rolls everything back.
+/// to the statement, one block `auto_increment_increment` apart under `innodb_autoinc_lock_mode`
+/// 0 or 1 (MariaDB's default), or, under mode 2, where a concurrent insert's ids may
+/// interleave, inserted one row per statement; a row count that does not match is reported as
+/// an error and rolls everything back.
 pub async fn insert_many<A, C>(
     db: &C,
     models: impl IntoIterator<Item = A>,
@@ -119,41 +120,81 @@ where
             .await?;
         return fetch_by_keys::<A::Entity, C>(db, &keys, false).await;
     }
-    let cols = key_columns::<A::Entity>();
     let entity_type = <ModelOf<A> as Auditable>::entity_type();
-    let result = A::Entity::insert_many(batch).exec(db).await?;
-    let first = result
-        .last_insert_id
-        .map(IntoValueTuple::into_value_tuple)
-        .and_then(|t| t.into_iter().next())
-        .and_then(|v| integer(&v));
-    let (Some(first), [col]) = (first, cols.as_slice()) else {
-        return Err(Error::BulkInsertUnreadable {
-            entity_type: entity_type.to_owned(),
-            reason: "without RETURNING, rows need their primary key set or a single \
-                     auto-increment key"
-                .into(),
-        }
-        .into());
+    let unreadable = |reason: String| Error::BulkInsertUnreadable {
+        entity_type: entity_type.to_owned(),
+        reason,
     };
-    let last = first + i64::try_from(n).unwrap_or(i64::MAX) - 1;
-    let rows = A::Entity::find()
-        .filter(Expr::col(*col).between(first, last))
-        .order_by_asc(*col)
-        .all(db)
-        .await?;
-    if rows.len() != n {
-        return Err(Error::BulkInsertUnreadable {
-            entity_type: entity_type.to_owned(),
-            reason: format!(
-                "inserted {n} rows but found {} with ids {first}..={last}; auto-increment ids \
-                 were not consecutive (innodb_autoinc_lock_mode=2 with concurrent inserts?)",
-                rows.len()
-            ),
+    if key_columns::<A::Entity>().len() != 1 {
+        return Err(unreadable(
+            "without RETURNING, rows need their primary key set or a single auto-increment key"
+                .into(),
+        )
+        .into());
+    }
+    // A multi-row insert's ids are one block, `auto_increment_increment` apart, under
+    // `innodb_autoinc_lock_mode` 0 or 1; under 2 a concurrent insert's ids can interleave with
+    // them, and a range read would take its rows for ours: one row per statement there, each
+    // id exact.
+    let step = if n == 1 {
+        Some(1)
+    } else {
+        autoinc_step(db).await?
+    };
+    let keys: Vec<ValueTuple> = match step {
+        Some(step) => {
+            let result = A::Entity::insert_many(batch).exec(db).await?;
+            let first = first_id(result.last_insert_id)
+                .ok_or_else(|| unreadable("MySQL reported no insert id".into()))?;
+            let step = i64::try_from(step).unwrap_or(1);
+            (0..i64::try_from(n).unwrap_or(i64::MAX))
+                .map(|k| (first + k * step).into_value_tuple())
+                .collect()
         }
+        None => {
+            let mut keys = Vec::with_capacity(n);
+            for am in batch {
+                let result = A::Entity::insert(am).exec(db).await?;
+                let id = first_id(Some(result.last_insert_id))
+                    .ok_or_else(|| unreadable("MySQL reported no insert id".into()))?;
+                keys.push(id.into_value_tuple());
+            }
+            keys
+        }
+    };
+    let rows = fetch_by_keys::<A::Entity, C>(db, &keys, false).await?;
+    if rows.len() != n {
+        return Err(unreadable(format!(
+            "inserted {n} rows but found {} with the ids MySQL reported",
+            rows.len()
+        ))
         .into());
     }
     Ok(rows)
+}
+
+/// The integer of an auto-increment key as SeaORM reports it.
+fn first_id<K: IntoValueTuple>(key: Option<K>) -> Option<i64> {
+    key.map(IntoValueTuple::into_value_tuple)
+        .and_then(|t| t.into_iter().next())
+        .and_then(|v| integer(&v))
+}
+
+/// `auto_increment_increment` when a multi-row insert's ids are one block (lock mode 0 or 1).
+pub(crate) async fn autoinc_step<C: ConnectionTrait>(db: &C) -> Result<Option<u64>, DbErr> {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::MySql,
+            "SELECT CAST(@@innodb_autoinc_lock_mode AS SIGNED) AS lock_mode, \
+             CAST(@@auto_increment_increment AS SIGNED) AS step",
+        ))
+        .await?
+        .ok_or_else(|| DbErr::Custom("no row from SELECT @@innodb_autoinc_lock_mode".into()))?;
+    let mode: i64 = row.try_get("", "lock_mode")?;
+    let step: i64 = row.try_get("", "step")?;
+    Ok(matches!(mode, 0 | 1)
+        .then(|| u64::try_from(step).ok())
+        .flatten())
 }
 
 fn integer(v: &Value) -> Option<i64> {

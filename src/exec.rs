@@ -38,7 +38,9 @@ use sea_orm::{
 };
 
 use crate::auditable::{Auditable, object_id};
-use crate::bulk::{check_keys_kept, create_entries, delete_entries, fetch_by_keys, update_entries};
+use crate::bulk::{
+    autoinc_step, check_keys_kept, create_entries, delete_entries, fetch_by_keys, update_entries,
+};
 use crate::capture_db;
 use crate::error::Error;
 use crate::store;
@@ -524,23 +526,6 @@ where
                 .map(IntoValueTuple::into_value_tuple)
         })
         .collect()
-}
-
-/// `auto_increment_increment` when a multi-row insert's ids are one block (lock mode 0 or 1).
-async fn autoinc_step<C: ConnectionTrait>(db: &C) -> Result<Option<u64>, DbErr> {
-    let row = db
-        .query_one_raw(Statement::from_string(
-            DbBackend::MySql,
-            "SELECT CAST(@@innodb_autoinc_lock_mode AS SIGNED) AS lock_mode, \
-             CAST(@@auto_increment_increment AS SIGNED) AS step",
-        ))
-        .await?
-        .ok_or_else(|| DbErr::Custom("no row from SELECT @@innodb_autoinc_lock_mode".into()))?;
-    let mode: i64 = row.try_get("", "lock_mode")?;
-    let step: i64 = row.try_get("", "step")?;
-    Ok(matches!(mode, 0 | 1)
-        .then(|| u64::try_from(step).ok())
-        .flatten())
 }
 
 /// Each row's key as an INSERT built by SeaORM sets it (`None`: left to the database), read
