@@ -10,8 +10,8 @@ use sea_orm::{ConnectionTrait, DbBackend, DbErr, EntityName, IdenStatic, Stateme
 use serde_json::{Map, Value as Json};
 
 use crate::chain::{
-    self, Content, POSTGRES_LINK_HASH, content_digest, entry_hash, head, head_sql, link_prefix,
-    mysql_head_sql, truncate_to_micros,
+    self, Content, POSTGRES_LINK_HASH, UNSEALED, content_digest, entry_hash, head, head_sql,
+    link_prefix, mysql_head_sql, truncate_to_micros,
 };
 use crate::context::AuditContext;
 use crate::error::{Error, Result};
@@ -227,7 +227,15 @@ pub(crate) async fn write_many<C: ConnectionTrait>(db: &C, entries: Vec<NewEntry
             } else {
                 row.known_head.clone().flatten()
             };
-            let hash = entry_hash(&row.content(), prev.as_deref());
+            let (prev, hash) = match prev {
+                // The predecessor waits for a seal (a trigger wrote it, the entity was in
+                // database mode then): so does this entry, which the seal then links to it.
+                Some(head) if head == UNSEALED => (None, UNSEALED.to_owned()),
+                prev => {
+                    let hash = entry_hash(&row.content(), prev.as_deref());
+                    (prev, hash)
+                }
+            };
             heads.insert(key, Some(hash.clone()));
             insert
                 .values(row.into_values(backend, prev, hash))
@@ -365,11 +373,15 @@ fn reads_head_in_insert(backend: DbBackend, entry: &NewEntry) -> bool {
 static POSTGRES_LINKED_INSERT: LazyLock<String> = LazyLock::new(|| {
     let pg = DbBackend::Postgres;
     let columns: Vec<String> = COLUMNS.iter().map(|c| quote(pg, c.as_str())).collect();
+    // A head that waits for a seal (see `write_many`) leaves this entry to the seal too.
     format!(
         "INSERT INTO {table} ({columns}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-         h.prev, {hash} FROM (SELECT ({head}) AS prev OFFSET 0) AS h",
+         CASE WHEN h.prev = {unsealed} THEN NULL ELSE h.prev END, \
+         CASE WHEN h.prev = {unsealed} THEN {unsealed} ELSE {hash} END \
+         FROM (SELECT ({head}) AS prev OFFSET 0) AS h",
         table = quote(pg, audit_log::Entity.table_name()),
         columns = columns.join(", "),
+        unsealed = crate::sql::literal(UNSEALED),
         hash = POSTGRES_LINK_HASH
             .replace("{prefix}", "$11")
             .replace("{prev}", "h.prev"),

@@ -408,15 +408,23 @@ fn function_sql(spec: &Spec, table_schema: &str, audit_schema: &str) -> Result<S
     || to_char(v_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') || 'Z",' || v_changes || ','
     || coalesce(to_json(v_tool)::text, 'null') || ',null,"success",'
     || CASE WHEN v_data IS NULL THEN 'null' ELSE {s}.sea_orm_audit_canon(v_data) END || ']', 'UTF8')), 'hex');
+  -- A head that waits for a seal (written while the entity's seal was deferred): this entry
+  -- waits too, and the seal links it.
+  IF v_prev = {unsealed} THEN v_prev := NULL; v_digest := NULL; END IF;
 "#,
+            unsealed = literal(UNSEALED),
             hash = q(L::Hash.as_str()),
             et = q(L::EntityType.as_str()),
             oidc = q(L::ObjectId.as_str()),
             id = q(L::Id.as_str()),
         );
-        let link = POSTGRES_LINK_HASH
-            .replace("{prefix}", "(v_digest || chr(10))")
-            .replace("{prev}", "v_prev");
+        let link = format!(
+            "coalesce({}, {})",
+            POSTGRES_LINK_HASH
+                .replace("{prefix}", "(v_digest || chr(10))")
+                .replace("{prev}", "v_prev"),
+            literal(UNSEALED)
+        );
         (chain, link)
     };
     Ok(format!(
