@@ -136,33 +136,40 @@ where
     // `innodb_autoinc_lock_mode` 0 or 1; under 2 a concurrent insert's ids can interleave with
     // them, and a range read would take its rows for ours: one row per statement there, each
     // id exact.
+    // Rows that set their key take no id from the block: one row per statement for those
+    // batches too.
+    let some_keys_set = batch.iter().any(|am| am.get_primary_key_value().is_some());
     let step = if n == 1 {
         Some(1)
+    } else if some_keys_set {
+        None
     } else {
         autoinc_step(db).await?
     };
-    let keys: Vec<ValueTuple> = match step {
+    let ids: Vec<i64> = match step {
         Some(step) => {
             let result = A::Entity::insert_many(batch).exec(db).await?;
             let first = first_id(result.last_insert_id)
                 .ok_or_else(|| unreadable("MySQL reported no insert id".into()))?;
             let step = i64::try_from(step).unwrap_or(1);
             (0..i64::try_from(n).unwrap_or(i64::MAX))
-                .map(|k| (first + k * step).into_value_tuple())
+                .map(|k| first + k * step)
                 .collect()
         }
         None => {
-            let mut keys = Vec::with_capacity(n);
+            let mut ids = Vec::with_capacity(n);
             for am in batch {
                 let result = A::Entity::insert(am).exec(db).await?;
-                let id = first_id(Some(result.last_insert_id))
-                    .ok_or_else(|| unreadable("MySQL reported no insert id".into()))?;
-                keys.push(id.into_value_tuple());
+                ids.push(
+                    first_id(Some(result.last_insert_id))
+                        .ok_or_else(|| unreadable("MySQL reported no insert id".into()))?,
+                );
             }
-            keys
+            ids
         }
     };
-    let rows = fetch_by_keys::<A::Entity, C>(db, &keys, false).await?;
+    let keys: Vec<ValueTuple> = ids.iter().map(|id| id.into_value_tuple()).collect();
+    let mut rows = fetch_by_keys::<A::Entity, C>(db, &keys, false).await?;
     if rows.len() != n {
         return Err(unreadable(format!(
             "inserted {n} rows but found {} with the ids MySQL reported",
@@ -170,6 +177,13 @@ where
         ))
         .into());
     }
+    // In the order of the models given.
+    let order: HashMap<i64, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    rows.sort_by_key(|m| {
+        first_id(Some(m.get_primary_key_value()))
+            .and_then(|id| order.get(&id).copied())
+            .unwrap_or(usize::MAX)
+    });
     Ok(rows)
 }
 

@@ -62,6 +62,41 @@ async fn insert_many_logs_each_row_as_stored() {
     t.finish().await;
 }
 
+/// Rows that set their key mixed with rows that leave it to the database (MySQL: no
+/// `RETURNING`, and the set keys take no id from the statement's block): each row returned
+/// as stored, in the order given, and logged once with its own values.
+#[tokio::test]
+async fn insert_many_mixing_set_and_generated_keys_logs_each_row_once() {
+    let t = TestDb::new().await;
+    if t.backend() == sea_orm::DbBackend::Postgres {
+        // SeaORM writes NULL for the rows that leave the key unset there, which a serial
+        // column refuses: the batch fails before this library is involved.
+        t.finish().await;
+        return;
+    }
+    let mut models: Vec<post::ActiveModel> = (0..6).map(post_am).collect();
+    models[1].id = Set(5000);
+    models[4].id = Set(4000);
+    let rows = bulk::insert_many(&t.db, models).await.unwrap();
+    let titles: Vec<&str> = rows.iter().map(|r| r.title.as_str()).collect();
+    assert_eq!(
+        titles,
+        ["post 0", "post 1", "post 2", "post 3", "post 4", "post 5"]
+    );
+    assert_eq!((rows[1].id, rows[4].id), (5000, 4000));
+    let logs = all_logs(&t.db).await;
+    assert_eq!(logs.len(), 6);
+    for row in &rows {
+        let history = logs_for(&t.db, row).await.unwrap();
+        assert_eq!(history.len(), 1, "{row:?}");
+        assert_eq!(
+            history[0].changes.as_ref().unwrap().new_value["title"],
+            json!(row.title)
+        );
+    }
+    t.finish().await;
+}
+
 #[tokio::test]
 async fn a_failed_bulk_insert_leaves_nothing() {
     let t = TestDb::new().await;
