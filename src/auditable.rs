@@ -116,8 +116,9 @@ pub enum Seal {
     OnWrite,
     /// Later, by [`capture_db::seal`](crate::capture_db::seal) (or a
     /// [`capture_db::Sealer`](crate::capture_db::Sealer) on a timer): the trigger writes the
-    /// entry unsealed and no write path hashes, so writes cost less, and until the seal
-    /// `verify` reports the entries as
+    /// entry unsealed and this entity's write paths do not hash, so writes cost less (a seal
+    /// run for another reason, such as another entity's hook on SQLite or MySQL, seals these
+    /// entries too), and until the seal `verify` reports the entries as
     /// [`Unsealed`](crate::chain::ProblemKind::Unsealed), unprotected against an edit.
     Deferred,
 }

@@ -50,8 +50,9 @@
 //! # Entries written by database-side capture
 //!
 //! Trigger-written entries are read like any other, once, when they commit. On SQLite and
-//! MySQL an entry written outside `capture_db::transaction` is stored with `hash =
-//! 'unsealed'` until [`capture_db::seal`](crate::capture_db::seal) runs; the tail delivers it
+//! MySQL an entry written outside `capture_db::transaction`, and on every backend an entry of
+//! an entity whose seal is deferred ([`Seal::Deferred`](crate::Seal::Deferred)), is stored
+//! with `hash = 'unsealed'` until [`capture_db::seal`](crate::capture_db::seal) runs; the tail delivers it
 //! at its commit, not at its seal, and never again: sealing fills in only `prev_hash` and
 //! `hash`, which a [`LogEntry`] does not carry, so the entry delivered is the sealed entry
 //! field for field, and forwarding it before the seal keeps a copy of it from the start of

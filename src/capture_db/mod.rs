@@ -60,7 +60,7 @@
 //! }))
 //! .await?;
 //! db.execute_unprepared("UPDATE posts SET title = 'Hi'").await?; // no context: no actor
-//! capture_db::seal(&db).await?; // SQLite and MySQL: hash what the triggers wrote
+//! capture_db::seal(&db).await?; // hash what the triggers left unsealed (SQLite, MySQL here)
 //!
 //! let history = logs_for_id(&db, "posts", "1").await?;
 //! assert_eq!(history[1].actor.as_deref(), Some("alice"));
@@ -98,6 +98,10 @@
 //! On PostgreSQL and MySQL, a pool built with `carry_context` (features `sqlx-postgres`,
 //! `sqlx-mysql`) also hands each connection the context of the task that acquires it, for
 //! writes outside transactions.
+//!
+//! **Deferred seal.** An entity declared `seal = "deferred"` ([`Seal::Deferred`]) has its
+//! entries written unsealed on every backend, PostgreSQL included, and sealed later by
+//! [`seal`] (a [`Sealer`]): writes cost less, entries wait unprotected until the seal.
 //!
 //! Backends: PostgreSQL 11+ (row triggers in PL/pgSQL, SHA-256 in SQL), SQLite and
 //! MySQL/MariaDB (row triggers; hashes computed afterwards by [`seal`], since SQLite has no
@@ -599,8 +603,10 @@ pub async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
 
 /// Seals ([`seal`]) on a timer, in a task of its own, until stopped or dropped: what entities
 /// declared [`Seal::Deferred`], [`transaction_unsealed`] and writes from outside the
-/// application need. Entries stay unsealed for up to one period (plus the time a seal takes);
-/// a failed seal is logged (`tracing`) and retried at the next tick.
+/// application need. Entries stay unsealed for about one period (up to two for an entry whose
+/// transaction commits while a seal runs past its id), plus the time a seal takes; a failed
+/// seal is logged (`tracing`), counted ([`Sealer::failures`]) and retried at the next tick.
+/// On PostgreSQL the role `db` connects as needs UPDATE on `audit_log`.
 ///
 /// ```ignore
 /// let sealer = capture_db::Sealer::spawn(db.clone(), Duration::from_secs(1));
@@ -609,7 +615,11 @@ pub async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
 /// ```
 pub struct Sealer<D: ConnectionTrait + Send + Sync + 'static> {
     db: D,
-    task: tokio::task::JoinHandle<()>,
+    /// Dropped or set to `true`: the task ends after the seal under way. The task is never
+    /// aborted: a seal cut off inside a statement could leave its pooled connection to a
+    /// return that never completes, and the pool's `close` waiting for it forever.
+    stop: tokio::sync::watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
     sealed: Arc<std::sync::atomic::AtomicU64>,
     failures: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -620,13 +630,19 @@ impl<D: ConnectionTrait + Clone + Send + Sync + 'static> Sealer<D> {
     pub fn spawn(db: D, every: std::time::Duration) -> Sealer<D> {
         let sealed = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let (conn, count, failed) = (db.clone(), sealed.clone(), failures.clone());
         let every = every.max(std::time::Duration::from_millis(1));
         let task = tokio::spawn(async move {
             let mut timer = tokio::time::interval(every);
             timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                timer.tick().await;
+                tokio::select! {
+                    biased;
+                    // `stop` set, or the Sealer dropped.
+                    _ = stopped.wait_for(|stop| *stop) => break,
+                    _ = timer.tick() => {}
+                }
                 match seal(&conn).await {
                     Ok(n) => {
                         count.fetch_add(n, Ordering::Relaxed);
@@ -640,7 +656,8 @@ impl<D: ConnectionTrait + Clone + Send + Sync + 'static> Sealer<D> {
         });
         Sealer {
             db,
-            task,
+            stop,
+            task: Some(task),
             sealed,
             failures,
         }
@@ -658,18 +675,23 @@ impl<D: ConnectionTrait + Send + Sync + 'static> Sealer<D> {
         self.failures.load(Ordering::Relaxed)
     }
 
-    /// Stops the timer (a seal under way is abandoned: its transaction rolls back or its
-    /// hashes stand, both valid) and seals what is left; returns how many that last seal
-    /// sealed.
-    pub async fn stop(self) -> Result<u64, DbErr> {
-        self.task.abort();
+    /// Stops the timer, waits for the seal under way to finish, and seals what is left;
+    /// returns how many that last seal sealed.
+    pub async fn stop(mut self) -> Result<u64, DbErr> {
+        self.stop.send_replace(true);
+        if let Some(task) = self.task.take() {
+            // The task ends on its own; a panic in it is the only error, and it sealed
+            // nothing more then.
+            let _ = task.await;
+        }
         seal(&self.db).await
     }
 }
 
 impl<D: ConnectionTrait + Send + Sync + 'static> Drop for Sealer<D> {
+    /// The task ends after the seal under way (see `stop`).
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop.send_replace(true);
     }
 }
 
