@@ -37,6 +37,26 @@ mod ctx_post {
     sea_orm_audit::impl_audited_behavior!();
 }
 
+/// `ctx_post`'s shape with its seal deferred: every backend writes its entries unsealed.
+mod ctx_deferred_post {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, sea_orm_audit::Auditable)]
+    #[sea_orm(table_name = "ctx_deferred_posts")]
+    #[audit(capture = "database", seal = "deferred")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub title: String,
+        pub views: i32,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    sea_orm_audit::impl_audited_behavior!();
+}
+
 async fn setup() -> TestDb {
     let t = TestDb::new().await;
     common::create_table(&t.db, ctx_post::Entity).await;
@@ -515,6 +535,67 @@ async fn a_write_whose_seal_fails_after_it_committed_is_not_reported_as_failed()
     assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
     assert_eq!(report.problems[0].kind, ProblemKind::Unsealed);
     capture_db::seal(&t.db).await.unwrap();
+    let report = verify(&t.db).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    db.close().await.ok();
+    t.finish().await;
+}
+
+/// A `capture_db::Sealer` whose seal loses its connection (the answer to its read of the
+/// unsealed entries swallowed by the proxy) counts the failure, keeps its timer and seals the
+/// entries at a later tick; `verify` is then clean. PostgreSQL and MySQL (SQLite has no TCP
+/// connection to cut), with entries of an entity whose seal is deferred.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealer_whose_seal_fails_counts_it_and_seals_at_a_later_tick() {
+    use common::proxy::{FaultProxy, upstream_of};
+    use sea_orm_audit::chain::ProblemKind;
+    let t = TestDb::new().await;
+    if t.backend() == DbBackend::Sqlite {
+        return t.finish().await;
+    }
+    common::create_table(&t.db, ctx_deferred_post::Entity).await;
+    capture_db::install::<ctx_deferred_post::Model, _>(&t.db)
+        .await
+        .unwrap();
+    for i in 0..3 {
+        t.db.execute_unprepared(&format!(
+            "INSERT INTO ctx_deferred_posts (title, views) VALUES ('raw {i}', {i})"
+        ))
+        .await
+        .unwrap();
+    }
+    let report = verify(&t.db).await.unwrap();
+    assert_eq!(report.problems.len(), 3, "{:?}", report.problems);
+    assert!(
+        report
+            .problems
+            .iter()
+            .all(|p| p.kind == ProblemKind::Unsealed)
+    );
+
+    let proxy = FaultProxy::start(upstream_of(&t.url)).await;
+    let mut options = ConnectOptions::new(proxy.url(&t.url));
+    options
+        .max_connections(2)
+        .test_before_acquire(false)
+        .sqlx_logging(false);
+    let db = Database::connect(options).await.unwrap();
+    // The seal's read of the unsealed entries (the only statement with this alias).
+    proxy.swallow_reply_to("sea_orm_audit_prev_id", 1);
+    let sealer = capture_db::Sealer::spawn(db.clone(), std::time::Duration::from_millis(20));
+    let start = std::time::Instant::now();
+    while sealer.sealed() < 3 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "sealed {} of 3 after {} failures",
+            sealer.sealed(),
+            sealer.failures()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(proxy.swallowed(), 1, "the fault fired");
+    assert_eq!(sealer.failures(), 1, "the failed seal is counted");
+    assert_eq!(sealer.stop().await.unwrap(), 0, "nothing left to seal");
     let report = verify(&t.db).await.unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
     db.close().await.ok();
