@@ -265,10 +265,25 @@ where
             new.extend(fetch_by_keys::<E, _>(&txn, chunk, false).await?);
         }
     }
-    check_keys_kept(&old, &new)?;
+    if let Err(e) = check_keys_kept(&old, &new) {
+        return abandon(txn, e).await;
+    }
     store::write_many(&txn, update_entries(&old, &new)).await?;
     txn.commit().await?;
     Ok(new)
+}
+
+/// Rolls `txn` back and returns `err`, for a write refused inside its transaction. Dropping
+/// the transaction would only queue the rollback until its pooled connection is next used,
+/// and until then SQLite's write lock stays held: the next writer gets "database is locked"
+/// (seen in CI after a refused key change).
+pub(crate) async fn abandon<T, X: TransactionSession>(
+    txn: X,
+    err: impl Into<DbErr>,
+) -> Result<T, DbErr> {
+    // The refusal is the error to report; a failed rollback leaves the queued one.
+    txn.rollback().await.ok();
+    Err(err.into())
 }
 
 /// One `create` entry per row, the row as stored as `new_value`: the entry an

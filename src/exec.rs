@@ -39,7 +39,8 @@ use sea_orm::{
 
 use crate::auditable::{Auditable, object_id};
 use crate::bulk::{
-    autoinc_step, check_keys_kept, create_entries, delete_entries, fetch_by_keys, update_entries,
+    abandon, autoinc_step, check_keys_kept, create_entries, delete_entries, fetch_by_keys,
+    update_entries,
 };
 use crate::capture_db;
 use crate::error::Error;
@@ -161,13 +162,15 @@ where
         let select = matching_rows(run.backend, &run.statement, "DELETE FROM ", None)?;
         let old = rows::<E, _>(&run.txn, select).await?;
         let result = self.exec(&run.txn).await?;
-        check_count(
+        if let Err(e) = check_count(
             run.table,
             old.len(),
             result.rows_affected,
             run.backend,
             false,
-        )?;
+        ) {
+            return abandon(run.txn, e).await;
+        }
         store::write_many(&run.txn, delete_entries(&old)).await?;
         run.txn.commit().await?;
         Ok(result)
@@ -194,16 +197,20 @@ where
         let select = matching_rows(run.backend, &run.statement, "UPDATE ", Some(" WHERE "))?;
         let old = rows::<E, _>(&run.txn, select).await?;
         let result = self.exec(&run.txn).await?;
-        check_count(
+        if let Err(e) = check_count(
             run.table,
             old.len(),
             result.rows_affected,
             run.backend,
             true,
-        )?;
+        ) {
+            return abandon(run.txn, e).await;
+        }
         let keys: Vec<ValueTuple> = old.iter().map(ModelTrait::get_primary_key_value).collect();
         let new = fetch_by_keys::<E, _>(&run.txn, &keys, false).await?;
-        check_keys_kept(&old, &new)?;
+        if let Err(e) = check_keys_kept(&old, &new) {
+            return abandon(run.txn, e).await;
+        }
         store::write_many(&run.txn, update_entries(&old, &new)).await?;
         run.txn.commit().await?;
         Ok(result)
