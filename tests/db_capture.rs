@@ -14,7 +14,7 @@ use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ConnectionTrait, Database, DbBackend, DbErr, EntityTrait, IntoActiveModel,
-    QueryFilter, TransactionTrait,
+    QueryFilter,
 };
 use sea_orm::{ColumnTrait, ExprTrait, ModelTrait, QueryOrder};
 use sea_orm_audit::capture_db::{self, Drift};
@@ -642,21 +642,15 @@ async fn a_deferred_seal_writes_the_same_entries_and_leaves_them_to_the_seal() {
     // Switched to a seal on write, then to hook mode, while those entries wait: an entry whose
     // predecessor waits for the seal waits too (it cannot link to a hash not computed yet),
     // and the seal links both.
-    // Installed in a transaction: on SQLite, replacing the triggers through the pool failed
-    // now and then ("trigger ... already exists" after the DROP ran; see the README's Limits).
-    let txn = db.begin().await.unwrap();
-    capture_db::install::<db_deferred_post_on_write::Model, _>(&txn)
+    capture_db::install::<db_deferred_post_on_write::Model, _>(db)
         .await
         .unwrap();
-    txn.commit().await.unwrap();
     db.execute_unprepared("UPDATE db_deferred_posts SET title = 'on write' WHERE id = 2")
         .await
         .unwrap();
-    let txn = db.begin().await.unwrap();
-    capture_db::uninstall::<db_deferred_post_on_write::Model, _>(&txn)
+    capture_db::uninstall::<db_deferred_post_on_write::Model, _>(db)
         .await
         .unwrap();
-    txn.commit().await.unwrap();
     db_deferred_post_hooks::ActiveModel {
         id: Set(3),
         views: Set(11),
@@ -677,11 +671,9 @@ async fn a_deferred_seal_writes_the_same_entries_and_leaves_them_to_the_seal() {
     );
     assert_eq!(capture_db::seal(db).await.unwrap(), 10);
     assert!(verify(db).await.unwrap().problems.is_empty());
-    let txn = db.begin().await.unwrap();
-    capture_db::install::<db_deferred_post::Model, _>(&txn)
+    capture_db::install::<db_deferred_post::Model, _>(db)
         .await
         .unwrap();
-    txn.commit().await.unwrap();
 
     // A Sealer does it on a timer.
     let sealer = capture_db::Sealer::spawn(db.clone(), std::time::Duration::from_millis(5));
@@ -1534,5 +1526,53 @@ async fn masked_values_never_reach_the_sqlite_file() {
     for secret in secrets {
         assert!(!holds(secret), "{secret} is in the SQLite file");
     }
+    t.finish().await;
+}
+
+/// Replacing a table's triggers through a pool whose connections each hold the schema as it
+/// was before (SQLite caches it per connection and checks it only when a statement runs: a
+/// `CREATE TRIGGER` prepared on a connection that has not run anything since another
+/// connection's `DROP` saw the old trigger, "already exists"). Every round first has every
+/// pooled connection run a statement, then installs, uninstalls and installs again.
+#[tokio::test]
+async fn installing_again_through_a_pool_works_whatever_connection_runs_it() {
+    let t = setup().await;
+    let db = &t.db;
+    let backend = t.backend();
+    for round in 0..25 {
+        let mut reads = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let db = db.clone();
+            reads.spawn(async move {
+                db.query_one_raw(sea_orm::Statement::from_string(
+                    backend,
+                    "SELECT COUNT(*) AS n FROM db_posts",
+                ))
+                .await
+                .map(drop)
+            });
+        }
+        while let Some(read) = reads.join_next().await {
+            read.unwrap().unwrap();
+        }
+        capture_db::install::<db_post_v2::Model, _>(db)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}, install: {e}"));
+        capture_db::uninstall::<db_post_v2::Model, _>(db)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}, uninstall: {e}"));
+        capture_db::install::<db_post::Model, _>(db)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}, install again: {e}"));
+    }
+    assert_eq!(
+        capture_db::check::<db_post::Model, _>(db).await.unwrap(),
+        vec![]
+    );
+    db.execute_unprepared("INSERT INTO db_posts (title, body, views) VALUES ('a', 'b', 1)")
+        .await
+        .unwrap();
+    assert_eq!(entries(&t, "db_posts").await.len(), 1);
+    assert_verified(&t).await;
     t.finish().await;
 }

@@ -344,21 +344,33 @@ pub(super) async fn install<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<(
         ),
     )
     .await?;
-    uninstall(db, spec.table).await?;
     let [insert, update, delete] = triggers;
     // The registry rides in the insert trigger's text, which SQLite keeps as written.
     let insert = insert.replacen(" BEGIN\n", &format!(" BEGIN\n{REGISTRY}{registry} */\n"), 1);
+    // The old triggers dropped and the new ones created in one call, so on one connection:
+    // SQLite keeps the schema per connection and checks it against the file only when a
+    // statement runs, but a `CREATE TRIGGER` is refused while it is prepared, from that copy.
+    // Through a pool, a connection that had run nothing since another one dropped the old
+    // trigger refused the new one ("already exists"). Here each `DROP` runs (and brings the
+    // connection's copy up to date) before the next statement is prepared.
+    let mut script = drops(spec.table);
     for sql in [insert, update, delete] {
-        run(db, &sql).await?;
+        script.push_str(&sql);
+        script.push_str(";\n");
     }
-    Ok(())
+    run(db, &script).await
+}
+
+/// `DROP TRIGGER IF EXISTS` of `table`'s triggers, one script.
+fn drops(table: &str) -> String {
+    trigger_names(table)
+        .iter()
+        .map(|name| format!("DROP TRIGGER IF EXISTS {};\n", q(name)))
+        .collect()
 }
 
 pub(super) async fn uninstall<C: ConnectionTrait>(db: &C, table: &str) -> Result<(), DbErr> {
-    for name in trigger_names(table) {
-        run(db, &format!("DROP TRIGGER IF EXISTS {}", q(&name))).await?;
-    }
-    Ok(())
+    run(db, &drops(table)).await
 }
 
 pub(super) async fn check<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<Vec<Drift>, DbErr> {
