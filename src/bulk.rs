@@ -12,7 +12,7 @@ use sea_orm::sea_query::{Expr, ExprTrait, IntoValueTuple, ValueTuple};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityName,
     EntityTrait, IntoActiveModel, Iterable, ModelTrait, PrimaryKeyToColumn, PrimaryKeyTrait,
-    QueryFilter, QuerySelect, Statement, TransactionSession, TransactionTrait, Value,
+    QueryFilter, QuerySelect, Statement, TransactionTrait, Value,
 };
 use serde_json::Map;
 
@@ -20,6 +20,7 @@ use crate::Action;
 use crate::auditable::{Auditable, snapshot};
 use crate::capture::change_entry;
 use crate::error::Error;
+use crate::sql::finish;
 use crate::store;
 use crate::strict;
 
@@ -86,24 +87,27 @@ where
         return Ok(Vec::new());
     }
     let txn = db.begin().await?;
-    let per = crate::sql::rows_per_insert(txn.get_database_backend());
-    let mut inserted = Vec::with_capacity(models.len());
-    let mut rows = models.into_iter().peekable();
-    while rows.peek().is_some() {
-        let batch: Vec<A> = rows.by_ref().take(per).collect();
-        if txn.support_returning() {
-            inserted.extend(
-                A::Entity::insert_many(batch)
-                    .exec_with_returning(&txn)
-                    .await?,
-            );
-        } else {
-            inserted.extend(insert_without_returning::<A, _>(&txn, batch).await?);
+    let result = async {
+        let per = crate::sql::rows_per_insert(txn.get_database_backend());
+        let mut inserted = Vec::with_capacity(models.len());
+        let mut rows = models.into_iter().peekable();
+        while rows.peek().is_some() {
+            let batch: Vec<A> = rows.by_ref().take(per).collect();
+            if txn.support_returning() {
+                inserted.extend(
+                    A::Entity::insert_many(batch)
+                        .exec_with_returning(&txn)
+                        .await?,
+                );
+            } else {
+                inserted.extend(insert_without_returning::<A, _>(&txn, batch).await?);
+            }
         }
+        store::write_many(&txn, create_entries(&inserted)).await?;
+        Ok(inserted)
     }
-    store::write_many(&txn, create_entries(&inserted)).await?;
-    txn.commit().await?;
-    Ok(inserted)
+    .await;
+    finish(txn, result).await
 }
 
 async fn insert_without_returning<A, C>(db: &C, batch: Vec<A>) -> Result<Vec<ModelOf<A>>, DbErr>
@@ -243,47 +247,34 @@ where
 {
     let _strict = strict::expect_many(E::default().table_name());
     let txn = db.begin().await?;
-    let mut query = E::find().filter(filter.clone());
-    if txn.get_database_backend() != DbBackend::Sqlite {
-        query = query.lock_exclusive();
-    }
-    let old = query.all(&txn).await?;
-    if old.is_empty() {
-        txn.commit().await?;
-        return Ok(Vec::new());
-    }
-    let keys: Vec<ValueTuple> = old.iter().map(ModelTrait::get_primary_key_value).collect();
-    let mut new = Vec::with_capacity(old.len());
-    for chunk in keys.chunks(KEYS_PER_STATEMENT) {
-        let update = E::update_many()
-            .set(values.clone())
-            .filter(keys_condition::<E>(chunk));
-        if txn.support_returning() {
-            new.extend(update.exec_with_returning(&txn).await?);
-        } else {
-            update.exec(&txn).await?;
-            new.extend(fetch_by_keys::<E, _>(&txn, chunk, false).await?);
+    let result = async {
+        let mut query = E::find().filter(filter.clone());
+        if txn.get_database_backend() != DbBackend::Sqlite {
+            query = query.lock_exclusive();
         }
+        let old = query.all(&txn).await?;
+        if old.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<ValueTuple> = old.iter().map(ModelTrait::get_primary_key_value).collect();
+        let mut new = Vec::with_capacity(old.len());
+        for chunk in keys.chunks(KEYS_PER_STATEMENT) {
+            let update = E::update_many()
+                .set(values.clone())
+                .filter(keys_condition::<E>(chunk));
+            if txn.support_returning() {
+                new.extend(update.exec_with_returning(&txn).await?);
+            } else {
+                update.exec(&txn).await?;
+                new.extend(fetch_by_keys::<E, _>(&txn, chunk, false).await?);
+            }
+        }
+        check_keys_kept(&old, &new)?;
+        store::write_many(&txn, update_entries(&old, &new)).await?;
+        Ok(new)
     }
-    if let Err(e) = check_keys_kept(&old, &new) {
-        return abandon(txn, e).await;
-    }
-    store::write_many(&txn, update_entries(&old, &new)).await?;
-    txn.commit().await?;
-    Ok(new)
-}
-
-/// Rolls `txn` back and returns `err`, for a write refused inside its transaction. Dropping
-/// the transaction would only queue the rollback until its pooled connection is next used,
-/// and until then SQLite's write lock stays held: the next writer gets "database is locked"
-/// (seen in CI after a refused key change).
-pub(crate) async fn abandon<T, X: TransactionSession>(
-    txn: X,
-    err: impl Into<DbErr>,
-) -> Result<T, DbErr> {
-    // The refusal is the error to report; a failed rollback leaves the queued one.
-    txn.rollback().await.ok();
-    Err(err.into())
+    .await;
+    finish(txn, result).await
 }
 
 /// One `create` entry per row, the row as stored as `new_value`: the entry an
@@ -364,25 +355,28 @@ where
 {
     let _strict = strict::expect_many(E::default().table_name());
     let txn = db.begin().await?;
-    let deleted: Vec<E::Model> = if txn.support_returning() {
-        E::delete_many()
-            .filter(filter)
-            .exec_with_returning(&txn)
-            .await?
-    } else {
-        let old = E::find().filter(filter).lock_exclusive().all(&txn).await?;
-        let keys: Vec<ValueTuple> = old.iter().map(ModelTrait::get_primary_key_value).collect();
-        for chunk in keys.chunks(KEYS_PER_STATEMENT) {
+    let result = async {
+        let deleted: Vec<E::Model> = if txn.support_returning() {
             E::delete_many()
-                .filter(keys_condition::<E>(chunk))
-                .exec(&txn)
-                .await?;
-        }
-        old
-    };
-    store::write_many(&txn, delete_entries(&deleted)).await?;
-    txn.commit().await?;
-    Ok(deleted.len() as u64)
+                .filter(filter)
+                .exec_with_returning(&txn)
+                .await?
+        } else {
+            let old = E::find().filter(filter).lock_exclusive().all(&txn).await?;
+            let keys: Vec<ValueTuple> = old.iter().map(ModelTrait::get_primary_key_value).collect();
+            for chunk in keys.chunks(KEYS_PER_STATEMENT) {
+                E::delete_many()
+                    .filter(keys_condition::<E>(chunk))
+                    .exec(&txn)
+                    .await?;
+            }
+            old
+        };
+        store::write_many(&txn, delete_entries(&deleted)).await?;
+        Ok(deleted.len() as u64)
+    }
+    .await;
+    finish(txn, result).await
 }
 
 /// Deletes the row with this primary key, logging it like [`delete_many`]. Returns 0 or 1.

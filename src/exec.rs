@@ -39,11 +39,11 @@ use sea_orm::{
 
 use crate::auditable::{Auditable, object_id};
 use crate::bulk::{
-    abandon, autoinc_step, check_keys_kept, create_entries, delete_entries, fetch_by_keys,
-    update_entries,
+    autoinc_step, check_keys_kept, create_entries, delete_entries, fetch_by_keys, update_entries,
 };
 use crate::capture_db;
 use crate::error::Error;
+use crate::sql::finish;
 use crate::store;
 use crate::strict::{self, ManyGuard};
 
@@ -159,21 +159,22 @@ where
         }
         let statement = db.get_database_backend().build(self.as_query());
         let run = Run::start::<E, _>(db, statement).await?;
-        let select = matching_rows(run.backend, &run.statement, "DELETE FROM ", None)?;
-        let old = rows::<E, _>(&run.txn, select).await?;
-        let result = self.exec(&run.txn).await?;
-        if let Err(e) = check_count(
-            run.table,
-            old.len(),
-            result.rows_affected,
-            run.backend,
-            false,
-        ) {
-            return abandon(run.txn, e).await;
+        let result = async {
+            let select = matching_rows(run.backend, &run.statement, "DELETE FROM ", None)?;
+            let old = rows::<E, _>(&run.txn, select).await?;
+            let result = self.exec(&run.txn).await?;
+            check_count(
+                run.table,
+                old.len(),
+                result.rows_affected,
+                run.backend,
+                false,
+            )?;
+            store::write_many(&run.txn, delete_entries(&old)).await?;
+            Ok(result)
         }
-        store::write_many(&run.txn, delete_entries(&old)).await?;
-        run.txn.commit().await?;
-        Ok(result)
+        .await;
+        finish(run.txn, result).await
     }
 }
 
@@ -194,26 +195,25 @@ where
         }
         let statement = db.get_database_backend().build(self.as_query());
         let run = Run::start::<E, _>(db, statement).await?;
-        let select = matching_rows(run.backend, &run.statement, "UPDATE ", Some(" WHERE "))?;
-        let old = rows::<E, _>(&run.txn, select).await?;
-        let result = self.exec(&run.txn).await?;
-        if let Err(e) = check_count(
-            run.table,
-            old.len(),
-            result.rows_affected,
-            run.backend,
-            true,
-        ) {
-            return abandon(run.txn, e).await;
+        let result = async {
+            let select = matching_rows(run.backend, &run.statement, "UPDATE ", Some(" WHERE "))?;
+            let old = rows::<E, _>(&run.txn, select).await?;
+            let result = self.exec(&run.txn).await?;
+            check_count(
+                run.table,
+                old.len(),
+                result.rows_affected,
+                run.backend,
+                true,
+            )?;
+            let keys: Vec<ValueTuple> = old.iter().map(ModelTrait::get_primary_key_value).collect();
+            let new = fetch_by_keys::<E, _>(&run.txn, &keys, false).await?;
+            check_keys_kept(&old, &new)?;
+            store::write_many(&run.txn, update_entries(&old, &new)).await?;
+            Ok(result)
         }
-        let keys: Vec<ValueTuple> = old.iter().map(ModelTrait::get_primary_key_value).collect();
-        let new = fetch_by_keys::<E, _>(&run.txn, &keys, false).await?;
-        if let Err(e) = check_keys_kept(&old, &new) {
-            return abandon(run.txn, e).await;
-        }
-        store::write_many(&run.txn, update_entries(&old, &new)).await?;
-        run.txn.commit().await?;
-        Ok(result)
+        .await;
+        finish(run.txn, result).await
     }
 }
 
@@ -284,6 +284,18 @@ where
     B: Exec,
     T: ConnectionTrait + TransactionSession,
 {
+    let result = insert_logged::<E, B, T>(&run, builder).await;
+    finish(run.txn, result).await
+}
+
+/// [`insert_audited`]'s write and entries, inside `run`'s transaction.
+async fn insert_logged<E, B, T>(run: &Run<T>, builder: B) -> Result<B::Output, DbErr>
+where
+    E: EntityTrait,
+    E::Model: Auditable,
+    B: Exec,
+    T: ConnectionTrait + TransactionSession,
+{
     let entity_type = <E::Model as Auditable>::entity_type();
     refuse_upsert(entity_type, &run.statement)?;
     let observed = Observed::<E, T> {
@@ -337,7 +349,6 @@ where
         .into());
     }
     store::write_many(&run.txn, create_entries(&inserted)).await?;
-    run.txn.commit().await?;
     Ok(out)
 }
 

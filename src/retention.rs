@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityName, EntityTrait, IdenStatic, QueryFilter,
-    QueryOrder, QuerySelect, Statement, TransactionSession, TransactionTrait, Value,
+    QueryOrder, QuerySelect, Statement, TransactionTrait, Value,
 };
 use serde_json::Value as Json;
 
@@ -13,7 +13,7 @@ use crate::Action;
 use crate::audit_log;
 use crate::error::Error;
 use crate::prune_marker::{self, PRUNE_ACTION, PRUNE_ENTITY, PrunedChain};
-use crate::sql::{Placeholders, quote};
+use crate::sql::{Placeholders, finish, quote};
 use crate::store::{self, NewEntry};
 
 /// What to prune. At least one of [`older_than`](Self::older_than) and
@@ -154,15 +154,18 @@ where
         // The DELETE and the marker saying what it removed commit together: a removal with
         // no marker would be what verify reports as tampering.
         let txn = db.begin().await?;
-        audit_log::Entity::delete_many()
-            .filter(audit_log::Column::Id.is_in(ids))
-            .exec(&txn)
-            .await?;
-        let mut marker = prune_marker(policy);
-        marker.data.insert("removed".into(), Json::from(n));
-        marker.data.insert(prune_marker::CHAINS.into(), chains);
-        store::write(&txn, marker).await?;
-        txn.commit().await?;
+        let result = async {
+            audit_log::Entity::delete_many()
+                .filter(audit_log::Column::Id.is_in(ids))
+                .exec(&txn)
+                .await?;
+            let mut marker = prune_marker(policy);
+            marker.data.insert("removed".into(), Json::from(n));
+            marker.data.insert(prune_marker::CHAINS.into(), chains);
+            store::write(&txn, marker).await
+        }
+        .await;
+        finish(txn, result).await?;
         report.removed += n;
         report.batches += 1;
     }

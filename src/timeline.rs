@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
     IdenStatic, IntoActiveModel, Iterable, PrimaryKeyToColumn, QueryFilter, QuerySelect,
-    TransactionSession, TransactionTrait,
+    TransactionTrait,
 };
 use serde_json::{Map, Value as Json};
 
@@ -18,6 +18,7 @@ use crate::diff::FILTERED;
 use crate::entry::{Action, LogEntry};
 use crate::error::Error;
 use crate::query::logs_for_id;
+use crate::sql::finish;
 use crate::{audit_log, value};
 
 type ModelOf<A> = <<A as ActiveModelTrait>::Entity as EntityTrait>::Model;
@@ -310,9 +311,8 @@ where
         return Err(masked_error(entity_type, object_id, &unfilled));
     }
     let txn = db.begin().await?;
-    let model = am.insert(&txn).await?;
-    txn.commit().await?;
-    Ok(model)
+    let result = am.insert(&txn).await;
+    Ok(finish(txn, result).await?)
 }
 
 /// Undoes one entry through the audited path, in a transaction of its own: an update is undone
@@ -347,16 +347,15 @@ where
             }
             set_key(&mut am, &entry.object_id)?;
             let txn = db.begin().await?;
-            let model = am.update(&txn).await?;
-            txn.commit().await?;
-            Ok(Some(model))
+            let result = am.update(&txn).await;
+            Ok(Some(finish(txn, result).await?))
         }
         Action::Create => {
             let mut am = A::default();
             set_key(&mut am, &entry.object_id)?;
             let txn = db.begin().await?;
-            am.delete(&txn).await?;
-            txn.commit().await?;
+            let result = am.delete(&txn).await;
+            finish(txn, result).await?;
             Ok(None)
         }
         Action::Delete => restore::<A, C>(db, &entry.object_id).await.map(Some),

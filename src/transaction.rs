@@ -2,10 +2,11 @@
 
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait, DbErr, DeleteResult, EntityTrait, IntoActiveModel,
-    TransactionSession, TransactionTrait,
+    TransactionTrait,
 };
 
 use crate::auditable::Auditable;
+use crate::sql::finish;
 
 type ModelOf<A> = <<A as ActiveModelTrait>::Entity as EntityTrait>::Model;
 
@@ -34,9 +35,8 @@ where
         D: TransactionTrait + Send,
     {
         let txn = db.begin().await?;
-        let model = self.insert(&txn).await?;
-        txn.commit().await?;
-        Ok(model)
+        let result = self.insert(&txn).await;
+        finish(txn, result).await
     }
 
     /// `update` and its log row in one transaction.
@@ -45,9 +45,8 @@ where
         D: TransactionTrait + Send,
     {
         let txn = db.begin().await?;
-        let model = self.update(&txn).await?;
-        txn.commit().await?;
-        Ok(model)
+        let result = self.update(&txn).await;
+        finish(txn, result).await
     }
 
     /// `save` and its log row in one transaction.
@@ -56,9 +55,8 @@ where
         D: TransactionTrait + Send,
     {
         let txn = db.begin().await?;
-        let saved = self.save(&txn).await?;
-        txn.commit().await?;
-        Ok(saved)
+        let result = self.save(&txn).await;
+        finish(txn, result).await
     }
 
     /// `delete` and its log row in one transaction.
@@ -67,9 +65,8 @@ where
         D: TransactionTrait + Send,
     {
         let txn = db.begin().await?;
-        let result = self.delete(&txn).await?;
-        txn.commit().await?;
-        Ok(result)
+        let result = self.delete(&txn).await;
+        finish(txn, result).await
     }
 }
 

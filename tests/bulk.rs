@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use common::entities::{document, post, translation};
 use common::{TestDb, all_logs};
 use sea_orm::ActiveValue::Set;
-use sea_orm::{ColumnTrait, Condition, EntityTrait, PaginatorTrait, TransactionTrait};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, TransactionTrait};
 use sea_orm_audit::{Action, FILTERED, bulk, logs_for, logs_for_id};
 use serde_json::json;
 
@@ -299,5 +299,85 @@ async fn ten_thousand_rows_take_batched_statements() {
     ] {
         assert!(n <= 250, "{what} of 10,000 rows took {n} statements");
     }
+    t.finish().await;
+}
+
+/// A connection of its own (SQLite: one that never waits for a lock).
+async fn other_connection(url: &str) -> sea_orm::DatabaseConnection {
+    use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend};
+    let mut options = ConnectOptions::new(url.to_owned());
+    options.max_connections(1).sqlx_logging(false);
+    let other = Database::connect(options).await.unwrap();
+    if other.get_database_backend() == DbBackend::Sqlite {
+        other
+            .execute_unprepared("PRAGMA busy_timeout = 0")
+            .await
+            .unwrap();
+    }
+    other
+}
+
+/// Whether `other` can take the rows' locks (PostgreSQL, MySQL) or SQLite's write lock at
+/// once, without waiting.
+async fn locks_free(other: &sea_orm::DatabaseConnection) -> Result<(), sea_orm::DbErr> {
+    use sea_orm::{ConnectionTrait, DbBackend};
+    match other.get_database_backend() {
+        DbBackend::Sqlite => {
+            let txn = other.begin().await?;
+            txn.execute_unprepared(
+                "INSERT INTO posts (title, body, views) VALUES ('probe', '', 0)",
+            )
+            .await?;
+            txn.rollback().await
+        }
+        _ => other
+            .execute_unprepared("SELECT id FROM posts FOR UPDATE NOWAIT")
+            .await
+            .map(drop),
+    }
+}
+
+/// A bulk write that fails in the middle (a unique title given to every row) gives back its
+/// locks before it returns: dropping the transaction would leave the rollback to the pool,
+/// after the caller's next statement had perhaps already waited for them or been refused.
+#[tokio::test]
+async fn a_failed_bulk_write_gives_back_its_locks_before_it_returns() {
+    use sea_orm_audit::{AtomicExt, ExecAudited};
+    let t = TestDb::new().await;
+    bulk::insert_many(&t.db, (0..3).map(post_am)).await.unwrap();
+    let other = other_connection(&t.url).await;
+    for round in 0..10 {
+        let same_title = post::ActiveModel {
+            title: Set("same".into()),
+            ..Default::default()
+        };
+        let err =
+            bulk::update_many::<post::Entity, _>(&t.db, Condition::all(), same_title.clone()).await;
+        assert!(err.is_err(), "round {round}");
+        locks_free(&other)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}, after bulk::update_many: {e}"));
+        let err = post::Entity::update_many()
+            .set(same_title)
+            .filter(post::Column::Id.gt(0))
+            .exec_audited(&t.db)
+            .await;
+        assert!(err.is_err(), "round {round}");
+        locks_free(&other)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}, after exec_audited: {e}"));
+        let err = bulk::insert_many(&t.db, [post_am(100 + round), post_am(0)]).await;
+        assert!(err.is_err(), "round {round}");
+        locks_free(&other)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}, after bulk::insert_many: {e}"));
+        let err = post_am(0).insert_atomic(&t.db).await;
+        assert!(err.is_err(), "round {round}");
+        locks_free(&other)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}, after insert_atomic: {e}"));
+    }
+    other.close().await.unwrap();
+    assert_eq!(all_logs(&t.db).await.len(), 3);
     t.finish().await;
 }

@@ -126,8 +126,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use sea_orm::sea_query::ColumnType;
 use sea_orm::{
     ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityName,
-    EntityTrait, IdenStatic, Iterable, PrimaryKeyToColumn, TransactionSession, TransactionTrait,
-    Value,
+    EntityTrait, IdenStatic, Iterable, PrimaryKeyToColumn, TransactionTrait, Value,
 };
 use serde_json::{Map, Value as Json};
 
@@ -135,6 +134,7 @@ use crate::auditable::{Auditable, Capture, Seal};
 use crate::context::AuditContext;
 use crate::error::Error;
 use crate::limits;
+use crate::sql::finish;
 
 /// How a column's value becomes JSON, following [`value::to_json`](crate::value::to_json) for
 /// the field's Rust type.
@@ -522,9 +522,12 @@ where
         + Send,
     E: From<DbErr>,
 {
-    let txn = db.begin().await?;
+    // Refused before anything begins.
     let context = current_context().map_err(DbErr::from)?;
-    set_context(&txn, true, context.clone()).await?;
+    let txn = db.begin().await?;
+    if let Err(e) = set_context(&txn, true, context.clone()).await {
+        return finish(txn, Err(e.into())).await;
+    }
     // Another context set inside an enclosing `transaction` (this one may be its savepoint)
     // can outlive this one there.
     let mut flags = OPENED
@@ -541,10 +544,10 @@ where
         context,
         flags,
     };
-    match OPENED.scope(opened, f(&txn)).await {
-        Ok(value) => {
+    let backend = txn.get_database_backend();
+    let result = match OPENED.scope(opened, f(&txn)).await {
+        Ok(value) => async {
             // The context row must never be committed.
-            let backend = txn.get_database_backend();
             match backend {
                 DbBackend::Sqlite => {
                     sqlite::set_context(&txn, ContextRow::End).await?;
@@ -557,22 +560,22 @@ where
                 DbBackend::MySql => mysql::set_context(&txn, ContextRow::End).await?,
                 _ => {}
             }
-            txn.commit().await?;
-            if seals && backend == DbBackend::MySql && !is_transaction::<D>() {
-                // After the commit, outside the transaction (see `is_transaction`). The write
-                // committed: a failed seal leaves its entries to the next one rather than
-                // reporting a committed write as failed, which invites a second write.
-                if let Err(e) = seal_in_new_transaction(db).await {
-                    warn_left_unsealed(&e);
-                }
-            }
             Ok(value)
         }
-        Err(e) => {
-            txn.rollback().await?;
-            Err(e)
+        .await
+        .map_err(|e: DbErr| E::from(e)),
+        Err(e) => Err(e),
+    };
+    let value = finish(txn, result).await?;
+    if seals && backend == DbBackend::MySql && !is_transaction::<D>() {
+        // After the commit, outside the transaction (see `is_transaction`). The write
+        // committed: a failed seal leaves its entries to the next one rather than reporting a
+        // committed write as failed, which invites a second write.
+        if let Err(e) = seal_in_new_transaction(db).await {
+            warn_left_unsealed(&e);
         }
     }
+    Ok(value)
 }
 
 /// Computes the hashes of entries the triggers wrote unsealed (see
@@ -711,9 +714,8 @@ fn is_pool<C: ?Sized>() -> bool {
 /// snapshot shows committed before it, with its predecessor (see [`is_transaction`]).
 async fn seal_in_new_transaction<D: TransactionTrait>(db: &D) -> Result<u64, DbErr> {
     let txn = db.begin().await?;
-    let sealed = seal::seal(&txn).await?;
-    txn.commit().await?;
-    Ok(sealed)
+    let result = seal::seal(&txn).await;
+    finish(txn, result).await
 }
 
 /// Whether `C` is a SeaORM transaction (or a reference to one): `ConnectionTrait` cannot say,

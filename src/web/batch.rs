@@ -191,23 +191,30 @@ async fn write_batch(
         .begin()
         .await
         .map_err(|e| BatchError::Begin(Error::db("beginning an API activity batch", e)))?;
-    let mut rest = entries;
-    while !rest.is_empty() {
-        let mut bytes = 0;
-        let take = rest
-            .iter()
-            .position(|p| {
-                bytes += p.bytes;
-                bytes > limits::STATEMENT_BYTES
-            })
-            .unwrap_or(rest.len())
-            .max(1);
-        let (group, next) = rest.split_at(take);
-        rest = next;
-        let group: Vec<NewEntry> = group.iter().map(|p| p.entry.clone()).collect();
-        store::write_many(&txn, group)
-            .await
-            .map_err(BatchError::Insert)?;
+    let inserted = async {
+        let mut rest = entries;
+        while !rest.is_empty() {
+            let mut bytes = 0;
+            let take = rest
+                .iter()
+                .position(|p| {
+                    bytes += p.bytes;
+                    bytes > limits::STATEMENT_BYTES
+                })
+                .unwrap_or(rest.len())
+                .max(1);
+            let (group, next) = rest.split_at(take);
+            rest = next;
+            let group: Vec<NewEntry> = group.iter().map(|p| p.entry.clone()).collect();
+            store::write_many(&txn, group).await?;
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = inserted {
+        // Rolled back before returning, not left to the pool (see `sql::finish`).
+        txn.rollback().await.ok();
+        return Err(BatchError::Insert(e));
     }
     txn.commit()
         .await
