@@ -601,3 +601,68 @@ async fn a_sealer_whose_seal_fails_counts_it_and_seals_at_a_later_tick() {
     db.close().await.ok();
     t.finish().await;
 }
+
+/// A seal seals the entries there were when it began, not the ones written while it runs:
+/// otherwise, with writers outpacing it, one call (and a `Sealer`'s `stop`) would never return.
+/// The seal's UPDATE is held by the fault proxy while three more entries commit; the call
+/// returns having sealed the first three, and the next call seals the others.
+#[tokio::test]
+async fn a_seal_does_not_chase_entries_written_while_it_runs() {
+    use common::proxy::{FaultProxy, upstream_of};
+    use sea_orm_audit::chain::ProblemKind;
+    let t = TestDb::new().await;
+    if t.backend() == DbBackend::Sqlite {
+        return t.finish().await;
+    }
+    common::create_table(&t.db, ctx_deferred_post::Entity).await;
+    capture_db::install::<ctx_deferred_post::Model, _>(&t.db)
+        .await
+        .unwrap();
+    let raw_insert =
+        |i: usize| format!("INSERT INTO ctx_deferred_posts (title, views) VALUES ('raw {i}', {i})");
+    for i in 0..3 {
+        t.db.execute_unprepared(&raw_insert(i)).await.unwrap();
+    }
+    let proxy = FaultProxy::start(upstream_of(&t.url)).await;
+    let mut options = ConnectOptions::new(proxy.url(&t.url));
+    options.max_connections(1).sqlx_logging(false);
+    let db = Database::connect(options).await.unwrap();
+    // The seal's batch UPDATE: PostgreSQL joins a VALUES list, MySQL forces the primary key.
+    let update = if t.backend() == DbBackend::Postgres {
+        "FROM (VALUES"
+    } else {
+        "FORCE INDEX (PRIMARY)"
+    };
+    proxy.delay(Some((update, std::time::Duration::from_millis(500))));
+    let seal = tokio::spawn({
+        let db = db.clone();
+        async move { capture_db::seal(&db).await }
+    });
+    let start = std::time::Instant::now();
+    while proxy.delayed() == 0 {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30));
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    for i in 3..6 {
+        t.db.execute_unprepared(&raw_insert(i)).await.unwrap();
+    }
+    assert_eq!(
+        seal.await.unwrap().unwrap(),
+        3,
+        "only the entries it began with"
+    );
+    assert_eq!(proxy.delayed(), 1, "the fault fired once");
+    proxy.delay(None);
+    let report = verify(&t.db).await.unwrap();
+    assert_eq!(report.problems.len(), 3, "{:?}", report.problems);
+    assert!(
+        report
+            .problems
+            .iter()
+            .all(|p| p.kind == ProblemKind::Unsealed)
+    );
+    assert_eq!(capture_db::seal(&db).await.unwrap(), 3);
+    assert!(verify(&t.db).await.unwrap().is_ok());
+    db.close().await.ok();
+    t.finish().await;
+}

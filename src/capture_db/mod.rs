@@ -585,7 +585,8 @@ where
 /// entities that seal on write and [`transaction`] seal what they wrote; call it for writes
 /// made any other way (raw SQL outside [`transaction`], other programs, deferred entities),
 /// on a timer ([`Sealer`]) and before [`verify`](crate::verify). Until then those entries are
-/// not protected: an edit made before the seal is sealed with them.
+/// not protected: an edit made before the seal is sealed with them. One call seals the
+/// entries there were when it began; entries written while it runs wait for the next call.
 ///
 /// On MySQL, call it outside a transaction: inside one it returns an error, because under
 /// REPEATABLE READ the transaction's snapshot can hide the entry before one the transaction

@@ -56,10 +56,16 @@ pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
     // showing as unsealed an entry another sealer has sealed since (our UPDATE then matches
     // nothing), so "whatever is still unsealed" would never run out.
     let mut after = 0;
+    // The last entry there was when this call began (read with its first batch): entries
+    // written since are left to the next call. Chasing them, one call never returned while
+    // writers kept ahead of it (`tests/db_capture_context.rs`
+    // `a_seal_does_not_chase_entries_written_while_it_runs`), nor did a `Sealer`'s `stop`.
+    let mut upto = None;
     // Per object, the id and stored hash of the last entry this call sealed or read back.
     let mut heads: HashMap<(String, String), (i64, String)> = HashMap::new();
     loop {
-        let rows = unsealed_after(db, after).await?;
+        let (rows, last_entry) = unsealed_after(db, after, upto).await?;
+        upto = upto.or(last_entry);
         let Some((last, _)) = rows.last() else {
             return Ok(sealed);
         };
@@ -139,9 +145,14 @@ pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
     }
 }
 
-/// The unsealed entries after id `after`, oldest first, at most [`SEAL_BATCH`], each with its
-/// predecessor in its object's chain (the entry of the same object with the next lower id):
-/// that entry's id and its hash as this read shows it. One statement per batch.
+/// Unsealed entries, each with its predecessor's id and hash (see [`unsealed_after`]).
+type Batch = Vec<(audit_log::Model, Option<(i64, Option<String>)>)>;
+
+/// The unsealed entries after id `after` (and up to id `upto`, if given), oldest first, at most
+/// [`SEAL_BATCH`], each with its predecessor in its object's chain (the entry of the same
+/// object with the next lower id): that entry's id and its hash as this read shows it; and,
+/// without `upto`, the log's highest id as the same read shows it (`None` when it found no
+/// unsealed entry). One statement per batch.
 ///
 /// Ids per object follow write order (the trigger writes the entry while the write holds the
 /// row), and an entry this read shows committed after its predecessor did: the predecessor is
@@ -150,7 +161,8 @@ pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
 async fn unsealed_after<C: ConnectionTrait>(
     db: &C,
     after: i64,
-) -> Result<Vec<(audit_log::Model, Option<(i64, Option<String>)>)>, DbErr> {
+    upto: Option<i64>,
+) -> Result<(Batch, Option<i64>), DbErr> {
     use audit_log::Column as L;
     let backend = db.get_database_backend();
     let q = |ident: &str| quote(backend, ident);
@@ -170,10 +182,24 @@ async fn unsealed_after<C: ConnectionTrait>(
     // walks it in order (marking the dead ones for later walks), so the scan starts at the
     // first unsealed entry.
     let unsealed = literal(UNSEALED);
-    let (after_1, after_2) = (p.next(), p.next());
+    let mut values: Vec<sea_orm::Value> = vec![after.into()];
+    let after_1 = p.next();
+    let (bound, last_entry) = match upto {
+        Some(upto) => {
+            values.push(upto.into());
+            (format!(" AND {id} <= {}", p.next()), String::new())
+        }
+        None => (
+            String::new(),
+            format!(", (SELECT MAX(z.{id}) FROM {table} z) AS sea_orm_audit_last_entry"),
+        ),
+    };
+    values.push(after.into());
+    let after_2 = p.next();
     let sql = format!(
-        "SELECT r.*, p.{id} AS sea_orm_audit_prev_id, p.{hash} AS sea_orm_audit_prev_hash \
-         FROM (SELECT * FROM {table} WHERE {hash} = {unsealed} AND {id} > {after_1} \
+        "SELECT r.*, p.{id} AS sea_orm_audit_prev_id, p.{hash} AS sea_orm_audit_prev_hash\
+         {last_entry} \
+         FROM (SELECT * FROM {table} WHERE {hash} = {unsealed} AND {id} > {after_1}{bound} \
          AND {id} >= (SELECT MIN(m.{id}) FROM {table} m WHERE m.{hash} = {unsealed} \
          AND m.{id} > {after_2}) ORDER BY {id} LIMIT {SEAL_BATCH}) r \
          LEFT JOIN {table} p ON p.{id} = (SELECT MAX(x.{id}) FROM {table} x WHERE \
@@ -181,20 +207,22 @@ async fn unsealed_after<C: ConnectionTrait>(
          ORDER BY r.{id}",
     );
     let rows = db
-        .query_all_raw(Statement::from_sql_and_values(
-            backend,
-            sql,
-            [after.into(), after.into()],
-        ))
+        .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
         .await?;
-    rows.into_iter()
+    let last_entry = match (upto, rows.first()) {
+        (None, Some(row)) => row.try_get("", "sea_orm_audit_last_entry")?,
+        _ => None,
+    };
+    let rows = rows
+        .into_iter()
         .map(|row| {
             let entry = audit_log::Model::from_query_result(&row, "")?;
             let prev_id: Option<i64> = row.try_get("", "sea_orm_audit_prev_id")?;
             let prev_hash: Option<String> = row.try_get("", "sea_orm_audit_prev_hash")?;
             Ok((entry, prev_id.map(|id| (id, prev_hash))))
         })
-        .collect()
+        .collect::<Result<_, DbErr>>()?;
+    Ok((rows, last_entry))
 }
 
 /// An entry's hash as stored now: a locking read on MySQL, which sees past the transaction's
