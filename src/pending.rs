@@ -54,8 +54,9 @@ pub(crate) enum Pending {
     Absent {
         /// As in `Before`.
         written: Map<String, Json>,
-        /// Delete: the log's newest entry about the object, read then, was not a delete.
-        logged_as_existing: bool,
+        /// Delete: the id of the log's newest entry about the object, read before the row
+        /// was read the second time (`None`: no entry, or an update).
+        newest_logged: Option<i64>,
     },
 }
 
