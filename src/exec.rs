@@ -102,6 +102,35 @@ impl<T> Run<T>
 where
     T: ConnectionTrait + TransactionSession,
 {
+    /// The rows `builder` matches, read first (`verb` and `before_where` locate the table and
+    /// the condition in its statement), then `builder` run. Refused, as
+    /// [`Error::RowsChangedMeanwhile`], when it changed other rows than the read found (an
+    /// UPDATE: more rows; MySQL counts only the rows it changed).
+    async fn read_then_run<E, B>(
+        &self,
+        builder: B,
+        verb: &str,
+        before_where: Option<&str>,
+        rows_affected: fn(&B::Output) -> u64,
+    ) -> Result<(Vec<E::Model>, B::Output), DbErr>
+    where
+        E: EntityTrait,
+        B: Exec,
+    {
+        let select = matching_rows(self.backend, &self.statement, verb, before_where)?;
+        let old = rows::<E, _>(&self.txn, select).await?;
+        let result = builder.exec_on(&self.txn).await?;
+        let update = verb.starts_with("UPDATE");
+        check_count(
+            self.table,
+            old.len(),
+            rows_affected(&result),
+            self.backend,
+            update,
+        )?;
+        Ok((old, result))
+    }
+
     /// `statement`: the builder's, built for `db`'s backend before the first await (a builder
     /// need not be `Sync`).
     async fn start<E, C>(db: &C, statement: Statement) -> Result<Self, DbErr>
@@ -160,16 +189,9 @@ where
         let statement = db.get_database_backend().build(self.as_query());
         let run = Run::start::<E, _>(db, statement).await?;
         let result = async {
-            let select = matching_rows(run.backend, &run.statement, "DELETE FROM ", None)?;
-            let old = rows::<E, _>(&run.txn, select).await?;
-            let result = self.exec(&run.txn).await?;
-            check_count(
-                run.table,
-                old.len(),
-                result.rows_affected,
-                run.backend,
-                false,
-            )?;
+            let (old, result) = run
+                .read_then_run::<E, _>(self, "DELETE FROM ", None, |r| r.rows_affected)
+                .await?;
             store::write_many(&run.txn, delete_entries(&old)).await?;
             Ok(result)
         }
@@ -196,16 +218,9 @@ where
         let statement = db.get_database_backend().build(self.as_query());
         let run = Run::start::<E, _>(db, statement).await?;
         let result = async {
-            let select = matching_rows(run.backend, &run.statement, "UPDATE ", Some(" WHERE "))?;
-            let old = rows::<E, _>(&run.txn, select).await?;
-            let result = self.exec(&run.txn).await?;
-            check_count(
-                run.table,
-                old.len(),
-                result.rows_affected,
-                run.backend,
-                true,
-            )?;
+            let (old, result) = run
+                .read_then_run::<E, _>(self, "UPDATE ", Some(" WHERE "), |r| r.rows_affected)
+                .await?;
             let keys: Vec<ValueTuple> = old.iter().map(ModelTrait::get_primary_key_value).collect();
             let new = fetch_by_keys::<E, _>(&run.txn, &keys, false).await?;
             check_keys_kept(&old, &new)?;

@@ -82,12 +82,15 @@ pub(crate) fn literal(text: &str) -> String {
 }
 
 /// Ends a transaction the crate began: commits it if `result` is `Ok`, otherwise rolls it back
-/// and returns the error. Every one of the crate's transactions ends here, never by being
-/// dropped: SeaORM's drop only queues the rollback, which the pool sends once the connection
-/// is back, after the caller's next statement has perhaps run. Until then the transaction's
-/// locks stay held: MariaDB's row locks (another connection's `FOR UPDATE NOWAIT` was refused,
-/// 3 runs of 3) and SQLite's write lock ("database is locked", 1 of 3; in CI after a refused
-/// key change) in `tests/bulk.rs` `a_failed_bulk_write_gives_back_its_locks_before_it_returns`.
+/// and returns the error. Every one of the crate's transactions ends here rather than by
+/// being dropped, except where SeaORM leaves no choice: a COMMIT that fails, and a caller's
+/// future cancelled mid-transaction, still end by the drop. SeaORM's drop only queues the
+/// rollback, which the pool sends once the connection is back, after the caller's next
+/// statement has perhaps run; until then the transaction's locks stay held: MariaDB's row
+/// locks (another connection's `FOR UPDATE NOWAIT` was refused, 3 runs of 3) and SQLite's
+/// write lock ("database is locked", 1 of 3; in CI after a refused key change) in
+/// `tests/bulk.rs` `a_failed_bulk_write_gives_back_its_locks_before_it_returns` before this
+/// (PostgreSQL passed it before too).
 pub(crate) async fn finish<T, E, X>(txn: X, result: Result<T, E>) -> Result<T, E>
 where
     X: TransactionSession,

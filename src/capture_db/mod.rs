@@ -607,8 +607,9 @@ pub async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
 
 /// Seals ([`seal`]) on a timer, in a task of its own, until stopped or dropped: what entities
 /// declared [`Seal::Deferred`], [`transaction_unsealed`] and writes from outside the
-/// application need. Entries stay unsealed for about one period (up to two for an entry whose
-/// transaction commits while a seal runs past its id), plus the time a seal takes; a failed
+/// application need. Entries stay unsealed for about one period, up to two for an entry
+/// written while a seal runs (each seal stops at the entry that was last when it began),
+/// plus the time a seal takes; a failed
 /// seal is logged (`tracing`), counted ([`Sealer::failures`]) and retried at the next tick.
 /// On PostgreSQL the role `db` connects as needs UPDATE on `audit_log`.
 ///
