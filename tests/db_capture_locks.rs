@@ -1,6 +1,8 @@
 //! Database mode: writers of unrelated objects never wait for each other. While one
 //! `capture_db::transaction` holds a write of one object (an update, the first entry of a new
-//! object, a delete), another connection writes other objects through every path and seals;
+//! object, a delete), or a plain transaction holds a raw write through the trigger, another
+//! connection (on MySQL one whose id sorts before the holder's) writes other objects through
+//! every path and seals;
 //! its lock wait timeout is 2 s, so a wait is an error, not a slow test. PostgreSQL and MySQL:
 //! SQLite admits one writer at a time by design, so there every writer waits for the open
 //! write transaction (its busy timeout), audited or not.
@@ -13,7 +15,7 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
-    EntityTrait, QueryFilter,
+    EntityTrait, QueryFilter, TransactionTrait,
 };
 use sea_orm_audit::{AuditContext, audit_log, capture_db};
 use workload::{WorkDb, db_row};
@@ -68,20 +70,80 @@ async fn database_mode_writers_of_other_objects_never_wait() {
     let other = Database::connect(workload::options(&w.url, 1))
         .await
         .unwrap();
-    other
-        .execute_unprepared(if backend == DbBackend::MySql {
-            "SET SESSION innodb_lock_wait_timeout = 2"
-        } else {
-            "SET lock_timeout = '2s'"
-        })
+    let lock_timeout = if backend == DbBackend::MySql {
+        "SET SESSION innodb_lock_wait_timeout = 2"
+    } else {
+        "SET lock_timeout = '2s'"
+    };
+    other.execute_unprepared(lock_timeout).await.unwrap();
+    // The holder's connection is opened after the other's: on MySQL its id is higher, so the
+    // other's context row sorts before the holder's in their table.
+    let holder_db = Database::connect(workload::options(&w.url, 1))
         .await
         .unwrap();
-    // The holder: row 1 updated; then object 10 created (its first entry); then deleted.
-    let holds = ["update", "create", "delete"];
+    // The holder: row 1 updated; then object 10 created (its first entry); then deleted; then
+    // row 1 updated by raw SQL in a transaction of its own (`begin`, no context row).
+    let holds = ["update", "create", "delete", "plain"];
     for (round, hold) in holds.into_iter().enumerate() {
         let (held_tx, held_rx) = tokio::sync::oneshot::channel::<()>();
         let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
-        let db = w.db.clone();
+        let db = holder_db.clone();
+        if hold == "plain" {
+            // A connection of its own that never wrote a context row: on MySQL the trigger's
+            // lookup of its row then finds none (not one an earlier transaction of the same
+            // connection left delete-marked), so a lock taken by that lookup would cover the
+            // gap where the next connections' rows go.
+            let db = Database::connect(workload::options(&w.url, 1))
+                .await
+                .unwrap();
+            let holder = tokio::spawn(AuditContext::new().actor("holder").scope(async move {
+                let txn = db.begin().await?;
+                txn.execute_unprepared("UPDATE conc_db_rows SET val = 'held-plain' WHERE id = 1")
+                    .await?;
+                held_tx.send(()).unwrap();
+                release_rx.await.unwrap();
+                txn.commit().await?;
+                db.close().await
+            }));
+            held_rx.await.unwrap();
+            let result = AuditContext::new()
+                .actor("other")
+                .scope(unrelated_writes(&other, round))
+                .await;
+            // And a connection opened after the holder's, that never wrote a context row: on
+            // MySQL its row is a new record of the context table (not one left delete-marked
+            // by an earlier transaction of the same connection, which InnoDB writes over in
+            // place), in the gap after the holder's.
+            let fresh = Database::connect(workload::options(&w.url, 1))
+                .await
+                .unwrap();
+            let fresh_result = async {
+                fresh.execute_unprepared(lock_timeout).await?;
+                AuditContext::new()
+                    .actor("fresh")
+                    .scope(capture_db::transaction(&fresh, |txn| {
+                        Box::pin(async move {
+                            db_row::ActiveModel {
+                                id: Set(4),
+                                val: Set("fresh".into()),
+                            }
+                            .update(txn)
+                            .await
+                            .map(drop)
+                        })
+                    }))
+                    .await
+            }
+            .await;
+            fresh.close().await.ok();
+            release_tx.send(()).unwrap();
+            holder.await.unwrap().unwrap();
+            result.unwrap_or_else(|e| panic!("while the holder's {hold} was open: {e}"));
+            fresh_result.unwrap_or_else(|e| {
+                panic!("a new connection, while the holder's {hold} was open: {e}")
+            });
+            continue;
+        }
         let holder = tokio::spawn(AuditContext::new().actor("holder").scope(async move {
             capture_db::transaction(&db, |txn| {
                 Box::pin(async move {
@@ -138,15 +200,13 @@ async fn database_mode_writers_of_other_objects_never_wait() {
             .filter(|e| e.actor.as_deref() == Some(actor))
             .count()
     };
-    assert_eq!(by("holder"), holds.len());
-    // Autocommit writes carry the actor where the pool does (`carry_context`); the
-    // `capture_db::transaction` one always.
-    let per_round = if workload::carries_context(backend) {
-        5
-    } else {
-        1
-    };
+    // Autocommit writes, and the holder's plain transaction, carry the actor where the pool
+    // does (`carry_context`); `capture_db::transaction` always.
+    let carries = workload::carries_context(backend);
+    assert_eq!(by("holder"), holds.len() - usize::from(!carries));
+    let per_round = if carries { 5 } else { 1 };
     assert_eq!(by("other"), per_round * holds.len(), "{entries:#?}");
     other.close().await.ok();
+    holder_db.close().await.ok();
     w.finish().await;
 }

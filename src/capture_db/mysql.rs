@@ -208,8 +208,29 @@ fn triggers_sql(spec: &Spec) -> Result<[String; 3], Error> {
     );
     let table = q(spec.table);
     let entity_type = literal(spec.entity_type);
-    let context = format!(
-        "FROM (SELECT 1) AS one LEFT JOIN {} AS c ON c.connection = CONNECTION_ID()",
+    // The connection's context row, read into the trigger's own variables by a statement of
+    // its own: a consistent read, which locks nothing. Read inside the INSERT (`INSERT ...
+    // SELECT ... LEFT JOIN` the context table), it took shared next-key locks there under
+    // REPEATABLE READ, and until the writing transaction ended every other connection's
+    // `capture_db::transaction` waited to write its context row (1205 after the lock wait
+    // timeout; `tests/db_capture_locks.rs` `database_mode_writers_of_other_objects_never_wait`,
+    // its "plain" round).
+    // `COUNT(*)` and `MAX`: one row whether the context row exists or not.
+    let var = |field: &str| format!("sea_orm_audit_v_{field}");
+    let found = var("found");
+    let prologue = format!(
+        "DECLARE {found} INT DEFAULT 0;\n\
+         DECLARE {} VARCHAR(191) CHARACTER SET utf8mb4;\n\
+         DECLARE {} VARCHAR(191) CHARACTER SET utf8mb4;\n\
+         DECLARE {} LONGTEXT CHARACTER SET utf8mb4;\n\
+         SELECT COUNT(*), MAX(actor), MAX(tool), MAX(data) INTO {found}, {}, {}, {} \
+         FROM {} WHERE connection = CONNECTION_ID();\n",
+        var("actor"),
+        var("tool"),
+        var("data"),
+        var("actor"),
+        var("tool"),
+        var("data"),
         q(CONTEXT_TABLE)
     );
     // Inside `capture_db::transaction` the connection's context row; otherwise the session
@@ -217,7 +238,8 @@ fn triggers_sql(spec: &Spec) -> Result<[String; 3], Error> {
     // touched, such as another program's).
     let from_context = |field: &str| {
         format!(
-            "CASE WHEN c.connection IS NULL THEN @{SESSION_VARIABLE}_{field} ELSE c.{field} END"
+            "IF({found} > 0, {}, @{SESSION_VARIABLE}_{field})",
+            var(field)
         )
     };
     let (actor, tool, data) = (
@@ -227,9 +249,16 @@ fn triggers_sql(spec: &Spec) -> Result<[String; 3], Error> {
     );
     let row = |action: &str, key: &str, changes: &str| {
         format!(
-            "{insert_into} SELECT {entity_type}, {key}, '{action}', {actor}, UTC_TIMESTAMP(6), \
-             {changes}, {tool}, NULL, 'success', {data}, NULL, {} {context};",
+            "{insert_into} VALUES ({entity_type}, {key}, '{action}', {actor}, UTC_TIMESTAMP(6), \
+             {changes}, {tool}, NULL, 'success', {data}, NULL, {});",
             literal(UNSEALED)
+        )
+    };
+    let with_prologue = |sql: String| {
+        sql.replacen(
+            " FOR EACH ROW BEGIN\n",
+            &format!(" FOR EACH ROW BEGIN\n{prologue}"),
+            1,
         )
     };
     let [insert_name, update_name, delete_name] = trigger_names(spec.table);
@@ -303,7 +332,7 @@ fn triggers_sql(spec: &Spec) -> Result<[String; 3], Error> {
         "CREATE TRIGGER {} AFTER UPDATE ON {table} FOR EACH ROW BEGIN\n{body}\nEND",
         q(&update_name),
     );
-    Ok([insert, update, delete])
+    Ok([insert, update, delete].map(with_prologue))
 }
 
 fn fingerprint(triggers: &[String; 3]) -> String {
