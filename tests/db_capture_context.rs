@@ -541,6 +541,38 @@ async fn a_write_whose_seal_fails_after_it_committed_is_not_reported_as_failed()
     t.finish().await;
 }
 
+/// The deferred-seal table with its capture installed, and rows `ids` inserted by raw SQL (so
+/// their entries wait for a seal).
+async fn deferred_posts_with_raw_entries(t: &TestDb, ids: std::ops::Range<usize>) {
+    common::create_table(&t.db, ctx_deferred_post::Entity).await;
+    capture_db::install::<ctx_deferred_post::Model, _>(&t.db)
+        .await
+        .unwrap();
+    raw_deferred_posts(t, ids).await;
+}
+
+async fn raw_deferred_posts(t: &TestDb, ids: std::ops::Range<usize>) {
+    for i in ids {
+        t.db.execute_unprepared(&format!(
+            "INSERT INTO ctx_deferred_posts (title, views) VALUES ('raw {i}', {i})"
+        ))
+        .await
+        .unwrap();
+    }
+}
+
+/// `verify` names exactly `n` problems, each an unsealed entry.
+async fn assert_unsealed(t: &TestDb, n: usize) {
+    let report = verify(&t.db).await.unwrap();
+    assert_eq!(report.problems.len(), n, "{:?}", report.problems);
+    assert!(
+        report
+            .problems
+            .iter()
+            .all(|p| p.kind == sea_orm_audit::chain::ProblemKind::Unsealed)
+    );
+}
+
 /// A `capture_db::Sealer` whose seal loses its connection (the answer to its read of the
 /// unsealed entries swallowed by the proxy) counts the failure, keeps its timer and seals the
 /// entries at a later tick; `verify` is then clean. PostgreSQL and MySQL (SQLite has no TCP
@@ -548,30 +580,12 @@ async fn a_write_whose_seal_fails_after_it_committed_is_not_reported_as_failed()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sealer_whose_seal_fails_counts_it_and_seals_at_a_later_tick() {
     use common::proxy::{FaultProxy, upstream_of};
-    use sea_orm_audit::chain::ProblemKind;
     let t = TestDb::new().await;
     if t.backend() == DbBackend::Sqlite {
         return t.finish().await;
     }
-    common::create_table(&t.db, ctx_deferred_post::Entity).await;
-    capture_db::install::<ctx_deferred_post::Model, _>(&t.db)
-        .await
-        .unwrap();
-    for i in 0..3 {
-        t.db.execute_unprepared(&format!(
-            "INSERT INTO ctx_deferred_posts (title, views) VALUES ('raw {i}', {i})"
-        ))
-        .await
-        .unwrap();
-    }
-    let report = verify(&t.db).await.unwrap();
-    assert_eq!(report.problems.len(), 3, "{:?}", report.problems);
-    assert!(
-        report
-            .problems
-            .iter()
-            .all(|p| p.kind == ProblemKind::Unsealed)
-    );
+    deferred_posts_with_raw_entries(&t, 0..3).await;
+    assert_unsealed(&t, 3).await;
 
     let proxy = FaultProxy::start(upstream_of(&t.url)).await;
     let mut options = ConnectOptions::new(proxy.url(&t.url));
@@ -609,20 +623,11 @@ async fn a_sealer_whose_seal_fails_counts_it_and_seals_at_a_later_tick() {
 #[tokio::test]
 async fn a_seal_does_not_chase_entries_written_while_it_runs() {
     use common::proxy::{FaultProxy, upstream_of};
-    use sea_orm_audit::chain::ProblemKind;
     let t = TestDb::new().await;
     if t.backend() == DbBackend::Sqlite {
         return t.finish().await;
     }
-    common::create_table(&t.db, ctx_deferred_post::Entity).await;
-    capture_db::install::<ctx_deferred_post::Model, _>(&t.db)
-        .await
-        .unwrap();
-    let raw_insert =
-        |i: usize| format!("INSERT INTO ctx_deferred_posts (title, views) VALUES ('raw {i}', {i})");
-    for i in 0..3 {
-        t.db.execute_unprepared(&raw_insert(i)).await.unwrap();
-    }
+    deferred_posts_with_raw_entries(&t, 0..3).await;
     let proxy = FaultProxy::start(upstream_of(&t.url)).await;
     let mut options = ConnectOptions::new(proxy.url(&t.url));
     options.max_connections(1).sqlx_logging(false);
@@ -643,9 +648,7 @@ async fn a_seal_does_not_chase_entries_written_while_it_runs() {
         assert!(start.elapsed() < std::time::Duration::from_secs(30));
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
-    for i in 3..6 {
-        t.db.execute_unprepared(&raw_insert(i)).await.unwrap();
-    }
+    raw_deferred_posts(&t, 3..6).await;
     assert_eq!(
         seal.await.unwrap().unwrap(),
         3,
@@ -653,14 +656,7 @@ async fn a_seal_does_not_chase_entries_written_while_it_runs() {
     );
     assert_eq!(proxy.delayed(), 1, "the fault fired once");
     proxy.delay(None);
-    let report = verify(&t.db).await.unwrap();
-    assert_eq!(report.problems.len(), 3, "{:?}", report.problems);
-    assert!(
-        report
-            .problems
-            .iter()
-            .all(|p| p.kind == ProblemKind::Unsealed)
-    );
+    assert_unsealed(&t, 3).await;
     assert_eq!(capture_db::seal(&db).await.unwrap(), 3);
     assert!(verify(&t.db).await.unwrap().is_ok());
     db.close().await.ok();
