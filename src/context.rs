@@ -86,7 +86,10 @@ impl AuditContext {
         CURRENT.try_with(Clone::clone).ok()
     }
 
-    /// Whether the current context's actor and tool fit the log (see `limits`).
+    /// Whether the current context fits the log (see `limits`): its actor and tool, and its
+    /// data without a NUL character, refused on every backend so that an application behaves
+    /// the same on each (PostgreSQL cannot store one, and found out only when the entry was
+    /// written). Checked before every audited write, in either capture mode.
     pub(crate) fn check_current() -> crate::Result<()> {
         CURRENT
             .try_with(|c| {
@@ -95,7 +98,12 @@ impl AuditContext {
                         crate::limits::check_key(field, value)?;
                     }
                 }
-                Ok(())
+                if c.data.keys().any(|k| k.contains('\0')) {
+                    return Err(crate::Error::Nul { field: "data" });
+                }
+                c.data
+                    .values()
+                    .try_for_each(|v| crate::limits::refuse_nul("data", v))
             })
             .unwrap_or(Ok(()))
     }

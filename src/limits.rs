@@ -61,16 +61,21 @@ pub(crate) fn check_json(backend: DbBackend, field: &'static str, value: &Json) 
     if backend != DbBackend::Postgres {
         return Ok(());
     }
+    refuse_nul(field, value)
+}
+
+/// Refuses a NUL character in any string (key or value) of `value`, on every backend.
+pub(crate) fn refuse_nul(field: &'static str, value: &Json) -> Result<()> {
     let mut stack = vec![value];
     while let Some(v) = stack.pop() {
         match v {
-            Json::String(s) => check_text(backend, field, s)?,
+            Json::String(s) if s.contains('\0') => return Err(Error::Nul { field }),
             Json::Array(items) => stack.extend(items),
             Json::Object(map) => {
-                for (k, v) in map {
-                    check_text(backend, field, k)?;
-                    stack.push(v);
+                if map.keys().any(|k| k.contains('\0')) {
+                    return Err(Error::Nul { field });
                 }
+                stack.extend(map.values());
             }
             _ => {}
         }

@@ -662,3 +662,88 @@ async fn a_seal_does_not_chase_entries_written_while_it_runs() {
     db.close().await.ok();
     t.finish().await;
 }
+
+/// The context as the triggers read it inside `capture_db::transaction` is the context as set,
+/// at the log's limits and with hostile values: an actor and a tool of `MAX_KEY_CHARS`
+/// characters of four bytes each, quotes and backslashes in large, nested data. On MySQL the
+/// trigger reads them into variables of its own (a `SELECT ... INTO`), whose types must hold
+/// all of it. Raw SQL through the transaction, so only the trigger writes.
+#[tokio::test]
+async fn hostile_context_values_reach_trigger_entries_unchanged() {
+    use sea_orm_audit::MAX_KEY_CHARS;
+    let t = setup().await;
+    let actor = "🙂".repeat(MAX_KEY_CHARS);
+    let tool = format!("é'\"\\{}", "ß".repeat(MAX_KEY_CHARS - 4));
+    let nested = (0..20).fold(json!("leaf"), |inner, _| json!({"k": inner}));
+    let blob = "x'\"\\🙂".repeat(20_000);
+    let ctx = AuditContext::new()
+        .actor(actor.clone())
+        .tool(tool.clone())
+        .with("blob", blob.clone())
+        .with("nested", nested.clone());
+    ctx.scope(capture_db::transaction(&t.db, |txn| {
+        Box::pin(async move {
+            txn.execute_unprepared("INSERT INTO ctx_posts (title, views) VALUES ('hostile', 1)")
+                .await
+                .map(drop)
+        })
+    }))
+    .await
+    .unwrap();
+    let logged = entries(&t.db).await;
+    assert_eq!(logged.len(), 1);
+    let entry = &logged[0];
+    assert_eq!(entry.actor.as_deref(), Some(actor.as_str()));
+    assert_eq!(entry.tool.as_deref(), Some(tool.as_str()));
+    let data = entry.data.as_ref().expect("the context's data");
+    assert_eq!(data["blob"], json!(blob));
+    assert_eq!(data["nested"], nested);
+    assert!(verify(&t.db).await.unwrap().is_ok());
+    t.finish().await;
+}
+
+/// A NUL character in the context's data (a value or a key, however deep) is refused with
+/// `Error::Nul` before anything is written, on every backend and in both capture modes.
+/// PostgreSQL cannot store it: before, both writes there failed with the database's
+/// "unsupported Unicode escape sequence", found only when the entry was written; SQLite and
+/// MySQL stored it.
+#[tokio::test]
+async fn a_nul_in_the_context_data_is_refused_before_the_write() {
+    let t = setup().await;
+    let hostile = [
+        AuditContext::new().with("blob", "a\u{0}b"),
+        AuditContext::new().with("deep", json!({"k": [1, {"x\u{0}": true}]})),
+    ];
+    for ctx in hostile {
+        let refused = ctx
+            .clone()
+            .scope(capture_db::transaction(&t.db, |txn| {
+                Box::pin(async move {
+                    txn.execute_unprepared("INSERT INTO ctx_posts (title, views) VALUES ('nul', 1)")
+                        .await
+                        .map(drop)
+                })
+            }))
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("NUL"), "{refused}");
+        let refused = ctx
+            .scope(common::new_post("nul").insert(&t.db))
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("NUL"), "{refused}");
+    }
+    assert!(entries(&t.db).await.is_empty(), "nothing logged");
+    let rows =
+        t.db.query_one_raw(Statement::from_string(
+            t.backend(),
+            "SELECT (SELECT COUNT(*) FROM ctx_posts) + (SELECT COUNT(*) FROM posts) AS n",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "n")
+        .unwrap();
+    assert_eq!(rows, 0, "nothing written");
+    t.finish().await;
+}
