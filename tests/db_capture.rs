@@ -1363,7 +1363,8 @@ async fn scalar_columns_are_encoded_as_the_hooks_encode_them() {
 /// Inside `capture_db::transaction` the hooks skip handing the context over while the
 /// transaction still holds the one it set; a context set in between (a write under another
 /// actor in a savepoint, a nested `capture_db::transaction`) stays in effect after the
-/// savepoint is released, so the next write must not take it for the transaction's own.
+/// savepoint is released, so the next write must not take it for the transaction's own; a
+/// nested `capture_db::transaction` gives the enclosing one its context back when it ends.
 #[tokio::test]
 async fn a_context_set_in_a_savepoint_is_not_left_to_later_writes() {
     let t = setup().await;
@@ -1389,6 +1390,37 @@ async fn a_context_set_in_a_savepoint_is_not_left_to_later_writes() {
                         })
                     }))
                     .await?;
+                // One that fails rolls back to its savepoint, its context with it.
+                let failed = AuditContext::new()
+                    .actor("dave")
+                    .scope(capture_db::transaction(txn, |inner| {
+                        Box::pin(async move {
+                            draft("f").insert(inner).await?;
+                            Err::<(), _>(DbErr::Custom("given up".into()))
+                        })
+                    }))
+                    .await;
+                assert!(failed.is_err());
+                // One begun on a savepoint opened here, not through `txn` itself.
+                let savepoint = sea_orm::TransactionTrait::begin(txn).await?;
+                AuditContext::new()
+                    .actor("erin")
+                    .scope(capture_db::transaction(&savepoint, |inner| {
+                        Box::pin(async move {
+                            draft("g").insert(inner).await?;
+                            Ok::<_, DbErr>(())
+                        })
+                    }))
+                    .await?;
+                savepoint
+                    .execute_unprepared("UPDATE db_posts SET body = 'raw' WHERE title = 'c'")
+                    .await?;
+                savepoint.commit().await?;
+                // The nested `transaction`s gave the enclosing one its context back: a raw
+                // write (no hook sets anything) carries alice's, never carol's, dave's or
+                // erin's.
+                txn.execute_unprepared("UPDATE db_posts SET body = 'raw' WHERE title = 'a'")
+                    .await?;
                 draft("e").insert(txn).await?;
                 Ok::<_, DbErr>(())
             })
@@ -1405,16 +1437,18 @@ async fn a_context_set_in_a_savepoint_is_not_left_to_later_writes() {
         .map(|r| r.actor)
         .collect();
     let who = |a: &str| Some(a.to_owned());
-    // After the nested `capture_db::transaction`, SQLite's and MySQL's context row is gone
-    // (it deletes it before it returns): no actor there, never carol.
-    let last = if t.backend() == DbBackend::Postgres {
-        who("alice")
-    } else {
-        None
-    };
     assert_eq!(
         actors,
-        vec![who("alice"), who("bob"), who("alice"), who("carol"), last]
+        vec![
+            who("alice"),
+            who("bob"),
+            who("alice"),
+            who("carol"),
+            who("erin"),
+            who("alice"),
+            who("alice"),
+            who("alice")
+        ]
     );
     assert_verified(&t).await;
     t.finish().await;

@@ -126,7 +126,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use sea_orm::sea_query::ColumnType;
 use sea_orm::{
     ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityName,
-    EntityTrait, IdenStatic, Iterable, PrimaryKeyToColumn, TransactionTrait, Value,
+    EntityTrait, IdenStatic, Iterable, PrimaryKeyToColumn, Statement, TransactionTrait, Value,
 };
 use serde_json::{Map, Value as Json};
 
@@ -475,7 +475,9 @@ where
 /// Runs `f` in a transaction whose writes carry the current [`AuditContext`] into the rows
 /// the triggers write, and commits if `f` returns `Ok` (rolls back otherwise). Every write
 /// made through `txn` is attributed, whatever its path (active model, `Entity::update_many`,
-/// raw SQL); writes outside such a transaction are recorded with no actor.
+/// raw SQL); writes outside such a transaction are recorded with no actor. Begun on a
+/// transaction (a savepoint), it gives back, when it ends, the context that was in effect
+/// there: the enclosing transaction's later writes carry their own actor again.
 ///
 /// ```ignore
 /// AuditContext::new().actor("alice").scope(async {
@@ -525,6 +527,16 @@ where
     // Refused before anything begins.
     let context = current_context().map_err(DbErr::from)?;
     let txn = db.begin().await?;
+    // Nested (begun on a transaction: a savepoint of its connection): the context in effect
+    // there, which this one's replaces until it ends.
+    let nested = if is_transaction::<D>() {
+        match in_effect(&txn).await {
+            Ok(before) => Some(before),
+            Err(e) => return finish(txn, Err(e.into())).await,
+        }
+    } else {
+        None
+    };
     if let Err(e) = set_context(&txn, true, context.clone()).await {
         return finish(txn, Err(e.into())).await;
     }
@@ -547,18 +559,23 @@ where
     let backend = txn.get_database_backend();
     let result = match OPENED.scope(opened, f(&txn)).await {
         Ok(value) => async {
-            // The context row must never be committed.
-            match backend {
-                DbBackend::Sqlite => {
-                    sqlite::set_context(&txn, ContextRow::End).await?;
-                    // One writer at a time: this transaction sees every entry before its own,
-                    // so its entries commit sealed.
-                    if seals {
-                        seal(&txn).await?;
-                    }
+            // The context row must never be committed; nested, the enclosing transaction's
+            // later writes, raw SQL included, carry its context again (a rollback to the
+            // savepoint gives it back by itself).
+            match nested {
+                Some(before) => give_back(&txn, before).await?,
+                None if backend == DbBackend::Sqlite => {
+                    sqlite::set_context(&txn, ContextRow::End).await?
                 }
-                DbBackend::MySql => mysql::set_context(&txn, ContextRow::End).await?,
-                _ => {}
+                None if backend == DbBackend::MySql => {
+                    mysql::set_context(&txn, ContextRow::End).await?
+                }
+                None => {}
+            }
+            if seals && backend == DbBackend::Sqlite {
+                // One writer at a time: this transaction sees every entry before its own, so
+                // its entries commit sealed.
+                seal(&txn).await?;
             }
             Ok(value)
         }
@@ -859,6 +876,52 @@ async fn set_context<C: ConnectionTrait>(db: &C, begins: bool, ctx: Context) -> 
             }
         }
         other => Err(not_supported(other).into()),
+    }
+}
+
+/// The context in effect in a transaction, as a nested [`transaction`] finds it when it begins.
+enum InEffect {
+    /// PostgreSQL's setting, as text (empty: none).
+    Setting(String),
+    /// SQLite's and MySQL's context row, if there is one.
+    Row(Option<(Option<String>, Option<String>, Option<String>)>),
+}
+
+async fn in_effect<C: ConnectionTrait>(db: &C) -> Result<InEffect, DbErr> {
+    match db.get_database_backend() {
+        DbBackend::Postgres => postgres::context_in_effect(db).await.map(InEffect::Setting),
+        DbBackend::Sqlite => context_row(db, sqlite::context_row_sql()).await,
+        DbBackend::MySql => context_row(db, mysql::context_row_sql()).await,
+        other => Err(not_supported(other).into()),
+    }
+}
+
+/// SQLite's and MySQL's context row of this connection, read by `sql`.
+async fn context_row<C: ConnectionTrait>(db: &C, sql: String) -> Result<InEffect, DbErr> {
+    let statement = Statement::from_string(db.get_database_backend(), sql);
+    let row = db.query_one_raw(statement).await?;
+    let Some(r) = row else {
+        return Ok(InEffect::Row(None));
+    };
+    let get = |column: &str| r.try_get::<Option<String>>("", column);
+    Ok(InEffect::Row(Some((
+        get("actor")?,
+        get("tool")?,
+        get("data")?,
+    ))))
+}
+
+/// Puts back what [`in_effect`] read: the setting, or the row (or none: deleted).
+async fn give_back<C: ConnectionTrait>(db: &C, before: InEffect) -> Result<(), DbErr> {
+    let row = match before {
+        InEffect::Setting(text) => return postgres::set_context(db, text).await,
+        InEffect::Row(Some((actor, tool, data))) => ContextRow::Replace(actor, tool, data),
+        InEffect::Row(None) => ContextRow::End,
+    };
+    if db.get_database_backend() == DbBackend::Sqlite {
+        sqlite::set_context(db, row).await
+    } else {
+        mysql::set_context(db, row).await
     }
 }
 

@@ -479,6 +479,14 @@ pub(super) async fn check<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<Vec
     Ok(super::drift(&recorded, &expected, false, columns))
 }
 
+/// Reads this connection's context row, if it has one (see `super::context_row`).
+pub(super) fn context_row_sql() -> String {
+    format!(
+        "SELECT actor, tool, data FROM {} WHERE connection = CONNECTION_ID()",
+        q(CONTEXT_TABLE)
+    )
+}
+
 pub(super) async fn set_context<C: ConnectionTrait>(db: &C, row: ContextRow) -> Result<(), DbErr> {
     let table = q(CONTEXT_TABLE);
     let statement = match row {

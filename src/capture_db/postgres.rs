@@ -610,6 +610,22 @@ pub(super) async fn check<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<Vec
     ))
 }
 
+/// The context setting in effect now (the transaction's, else the session's from
+/// `carry_context`), empty when there is none.
+pub(super) async fn context_in_effect<C: ConnectionTrait>(db: &C) -> Result<String, DbErr> {
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_catalog.current_setting($1, true) AS ctx",
+            [CONTEXT_SETTING.into()],
+        ))
+        .await?;
+    let text = row
+        .map(|r| r.try_get::<Option<String>>("", "ctx"))
+        .transpose()?;
+    Ok(text.flatten().unwrap_or_default())
+}
+
 pub(super) async fn set_context<C: ConnectionTrait>(db: &C, context: String) -> Result<(), DbErr> {
     db.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
