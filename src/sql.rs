@@ -90,7 +90,8 @@ pub(crate) fn literal(text: &str) -> String {
 /// locks (another connection's `FOR UPDATE NOWAIT` was refused, 3 runs of 3) and SQLite's
 /// write lock ("database is locked", 1 of 3; in CI after a refused key change) in
 /// `tests/bulk.rs` `a_failed_bulk_write_gives_back_its_locks_before_it_returns` before this
-/// (PostgreSQL passed it before too).
+/// (PostgreSQL passed it before too: a statement's error aborts the transaction there and
+/// frees its locks at once; an error of the crate's own between statements would not).
 pub(crate) async fn finish<T, E, X>(txn: X, result: Result<T, E>) -> Result<T, E>
 where
     X: TransactionSession,
