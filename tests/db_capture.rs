@@ -22,105 +22,65 @@ use sea_orm_audit::chain::ProblemKind;
 use sea_orm_audit::{AuditContext, audit_log, logs_for, verify};
 use serde_json::{Value as Json, json};
 
-/// `post`'s shape, captured by the database.
-mod db_post {
-    use sea_orm::entity::prelude::*;
+/// A module with `post`'s shape (and a masked `secret`) on `$table`, under the given
+/// `#[audit(..)]` policy.
+macro_rules! post_shaped {
+    ($(#[$doc:meta])* mod $name:ident, $table:literal, #[$audit:meta]) => {
+        $(#[$doc])*
+        mod $name {
+            use sea_orm::entity::prelude::*;
 
-    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, sea_orm_audit::Auditable)]
-    #[sea_orm(table_name = "db_posts")]
-    #[audit(capture = "database", exclude(updated_at))]
-    pub struct Model {
-        #[sea_orm(primary_key)]
-        pub id: i32,
-        #[sea_orm(unique)]
-        pub title: String,
-        pub body: String,
-        pub views: i32,
-        #[audit(mask)]
-        pub secret: Option<String>,
-        pub updated_at: Option<DateTimeUtc>,
-    }
+            #[derive(Clone, Debug, PartialEq, DeriveEntityModel, sea_orm_audit::Auditable)]
+            #[sea_orm(table_name = $table)]
+            #[$audit]
+            pub struct Model {
+                #[sea_orm(primary_key)]
+                pub id: i32,
+                #[sea_orm(unique)]
+                pub title: String,
+                pub body: String,
+                pub views: i32,
+                #[audit(mask)]
+                pub secret: Option<String>,
+                pub updated_at: Option<DateTimeUtc>,
+            }
 
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+            #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+            pub enum Relation {}
 
-    sea_orm_audit::impl_audited_behavior!();
+            sea_orm_audit::impl_audited_behavior!();
+        }
+    };
 }
 
-/// `db_post`'s shape and policy with a deferred seal: its own table.
-mod db_deferred_post {
-    use sea_orm::entity::prelude::*;
+post_shaped!(
+    /// `post`'s shape, captured by the database.
+    mod db_post,
+    "db_posts",
+    #[audit(capture = "database", exclude(updated_at))]
+);
 
-    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, sea_orm_audit::Auditable)]
-    #[sea_orm(table_name = "db_deferred_posts")]
+post_shaped!(
+    /// `db_post`'s shape and policy with a deferred seal: its own table.
+    mod db_deferred_post,
+    "db_deferred_posts",
     #[audit(capture = "database", seal = "deferred", exclude(updated_at))]
-    pub struct Model {
-        #[sea_orm(primary_key)]
-        pub id: i32,
-        #[sea_orm(unique)]
-        pub title: String,
-        pub body: String,
-        pub views: i32,
-        #[audit(mask)]
-        pub secret: Option<String>,
-        pub updated_at: Option<DateTimeUtc>,
-    }
+);
 
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    sea_orm_audit::impl_audited_behavior!();
-}
-
-/// `db_deferred_post`'s table sealed on write, then in hook mode: an entity switched between
-/// modes while entries of its objects wait for a seal.
-mod db_deferred_post_on_write {
-    use sea_orm::entity::prelude::*;
-
-    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, sea_orm_audit::Auditable)]
-    #[sea_orm(table_name = "db_deferred_posts")]
+post_shaped!(
+    /// `db_deferred_post`'s table sealed on write, then in hook mode: an entity switched
+    /// between modes while entries of its objects wait for a seal.
+    mod db_deferred_post_on_write,
+    "db_deferred_posts",
     #[audit(capture = "database", exclude(updated_at))]
-    pub struct Model {
-        #[sea_orm(primary_key)]
-        pub id: i32,
-        #[sea_orm(unique)]
-        pub title: String,
-        pub body: String,
-        pub views: i32,
-        #[audit(mask)]
-        pub secret: Option<String>,
-        pub updated_at: Option<DateTimeUtc>,
-    }
+);
 
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    sea_orm_audit::impl_audited_behavior!();
-}
-
-mod db_deferred_post_hooks {
-    use sea_orm::entity::prelude::*;
-
-    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, sea_orm_audit::Auditable)]
-    #[sea_orm(table_name = "db_deferred_posts")]
+post_shaped!(
+    /// The same table in hook mode.
+    mod db_deferred_post_hooks,
+    "db_deferred_posts",
     #[audit(exclude(updated_at))]
-    pub struct Model {
-        #[sea_orm(primary_key)]
-        pub id: i32,
-        #[sea_orm(unique)]
-        pub title: String,
-        pub body: String,
-        pub views: i32,
-        #[audit(mask)]
-        pub secret: Option<String>,
-        pub updated_at: Option<DateTimeUtc>,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    sea_orm_audit::impl_audited_behavior!();
-}
+);
 
 /// The same table with another audit policy: a changed entity definition.
 mod db_post_v2 {
