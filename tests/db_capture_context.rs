@@ -12,7 +12,7 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DbBackend, EntityTrait, QueryFilter, Statement,
+    DbBackend, DbErr, EntityTrait, QueryFilter, Statement, TransactionTrait,
 };
 use sea_orm_audit::capture_db;
 use sea_orm_audit::{AuditContext, verify};
@@ -745,5 +745,71 @@ async fn a_nul_in_the_context_data_is_refused_before_the_write() {
         .try_get::<i64>("", "n")
         .unwrap();
     assert_eq!(rows, 0, "nothing written");
+    t.finish().await;
+}
+
+/// MySQL commits implicitly before and after DDL: a `capture_db::transaction` whose closure
+/// creates a table and then fails has its context row committed, and the rollback cannot take
+/// it back. Later transactions on that connection (here a plain `begin()` writing raw SQL)
+/// must not read it: their entries carry no actor, never alice.
+#[tokio::test]
+async fn a_context_row_committed_by_ddl_is_not_read_by_later_transactions() {
+    let t = setup().await;
+    if t.backend() != DbBackend::MySql {
+        return t.finish().await;
+    }
+    // One connection: the later transaction runs where the context row was written.
+    let mut options = ConnectOptions::new(t.url.clone());
+    options
+        .max_connections(1)
+        .test_before_acquire(false)
+        .sqlx_logging(false);
+    let db = Database::connect(options).await.unwrap();
+    let failed = AuditContext::new()
+        .actor("alice")
+        .scope(capture_db::transaction(&db, |txn| {
+            Box::pin(async move {
+                txn.execute_unprepared("INSERT INTO ctx_posts (title, views) VALUES ('a', 0)")
+                    .await?;
+                txn.execute_unprepared("CREATE TABLE ctx_ddl_probe (id INT)")
+                    .await?;
+                Err::<(), _>(DbErr::Custom("given up after the DDL".into()))
+            })
+        }))
+        .await;
+    assert!(failed.is_err());
+    let committed: i64 = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::MySql,
+            "SELECT COUNT(*) AS n FROM sea_orm_audit_context WHERE connection = CONNECTION_ID()",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "n")
+        .unwrap();
+    assert_eq!(committed, 0, "the context row outlived its transaction");
+    let txn = db.begin().await.unwrap();
+    txn.execute_unprepared("INSERT INTO ctx_posts (title, views) VALUES ('b', 0)")
+        .await
+        .unwrap();
+    txn.commit().await.unwrap();
+    let actors: Vec<(String, Option<String>)> = entries(&t.db)
+        .await
+        .into_iter()
+        .map(|e| (e.object_id, e.actor))
+        .collect();
+    // 'a' committed with the DDL's implicit commit, under alice; 'b' under no one.
+    assert_eq!(
+        actors,
+        vec![
+            ("1".to_owned(), Some("alice".to_owned())),
+            ("2".to_owned(), None)
+        ]
+    );
+    db.execute_unprepared("DROP TABLE ctx_ddl_probe")
+        .await
+        .unwrap();
+    db.close().await.unwrap();
     t.finish().await;
 }

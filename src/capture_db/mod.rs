@@ -557,6 +557,7 @@ where
         flags,
     };
     let backend = txn.get_database_backend();
+    let owns_row = nested.is_none() && backend == DbBackend::MySql;
     let result = match OPENED.scope(opened, f(&txn)).await {
         Ok(value) => async {
             // The context row must never be committed; nested, the enclosing transaction's
@@ -581,7 +582,16 @@ where
         }
         .await
         .map_err(|e: DbErr| E::from(e)),
-        Err(e) => Err(e),
+        Err(e) => {
+            if owns_row {
+                // A statement of the closure that commits implicitly (DDL, TRUNCATE) committed
+                // the context row with it, and the rollback cannot take it back: deleted here
+                // (the session autocommits after such a statement), it never outlives this
+                // transaction. Otherwise the rollback removes it anyway.
+                mysql::set_context(&txn, ContextRow::End).await.ok();
+            }
+            Err(e)
+        }
     };
     let value = finish(txn, result).await?;
     if seals && backend == DbBackend::MySql && !is_transaction::<D>() {
