@@ -12,7 +12,7 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DbBackend, DbErr, EntityTrait, QueryFilter, Statement, TransactionTrait,
+    DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter, Statement, TransactionTrait,
 };
 use sea_orm_audit::capture_db;
 use sea_orm_audit::{AuditContext, verify};
@@ -748,49 +748,91 @@ async fn a_nul_in_the_context_data_is_refused_before_the_write() {
     t.finish().await;
 }
 
+/// A closure for `capture_db::transaction`: a raw insert titled `title`, a `CREATE TABLE`
+/// (MySQL commits implicitly before and after it), then `Ok` or an error.
+fn insert_then_ddl<'c>(
+    txn: &'c DatabaseTransaction,
+    title: &'static str,
+    table: &'static str,
+    ok: bool,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), DbErr>> + Send + 'c>> {
+    Box::pin(async move {
+        txn.execute_unprepared(&format!(
+            "INSERT INTO ctx_posts (title, views) VALUES ('{title}', 0)"
+        ))
+        .await?;
+        txn.execute_unprepared(&format!("CREATE TABLE {table} (id INT)"))
+            .await?;
+        if ok {
+            Ok(())
+        } else {
+            Err(DbErr::Custom("given up after the DDL".into()))
+        }
+    })
+}
+
 /// MySQL commits implicitly before and after DDL: a `capture_db::transaction` whose closure
-/// creates a table and then fails has its context row committed, and the rollback cannot take
-/// it back. Later transactions on that connection (here a plain `begin()` writing raw SQL)
-/// must not read it: their entries carry no actor, never alice.
+/// creates a table has its context row committed with it, and a rollback cannot take it back.
+/// Whether the closure then succeeds or fails, top-level or nested in a plain transaction, the
+/// row must not outlive it: later transactions on that connection (here a plain `begin()`
+/// writing raw SQL) carry no actor, never alice or bob.
 #[tokio::test]
 async fn a_context_row_committed_by_ddl_is_not_read_by_later_transactions() {
     let t = setup().await;
     if t.backend() != DbBackend::MySql {
         return t.finish().await;
     }
-    // One connection: the later transaction runs where the context row was written.
+    // One connection: every later transaction runs where the context row was written.
     let mut options = ConnectOptions::new(t.url.clone());
     options
         .max_connections(1)
         .test_before_acquire(false)
         .sqlx_logging(false);
     let db = Database::connect(options).await.unwrap();
+    let rows_left = || async {
+        let row = db
+            .query_one_raw(Statement::from_string(
+                DbBackend::MySql,
+                "SELECT COUNT(*) AS n FROM sea_orm_audit_context \
+                 WHERE connection = CONNECTION_ID()",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get::<i64>("", "n").unwrap()
+    };
+    // Top level, failing after the DDL.
     let failed = AuditContext::new()
         .actor("alice")
         .scope(capture_db::transaction(&db, |txn| {
-            Box::pin(async move {
-                txn.execute_unprepared("INSERT INTO ctx_posts (title, views) VALUES ('a', 0)")
-                    .await?;
-                txn.execute_unprepared("CREATE TABLE ctx_ddl_probe (id INT)")
-                    .await?;
-                Err::<(), _>(DbErr::Custom("given up after the DDL".into()))
-            })
+            insert_then_ddl(txn, "a", "ctx_ddl_a", false)
         }))
         .await;
     assert!(failed.is_err());
-    let committed: i64 = db
-        .query_one_raw(Statement::from_string(
-            DbBackend::MySql,
-            "SELECT COUNT(*) AS n FROM sea_orm_audit_context WHERE connection = CONNECTION_ID()",
-        ))
+    assert_eq!(rows_left().await, 0, "left by a failed one");
+    // Top level, succeeding after the DDL.
+    AuditContext::new()
+        .actor("alice")
+        .scope(capture_db::transaction(&db, |txn| {
+            insert_then_ddl(txn, "b", "ctx_ddl_b", true)
+        }))
         .await
-        .unwrap()
-        .unwrap()
-        .try_get("", "n")
         .unwrap();
-    assert_eq!(committed, 0, "the context row outlived its transaction");
+    assert_eq!(rows_left().await, 0, "left by a committed one");
+    // Nested in a plain transaction (its savepoint ended by the DDL), failing.
+    let outer = db.begin().await.unwrap();
+    let failed = AuditContext::new()
+        .actor("bob")
+        .scope(capture_db::transaction(&outer, |txn| {
+            insert_then_ddl(txn, "c", "ctx_ddl_c", false)
+        }))
+        .await;
+    assert!(failed.is_err());
+    // sqlx still counts the savepoint the DDL ended: its commit (a RELEASE) fails with 1305.
+    let _ = outer.commit().await;
+    assert_eq!(rows_left().await, 0, "left by a failed nested one");
     let txn = db.begin().await.unwrap();
-    txn.execute_unprepared("INSERT INTO ctx_posts (title, views) VALUES ('b', 0)")
+    txn.execute_unprepared("INSERT INTO ctx_posts (title, views) VALUES ('d', 0)")
         .await
         .unwrap();
     txn.commit().await.unwrap();
@@ -799,17 +841,62 @@ async fn a_context_row_committed_by_ddl_is_not_read_by_later_transactions() {
         .into_iter()
         .map(|e| (e.object_id, e.actor))
         .collect();
-    // 'a' committed with the DDL's implicit commit, under alice; 'b' under no one.
+    // 'a', 'b' and 'c' committed with the DDL's implicit commit, each under its actor.
+    let who = |id: &str, actor: Option<&str>| (id.to_owned(), actor.map(str::to_owned));
     assert_eq!(
         actors,
         vec![
-            ("1".to_owned(), Some("alice".to_owned())),
-            ("2".to_owned(), None)
+            who("1", Some("alice")),
+            who("2", Some("alice")),
+            who("3", Some("bob")),
+            who("4", None)
         ]
     );
-    db.execute_unprepared("DROP TABLE ctx_ddl_probe")
-        .await
-        .unwrap();
+    for table in ["ctx_ddl_a", "ctx_ddl_b", "ctx_ddl_c"] {
+        db.execute_unprepared(&format!("DROP TABLE {table}"))
+            .await
+            .unwrap();
+    }
+    db.close().await.unwrap();
+    t.finish().await;
+}
+
+/// A `capture_db::transaction` nested in a plain transaction on a pool that carries the
+/// context gives back what was there, the pool's (the session's) context, not its own: a raw
+/// write of the enclosing transaction after it carries the task's actor (none on SQLite, which
+/// carries no context outside `capture_db::transaction`).
+#[tokio::test]
+async fn a_transaction_nested_in_a_plain_one_gives_back_the_pools_context() {
+    let t = setup().await;
+    let db = carrying_pool(&t, 1).await;
+    AuditContext::new()
+        .actor("alice")
+        .scope(async {
+            let outer = db.begin().await.unwrap();
+            AuditContext::new()
+                .actor("carol")
+                .scope(capture_db::transaction(&outer, |inner| {
+                    Box::pin(async move {
+                        inner
+                            .execute_unprepared(
+                                "INSERT INTO ctx_posts (title, views) VALUES ('a', 0)",
+                            )
+                            .await?;
+                        Ok::<_, DbErr>(())
+                    })
+                }))
+                .await
+                .unwrap();
+            outer
+                .execute_unprepared("INSERT INTO ctx_posts (title, views) VALUES ('b', 0)")
+                .await
+                .unwrap();
+            outer.commit().await.unwrap();
+        })
+        .await;
+    let actors: Vec<Option<String>> = entries(&t.db).await.into_iter().map(|e| e.actor).collect();
+    let after = carries(&t).then(|| "alice".to_owned());
+    assert_eq!(actors, vec![Some("carol".to_owned()), after]);
     db.close().await.unwrap();
     t.finish().await;
 }

@@ -557,12 +557,12 @@ where
         flags,
     };
     let backend = txn.get_database_backend();
-    let owns_row = nested.is_none() && backend == DbBackend::MySql;
     let result = match OPENED.scope(opened, f(&txn)).await {
         Ok(value) => async {
             // The context row must never be committed; nested, the enclosing transaction's
             // later writes, raw SQL included, carry its context again (a rollback to the
-            // savepoint gives it back by itself).
+            // savepoint gives it back by itself, unless MySQL's DDL ended the savepoint: see
+            // the error path).
             match nested {
                 Some(before) => give_back(&txn, before).await?,
                 None if backend == DbBackend::Sqlite => {
@@ -583,12 +583,18 @@ where
         .await
         .map_err(|e: DbErr| E::from(e)),
         Err(e) => {
-            if owns_row {
+            if backend == DbBackend::MySql {
                 // A statement of the closure that commits implicitly (DDL, TRUNCATE) committed
-                // the context row with it, and the rollback cannot take it back: deleted here
-                // (the session autocommits after such a statement), it never outlives this
-                // transaction. Otherwise the rollback removes it anyway.
-                mysql::set_context(&txn, ContextRow::End).await.ok();
+                // the context row with it (and ended the savepoint of a nested one), and the
+                // rollback cannot take it back: put back as it was before this one (deleted,
+                // for a top-level one) here, where the session autocommits after such a
+                // statement, it never outlives this transaction. Otherwise the rollback undoes
+                // this too. (UPDATE or DELETE only: never a row where there was none.)
+                let undone = match nested {
+                    Some(before) => give_back(&txn, before).await,
+                    None => mysql::set_context(&txn, ContextRow::End).await,
+                };
+                undone.ok();
             }
             Err(e)
         }

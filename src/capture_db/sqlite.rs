@@ -410,10 +410,13 @@ pub(super) async fn check<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<Vec
     Ok(super::drift(&recorded, &expected, false, columns))
 }
 
-/// Reads this connection's context row, if it has one (see `super::context_row`).
+/// Reads this connection's context row, if it has one (see `super::context_row`). An UPDATE
+/// that changes nothing, not a SELECT: it takes the write lock first, as the write after it
+/// needs. A read first would start a snapshot, and the write after it would fail at once
+/// ("database is locked", without waiting) once another connection had committed since.
 pub(super) fn context_row_sql() -> String {
     format!(
-        "SELECT actor, tool, data FROM {} WHERE id = 1",
+        "UPDATE {} SET id = id WHERE id = 1 RETURNING actor, tool, data",
         q(CONTEXT_TABLE)
     )
 }
