@@ -527,15 +527,19 @@ where
     // Refused before anything begins.
     let context = current_context().map_err(DbErr::from)?;
     let txn = db.begin().await?;
-    // Nested (begun on a transaction: a savepoint of its connection): the context in effect
-    // there, which this one's replaces until it ends.
-    let nested = if is_transaction::<D>() {
+    let backend = txn.get_database_backend();
+    // What to put back when this one ends. Nested (begun on a transaction: a savepoint of its
+    // connection), the context in effect there, which this one's replaces until then;
+    // top-level on SQLite and MySQL, no row: the context row must never be committed.
+    let restore = if is_transaction::<D>() {
         match in_effect(&txn).await {
             Ok(before) => Some(before),
             Err(e) => return finish(txn, Err(e.into())).await,
         }
-    } else {
+    } else if backend == DbBackend::Postgres {
         None
+    } else {
+        Some(InEffect::Row(None))
     };
     if let Err(e) = set_context(&txn, true, context.clone()).await {
         return finish(txn, Err(e.into())).await;
@@ -556,22 +560,13 @@ where
         context,
         flags,
     };
-    let backend = txn.get_database_backend();
     let result = match OPENED.scope(opened, f(&txn)).await {
         Ok(value) => async {
-            // The context row must never be committed; nested, the enclosing transaction's
-            // later writes, raw SQL included, carry its context again (a rollback to the
-            // savepoint gives it back by itself, unless MySQL's DDL ended the savepoint: see
-            // the error path).
-            match nested {
-                Some(before) => give_back(&txn, before).await?,
-                None if backend == DbBackend::Sqlite => {
-                    sqlite::set_context(&txn, ContextRow::End).await?
-                }
-                None if backend == DbBackend::MySql => {
-                    mysql::set_context(&txn, ContextRow::End).await?
-                }
-                None => {}
+            // Nested, the enclosing transaction's later writes, raw SQL included, carry its
+            // context again. (A rollback to the savepoint gives it back by itself, unless
+            // MySQL's DDL ended the savepoint: see the error path.)
+            if let Some(before) = restore {
+                give_back(&txn, before).await?;
             }
             if seals && backend == DbBackend::Sqlite {
                 // One writer at a time: this transaction sees every entry before its own, so
@@ -583,18 +578,14 @@ where
         .await
         .map_err(|e: DbErr| E::from(e)),
         Err(e) => {
-            if backend == DbBackend::MySql {
+            if let Some(before) = restore.filter(|_| backend == DbBackend::MySql) {
                 // A statement of the closure that commits implicitly (DDL, TRUNCATE) committed
                 // the context row with it (and ended the savepoint of a nested one), and the
                 // rollback cannot take it back: put back as it was before this one (deleted,
                 // for a top-level one) here, where the session autocommits after such a
                 // statement, it never outlives this transaction. Otherwise the rollback undoes
                 // this too. (UPDATE or DELETE only: never a row where there was none.)
-                let undone = match nested {
-                    Some(before) => give_back(&txn, before).await,
-                    None => mysql::set_context(&txn, ContextRow::End).await,
-                };
-                undone.ok();
+                give_back(&txn, before).await.ok();
             }
             Err(e)
         }
@@ -895,7 +886,8 @@ async fn set_context<C: ConnectionTrait>(db: &C, begins: bool, ctx: Context) -> 
     }
 }
 
-/// The context in effect in a transaction, as a nested [`transaction`] finds it when it begins.
+/// The context in effect in a transaction, as a nested [`transaction`] finds it when it begins
+/// and puts it back when it ends (a top-level one on SQLite and MySQL: no row).
 enum InEffect {
     /// PostgreSQL's setting, as text (empty: none).
     Setting(String),
