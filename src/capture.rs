@@ -128,13 +128,8 @@ where
     for (key, value) in E::PrimaryKey::iter().zip(pk) {
         row = row.filter(key.into_column().eq(value));
     }
-    let newest = |column: audit_log::Column| {
-        audit_log::Entity::find()
-            .select_only()
-            .column(column)
-            .filter(audit_log::Column::EntityType.eq(entity_type))
-            .filter(audit_log::Column::ObjectId.eq(object_id))
-            .order_by_desc(audit_log::Column::Id)
+    let newest = |column| {
+        newest_of(entity_type, object_id, column)
             .limit(1)
             .into_query()
     };
@@ -166,18 +161,27 @@ where
     Ok((newest, present.is_some()))
 }
 
+/// `column` of the log's entries about the object, newest first.
+fn newest_of(
+    entity_type: &str,
+    object_id: &str,
+    column: audit_log::Column,
+) -> sea_orm::Select<audit_log::Entity> {
+    audit_log::Entity::find()
+        .select_only()
+        .column(column)
+        .filter(audit_log::Column::EntityType.eq(entity_type))
+        .filter(audit_log::Column::ObjectId.eq(object_id))
+        .order_by_desc(audit_log::Column::Id)
+}
+
 /// The id of the log's newest entry about the object, if it has one.
 async fn newest_entry<C: ConnectionTrait>(
     db: &C,
     entity_type: &str,
     object_id: &str,
 ) -> Result<Option<i64>, DbErr> {
-    audit_log::Entity::find()
-        .select_only()
-        .column(audit_log::Column::Id)
-        .filter(audit_log::Column::EntityType.eq(entity_type))
-        .filter(audit_log::Column::ObjectId.eq(object_id))
-        .order_by_desc(audit_log::Column::Id)
+    newest_of(entity_type, object_id, audit_log::Column::Id)
         .into_tuple()
         .one(db)
         .await
