@@ -66,14 +66,21 @@ async fn setup() -> TestDb {
     t
 }
 
-/// A pool of `size` connections that carries the context; no ping, so that nothing but our
-/// callback runs on acquire.
-async fn carrying_pool(t: &TestDb, size: u32) -> DatabaseConnection {
-    let mut options = ConnectOptions::new(t.url.clone());
+/// Options of a pool of `size` connections to `url`, without sea-orm's ping (so that nothing
+/// but our statements and callbacks runs on acquire).
+fn pool_options(url: String, size: u32) -> ConnectOptions {
+    let mut options = ConnectOptions::new(url);
     options
         .max_connections(size)
         .test_before_acquire(false)
         .sqlx_logging(false);
+    options
+}
+
+/// A pool of `size` connections that carries the context; no ping, so that nothing but our
+/// callback runs on acquire.
+async fn carrying_pool(t: &TestDb, size: u32) -> DatabaseConnection {
+    let mut options = pool_options(t.url.clone(), size);
     capture_db::carry_context(&mut options);
     let db = Database::connect(options).await.unwrap();
     if t.backend() == DbBackend::Sqlite {
@@ -346,12 +353,8 @@ async fn cut_connections_never_give_a_write_another_tasks_context() {
         .unwrap();
     }
     let proxy = Arc::new(FaultProxy::start(upstream_of(&t.url)).await);
-    let mut options = ConnectOptions::new(proxy.url(&t.url));
-    options
-        .max_connections(3)
-        .test_before_acquire(false)
-        .acquire_timeout(std::time::Duration::from_secs(10))
-        .sqlx_logging(false);
+    let mut options = pool_options(proxy.url(&t.url), 3);
+    options.acquire_timeout(std::time::Duration::from_secs(10));
     capture_db::carry_context(&mut options);
     let db = Database::connect(options).await.unwrap();
     // The actor a task's entries must carry: none for the task without context and for the
@@ -461,12 +464,9 @@ async fn a_write_whose_seal_fails_after_it_committed_is_not_reported_as_failed()
         return t.finish().await;
     }
     let proxy = FaultProxy::start(upstream_of(&t.url)).await;
-    let mut options = ConnectOptions::new(proxy.url(&t.url));
-    options
-        .max_connections(2)
-        .test_before_acquire(false)
-        .sqlx_logging(false);
-    let db = Database::connect(options).await.unwrap();
+    let db = Database::connect(pool_options(proxy.url(&t.url), 2))
+        .await
+        .unwrap();
     // The seal's read of the unsealed entries (the only statement with this alias).
     proxy.swallow_reply_to("sea_orm_audit_prev_id", 1);
     let written = AuditContext::new()
@@ -588,12 +588,9 @@ async fn a_sealer_whose_seal_fails_counts_it_and_seals_at_a_later_tick() {
     assert_unsealed(&t, 3).await;
 
     let proxy = FaultProxy::start(upstream_of(&t.url)).await;
-    let mut options = ConnectOptions::new(proxy.url(&t.url));
-    options
-        .max_connections(2)
-        .test_before_acquire(false)
-        .sqlx_logging(false);
-    let db = Database::connect(options).await.unwrap();
+    let db = Database::connect(pool_options(proxy.url(&t.url), 2))
+        .await
+        .unwrap();
     // The seal's read of the unsealed entries (the only statement with this alias).
     proxy.swallow_reply_to("sea_orm_audit_prev_id", 1);
     let sealer = capture_db::Sealer::spawn(db.clone(), std::time::Duration::from_millis(20));
@@ -670,12 +667,8 @@ async fn a_seal_does_not_chase_entries_written_while_it_runs() {
 /// all of it. Raw SQL through the transaction, so only the trigger writes.
 #[tokio::test]
 async fn hostile_context_values_reach_trigger_entries_unchanged() {
-    use sea_orm_audit::MAX_KEY_CHARS;
     let t = setup().await;
-    let actor = "🙂".repeat(MAX_KEY_CHARS);
-    let tool = format!("é'\"\\{}", "ß".repeat(MAX_KEY_CHARS - 4));
-    let nested = (0..20).fold(json!("leaf"), |inner, _| json!({"k": inner}));
-    let blob = "x'\"\\🙂".repeat(20_000);
+    let (actor, tool, blob, nested) = hostile_values();
     let ctx = AuditContext::new()
         .actor(actor.clone())
         .tool(tool.clone())
@@ -693,6 +686,66 @@ async fn hostile_context_values_reach_trigger_entries_unchanged() {
     let logged = entries(&t.db).await;
     assert_eq!(logged.len(), 1);
     let entry = &logged[0];
+    assert_eq!(entry.actor.as_deref(), Some(actor.as_str()));
+    assert_eq!(entry.tool.as_deref(), Some(tool.as_str()));
+    let data = entry.data.as_ref().expect("the context's data");
+    assert_eq!(data["blob"], json!(blob));
+    assert_eq!(data["nested"], nested);
+    assert!(verify(&t.db).await.unwrap().is_ok());
+    t.finish().await;
+}
+
+/// Actor and tool of `MAX_KEY_CHARS` characters of four bytes or accented, with quotes and
+/// backslashes; a 120 KB blob of the same; JSON nested 20 deep.
+fn hostile_values() -> (String, String, String, serde_json::Value) {
+    use sea_orm_audit::MAX_KEY_CHARS;
+    let actor = "🙂".repeat(MAX_KEY_CHARS);
+    let tool = format!("é'\"\\{}", "ß".repeat(MAX_KEY_CHARS - 4));
+    let blob = "x'\"\\🙂".repeat(20_000);
+    let nested = (0..20).fold(json!("leaf"), |inner, _| json!({"k": inner}));
+    (actor, tool, blob, nested)
+}
+
+/// The context a nested `capture_db::transaction` gives back is the enclosing one's exactly,
+/// hostile values included (PostgreSQL: the setting's text read back and set again; SQLite
+/// and MySQL: the row read back and written again): a raw write after the nested one carries
+/// them unchanged.
+#[tokio::test]
+async fn hostile_context_values_come_back_after_a_nested_transaction() {
+    let t = setup().await;
+    let (actor, tool, blob, nested) = hostile_values();
+    let ctx = AuditContext::new()
+        .actor(actor.clone())
+        .tool(tool.clone())
+        .with("blob", blob.clone())
+        .with("nested", nested.clone());
+    ctx.scope(capture_db::transaction(&t.db, |txn| {
+        Box::pin(async move {
+            AuditContext::new()
+                .actor("bob")
+                .scope(capture_db::transaction(txn, |inner| {
+                    Box::pin(async move {
+                        inner
+                            .execute_unprepared(
+                                "INSERT INTO ctx_posts (title, views) VALUES ('bob', 1)",
+                            )
+                            .await
+                            .map(drop)
+                    })
+                }))
+                .await?;
+            txn.execute_unprepared("INSERT INTO ctx_posts (title, views) VALUES ('after', 1)")
+                .await
+                .map(drop)
+        })
+    }))
+    .await
+    .unwrap();
+    let logged = entries(&t.db).await;
+    assert_eq!(logged.len(), 2);
+    assert_eq!(logged[0].actor.as_deref(), Some("bob"));
+    assert_eq!(logged[0].data, None);
+    let entry = &logged[1];
     assert_eq!(entry.actor.as_deref(), Some(actor.as_str()));
     assert_eq!(entry.tool.as_deref(), Some(tool.as_str()));
     let data = entry.data.as_ref().expect("the context's data");
@@ -748,6 +801,38 @@ async fn a_nul_in_the_context_data_is_refused_before_the_write() {
     t.finish().await;
 }
 
+/// MySQL: how many context rows this connection has, committed or its transaction's own.
+async fn context_rows(db: &DatabaseConnection) -> i64 {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::MySql,
+            "SELECT COUNT(*) AS n FROM sea_orm_audit_context WHERE connection = CONNECTION_ID()",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get::<i64>("", "n").unwrap()
+}
+
+/// `(object_id, actor)` of every entry, oldest first (sealed first).
+async fn actors_by_object(db: &DatabaseConnection) -> Vec<(String, Option<String>)> {
+    let entries = entries(db).await.into_iter();
+    entries.map(|e| (e.object_id, e.actor)).collect()
+}
+
+/// An expected `(object_id, actor)`.
+fn who(id: &str, actor: Option<&str>) -> (String, Option<String>) {
+    (id.to_owned(), actor.map(str::to_owned))
+}
+
+async fn drop_tables(db: &DatabaseConnection, tables: &[&str]) {
+    for table in tables {
+        db.execute_unprepared(&format!("DROP TABLE {table}"))
+            .await
+            .unwrap();
+    }
+}
+
 /// A closure for `capture_db::transaction`: a raw insert titled `title`, a `CREATE TABLE`
 /// (MySQL commits implicitly before and after it), then `Ok` or an error.
 fn insert_then_ddl<'c>(
@@ -783,24 +868,9 @@ async fn a_context_row_committed_by_ddl_is_not_read_by_later_transactions() {
         return t.finish().await;
     }
     // One connection: every later transaction runs where the context row was written.
-    let mut options = ConnectOptions::new(t.url.clone());
-    options
-        .max_connections(1)
-        .test_before_acquire(false)
-        .sqlx_logging(false);
-    let db = Database::connect(options).await.unwrap();
-    let rows_left = || async {
-        let row = db
-            .query_one_raw(Statement::from_string(
-                DbBackend::MySql,
-                "SELECT COUNT(*) AS n FROM sea_orm_audit_context \
-                 WHERE connection = CONNECTION_ID()",
-            ))
-            .await
-            .unwrap()
-            .unwrap();
-        row.try_get::<i64>("", "n").unwrap()
-    };
+    let db = Database::connect(pool_options(t.url.clone(), 1))
+        .await
+        .unwrap();
     // Top level, failing after the DDL.
     let failed = AuditContext::new()
         .actor("alice")
@@ -809,7 +879,7 @@ async fn a_context_row_committed_by_ddl_is_not_read_by_later_transactions() {
         }))
         .await;
     assert!(failed.is_err());
-    assert_eq!(rows_left().await, 0, "left by a failed one");
+    assert_eq!(context_rows(&db).await, 0, "left by a failed one");
     // Top level, succeeding after the DDL.
     AuditContext::new()
         .actor("alice")
@@ -818,7 +888,7 @@ async fn a_context_row_committed_by_ddl_is_not_read_by_later_transactions() {
         }))
         .await
         .unwrap();
-    assert_eq!(rows_left().await, 0, "left by a committed one");
+    assert_eq!(context_rows(&db).await, 0, "left by a committed one");
     // Nested in a plain transaction (its savepoint ended by the DDL), failing.
     let outer = db.begin().await.unwrap();
     let failed = AuditContext::new()
@@ -830,19 +900,14 @@ async fn a_context_row_committed_by_ddl_is_not_read_by_later_transactions() {
     assert!(failed.is_err());
     // sqlx still counts the savepoint the DDL ended: its commit (a RELEASE) fails with 1305.
     let _ = outer.commit().await;
-    assert_eq!(rows_left().await, 0, "left by a failed nested one");
+    assert_eq!(context_rows(&db).await, 0, "left by a failed nested one");
     let txn = db.begin().await.unwrap();
     txn.execute_unprepared("INSERT INTO ctx_posts (title, views) VALUES ('d', 0)")
         .await
         .unwrap();
     txn.commit().await.unwrap();
-    let actors: Vec<(String, Option<String>)> = entries(&t.db)
-        .await
-        .into_iter()
-        .map(|e| (e.object_id, e.actor))
-        .collect();
+    let actors = actors_by_object(&t.db).await;
     // 'a', 'b' and 'c' committed with the DDL's implicit commit, each under its actor.
-    let who = |id: &str, actor: Option<&str>| (id.to_owned(), actor.map(str::to_owned));
     assert_eq!(
         actors,
         vec![
@@ -852,11 +917,62 @@ async fn a_context_row_committed_by_ddl_is_not_read_by_later_transactions() {
             who("4", None)
         ]
     );
-    for table in ["ctx_ddl_a", "ctx_ddl_b", "ctx_ddl_c"] {
-        db.execute_unprepared(&format!("DROP TABLE {table}"))
-            .await
-            .unwrap();
+    drop_tables(&db, &["ctx_ddl_a", "ctx_ddl_b", "ctx_ddl_c"]).await;
+    db.close().await.unwrap();
+    t.finish().await;
+}
+
+/// The other half of the case above: a `capture_db::transaction` nested in a plain
+/// transaction whose closure ends its savepoint with DDL and then succeeds leaves no row
+/// either (its commit, a RELEASE of that savepoint, fails in sqlx), and a top-level one's
+/// writes after its DDL autocommit, outside the transaction: on a pool without
+/// `carry_context` they carry no actor, never the closure's (MariaDB's trigger reads the row
+/// only inside explicit transactions).
+#[tokio::test]
+async fn writes_after_ddl_in_capture_transactions_carry_no_stale_actor() {
+    let t = setup().await;
+    if t.backend() != DbBackend::MySql {
+        return t.finish().await;
     }
+    let db = Database::connect(pool_options(t.url.clone(), 1))
+        .await
+        .unwrap();
+    let outer = db.begin().await.unwrap();
+    let _ = AuditContext::new()
+        .actor("erin")
+        .scope(capture_db::transaction(&outer, |txn| {
+            insert_then_ddl(txn, "e", "ctx_ddl_e", true)
+        }))
+        .await;
+    let _ = outer.commit().await;
+    assert_eq!(
+        context_rows(&db).await,
+        0,
+        "left by a nested one that succeeded"
+    );
+    AuditContext::new()
+        .actor("alice")
+        .scope(capture_db::transaction(&db, |txn| {
+            Box::pin(async move {
+                insert_then_ddl(txn, "g", "ctx_ddl_g", true).await?;
+                txn.execute_unprepared("INSERT INTO ctx_posts (title, views) VALUES ('h', 0)")
+                    .await
+                    .map(drop)
+            })
+        }))
+        .await
+        .unwrap();
+    assert_eq!(context_rows(&db).await, 0, "left by a top-level one");
+    let actors = actors_by_object(&t.db).await;
+    assert_eq!(
+        actors,
+        vec![
+            who("1", Some("erin")),
+            who("2", Some("alice")),
+            who("3", None)
+        ]
+    );
+    drop_tables(&db, &["ctx_ddl_e", "ctx_ddl_g"]).await;
     db.close().await.unwrap();
     t.finish().await;
 }
