@@ -979,6 +979,18 @@ async fn check_reports_drift() {
         got[0].2,
         json!({"old_value": {"body": "***FILTERED***"}, "new_value": {"body": "***FILTERED***"}})
     );
+    // A table left with only some of its triggers (a CREATE that failed halfway) is reported.
+    let partial = match t.backend() {
+        DbBackend::Postgres => "DROP TRIGGER sea_orm_audit_truncate ON db_posts",
+        _ => "DROP TRIGGER sea_orm_audit_db_posts_update",
+    };
+    db.execute_unprepared(partial).await.unwrap();
+    assert!(
+        !capture_db::check::<db_post_v2::Model, _>(db)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     t.finish().await;
 }
 
