@@ -1016,3 +1016,417 @@ async fn a_transaction_nested_in_a_plain_one_gives_back_the_pools_context() {
     db.close().await.unwrap();
     t.finish().await;
 }
+
+/// One step of a seeded program run inside a `capture_db::transaction` (see
+/// `nested_contexts_attribute_every_write_as_a_model_says`). Each write stores a title no
+/// other write stores, which names its entry.
+#[derive(Clone, Debug)]
+enum Step {
+    /// A raw UPDATE through the current handle: no hook, so the context in effect.
+    Raw { row: i32, title: String },
+    /// An active-model update; `actor: Some` under a context of its own, else the enclosing one.
+    Hook {
+        row: i32,
+        title: String,
+        actor: Option<String>,
+    },
+    /// A savepoint (`begin` on the current handle), committed or rolled back.
+    Savepoint { steps: Vec<Step>, commit: bool },
+    /// A nested `capture_db::transaction` under `actor`; `ok: false` ends its closure with an
+    /// error, which rolls it back to its savepoint.
+    Nested {
+        actor: String,
+        steps: Vec<Step>,
+        ok: bool,
+    },
+}
+
+/// How a top-level `capture_db::transaction` of a program ends.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum End {
+    Commit,
+    /// Its closure returns an error.
+    Fail,
+    /// Its future is dropped after its steps ran (a cancelled request), before the commit.
+    Cancel,
+    /// Its steps are dropped after this many microseconds wherever they are then (in a
+    /// statement or between two), and then its future, unless they ended before: then it
+    /// commits. Not in its BEGIN or COMMIT: sqlx 0.9.0 leaves a pooled connection inside a
+    /// transaction when a BEGIN is cancelled (launchbadge/sqlx issues 4385 and 4393). Not on
+    /// MySQL, where a statement dropped mid-flight can leave its connection never returned to
+    /// the pool (launchbadge/sqlx issue 563): there the program is cancelled between
+    /// statements instead.
+    Timeout(u64),
+}
+
+/// `depth` levels of random steps of task `task` (its rows `rows`, actors `t<task>-a<i>`).
+fn random_steps(
+    state: &mut u64,
+    task: usize,
+    rows: &[i32],
+    depth: u32,
+    writes: &mut usize,
+) -> Vec<Step> {
+    let n = 1 + next(state) % 4;
+    let mut steps = Vec::new();
+    for _ in 0..n {
+        let mut title = || {
+            *writes += 1;
+            format!("t{task}-w{writes}")
+        };
+        let row = rows[(next(state) % rows.len() as u64) as usize];
+        let actor = |state: &mut u64| format!("t{task}-a{}", next(state) % 3);
+        let choice = if depth == 0 {
+            next(state) % 2
+        } else {
+            next(state) % 4
+        };
+        steps.push(match choice {
+            0 => Step::Raw {
+                row,
+                title: title(),
+            },
+            1 => Step::Hook {
+                row,
+                title: title(),
+                actor: next(state).is_multiple_of(2).then(|| actor(state)),
+            },
+            2 => Step::Savepoint {
+                steps: random_steps(state, task, rows, depth - 1, writes),
+                commit: !next(state).is_multiple_of(3),
+            },
+            _ => Step::Nested {
+                actor: actor(state),
+                steps: random_steps(state, task, rows, depth - 1, writes),
+                ok: !next(state).is_multiple_of(3),
+            },
+        });
+    }
+    steps
+}
+
+/// The model: the actor each committed write's entry must name, given the context in effect in
+/// the transaction (`in_effect`) and the task's current one (`current`). A hook sets its
+/// context for the rest of the transaction ("the context set last applies"); a nested
+/// `capture_db::transaction` sets its own and gives back what it found when it ends; a rollback
+/// to a savepoint undoes both the writes and the context set since.
+fn expected(
+    steps: &[Step],
+    in_effect: &mut Option<String>,
+    current: &str,
+    out: &mut Vec<(String, Option<String>)>,
+) {
+    for step in steps {
+        match step {
+            Step::Raw { title, .. } => out.push((title.clone(), in_effect.clone())),
+            Step::Hook { title, actor, .. } => {
+                let actor = actor.clone().unwrap_or_else(|| current.to_owned());
+                out.push((title.clone(), Some(actor.clone())));
+                *in_effect = Some(actor);
+            }
+            Step::Savepoint { steps, commit } => {
+                let before = in_effect.clone();
+                let mut inner = Vec::new();
+                expected(steps, in_effect, current, &mut inner);
+                if *commit {
+                    out.extend(inner);
+                } else {
+                    *in_effect = before;
+                }
+            }
+            Step::Nested { actor, steps, ok } => {
+                let before = in_effect.replace(actor.clone());
+                let mut inner = Vec::new();
+                expected(steps, in_effect, actor, &mut inner);
+                if *ok {
+                    out.extend(inner);
+                }
+                *in_effect = before;
+            }
+        }
+    }
+}
+
+/// Runs `steps` through `h`.
+fn run_steps<'a>(
+    h: &'a DatabaseTransaction,
+    steps: &'a [Step],
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), DbErr>> + Send + 'a>> {
+    Box::pin(async move {
+        for step in steps {
+            match step {
+                Step::Raw { row, title } => {
+                    h.execute_raw(Statement::from_sql_and_values(
+                        h.get_database_backend(),
+                        match h.get_database_backend() {
+                            DbBackend::Postgres => "UPDATE ctx_posts SET title = $1 WHERE id = $2",
+                            _ => "UPDATE ctx_posts SET title = ? WHERE id = ?",
+                        },
+                        [title.clone().into(), (*row).into()],
+                    ))
+                    .await?;
+                }
+                Step::Hook { row, title, actor } => {
+                    let write = ctx_post::ActiveModel {
+                        id: Set(*row),
+                        title: Set(title.clone()),
+                        ..Default::default()
+                    }
+                    .update(h);
+                    match actor {
+                        Some(actor) => AuditContext::new().actor(actor).scope(write).await?,
+                        None => write.await?,
+                    };
+                }
+                Step::Savepoint { steps, commit } => {
+                    let savepoint = TransactionTrait::begin(h).await?;
+                    run_steps(&savepoint, steps).await?;
+                    if *commit {
+                        savepoint.commit().await?;
+                    } else {
+                        savepoint.rollback().await?;
+                    }
+                }
+                Step::Nested { actor, steps, ok } => {
+                    let (ok, steps) = (*ok, steps.clone());
+                    let nested = capture_db::transaction(h, move |inner| {
+                        Box::pin(async move {
+                            run_steps(inner, &steps).await?;
+                            if ok {
+                                Ok(())
+                            } else {
+                                Err(DbErr::Custom("given up".into()))
+                            }
+                        })
+                    });
+                    let result = AuditContext::new().actor(actor).scope(nested).await;
+                    assert_eq!(result.is_ok(), ok, "{result:?}");
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Seeded programs of nested `capture_db::transaction`s, savepoints committed and rolled back,
+/// hooks under contexts of their own and raw writes, each ending in a commit, an error, a
+/// cancellation between two statements or a timeout wherever it strikes (see `End`), run by 8
+/// tasks at once through a pool of 3 connections, each task with its
+/// own rows and actors: every committed write has exactly one entry, naming the actor the
+/// model says; no rolled-back or cancelled write has one; a raw autocommit write made after
+/// each program on the pool (a `carry_context` pool on PostgreSQL and MySQL) names nobody, or,
+/// under a context of its own, that context's actor where the pool carries it: no context
+/// outlives its transaction on a reused connection; `verify` clean. Seed in
+/// `AUDIT_CONTEXT_SEED`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nested_contexts_attribute_every_write_as_a_model_says() {
+    const TASKS: usize = 8;
+    const PROGRAMS: usize = 12;
+    let seed: u64 = std::env::var("AUDIT_CONTEXT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64
+                | 1
+        });
+    eprintln!("AUDIT_CONTEXT_SEED={seed}");
+    let t = setup().await;
+    // PostgreSQL and MySQL: a pool that carries the context, whose autocommit writes then name
+    // the task's actor; SQLite: a plain pool.
+    let carry = carries(&t);
+    let pool = if carry {
+        carrying_pool(&t, 3).await
+    } else {
+        Database::connect(pool_options(t.url.clone(), 3))
+            .await
+            .unwrap()
+    };
+    for task in 0..TASKS {
+        for r in 0..3 {
+            let id = (task * 3 + r + 1) as i32;
+            pool.execute_unprepared(&format!(
+                "INSERT INTO ctx_posts (id, title, views) VALUES ({id}, 'seed', 0)"
+            ))
+            .await
+            .unwrap();
+        }
+    }
+    let mysql = t.backend() == DbBackend::MySql;
+    let mut handles = Vec::new();
+    for task in 0..TASKS {
+        let pool = pool.clone();
+        handles.push(tokio::spawn(async move {
+            let mut state = seed ^ (task as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let rows: Vec<i32> = (0..3).map(|r| (task * 3 + r + 1) as i32).collect();
+            let mut writes = 0;
+            let mut timeouts = 0;
+            let (mut committed, mut discarded) = (Vec::new(), Vec::new());
+            let mut ends = Vec::new();
+            for program in 0..PROGRAMS {
+                let actor = format!("t{task}-a{}", next(&mut state) % 3);
+                let steps = random_steps(&mut state, task, &rows, 2, &mut writes);
+                let end = match next(&mut state) % 6 {
+                    0 => End::Fail,
+                    1 => End::Cancel,
+                    // The first one of a task at once, so that some always do.
+                    2 if !mysql => {
+                        let micros = if timeouts == 0 { 0 } else { next(&mut state) % 3000 };
+                        timeouts += 1;
+                        End::Timeout(micros)
+                    }
+                    2 => End::Cancel,
+                    _ => End::Commit,
+                };
+                let mut out = Vec::new();
+                expected(&steps, &mut Some(actor.clone()), &actor, &mut out);
+                let (cancel_tx, cancel_rx) = tokio::sync::oneshot::channel::<()>();
+                let mut cancel_tx = Some(cancel_tx);
+                let body = steps.clone();
+                let transaction = capture_db::transaction(&pool, |txn| {
+                    Box::pin(async move {
+                        let finished = match end {
+                            End::Timeout(micros) => tokio::select! {
+                                biased;
+                                r = run_steps(txn, &body) => r.map(|()| true)?,
+                                () = tokio::time::sleep(std::time::Duration::from_micros(micros)) => false,
+                            },
+                            _ => run_steps(txn, &body).await.map(|()| true)?,
+                        };
+                        match end {
+                            End::Commit | End::Timeout(_) if finished => Ok(()),
+                            End::Fail => Err(DbErr::Custom("given up".into())),
+                            _ => {
+                                cancel_tx.take().unwrap().send(()).unwrap();
+                                std::future::pending().await
+                            }
+                        }
+                    })
+                });
+                let scoped = AuditContext::new().actor(&actor).scope(transaction);
+                let result = tokio::select! {
+                    biased;
+                    r = scoped => Some(r),
+                    Ok(()) = cancel_rx => None,
+                };
+                let ended = match (end, result) {
+                    (End::Commit, Some(Ok(()))) => {
+                        committed.extend(out);
+                        "commit"
+                    }
+                    (End::Timeout(_), Some(Ok(()))) => {
+                        committed.extend(out);
+                        "commit before its timeout"
+                    }
+                    (End::Fail, Some(Err(_))) | (End::Cancel | End::Timeout(_), None) => {
+                        discarded.extend(out.into_iter().map(|(title, _)| title));
+                        match end {
+                            End::Fail => "error",
+                            End::Cancel => "cancel",
+                            _ => "timeout",
+                        }
+                    }
+                    (end, result) => {
+                        panic!("program {program} of task {task}: {end:?} gave {result:?}")
+                    }
+                };
+                ends.push(ended);
+                // A raw autocommit write on the pool after each program, every other one under
+                // a context of its own: only that one, and only where the pool carries it.
+                let title = format!("t{task}-after{program}");
+                let write = pool.execute_raw(Statement::from_sql_and_values(
+                    pool.get_database_backend(),
+                    match pool.get_database_backend() {
+                        DbBackend::Postgres => "UPDATE ctx_posts SET title = $1 WHERE id = $2",
+                        _ => "UPDATE ctx_posts SET title = ? WHERE id = ?",
+                    },
+                    [title.clone().into(), rows[0].into()],
+                ));
+                let after = format!("t{task}-after");
+                if program % 2 == 0 {
+                    write.await.unwrap();
+                    committed.push((title, None));
+                } else {
+                    AuditContext::new().actor(&after).scope(write).await.unwrap();
+                    committed.push((title, carry.then_some(after)));
+                }
+            }
+            (committed, discarded, ends)
+        }));
+    }
+    let (mut committed, mut discarded) = (Vec::new(), Vec::new());
+    let mut ends = HashMap::new();
+    for handle in handles {
+        let (c, d, e) = handle.await.unwrap();
+        committed.extend(c);
+        discarded.extend(d);
+        for end in e {
+            *ends.entry(end).or_insert(0) += 1;
+        }
+    }
+    let mut found: HashMap<String, Vec<Option<String>>> = HashMap::new();
+    for entry in entries(&t.db).await {
+        let title = entry
+            .changes
+            .as_ref()
+            .and_then(|c| c["new_value"]["title"].as_str().map(str::to_owned));
+        if let Some(title) = title.filter(|t| t != "seed") {
+            found.entry(title).or_default().push(entry.actor);
+        }
+    }
+    let mut wrong = Vec::new();
+    for (title, actor) in &committed {
+        match found.get(title) {
+            Some(actors) if actors == &vec![actor.clone()] => {}
+            other => wrong.push(format!("{title}: expected [{actor:?}], logged {other:?}")),
+        }
+    }
+    for title in &discarded {
+        if let Some(actors) = found.get(title) {
+            wrong.push(format!(
+                "{title}: rolled back or cancelled, logged {actors:?}"
+            ));
+        }
+    }
+    let known: std::collections::HashSet<&String> = committed
+        .iter()
+        .map(|(t, _)| t)
+        .chain(discarded.iter())
+        .collect();
+    for title in found.keys().filter(|t| !known.contains(t)) {
+        wrong.push(format!("{title}: logged, never written"));
+    }
+    eprintln!(
+        "{} committed writes, {} rolled back or cancelled, programs ended {ends:?}",
+        committed.len(),
+        discarded.len()
+    );
+    assert!(wrong.is_empty(), "seed {seed}:\n{}", wrong.join("\n"));
+    // Every kind of end ran, and both kinds of write were checked.
+    let kinds: &[&str] = if mysql {
+        &["commit", "error", "cancel"]
+    } else {
+        &["commit", "error", "cancel", "timeout"]
+    };
+    for end in kinds {
+        assert!(
+            ends.contains_key(end),
+            "no program ended by {end}: {ends:?}"
+        );
+    }
+    assert!(!discarded.is_empty());
+    let report = verify(&t.db).await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    pool.close().await.ok();
+    t.finish().await;
+}
+
+/// A small deterministic generator (xorshift): each task's program replays from the seed.
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
