@@ -950,3 +950,86 @@ async fn a_write_after_a_failed_write_of_the_same_object_does_not_wait() {
     );
     t.finish().await;
 }
+
+/// Hook mode outside a transaction: a write whose answer is lost (the connection cut after the
+/// server committed it; a future dropped while its statement runs ends the same way) has no
+/// entry, because the hook that writes the entry never runs. This is the README's "does not
+/// hold" case, checked as such. Through `AtomicExt` (a transaction of its own) the write and its
+/// entry commit together or not at all: the UPDATE's answer lost rolls both back, the
+/// COMMIT's answer lost commits both. The proxy swallows the answer to the statement carrying
+/// the new body (its bound value), and counts that it did. SQLite runs in process.
+#[tokio::test]
+async fn a_lost_answer_leaves_an_autocommit_write_without_an_entry_and_never_an_atomic_one() {
+    use common::proxy::{FaultProxy, upstream_of};
+    use sea_orm_audit::AtomicExt;
+    let t = TestDb::new().await;
+    if t.backend() == DbBackend::Sqlite {
+        return t.finish().await;
+    }
+    let proxy = FaultProxy::start(upstream_of(&t.url)).await;
+    let post = new_post("lost answers").insert(&t.db).await.unwrap();
+    let updates = || async {
+        logs_for_id(&t.db, "posts", &post.id.to_string())
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.action == Action::Update)
+            .count()
+    };
+    let body = || async {
+        post::Entity::find_by_id(post.id)
+            .one(&t.db)
+            .await
+            .unwrap()
+            .unwrap()
+            .body
+    };
+    let update = |value: &str| post::ActiveModel {
+        id: Set(post.id),
+        body: Set(value.to_owned()),
+        ..Default::default()
+    };
+    // (how, the pattern whose answer is lost, the new body, whether it commits)
+    let cases = [
+        ("autocommit", "lost-autocommit", "lost-autocommit", true),
+        ("atomic", "lost-atomic-update", "lost-atomic-update", false),
+        ("atomic", "COMMIT", "lost-atomic-commit", true),
+    ];
+    for (how, pattern, value, commits) in cases {
+        let via_proxy = single_connection(&proxy.url(&t.url)).await;
+        let (swallowed, entries) = (proxy.swallowed(), updates().await);
+        proxy.swallow_reply_to(pattern, 1);
+        let result = match how {
+            "autocommit" => update(value).update(&via_proxy).await,
+            _ => update(value).update_atomic(&via_proxy).await,
+        };
+        proxy.swallow_reply_to(pattern, 0);
+        via_proxy.close().await.ok();
+        assert!(
+            result.is_err(),
+            "{how} {value}: the client never got the answer"
+        );
+        assert_eq!(
+            proxy.swallowed(),
+            swallowed + 1,
+            "{how} {value}: the fault fired"
+        );
+        let stored = body().await;
+        if commits {
+            assert_eq!(
+                stored, value,
+                "{how} {value}: the server committed the write"
+            );
+        } else {
+            assert_ne!(stored, value, "{how} {value}: rolled back");
+        }
+        let logged = updates().await - entries;
+        match (how, commits) {
+            // The write committed; its hook never ran.
+            ("autocommit", _) => assert_eq!(logged, 0, "{how} {value}"),
+            // The entry commits exactly when the write does.
+            _ => assert_eq!(logged, usize::from(commits), "{how} {value}"),
+        }
+    }
+    t.finish().await;
+}
