@@ -127,7 +127,7 @@ pub use error::{Error, Result};
 pub use events::Event;
 pub use exec::ExecAudited;
 pub use limits::{MAX_JSON_DEPTH, MAX_KEY_CHARS, TOO_DEEP};
-pub use pending::{IN_FLIGHT_WAIT, PURGE_ABOVE, STALE_AFTER};
+pub use pending::{IN_FLIGHT_WAIT, PURGE_ABOVE, SNAPSHOT_BYTES, STALE_AFTER};
 pub use query::{DEFAULT_PAGE, History, MAX_PAGE, Page, logs_for, logs_for_id};
 pub use retention::{PruneReport, Retention, prune};
 pub use sea_orm_audit_macros::Auditable;
@@ -146,7 +146,10 @@ pub struct ReadmeDoctests;
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::pending::{pending_snapshots, pending_snapshots_for_current_task};
+    pub use crate::pending::{
+        evicted_snapshots, pending_snapshot_bytes, pending_snapshots,
+        pending_snapshots_for_current_task,
+    };
     pub use async_trait;
     pub use sea_orm::{ActiveModelBehavior, ActiveModelTrait, ConnectionTrait, DbErr, EntityTrait};
 }

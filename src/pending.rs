@@ -8,7 +8,10 @@
 //! [`Claim::acquire`]), so each `after_*` hook takes its own snapshot. A write that fails after
 //! `before_save` leaves its snapshot behind; it is replaced by the next audited write of the
 //! same object in the same task, never read by another task, and dropped after [`STALE_AFTER`]
-//! once the table holds more than [`PURGE_ABOVE`] entries.
+//! once the table holds more than [`PURGE_ABOVE`] entries, or sooner, oldest first, once the
+//! snapshots waiting hold more than [`SNAPSHOT_BYTES`] in all: writes that fail (a constraint
+//! violated) or are cancelled in every request of a busy server would otherwise keep a copy of
+//! their rows for ten minutes, whatever their size.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +28,15 @@ use crate::scope::Scope;
 pub const STALE_AFTER: Duration = Duration::from_secs(600);
 /// The snapshot table is swept for abandoned entries only above this size.
 pub const PURGE_ABOVE: usize = 1024;
+/// The most the snapshots waiting between a `before_*` and an `after_*` hook may hold, in
+/// bytes (counted as the text of their values): above it the oldest are dropped until they
+/// hold half of it. Apart from those of writes still running, they were left behind by writes
+/// that failed or were cancelled; a write still running whose snapshot was dropped fails in
+/// its `after_*` hook with [`Error::MissingSnapshot`] (outside a transaction its write has
+/// then landed with no entry), so only a write slower than the time the others take to fill
+/// half of this is at risk. The snapshot a hook has just left is never dropped: one row
+/// larger than this limit stays until its write ends.
+pub const SNAPSHOT_BYTES: usize = 64 << 20;
 /// How long a `before_*` hook waits for each step (its read, its write, its log row) of
 /// another audited write of the same object in the same task that it saw running (futures
 /// joined with `tokio::join!`). A step that takes longer fails this write with
@@ -64,16 +76,115 @@ struct Slot {
     at: Instant,
     ticket: u64,
     pending: Pending,
+    /// What `pending` holds, as counted by [`size_of`].
+    bytes: usize,
 }
 
-static PENDING: LazyLock<Mutex<HashMap<Key, Slot>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+impl Slot {
+    fn running(&self) -> bool {
+        matches!(self.pending, Pending::Reading | Pending::Logging)
+    }
+}
+
+/// The snapshots, and the bytes they hold in all.
+#[derive(Default)]
+struct Table {
+    slots: HashMap<Key, Slot>,
+    bytes: usize,
+}
+
+impl Table {
+    fn insert(&mut self, key: Key, slot: Slot) {
+        self.bytes += slot.bytes;
+        if let Some(old) = self.slots.insert(key, slot) {
+            self.bytes -= old.bytes;
+        }
+    }
+
+    /// Removes `key`'s slot if it is still the one with `ticket`.
+    fn remove(&mut self, key: &Key, ticket: u64) {
+        if self.slots.get(key).is_some_and(|s| s.ticket == ticket) {
+            let slot = self.slots.remove(key).expect("just seen");
+            self.bytes -= slot.bytes;
+        }
+    }
+
+    /// Gives `slot` `pending`, which holds `size` bytes (see [`size_of`]), and counts them in
+    /// the table's `bytes`.
+    fn set(slot: &mut Slot, bytes: &mut usize, pending: Pending, size: usize) -> Pending {
+        *bytes = *bytes - slot.bytes + size;
+        slot.bytes = size;
+        slot.at = Instant::now();
+        std::mem::replace(&mut slot.pending, pending)
+    }
+
+    /// Above [`SNAPSHOT_BYTES`], drops the oldest snapshots no hook is running on, other than
+    /// `keep`'s, until they hold half of it.
+    fn evict(&mut self, keep: &Key) {
+        if self.bytes <= SNAPSHOT_BYTES {
+            return;
+        }
+        let mut candidates: Vec<(Instant, Key)> = self
+            .slots
+            .iter()
+            .filter(|(key, slot)| slot.bytes > 0 && !slot.running() && *key != keep)
+            .map(|(key, slot)| (slot.at, key.clone()))
+            .collect();
+        candidates.sort_by_key(|(at, _)| *at);
+        for (_, key) in candidates {
+            if self.bytes <= SNAPSHOT_BYTES / 2 {
+                break;
+            }
+            let slot = self.slots.remove(&key).expect("listed above");
+            self.bytes -= slot.bytes;
+            EVICTED.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+static PENDING: LazyLock<Mutex<Table>> = LazyLock::new(|| Mutex::new(Table::default()));
 /// Woken whenever a slot is taken or given up, for hooks waiting on a write of the same key.
 static RELEASED: Notify = Notify::const_new();
 static TICKETS: AtomicU64 = AtomicU64::new(0);
+/// Snapshots dropped by [`Table::evict`].
+static EVICTED: AtomicU64 = AtomicU64::new(0);
 
-fn table() -> MutexGuard<'static, HashMap<Key, Slot>> {
+fn table() -> MutexGuard<'static, Table> {
     // A poisoned lock only means another thread panicked mid-insert; the map is still valid.
     PENDING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The bytes a snapshot holds, counted as the text of its keys and values (plus a little per
+/// value). Iterative: a value of any depth is counted without recursion.
+fn size_of(pending: &Pending) -> usize {
+    let maps: &[&Map<String, Json>] = match pending {
+        Pending::Before { row, written, .. } => &[row, written],
+        Pending::Absent { written, .. } => &[written],
+        Pending::Reading | Pending::Logging | Pending::Unchanged => return 0,
+    };
+    let mut bytes = 64;
+    let mut stack: Vec<&Json> = Vec::new();
+    for map in maps {
+        for (key, value) in *map {
+            bytes += key.len();
+            stack.push(value);
+        }
+    }
+    while let Some(value) = stack.pop() {
+        bytes += 8;
+        match value {
+            Json::String(s) => bytes += s.len(),
+            Json::Array(items) => stack.extend(items),
+            Json::Object(map) => {
+                for (key, value) in map {
+                    bytes += key.len();
+                    stack.push(value);
+                }
+            }
+            _ => {}
+        }
+    }
+    bytes
 }
 
 fn in_flight(key: &Key) -> Error {
@@ -116,11 +227,18 @@ impl Claim {
             let claimed = {
                 let mut map = table();
                 let now = Instant::now();
-                if map.len() > PURGE_ABOVE {
-                    map.retain(|_, s| now.duration_since(s.at) < STALE_AFTER);
+                if map.slots.len() > PURGE_ABOVE {
+                    let Table { slots, bytes } = &mut *map;
+                    slots.retain(|_, s| {
+                        let keep = now.duration_since(s.at) < STALE_AFTER;
+                        if !keep {
+                            *bytes -= s.bytes;
+                        }
+                        keep
+                    });
                 }
-                let busy_until = map.get(&key).and_then(|slot| {
-                    let running = matches!(slot.pending, Pending::Reading | Pending::Logging);
+                let busy_until = map.slots.get(&key).and_then(|slot| {
+                    let running = slot.running();
                     if running {
                         seen_running = Some(slot.ticket);
                     }
@@ -143,6 +261,7 @@ impl Claim {
                             at: now,
                             ticket,
                             pending: Pending::Reading,
+                            bytes: 0,
                         };
                         map.insert(key.clone(), slot);
                         Ok(Claim {
@@ -173,14 +292,17 @@ impl Claim {
     /// Leaves the snapshot for the `after_*` hook.
     pub(crate) fn leave(mut self, pending: Pending) -> Result<(), Error> {
         self.left = true;
+        // Counted before the table is locked: every hook of every task takes that lock.
+        let size = size_of(&pending);
         let mut map = table();
-        let slot = map.get_mut(&self.key).filter(|s| s.ticket == self.ticket);
+        let Table { slots, bytes } = &mut *map;
+        let slot = slots.get_mut(&self.key).filter(|s| s.ticket == self.ticket);
         let Some(slot) = slot else {
             // Taken over after STALE_AFTER: this write must not run on someone else's snapshot.
             return Err(in_flight(&self.key));
         };
-        slot.at = Instant::now();
-        slot.pending = pending;
+        Table::set(slot, bytes, pending, size);
+        map.evict(&self.key);
         drop(map);
         RELEASED.notify_waiters();
         Ok(())
@@ -192,11 +314,7 @@ impl Drop for Claim {
         if self.left {
             return;
         }
-        let mut map = table();
-        if map.get(&self.key).is_some_and(|s| s.ticket == self.ticket) {
-            map.remove(&self.key);
-        }
-        drop(map);
+        table().remove(&self.key, self.ticket);
         RELEASED.notify_waiters();
     }
 }
@@ -211,11 +329,7 @@ pub(crate) struct Release {
 
 impl Drop for Release {
     fn drop(&mut self) {
-        let mut map = table();
-        if map.get(&self.key).is_some_and(|s| s.ticket == self.ticket) {
-            map.remove(&self.key);
-        }
-        drop(map);
+        table().remove(&self.key, self.ticket);
         RELEASED.notify_waiters();
     }
 }
@@ -224,11 +338,9 @@ impl Drop for Release {
 /// [`Release`] that frees the key.
 pub(crate) fn take(key: &Key) -> Option<(Pending, Release)> {
     let mut map = table();
-    let slot = map
-        .get_mut(key)
-        .filter(|s| !matches!(s.pending, Pending::Reading | Pending::Logging))?;
-    slot.at = Instant::now();
-    let pending = std::mem::replace(&mut slot.pending, Pending::Logging);
+    let Table { slots, bytes } = &mut *map;
+    let slot = slots.get_mut(key).filter(|s| !s.running())?;
+    let pending = Table::set(slot, bytes, Pending::Logging, 0);
     let release = Release {
         key: key.clone(),
         ticket: slot.ticket,
@@ -238,11 +350,21 @@ pub(crate) fn take(key: &Key) -> Option<(Pending, Release)> {
 
 /// How many before-snapshots are waiting for their `after_*` hook (diagnostics and tests).
 pub fn pending_snapshots() -> usize {
-    table().len()
+    table().slots.len()
 }
 
 /// How many of those belong to the current task (or thread).
 pub fn pending_snapshots_for_current_task() -> usize {
     let scope = Scope::current();
-    table().keys().filter(|(s, _, _)| *s == scope).count()
+    table().slots.keys().filter(|(s, _, _)| *s == scope).count()
+}
+
+/// The bytes those snapshots hold, as counted against [`SNAPSHOT_BYTES`].
+pub fn pending_snapshot_bytes() -> usize {
+    table().bytes
+}
+
+/// How many snapshots were dropped to stay under [`SNAPSHOT_BYTES`] since the process began.
+pub fn evicted_snapshots() -> u64 {
+    EVICTED.load(Ordering::Relaxed)
 }

@@ -1273,7 +1273,11 @@ async fn nested_contexts_attribute_every_write_as_a_model_says() {
                     1 => End::Cancel,
                     // The first one of a task at once, so that some always do.
                     2 if !mysql => {
-                        let micros = if timeouts == 0 { 0 } else { next(&mut state) % 3000 };
+                        let micros = if timeouts == 0 {
+                            0
+                        } else {
+                            next(&mut state) % 3000
+                        };
                         timeouts += 1;
                         End::Timeout(micros)
                     }
@@ -1288,11 +1292,14 @@ async fn nested_contexts_attribute_every_write_as_a_model_says() {
                 let transaction = capture_db::transaction(&pool, |txn| {
                     Box::pin(async move {
                         let finished = match end {
-                            End::Timeout(micros) => tokio::select! {
-                                biased;
-                                r = run_steps(txn, &body) => r.map(|()| true)?,
-                                () = tokio::time::sleep(std::time::Duration::from_micros(micros)) => false,
-                            },
+                            End::Timeout(micros) => {
+                                let limit = std::time::Duration::from_micros(micros);
+                                tokio::select! {
+                                    biased;
+                                    r = run_steps(txn, &body) => r.map(|()| true)?,
+                                    () = tokio::time::sleep(limit) => false,
+                                }
+                            }
                             _ => run_steps(txn, &body).await.map(|()| true)?,
                         };
                         match end {
@@ -1349,7 +1356,11 @@ async fn nested_contexts_attribute_every_write_as_a_model_says() {
                     write.await.unwrap();
                     committed.push((title, None));
                 } else {
-                    AuditContext::new().actor(&after).scope(write).await.unwrap();
+                    AuditContext::new()
+                        .actor(&after)
+                        .scope(write)
+                        .await
+                        .unwrap();
                     committed.push((title, carry.then_some(after)));
                 }
             }
