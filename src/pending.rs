@@ -9,9 +9,9 @@
 //! `before_save` leaves its snapshot behind; it is replaced by the next audited write of the
 //! same object in the same task, never read by another task, and dropped after [`STALE_AFTER`]
 //! once the table holds more than [`PURGE_ABOVE`] entries, or sooner, oldest first, once the
-//! snapshots waiting hold more than [`SNAPSHOT_BYTES`] in all: writes that fail (a constraint
-//! violated) or are cancelled in every request of a busy server would otherwise keep a copy of
-//! their rows for ten minutes, whatever their size.
+//! snapshots waiting hold more than [`SNAPSHOT_BYTES`] in all (those of the last second aside):
+//! writes that fail (a constraint violated) or are cancelled in every request of a busy server
+//! would otherwise keep a copy of their rows for ten minutes, whatever their size.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,13 +29,13 @@ pub const STALE_AFTER: Duration = Duration::from_secs(600);
 /// The snapshot table is swept for abandoned entries only above this size.
 pub const PURGE_ABOVE: usize = 1024;
 /// The most the snapshots waiting between a `before_*` and an `after_*` hook may hold, in
-/// bytes (counted as the text of their values): above it the oldest are dropped until they
-/// hold half of it. Apart from those of writes still running, they were left behind by writes
-/// that failed or were cancelled; a write still running whose snapshot was dropped fails in
-/// its `after_*` hook with [`Error::MissingSnapshot`] (outside a transaction its write has
-/// then landed with no entry), so only a write slower than the time the others take to fill
-/// half of this is at risk. The snapshot a hook has just left is never dropped: one row
-/// larger than this limit stays until its write ends.
+/// bytes (counted as the text of their values), but for those left in the last
+/// [`IN_FLIGHT_WAIT`]: above it the oldest of the others are dropped until all hold half of
+/// it (or those of the last second alone are left). Apart from those of writes still running,
+/// they were left behind by writes that failed or were cancelled; a write still running whose
+/// snapshot was dropped fails in its `after_*` hook with [`Error::MissingSnapshot`] (outside a
+/// transaction its write has then landed with no entry), so only a write that runs longer
+/// than a second while others fill half of this is at risk.
 pub const SNAPSHOT_BYTES: usize = 64 << 20;
 /// How long a `before_*` hook waits for each step (its read, its write, its log row) of
 /// another audited write of the same object in the same task that it saw running (futures
@@ -118,16 +118,19 @@ impl Table {
         std::mem::replace(&mut slot.pending, pending)
     }
 
-    /// Above [`SNAPSHOT_BYTES`], drops the oldest snapshots no hook is running on, other than
-    /// `keep`'s, until they hold half of it.
-    fn evict(&mut self, keep: &Key) {
+    /// Above [`SNAPSHOT_BYTES`], drops the oldest snapshots no hook is running on and that
+    /// were left more than [`IN_FLIGHT_WAIT`] ago, until they hold half of it.
+    fn evict(&mut self) {
         if self.bytes <= SNAPSHOT_BYTES {
             return;
         }
+        let now = Instant::now();
         let mut candidates: Vec<(Instant, Key)> = self
             .slots
             .iter()
-            .filter(|(key, slot)| slot.bytes > 0 && !slot.running() && *key != keep)
+            .filter(|(_, slot)| {
+                slot.bytes > 0 && !slot.running() && now.duration_since(slot.at) >= IN_FLIGHT_WAIT
+            })
             .map(|(key, slot)| (slot.at, key.clone()))
             .collect();
         candidates.sort_by_key(|(at, _)| *at);
@@ -302,7 +305,7 @@ impl Claim {
             return Err(in_flight(&self.key));
         };
         Table::set(slot, bytes, pending, size);
-        map.evict(&self.key);
+        map.evict();
         drop(map);
         RELEASED.notify_waiters();
         Ok(())
