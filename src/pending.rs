@@ -109,13 +109,32 @@ impl Table {
         }
     }
 
-    /// Gives `slot` `pending`, which holds `size` bytes (see [`size_of`]), and counts them in
-    /// the table's `bytes`.
-    fn set(slot: &mut Slot, bytes: &mut usize, pending: Pending, size: usize) -> Pending {
-        *bytes = *bytes - slot.bytes + size;
+    /// Gives `key`'s slot, if `accept` takes it, `pending`, which holds `size` bytes (see
+    /// [`size_of`]); returns what it held and its ticket.
+    fn replace(
+        &mut self,
+        key: &Key,
+        accept: impl FnOnce(&Slot) -> bool,
+        pending: Pending,
+        size: usize,
+    ) -> Option<(Pending, u64)> {
+        let slot = self.slots.get_mut(key).filter(|s| accept(s))?;
+        self.bytes = self.bytes - slot.bytes + size;
         slot.bytes = size;
         slot.at = Instant::now();
-        std::mem::replace(&mut slot.pending, pending)
+        Some((std::mem::replace(&mut slot.pending, pending), slot.ticket))
+    }
+
+    /// Drops the slots older than [`STALE_AFTER`].
+    fn purge_stale(&mut self, now: Instant) {
+        let bytes = &mut self.bytes;
+        self.slots.retain(|_, s| {
+            let keep = now.duration_since(s.at) < STALE_AFTER;
+            if !keep {
+                *bytes -= s.bytes;
+            }
+            keep
+        });
     }
 
     /// Above [`SNAPSHOT_BYTES`], drops the oldest snapshots no hook is running on and that
@@ -231,14 +250,7 @@ impl Claim {
                 let mut map = table();
                 let now = Instant::now();
                 if map.slots.len() > PURGE_ABOVE {
-                    let Table { slots, bytes } = &mut *map;
-                    slots.retain(|_, s| {
-                        let keep = now.duration_since(s.at) < STALE_AFTER;
-                        if !keep {
-                            *bytes -= s.bytes;
-                        }
-                        keep
-                    });
+                    map.purge_stale(now);
                 }
                 let busy_until = map.slots.get(&key).and_then(|slot| {
                     let running = slot.running();
@@ -298,13 +310,14 @@ impl Claim {
         // Counted before the table is locked: every hook of every task takes that lock.
         let size = size_of(&pending);
         let mut map = table();
-        let Table { slots, bytes } = &mut *map;
-        let slot = slots.get_mut(&self.key).filter(|s| s.ticket == self.ticket);
-        let Some(slot) = slot else {
+        let ticket = self.ticket;
+        if map
+            .replace(&self.key, |s| s.ticket == ticket, pending, size)
+            .is_none()
+        {
             // Taken over after STALE_AFTER: this write must not run on someone else's snapshot.
             return Err(in_flight(&self.key));
-        };
-        Table::set(slot, bytes, pending, size);
+        }
         map.evict();
         drop(map);
         RELEASED.notify_waiters();
@@ -340,13 +353,10 @@ impl Drop for Release {
 /// The snapshot a `before_*` hook left for `key`, if its read has finished, and the
 /// [`Release`] that frees the key.
 pub(crate) fn take(key: &Key) -> Option<(Pending, Release)> {
-    let mut map = table();
-    let Table { slots, bytes } = &mut *map;
-    let slot = slots.get_mut(key).filter(|s| !s.running())?;
-    let pending = Table::set(slot, bytes, Pending::Logging, 0);
+    let (pending, ticket) = table().replace(key, |s| !s.running(), Pending::Logging, 0)?;
     let release = Release {
         key: key.clone(),
-        ticket: slot.ticket,
+        ticket,
     };
     Some((pending, release))
 }
