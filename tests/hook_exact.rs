@@ -1031,6 +1031,27 @@ async fn a_lost_answer_leaves_an_autocommit_write_without_an_entry_and_never_an_
             _ => assert_eq!(logged, usize::from(commits), "{how} {value}"),
         }
     }
+    // PostgreSQL: the future dropped while the proxy holds its UPDATE (a request cancelled
+    // mid-statement). The server still runs and commits it; the hook never runs. (On MySQL a
+    // statement dropped mid-flight can leave sqlx's connection unusable, launchbadge/sqlx
+    // issue 563.)
+    if t.backend() == DbBackend::Postgres {
+        let via_proxy = single_connection(&proxy.url(&t.url)).await;
+        let (delayed, entries) = (proxy.delayed(), updates().await);
+        proxy.delay(Some(("lost-cancelled", Duration::from_millis(500))));
+        let write = update("lost-cancelled").update(&via_proxy);
+        let cancelled = tokio::time::timeout(Duration::from_millis(200), write).await;
+        assert!(cancelled.is_err(), "dropped while its UPDATE was held");
+        assert_eq!(proxy.delayed(), delayed + 1, "the delay fired");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while body().await != "lost-cancelled" {
+            assert!(Instant::now() < deadline, "the held UPDATE never landed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        proxy.delay(None);
+        assert_eq!(updates().await, entries, "the write landed with no entry");
+        via_proxy.close().await.ok();
+    }
     t.finish().await;
 }
 
