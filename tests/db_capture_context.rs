@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::TestDb;
+use common::{TestDb, next};
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -1290,17 +1290,7 @@ async fn hooks_attribute_every_write_as_the_same_model_says() {
 async fn run_model(mode: Mode) {
     const TASKS: usize = 8;
     const PROGRAMS: usize = 12;
-    let seed: u64 = std::env::var("AUDIT_CONTEXT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis() as u64
-                | 1
-        });
-    eprintln!("AUDIT_CONTEXT_SEED={seed}");
+    let seed = common::seed("AUDIT_CONTEXT_SEED");
     let t = setup().await;
     if mode == Mode::Hooks {
         common::create_table(&t.db, hook_ctx_post::Entity).await;
@@ -1332,7 +1322,7 @@ async fn run_model(mode: Mode) {
     for task in 0..TASKS {
         let pool = pool.clone();
         handles.push(tokio::spawn(async move {
-            let mut state = seed ^ (task as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let mut state = common::seeded(seed, task);
             let rows: Vec<i32> = (0..3).map(|r| (task * 3 + r + 1) as i32).collect();
             let mut writes = 0;
             let mut timeouts = 0;
@@ -1520,12 +1510,4 @@ async fn run_model(mode: Mode) {
 /// InnoDB chose this transaction as a deadlock's victim (1213).
 fn deadlock(err: &DbErr) -> bool {
     err.to_string().contains("Deadlock found")
-}
-
-/// A small deterministic generator (xorshift): each task's program replays from the seed.
-fn next(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
 }

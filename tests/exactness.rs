@@ -10,6 +10,7 @@ mod workload;
 
 use std::time::Duration;
 
+use common::next;
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -559,15 +560,6 @@ struct Op {
     in_txn: bool,
 }
 
-/// A small deterministic generator (xorshift), seeded per writer: each writer's choices replay
-/// from the seed the test prints (`AUDIT_LIFECYCLE_SEED`); the interleaving does not.
-fn next(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
-
 /// Whether an insert failed because the key exists (nothing committed: not an error here).
 fn duplicate_key(err: &DbErr) -> bool {
     let text = err.to_string();
@@ -649,10 +641,7 @@ async fn lifecycle_op<C: ConnectionTrait>(
 /// none, for autocommit where the pool cannot carry it); `verify` clean after the seal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn database_mode_logs_creates_updates_and_deletes_under_concurrency() {
-    let seed: u64 = std::env::var("AUDIT_LIFECYCLE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| (workload::now_ms() as u64) | 1);
+    let seed = common::seed("AUDIT_LIFECYCLE_SEED");
     let w = WorkDb::new().await;
     let backend = w.backend();
     let mut tasks = Vec::new();
@@ -662,7 +651,7 @@ async fn database_mode_logs_creates_updates_and_deletes_under_concurrency() {
             AuditContext::new()
                 .actor(workload::actor(writer))
                 .scope(async move {
-                    let mut state = seed ^ (writer as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                    let mut state = common::seeded(seed, writer);
                     let (mut ops, mut attempts) = (Vec::new(), 0usize);
                     for seq in 0..UPDATES {
                         let choice = next(&mut state);

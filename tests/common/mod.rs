@@ -254,3 +254,34 @@ pub async fn all_logs(db: &DatabaseConnection) -> Vec<sea_orm_audit::audit_log::
         .await
         .expect("read audit_log")
 }
+
+/// The seed of a seeded test: `var`'s value, to replay a run, else the clock's; printed either
+/// way, so that a failing run can be replayed.
+pub fn seed(var: &str) -> u64 {
+    let seed = std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0)
+                | 1
+        });
+    eprintln!("{var}={seed}");
+    seed
+}
+
+/// The generator state of writer `writer` of a run seeded with `seed` (see [`next`]).
+pub fn seeded(seed: u64, writer: usize) -> u64 {
+    seed ^ (writer as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// A small deterministic generator (xorshift): each writer's choices replay from the seed its
+/// test prints; the interleaving of the writers does not.
+pub fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
