@@ -1126,6 +1126,14 @@ async fn mysql_a_writer_waits_for_the_holder_of_the_object_after_it_in_the_log()
     assert!(lock_wait(&outside), "outside a transaction: {outside:?}");
     assert!(lock_wait(&inside), "inside one: {inside:?}");
     assert!(waited >= Duration::from_secs(3), "{waited:?}");
+    // Outside a transaction the UPDATE had committed before its log INSERT waited: it landed
+    // with no entry. Inside one, the rollback took it back.
+    let stored = post::Entity::find_by_id(one.id).one(&t.db).await.unwrap();
+    assert_eq!(stored.unwrap().body, "while held outside");
+    let logged = logs_for_id(&t.db, "posts", &one.id.to_string())
+        .await
+        .unwrap();
+    assert_eq!(logged.len(), 1, "only its create: {logged:?}");
     holder.commit().await.unwrap();
     let started = Instant::now();
     let (outside, inside) = write_one("after").await;
