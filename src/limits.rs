@@ -101,6 +101,32 @@ pub(crate) fn deeper_than(value: &Json, max: usize) -> bool {
     false
 }
 
+/// About the bytes a JSON value holds in memory: the text of its strings and keys, and a little
+/// per value. Iterative, as [`deeper_than`]: a value of any depth is measured without
+/// recursion. What the activity queue and the before-image table count against their bounds.
+pub(crate) fn json_size(value: &Json) -> usize {
+    let mut size = 0;
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        size += 8;
+        match v {
+            Json::String(s) => size += s.len(),
+            Json::Array(items) => stack.extend(items),
+            Json::Object(map) => {
+                size += map.keys().map(String::len).sum::<usize>();
+                stack.extend(map.values());
+            }
+            _ => {}
+        }
+    }
+    size
+}
+
+/// [`json_size`] of a map's keys and values.
+pub(crate) fn map_size(map: &serde_json::Map<String, Json>) -> usize {
+    map.iter().map(|(k, v)| k.len() + json_size(v)).sum()
+}
+
 /// `value` as recorded: itself, or, when it nests deeper than [`MAX_JSON_DEPTH`], the marker
 /// `"***TOO_DEEP*** sha256:<hex>"` with a digest of the value, so that two different deep
 /// values still differ in a diff (a change between them is recorded, not lost).

@@ -22,6 +22,7 @@ use serde_json::{Map, Value as Json};
 use tokio::sync::Notify;
 
 use crate::error::Error;
+use crate::limits::map_size;
 use crate::scope::Scope;
 
 /// Snapshots older than this are considered abandoned by failed writes.
@@ -176,37 +177,13 @@ fn table() -> MutexGuard<'static, Table> {
     PENDING.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The bytes a snapshot holds, counted as the text of its keys and values (plus a little per
-/// value). Iterative: a value of any depth is counted without recursion.
+/// The bytes a snapshot holds (see [`map_size`]).
 fn size_of(pending: &Pending) -> usize {
-    let maps: &[&Map<String, Json>] = match pending {
-        Pending::Before { row, written, .. } => &[row, written],
-        Pending::Absent { written, .. } => &[written],
+    64 + match pending {
+        Pending::Before { row, written, .. } => map_size(row) + map_size(written),
+        Pending::Absent { written, .. } => map_size(written),
         Pending::Reading | Pending::Logging | Pending::Unchanged => return 0,
-    };
-    let mut bytes = 64;
-    let mut stack: Vec<&Json> = Vec::new();
-    for map in maps {
-        for (key, value) in *map {
-            bytes += key.len();
-            stack.push(value);
-        }
     }
-    while let Some(value) = stack.pop() {
-        bytes += 8;
-        match value {
-            Json::String(s) => bytes += s.len(),
-            Json::Array(items) => stack.extend(items),
-            Json::Object(map) => {
-                for (key, value) in map {
-                    bytes += key.len();
-                    stack.push(value);
-                }
-            }
-            _ => {}
-        }
-    }
-    bytes
 }
 
 fn in_flight(key: &Key) -> Error {

@@ -114,15 +114,10 @@ impl Pending for Captured {
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len())
             .sum();
-        let context: usize = self
-            .context
-            .iter()
-            .map(|(k, v)| k.len() + json_size(v))
-            .sum();
         FIXED_BYTES
             + self.path.len()
             + headers
-            + context
+            + crate::limits::map_size(&self.context)
             + self.request.bytes.len()
             + self.response.bytes.len()
     }
@@ -266,25 +261,6 @@ impl Captured {
 
 /// Why an entry lost its bodies (or more) before it was written.
 const ENTRY_TOO_LARGE: &str = "entry larger than 256 KiB";
-
-/// About the size of a JSON value in memory (level by level: context data may be deep).
-fn json_size(value: &Json) -> usize {
-    let mut size = 0;
-    let mut stack = vec![value];
-    while let Some(v) = stack.pop() {
-        size += 8;
-        match v {
-            Json::String(s) => size += s.len(),
-            Json::Array(items) => stack.extend(items),
-            Json::Object(map) => {
-                size += map.keys().map(String::len).sum::<usize>();
-                stack.extend(map.values());
-            }
-            _ => {}
-        }
-    }
-    size
-}
 
 fn sensitive_header(name: &HeaderName, sensitive: &Sensitive) -> bool {
     matches!(
