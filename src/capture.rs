@@ -15,6 +15,7 @@ use crate::Action;
 use crate::audit_log;
 use crate::auditable::{Auditable, object_id, snapshot};
 use crate::capture_db;
+use crate::chain;
 use crate::context::AuditContext;
 use crate::diff::diff_maps;
 use crate::error::Error;
@@ -31,7 +32,7 @@ type ModelOf<A> = <<A as ActiveModelTrait>::Entity as EntityTrait>::Model;
 /// changed one (another writer inserted it in between): its `old_value` is unknown, not empty.
 pub(crate) const BEFORE_IMAGE: &str = "before_image";
 
-/// Column alias of the chain head read along with the before-image (SQLite, MySQL).
+/// Column alias of the chain head read along with the before-image (SQLite; MySQL: its id).
 const HEAD_ALIAS: &str = "__sea_orm_audit_chain_head";
 
 /// The row as stored before a write, and, where it could be read in the same statement, the
@@ -52,21 +53,19 @@ struct BeforeImage<M> {
 ///
 /// - **SQLite** has one writer, and a transaction that read a head another connection then
 ///   superseded cannot write any more (`SQLITE_BUSY_SNAPSHOT`).
-/// - **MySQL/MariaDB**: the subquery is a locking read (`FOR UPDATE`, see
-///   [`store::mysql_head_sql`]), which reads the newest committed entry, not the
-///   transaction's snapshot. It runs when the select list is evaluated, after the row was
-///   read, so after the row lock was granted (checked on MariaDB 10.11: a second writer
-///   waits for the row, then reads the first writer's committed entry): the previous writer
-///   of the object has committed its entry by then. It locks only when a plain read finds the
-///   object has entries: a locking read that finds none locks the gap where they would be,
-///   and with it the next entry of whichever object sorts just before, so unrelated writers
-///   would wait for this transaction. Outside a transaction each statement commits on its
-///   own, as before: two concurrent writers of one object can fork its chain (reported by
-///   `verify`), but cannot deadlock, since no statement both reads the head and inserts after
-///   it. Reading the head in the log INSERT (as on PostgreSQL) would deadlock exactly there:
-///   two such INSERTs both take shared locks on the head, then each waits for the other's gap
-///   lock to insert after it (BENCHMARKS.md, "MySQL update and delete", records the entries
-///   such deadlocks lost).
+/// - **MySQL/MariaDB**: the subquery reads whether the object has a chain head (a plain read
+///   of `audit_chain_head`), and when it has, a second statement reads the head by locking
+///   that row by its key (see [`chain::mysql_locked_head`]), so as committed, not as the
+///   transaction's snapshot. That statement runs after the row lock was granted (checked on
+///   MariaDB 10.11: a second writer waits for the row, then reads the first writer's
+///   committed entry): the previous writer of the object has committed its entry by then.
+///   It locks that one row, so writers of other objects never wait for it. Outside a
+///   transaction each statement commits on its own, as before: two concurrent writers of
+///   one object can fork its chain (reported by `verify`), but cannot deadlock, since no
+///   statement both reads the head and inserts after it. Reading the head in the log INSERT
+///   (as on PostgreSQL) would deadlock exactly there: two such INSERTs both take shared
+///   locks on the head, then each waits for the other's gap lock to insert after it
+///   (BENCHMARKS.md, "MySQL update and delete", records the entries such deadlocks lost).
 /// - **PostgreSQL**: the subquery would see the statement's snapshot, taken before the wait
 ///   for the row lock, and miss a concurrent writer's entry; the head is read by the log
 ///   INSERT instead (see `store::reads_head_in_insert`).
@@ -92,10 +91,20 @@ where
         let row = query.one(db).await?;
         return Ok(BeforeImage { row, head: None });
     }
-    let query = query.column_as(
-        store::head_subquery(backend, entity_type, object_id),
-        HEAD_ALIAS,
-    );
+    let head = if backend == DbBackend::MySql {
+        let key = E::PrimaryKey::iter()
+            .next()
+            .map(|k| k.into_column().into_expr());
+        Expr::cust_with_exprs(
+            chain::mysql_head_id_sql(),
+            [Expr::val(entity_type), Expr::val(object_id)]
+                .into_iter()
+                .chain(key),
+        )
+    } else {
+        chain::head_subquery(backend, entity_type, object_id)
+    };
+    let query = query.column_as(head, HEAD_ALIAS);
     let Some(result) = db.query_one_raw(query.build(backend)).await? else {
         return Ok(BeforeImage {
             row: None,
@@ -103,7 +112,15 @@ where
         });
     };
     let row = E::Model::from_query_result(&result, "")?;
-    let head: Option<String> = result.try_get("", HEAD_ALIAS)?;
+    let head: Option<String> = if backend == DbBackend::MySql {
+        // The id of the head as the snapshot has it: then its row is locked and read.
+        match result.try_get::<Option<i64>>("", HEAD_ALIAS)? {
+            Some(_) => chain::mysql_locked_head(db, entity_type, object_id).await?,
+            None => None,
+        }
+    } else {
+        result.try_get("", HEAD_ALIAS)?
+    };
     Ok(BeforeImage {
         row: Some(row),
         head: Some(head),

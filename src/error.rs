@@ -188,12 +188,12 @@ pub enum Error {
         /// Each write, as `table: SQL`.
         writes: Vec<String>,
     },
-    /// The `audit_log` table does not exist: the audit migrations have not run (or ran after a
-    /// migration that writes audited rows).
+    /// The `audit_log` table, or on MySQL/MariaDB `audit_chain_head`, does not exist: the
+    /// audit migrations have not run (or ran after a migration that writes audited rows).
     #[error(
-        "the audit_log table does not exist: run sea_orm_audit_migration::migrations() (or \
-         create_schema) before any write to an audited entity, and put them first in your \
-         Migrator ({source})"
+        "the audit_log table (on MySQL also audit_chain_head) does not exist: run \
+         sea_orm_audit_migration::migrations() (or create_schema) before any write to an \
+         audited entity, and put them first in your Migrator ({source})"
     )]
     MissingLogTable {
         /// The database's error.
@@ -312,10 +312,10 @@ impl From<Error> for DbErr {
 }
 
 /// SQLite: `no such table: audit_log`; PostgreSQL: `relation "audit_log" does not exist`;
-/// MySQL: `Table 'db.audit_log' doesn't exist`.
+/// MySQL: `Table 'db.audit_log' doesn't exist` (or `audit_chain_head`).
 fn is_missing_log_table(err: &DbErr) -> bool {
     let text = err.to_string();
-    text.contains("audit_log")
+    (text.contains("audit_log") || text.contains("audit_chain_head"))
         && (text.contains("no such table")
             || text.contains("does not exist")
             || text.contains("doesn't exist"))

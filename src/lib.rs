@@ -66,7 +66,7 @@
 //! | atomicity | [`AtomicExt`] |
 //! | bulk writes | [`bulk`], [`ExecAudited`] (`.exec_audited(db)` on SeaORM's builders) |
 //! | capture report | [`Strict`] |
-//! | tamper evidence | [`verify`], [`chain`] |
+//! | tamper evidence | [`verify`], [`chain`], [`audit_chain_head`] (MySQL/MariaDB) |
 //! | retention | [`prune`], [`Retention`] |
 //! | listeners | [`listen::Tail`], [`listen::JsonLinesSink`] |
 //! | point in time | [`timeline::state_at`], [`timeline::restore`], [`timeline::revert`], [`timeline::deleted`] |
@@ -87,6 +87,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod audit_chain_head;
 pub mod audit_log;
 mod auditable;
 pub mod bulk;

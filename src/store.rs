@@ -5,13 +5,13 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use std::sync::LazyLock;
 
-use sea_orm::sea_query::{Expr, Query, SimpleExpr};
+use sea_orm::sea_query::{Query, SimpleExpr};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, EntityName, IdenStatic, Statement, Value};
 use serde_json::{Map, Value as Json};
 
 use crate::chain::{
     self, Content, POSTGRES_LINK_HASH, UNSEALED, content_digest, entry_hash, head, head_sql,
-    link_prefix, mysql_head_sql, truncate_to_micros,
+    link_prefix, truncate_to_micros,
 };
 use crate::context::AuditContext;
 use crate::error::{Error, Result};
@@ -285,42 +285,16 @@ async fn chain_heads<C: ConnectionTrait>(db: &C, rows: &[Row]) -> Result<Heads> 
     Ok(heads)
 }
 
-/// The chain head of one object, read in the statement that reads the before-image (SQLite,
-/// MySQL; see `capture`).
-pub(crate) fn head_subquery(backend: DbBackend, entity_type: &str, object_id: &str) -> SimpleExpr {
-    if backend != DbBackend::MySql {
-        return chain::head_subquery(backend, entity_type, object_id);
-    }
-    Expr::cust_with_values(
-        format!("({})", mysql_head_sql()),
-        [entity_type, object_id, entity_type, object_id],
-    )
-}
-
 /// The newest hash of one object's chain, read so that it is current (see [`head_sql`] and,
-/// for MySQL, [`mysql_head_sql`]).
+/// for MySQL, [`chain::mysql_head`]).
 async fn current_head<C: ConnectionTrait>(
     db: &C,
     entity_type: &str,
     object_id: &str,
 ) -> Result<Option<String>, DbErr> {
-    let backend = db.get_database_backend();
-    if backend != DbBackend::MySql {
-        return head(db, entity_type, object_id).await;
-    }
-    let statement = Statement::from_sql_and_values(
-        backend,
-        format!("SELECT {} AS hash", mysql_head_sql()),
-        [
-            entity_type.into(),
-            object_id.into(),
-            entity_type.into(),
-            object_id.into(),
-        ],
-    );
-    match db.query_one_raw(statement).await? {
-        Some(row) => row.try_get("", "hash"),
-        None => Ok(None),
+    match db.get_database_backend() {
+        DbBackend::MySql => chain::mysql_head(db, entity_type, object_id).await,
+        _ => head(db, entity_type, object_id).await,
     }
 }
 

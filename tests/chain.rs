@@ -20,7 +20,7 @@ async fn writer_two_has_read_the_head<T>(t: &TestDb, other: &tokio::task::JoinHa
     // Writer 2's locking read of the chain head, running (waiting) on its own connection.
     let waiting = "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST \
                    WHERE DB = DATABASE() AND ID <> CONNECTION_ID() \
-                   AND INFO LIKE '%CASE WHEN EXISTS%'";
+                   AND INFO LIKE '%audit_chain_head%FOR UPDATE%'";
     loop {
         let done = match t.backend() {
             DbBackend::Postgres => other.is_finished(),

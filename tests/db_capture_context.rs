@@ -1249,7 +1249,7 @@ fn run_steps<'a>(
                     match (AuditContext::new().actor(actor).scope(nested).await, ok) {
                         (Ok(()), true) => {}
                         (Err(DbErr::Custom(e)), false) if e == "given up" => {}
-                        // A deadlock (see `run_model`) ends the whole program.
+                        // Any other error ends the whole program.
                         (Err(e), _) => return Err(e),
                         (Ok(()), false) => panic!("a failing closure committed"),
                     }
@@ -1280,8 +1280,9 @@ async fn nested_contexts_attribute_every_write_as_a_model_says() {
 /// one has none (a timeout can strike between a hook and its write, and leave a before-image
 /// behind, which the task's next write of the row replaces); an active-model write in
 /// autocommit after each program names its own context's actor, or nobody, on every backend;
-/// `verify` clean. On MySQL a program may end in a deadlock with another task's, on rows of
-/// its own (README, Guarantees): counted as a rollback, and printed.
+/// `verify` clean. No program deadlocks with another task's, which writes only rows of its own
+/// (on MariaDB, before the chain heads had a table of their own, 6 of 2,400 programs of 25 runs
+/// did).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hooks_attribute_every_write_as_the_same_model_says() {
     run_model(Mode::Hooks).await;
@@ -1317,7 +1318,6 @@ async fn run_model(mode: Mode) {
         }
     }
     let mysql = t.backend() == DbBackend::MySql;
-    let tolerates_deadlocks = mysql && mode == Mode::Hooks;
     let mut handles = Vec::new();
     for task in 0..TASKS {
         let pool = pool.clone();
@@ -1382,12 +1382,6 @@ async fn run_model(mode: Mode) {
                     Ok(()) = cancel_rx => None,
                 };
                 let ended = match (end, result) {
-                    // Hook mode on MySQL: the locking head read can deadlock transactions of
-                    // unrelated objects (README, "What does not hold"); an application retries.
-                    (_, Some(Err(e))) if tolerates_deadlocks && deadlock(&e) => {
-                        discarded.extend(out.into_iter().map(|(title, _)| title));
-                        "deadlock"
-                    }
                     (End::Commit, Some(Ok(()))) => {
                         committed.extend(out);
                         "commit"
@@ -1505,9 +1499,4 @@ async fn run_model(mode: Mode) {
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     pool.close().await.ok();
     t.finish().await;
-}
-
-/// InnoDB chose this transaction as a deadlock's victim (1213).
-fn deadlock(err: &DbErr) -> bool {
-    err.to_string().contains("Deadlock found")
 }

@@ -250,3 +250,106 @@ async fn the_migrated_table_has_the_entity_columns() {
     assert_eq!(found, expected);
     t.finish().await;
 }
+
+/// MySQL/MariaDB: `ChainHeads` fills `audit_chain_head` from an existing log (the newest entry
+/// of each object), then its trigger moves an object's head with every entry inserted, by the
+/// library or by raw SQL; `up` again changes nothing; without the table an audited write fails
+/// with `MissingLogTable`. Elsewhere it creates nothing.
+#[tokio::test]
+async fn chain_heads_follow_every_entry_of_an_existing_log() {
+    use sea_orm::{EntityTrait, IdenStatic, Iterable, QueryOrder};
+    use sea_orm_audit::{Event, audit_chain_head, audit_log};
+    use sea_orm_audit_migration::ChainHeads;
+    let t = TestDb::new().await;
+    let manager = SchemaManager::new(&t.db);
+    assert_eq!(
+        ChainHeads.name(),
+        "m20261201_000001_sea_orm_audit_chain_heads"
+    );
+    let heads_table =
+        t.db.execute_unprepared("SELECT 1 FROM audit_chain_head WHERE 1 = 0")
+            .await;
+    if t.backend() != DbBackend::MySql {
+        assert!(heads_table.is_err(), "{:?}", t.backend());
+        return t.finish().await;
+    }
+    let note = |id: &'static str, message: &'static str| {
+        let db = t.db.clone();
+        async move {
+            Event::new("note")
+                .target_id("doc", id)
+                .message(message)
+                .record(&db)
+                .await
+        }
+    };
+    let raw = |id: &str, hash: &str| {
+        format!(
+            "INSERT INTO audit_log (entity_type, object_id, action, created_at, status, hash) \
+             VALUES ('doc', '{id}', 'raw', NOW(6), 'success', '{hash}')"
+        )
+    };
+    ChainHeads.down(&manager).await.unwrap();
+    // A log written before the migration (by raw SQL here: the library needs the table).
+    for (id, hash) in [("a", "a1"), ("b", "b1"), ("a", "a2")] {
+        t.db.execute_unprepared(&raw(id, hash)).await.unwrap();
+    }
+    // Without the table, a write that reads a head says what to run.
+    let missing = note("a", "3").await;
+    assert!(
+        matches!(&missing, Err(sea_orm::DbErr::Custom(e)) if e.contains("audit_chain_head) does not exist: run")),
+        "{missing:?}"
+    );
+    ChainHeads.up(&manager).await.unwrap();
+    ChainHeads.up(&manager).await.unwrap();
+    let sql = "SELECT column_name AS n FROM information_schema.columns WHERE table_name = \
+               'audit_chain_head' AND table_schema = DATABASE() ORDER BY ordinal_position";
+    let rows =
+        t.db.query_all_raw(Statement::from_string(t.backend(), sql))
+            .await
+            .unwrap();
+    let found: Vec<String> = rows.iter().map(|r| r.try_get("", "n").unwrap()).collect();
+    let expected: Vec<&str> = audit_chain_head::Column::iter()
+        .map(|c| c.as_str())
+        .collect();
+    assert_eq!(found, expected);
+    let triggers = "SELECT COUNT(*) AS n FROM information_schema.triggers WHERE \
+                    trigger_schema = DATABASE() AND event_object_table = 'audit_log'";
+    let row =
+        t.db.query_one_raw(Statement::from_string(t.backend(), triggers))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(
+        row.try_get::<i64>("", "n").unwrap(),
+        1,
+        "one trigger after two ups"
+    );
+    note("a", "3").await.unwrap();
+    note("c", "1").await.unwrap();
+    // Another process's entry, written by raw SQL: its object's head moves too.
+    t.db.execute_unprepared(&raw("b", "b2")).await.unwrap();
+    // Every head is its object's newest entry.
+    let entries = audit_log::Entity::find()
+        .order_by_asc(audit_log::Column::Id)
+        .all(&t.db)
+        .await
+        .unwrap();
+    // The library's entry about `a` links to the head the backfill found.
+    let linked = entries.iter().rfind(|e| e.object_id == "a").unwrap();
+    assert_eq!(linked.prev_hash.as_deref(), Some("a2"));
+    let mut newest = std::collections::BTreeMap::new();
+    for e in entries {
+        newest.insert((e.entity_type, e.object_id), (e.id, e.hash));
+    }
+    let heads: std::collections::BTreeMap<_, _> = audit_chain_head::Entity::find()
+        .all(&t.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| ((h.entity_type, h.object_id), (h.head_id, h.hash)))
+        .collect();
+    assert_eq!(heads, newest);
+    assert_eq!(heads.len(), 3);
+    t.finish().await;
+}

@@ -7,6 +7,7 @@
 //!     vec![
 //!         Box::new(sea_orm_audit_migration::CreateAuditLog),
 //!         Box::new(sea_orm_audit_migration::ByteExactKeys),
+//!         Box::new(sea_orm_audit_migration::ChainHeads),
 //!         // ... your own migrations
 //!     ]
 //! }
@@ -54,7 +55,9 @@ pub async fn drop_audit_log<'c, C>(db: C) -> Result<(), DbErr>
 where
     C: sea_orm_migration::sea_orm::IntoDatabaseExecutor<'c>,
 {
-    SchemaManager::new(db)
+    let manager = SchemaManager::new(db);
+    ChainHeads.down(&manager).await?;
+    manager
         .drop_table(Table::drop().table(AuditLog::Table).if_exists().to_owned())
         .await
 }
@@ -64,7 +67,11 @@ pub const ALLOW_DROP_ENV: &str = "SEA_ORM_AUDIT_ALLOW_DROP";
 
 /// Every migration of this crate, oldest first.
 pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-    vec![Box::new(CreateAuditLog), Box::new(ByteExactKeys)]
+    vec![
+        Box::new(CreateAuditLog),
+        Box::new(ByteExactKeys),
+        Box::new(ChainHeads),
+    ]
 }
 
 /// Creates `audit_log` and its indexes. Its name, tracked in `seaql_migrations`, is stable:
@@ -229,13 +236,27 @@ fn missing_table(err: &DbErr) -> bool {
 /// `SchemaManager::has_index` needs sea-orm-migration's schema-discovery feature on MySQL;
 /// information_schema answers the same question without it.
 async fn mysql_has_index(manager: &SchemaManager<'_>, name: &str) -> Result<bool, DbErr> {
+    let sql = "SELECT COUNT(*) AS n FROM information_schema.statistics \
+               WHERE table_schema = DATABASE() AND table_name = 'audit_log' AND index_name = ?";
+    mysql_counts_some(manager, sql, name).await
+}
+
+/// Whether the trigger exists in the current database (MySQL has no `CREATE TRIGGER IF NOT
+/// EXISTS` before 8.0.29).
+async fn mysql_has_trigger(manager: &SchemaManager<'_>, name: &str) -> Result<bool, DbErr> {
+    let sql = "SELECT COUNT(*) AS n FROM information_schema.triggers \
+               WHERE trigger_schema = DATABASE() AND trigger_name = ?";
+    mysql_counts_some(manager, sql, name).await
+}
+
+/// Whether `sql`, a `COUNT(*) AS n` with one placeholder bound to `name`, counts any row.
+async fn mysql_counts_some(
+    manager: &SchemaManager<'_>,
+    sql: &str,
+    name: &str,
+) -> Result<bool, DbErr> {
     use sea_orm_migration::sea_orm::{ConnectionTrait, Statement};
-    let stmt = Statement::from_sql_and_values(
-        DbBackend::MySql,
-        "SELECT COUNT(*) AS n FROM information_schema.statistics \
-         WHERE table_schema = DATABASE() AND table_name = 'audit_log' AND index_name = ?",
-        [name.into()],
-    );
+    let stmt = Statement::from_sql_and_values(DbBackend::MySql, sql, [name.into()]);
     let row = manager.get_connection().query_one_raw(stmt).await?;
     let n: i64 = match row {
         Some(row) => row.try_get("", "n")?,
@@ -299,5 +320,88 @@ impl MigrationTrait for ByteExactKeys {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         // Back to the character set's default collation, as `CreateAuditLog` left them.
         Self::modify(manager, "").await
+    }
+}
+
+/// MySQL/MariaDB: the table `audit_chain_head`, one row per object with entries holding the id
+/// and hash of its newest entry, filled from the log and then kept by the trigger
+/// `audit_log_chain_head` on every row inserted into `audit_log`. Hook mode locks an object's
+/// row here by its primary key to read its chain head as committed: the locking read of the
+/// newest log entry it replaces also locked the gap before that entry, where the next entry of
+/// the object sorting just before goes, so that object's writers waited for the transaction,
+/// or deadlocked with it. A no-op on PostgreSQL and SQLite. Idempotent. Its `down` drops the
+/// table and the trigger: they hold nothing the log does not. Name:
+/// `m20261201_000001_sea_orm_audit_chain_heads`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChainHeads;
+
+impl MigrationName for ChainHeads {
+    fn name(&self) -> &str {
+        "m20261201_000001_sea_orm_audit_chain_heads"
+    }
+}
+
+/// The head table's name and its trigger's.
+const CHAIN_HEAD_TABLE: &str = "audit_chain_head";
+const CHAIN_HEAD_TRIGGER: &str = "audit_log_chain_head";
+
+/// The new head of an object, `v` its values: an entry with a larger id than the stored head
+/// (concurrent writers outside a transaction can insert in another order than their ids).
+const CHAIN_HEAD_UPSERT: &str = "INSERT INTO `audit_chain_head` (`entity_type`, `object_id`, \
+     `head_id`, `hash`) {v} ON DUPLICATE KEY UPDATE \
+     `hash` = IF(VALUES(`head_id`) > `audit_chain_head`.`head_id`, VALUES(`hash`), \
+     `audit_chain_head`.`hash`), \
+     `head_id` = GREATEST(`audit_chain_head`.`head_id`, VALUES(`head_id`))";
+
+#[async_trait::async_trait]
+impl MigrationTrait for ChainHeads {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use sea_orm_migration::sea_orm::ConnectionTrait;
+        if manager.get_database_backend() != DbBackend::MySql {
+            return Ok(());
+        }
+        let db = manager.get_connection();
+        // Keys compared byte for byte, as the log's (see `ByteExactKeys`).
+        db.execute_unprepared(&format!(
+            "CREATE TABLE IF NOT EXISTS `{CHAIN_HEAD_TABLE}` (\
+             `entity_type` VARCHAR(191) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, \
+             `object_id` VARCHAR(191) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, \
+             `head_id` BIGINT NOT NULL, `hash` VARCHAR(64) NULL, \
+             PRIMARY KEY (`entity_type`, `object_id`)) ENGINE = InnoDB"
+        ))
+        .await?;
+        // The trigger first, then the backfill: an entry written in between is in both, and
+        // the upsert keeps the newer id.
+        if !mysql_has_trigger(manager, CHAIN_HEAD_TRIGGER).await? {
+            db.execute_unprepared(&format!(
+                "CREATE TRIGGER `{CHAIN_HEAD_TRIGGER}` AFTER INSERT ON `audit_log` FOR EACH ROW {}",
+                CHAIN_HEAD_UPSERT.replace(
+                    "{v}",
+                    "VALUES (NEW.`entity_type`, NEW.`object_id`, NEW.`id`, NEW.`hash`)"
+                )
+            ))
+            .await?;
+        }
+        db.execute_unprepared(&CHAIN_HEAD_UPSERT.replace(
+            "{v}",
+            "SELECT a.`entity_type`, a.`object_id`, a.`id`, a.`hash` FROM `audit_log` a \
+             JOIN (SELECT MAX(`id`) AS `id` FROM `audit_log` GROUP BY `entity_type`, \
+             `object_id`) n ON n.`id` = a.`id`",
+        ))
+        .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use sea_orm_migration::sea_orm::ConnectionTrait;
+        if manager.get_database_backend() != DbBackend::MySql {
+            return Ok(());
+        }
+        let db = manager.get_connection();
+        db.execute_unprepared(&format!("DROP TRIGGER IF EXISTS `{CHAIN_HEAD_TRIGGER}`"))
+            .await?;
+        db.execute_unprepared(&format!("DROP TABLE IF EXISTS `{CHAIN_HEAD_TABLE}`"))
+            .await?;
+        Ok(())
     }
 }

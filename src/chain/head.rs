@@ -8,8 +8,9 @@ use sea_orm::{
     QueryFilter, QuerySelect, Statement,
 };
 
-use crate::audit_log;
+use crate::chain::UNSEALED;
 use crate::sql::{Placeholders, quote};
+use crate::{audit_chain_head, audit_log};
 
 /// The newest hash of one object's chain (served by `idx_audit_log_object`); the entity type
 /// and the object id are bound to the next two placeholders of `p`. Written out rather than built: it runs once
@@ -17,20 +18,13 @@ use crate::sql::{Placeholders, quote};
 /// rest of the log write. The literal `LIMIT 1` also keeps SQLite from re-preparing the
 /// statement on every execution (it does for a bound LIMIT it planned with).
 ///
-/// With `FOR UPDATE` on MySQL, whose REPEATABLE READ snapshot could otherwise predate the row
-/// lock just taken: a locking read reads the newest committed row and waits for uncommitted
-/// ones.
+/// MySQL reads the head of one object from its own table instead (see [`mysql_head_sql`]).
 pub(crate) fn head_sql(backend: DbBackend, p: &mut Placeholders) -> String {
     use audit_log::Column as Col;
-    let lock = if backend == DbBackend::MySql {
-        " FOR UPDATE"
-    } else {
-        ""
-    };
     let q = |name: &str| quote(backend, name);
     format!(
         "SELECT {hash} FROM {table} WHERE {entity_type} = {a} AND {object_id} = {b} ORDER BY \
-         {id} DESC LIMIT 1{lock}",
+         {id} DESC LIMIT 1",
         hash = q(Col::Hash.as_str()),
         table = q(audit_log::Entity.table_name()),
         entity_type = q(Col::EntityType.as_str()),
@@ -144,30 +138,93 @@ async fn postgres_heads<C: ConnectionTrait>(
     Ok(out)
 }
 
-/// MySQL's read of one object's chain head, as a scalar expression with the placeholders
-/// entity type, object id, entity type, object id: [`head_sql`]'s locking read, made only when
-/// a plain read finds the object has entries.
-///
-/// InnoDB's locking read of an empty range locks the gap where the range would be, which also
-/// holds the next entry of whichever object sorts just before: every writer of that object
-/// would wait for this transaction (up to `1205 Lock wait timeout exceeded`). An object with
-/// entries is locked within its own range instead. The plain read sees the transaction's
-/// snapshot; for a captured write it runs after the row lock was granted, so it sees the
-/// entries of every earlier writer of the row unless the transaction read before that
-/// writer committed (then the first entries fork, which `verify` reports).
-pub(crate) fn mysql_head_sql() -> String {
-    use audit_log::Column as Col;
-    let backend = DbBackend::MySql;
-    let q = |name: &str| quote(backend, name);
-    let mut p = Placeholders::new(backend);
+/// MySQL: the id of the object's newest entry as `audit_chain_head` holds it in the
+/// transaction's snapshot (a plain read, locking nothing): whether [`mysql_locked_head`] may
+/// run. NULL when the object has no entries. A scalar subquery whose three `?` are, for
+/// `Expr::cust_with_exprs`, the entity type, the object id and a never-NULL column of the
+/// statement's row. Referring to that row makes MariaDB read the head row when it reads the
+/// statement's row, after that row's lock was granted, so in a snapshot that holds the previous
+/// writer's entry. A subquery of constants only is read while MariaDB plans the statement,
+/// before the lock wait: with it, 16 transactions updating an object with no history forked
+/// its chain (`contention_on_an_object_without_history_keeps_one_chain`, on 10.11).
+pub(crate) fn mysql_head_id_sql() -> String {
+    use audit_chain_head::Column as Head;
+    let q = |name: &str| quote(DbBackend::MySql, name);
     format!(
-        "CASE WHEN EXISTS (SELECT 1 FROM {table} WHERE {entity_type} = {a} AND {object_id} = \
-         {b}) THEN ({head}) END",
-        table = q(audit_log::Entity.table_name()),
-        entity_type = q(Col::EntityType.as_str()),
-        a = p.next(),
-        object_id = q(Col::ObjectId.as_str()),
-        b = p.next(),
-        head = head_sql(backend, &mut p),
+        "(SELECT {head_id} FROM {heads} WHERE {entity_type} = ? AND {object_id} = ? AND ? \
+         IS NOT NULL)",
+        head_id = q(Head::HeadId.as_str()),
+        heads = q(audit_chain_head::Entity.table_name()),
+        entity_type = q(Head::EntityType.as_str()),
+        object_id = q(Head::ObjectId.as_str()),
     )
+}
+
+/// MySQL: the head of one object's chain, read so that it is current: a plain read of its
+/// `audit_chain_head` row first, then, when there is one, [`mysql_locked_head`].
+pub(crate) async fn mysql_head<C: ConnectionTrait>(
+    db: &C,
+    entity_type: &str,
+    object_id: &str,
+) -> Result<Option<String>, DbErr> {
+    let found =
+        audit_chain_head::Entity::find_by_id((entity_type.to_owned(), object_id.to_owned()))
+            .select_only()
+            .column(audit_chain_head::Column::HeadId)
+            .into_tuple::<i64>()
+            .one(db)
+            .await?;
+    match found {
+        Some(_) => mysql_locked_head(db, entity_type, object_id).await,
+        None => Ok(None),
+    }
+}
+
+/// MySQL: the head of an object whose `audit_chain_head` row a plain read found, read as
+/// committed, not as the transaction's REPEATABLE READ snapshot (which can predate the
+/// previous writer's entry): its row, locked (`FOR UPDATE`) by its primary key.
+///
+/// Why that table, and why a plain read first. InnoDB's locking read of a range locks the gap
+/// before each record it reads, and of a range it finds empty, the gap where it would be.
+/// Reading the newest log entry of an object that way (as this did before) locked the gap
+/// before it; when the object had one entry, that gap is where the next entry of the object
+/// sorting just before goes, so that object's writers waited for this transaction (1205 after
+/// the lock wait timeout) or deadlocked with it (`tests/hook_exact.rs`,
+/// `mysql_unrelated_writers_never_wait_for_a_chain_head_lock`). A locking read by a unique key
+/// that finds its row locks that row alone; one that finds none locks a gap again, where other
+/// objects' first heads go. So the row is locked only once a plain read has found it (head
+/// rows are never deleted), in a statement of its own: MariaDB reads a table looked up by a
+/// constant key while it plans a statement, with its locks, even in a `CASE` branch that never
+/// runs (seen on 10.11: a gap lock on the head table for an object with no entries, and 16
+/// first updates of new objects deadlocked). The plain read sees the transaction's snapshot;
+/// for a captured write it runs after the row lock was granted, so it sees the entries of every
+/// earlier writer of the row unless the transaction read before that writer committed (then
+/// the object's first entries fork, which `verify` reports).
+///
+/// A head a trigger wrote (database mode) is sealed later, without touching this table: while
+/// it reads [`UNSEALED`] here, the hash is read from the entry itself, locked by its id.
+pub(crate) async fn mysql_locked_head<C: ConnectionTrait>(
+    db: &C,
+    entity_type: &str,
+    object_id: &str,
+) -> Result<Option<String>, DbErr> {
+    let Some(head) =
+        audit_chain_head::Entity::find_by_id((entity_type.to_owned(), object_id.to_owned()))
+            .lock_exclusive()
+            .one(db)
+            .await?
+    else {
+        return Ok(None);
+    };
+    if head.hash.as_deref() != Some(UNSEALED) {
+        return Ok(head.hash);
+    }
+    let sealed: Option<Option<String>> = audit_log::Entity::find_by_id(head.head_id)
+        .select_only()
+        .column(audit_log::Column::Hash)
+        .lock_exclusive()
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(sealed.flatten())
 }

@@ -40,9 +40,8 @@
 //! transaction are not serialized: two concurrent writers of one object can fork its chain,
 //! which `verify` reports as a [`ProblemKind::Fork`], distinct from tampering. Events lock no
 //! row: concurrent events about one object can fork its chain on PostgreSQL even inside
-//! transactions; on MySQL their head read is a `SELECT ... FOR UPDATE`, which serializes them
-//! inside transactions, but InnoDB resolves two of them waiting on each other's gap lock with a
-//! deadlock error (the transaction must be retried; see `tests/concurrency.rs`).
+//! transactions; on MySQL their head read locks the object's row of [`crate::audit_chain_head`]
+//! by its key, which serializes them inside transactions (see `tests/concurrency.rs`).
 
 mod hash;
 mod head;
@@ -52,5 +51,7 @@ pub(crate) use hash::{
     Content, POSTGRES_LINK_HASH, UNSEALED, content_digest, entry_hash, link_prefix,
     truncate_to_micros,
 };
-pub(crate) use head::{head, head_sql, head_subquery, heads, mysql_head_sql};
+pub(crate) use head::{
+    head, head_sql, head_subquery, heads, mysql_head, mysql_head_id_sql, mysql_locked_head,
+};
 pub use verify::{Problem, ProblemKind, Report, verify, verify_object};
