@@ -3,11 +3,12 @@
 //!
 //! Created by `sea-orm-audit-migration` (`ChainHeads`), and kept by a trigger on `audit_log`:
 //! every row inserted into the log, whoever writes it, moves its object's head here. Hook mode
-//! locks this row, found by its primary key, to read the head as committed (see
-//! `store::mysql_head_sql`): a locking read by a unique key that finds its row locks that row
-//! alone, where the locking read of the newest log entry locked the gap before it, which holds
-//! the next entry of the object sorting just before (that object's writers waited, or
-//! deadlocked). PostgreSQL and SQLite have no such table: they need no locking read.
+//! locks this row and the entry it names, found by their primary keys, to read the head as
+//! committed (see `chain::mysql_locked_head`): a locking read by a unique key that finds its
+//! row locks that row alone, where the locking read of the newest log entry by object locked
+//! the gap before it, which holds the next entry of the object sorting just before (that
+//! object's writers waited, or deadlocked). PostgreSQL and SQLite have no such table: they
+//! need no locking read.
 
 use sea_orm::entity::prelude::*;
 
@@ -23,8 +24,8 @@ pub struct Model {
     pub object_id: String,
     /// The id of the object's newest entry in `audit_log`.
     pub head_id: i64,
-    /// That entry's hash as it was written (a trigger's entry is sealed later: then the hash
-    /// is read from the entry itself).
+    /// That entry's hash as it was written. The head read takes the entry's hash as stored
+    /// now (a trigger's entry is sealed later), and this one only once retention pruned it.
     pub hash: Option<String>,
 }
 

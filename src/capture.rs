@@ -53,13 +53,14 @@ struct BeforeImage<M> {
 ///
 /// - **SQLite** has one writer, and a transaction that read a head another connection then
 ///   superseded cannot write any more (`SQLITE_BUSY_SNAPSHOT`).
-/// - **MySQL/MariaDB**: the subquery reads whether the object has a chain head (a plain read
-///   of `audit_chain_head`), and when it has, a second statement reads the head by locking
-///   that row by its key (see [`chain::mysql_locked_head`]), so as committed, not as the
-///   transaction's snapshot. That statement runs after the row lock was granted (checked on
-///   MariaDB 10.11: a second writer waits for the row, then reads the first writer's
-///   committed entry): the previous writer of the object has committed its entry by then.
-///   It locks that one row, so writers of other objects never wait for it. Outside a
+/// - **MySQL/MariaDB**: the subquery reads the id of the object's chain head (a plain read
+///   of `audit_chain_head`, made when the row is read), and when there is one, a second
+///   statement reads the head by locking that entry and the head row by their keys (see
+///   [`chain::mysql_locked_head`]), so as committed, not as the transaction's snapshot. Both
+///   run after the row lock was granted (checked on MariaDB 10.11: a second writer waits for
+///   the row, then reads the first writer's committed entry): the previous writer of the
+///   object has committed its entry by then. They lock those two rows only, so writers of
+///   other objects never wait for them. Outside a
 ///   transaction each statement commits on its own, as before: two concurrent writers of
 ///   one object can fork its chain (reported by `verify`), but cannot deadlock, since no
 ///   statement both reads the head and inserts after it. Reading the head in the log INSERT
@@ -115,7 +116,7 @@ where
     let head: Option<String> = if backend == DbBackend::MySql {
         // The id of the head as the snapshot has it: then its row is locked and read.
         match result.try_get::<Option<i64>>("", HEAD_ALIAS)? {
-            Some(_) => chain::mysql_locked_head(db, entity_type, object_id).await?,
+            Some(id) => chain::mysql_locked_head(db, entity_type, object_id, id).await?,
             None => None,
         }
     } else {

@@ -1055,6 +1055,80 @@ async fn a_lost_answer_leaves_an_autocommit_write_without_an_entry_and_never_an_
     t.finish().await;
 }
 
+/// MariaDB: a bulk update of two objects holds their newest entries (locked by id) from the
+/// moment it read them as heads, so an event about one of them, in a transaction, waits for it
+/// and then chains from the bulk write's entry. The proxy holds the bulk write's log INSERT
+/// back 1.5 s (and counts that it did); the event runs meanwhile. Its head read locks the
+/// head entry, then the head row. Locking the head row alone, the event went through at once
+/// and was logged before the bulk write's entry, both chained from the create (this test
+/// failed); locking the head row first and the entry second, the two deadlocked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mysql_an_event_waits_for_a_bulk_write_that_read_its_head() {
+    use common::proxy::{FaultProxy, upstream_of};
+    use sea_orm::{ColumnTrait, Condition};
+    use sea_orm_audit::bulk;
+    let t = TestDb::new().await;
+    if t.backend() != DbBackend::MySql {
+        return t.finish().await;
+    }
+    let a = new_post("a").insert(&t.db).await.unwrap();
+    let b = new_post("b").insert(&t.db).await.unwrap();
+    let proxy = FaultProxy::start(upstream_of(&t.url)).await;
+    let via_proxy = single_connection(&proxy.url(&t.url)).await;
+    let delayed = proxy.delayed();
+    proxy.delay(Some((
+        "INSERT INTO `audit_log`",
+        Duration::from_millis(1500),
+    )));
+    let ids = [a.id, b.id];
+    let bulk = tokio::spawn(async move {
+        let txn = via_proxy.begin().await?;
+        bulk::update_many::<post::Entity, _>(
+            &txn,
+            Condition::all().add(post::Column::Id.is_in(ids)),
+            post::ActiveModel {
+                body: Set("bulk".into()),
+                ..Default::default()
+            },
+        )
+        .await?;
+        txn.commit().await?;
+        via_proxy.close().await.ok();
+        Ok::<_, DbErr>(())
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy.delayed() == delayed {
+        assert!(
+            Instant::now() < deadline,
+            "the bulk write's log INSERT was never held"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let txn = t.db.begin().await.unwrap();
+    Event::new("note")
+        .target(&a)
+        .message("meanwhile")
+        .record(&txn)
+        .await
+        .unwrap();
+    txn.commit().await.unwrap();
+    bulk.await.unwrap().unwrap();
+    proxy.delay(None);
+    assert_eq!(proxy.delayed(), delayed + 1, "the delay fired once");
+    let history = logs_for_id(&t.db, "posts", &a.id.to_string())
+        .await
+        .unwrap();
+    let actions: Vec<&str> = history.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["note", "update", "create"],
+        "the event after the bulk write"
+    );
+    let report = sea_orm_audit::verify(&t.db).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.first_broken());
+    t.finish().await;
+}
+
 /// MariaDB: a transaction holding audited writes makes no writer of another object wait,
 /// while the writer of the same object still waits for it (its chain stays exact).
 ///

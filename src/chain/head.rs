@@ -1,6 +1,7 @@
 //! Reading the head of an object's chain: the hash the next entry links to.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use sea_orm::sea_query::{Expr, SimpleExpr};
 use sea_orm::{
@@ -8,7 +9,6 @@ use sea_orm::{
     QueryFilter, QuerySelect, Statement,
 };
 
-use crate::chain::UNSEALED;
 use crate::sql::{Placeholders, quote};
 use crate::{audit_chain_head, audit_log};
 
@@ -18,7 +18,7 @@ use crate::{audit_chain_head, audit_log};
 /// rest of the log write. The literal `LIMIT 1` also keeps SQLite from re-preparing the
 /// statement on every execution (it does for a bound LIMIT it planned with).
 ///
-/// MySQL reads the head of one object from its own table instead (see [`mysql_head_sql`]).
+/// MySQL reads the head of one object from its own table instead (see [`mysql_locked_head`]).
 pub(crate) fn head_sql(backend: DbBackend, p: &mut Placeholders) -> String {
     use audit_log::Column as Col;
     let q = |name: &str| quote(backend, name);
@@ -175,14 +175,18 @@ pub(crate) async fn mysql_head<C: ConnectionTrait>(
             .one(db)
             .await?;
     match found {
-        Some(_) => mysql_locked_head(db, entity_type, object_id).await,
+        Some(head_id) => mysql_locked_head(db, entity_type, object_id, head_id).await,
         None => Ok(None),
     }
 }
 
-/// MySQL: the head of an object whose `audit_chain_head` row a plain read found, read as
-/// committed, not as the transaction's REPEATABLE READ snapshot (which can predate the
-/// previous writer's entry): its row, locked (`FOR UPDATE`) by its primary key.
+/// MySQL: the head of an object whose `audit_chain_head` row a plain read found, with the id
+/// of the head entry it named, read as committed, not as the transaction's REPEATABLE READ
+/// snapshot (which can predate the previous writer's entry): that entry and the head row are
+/// locked (`FOR UPDATE`) by their primary keys, in one statement. When the head row names a
+/// newer entry (one committed after the snapshot), that entry's hash is taken from the head
+/// row, which holds it as written: locking that entry too, after the head row, deadlocked
+/// concurrent events about one object (39 of 200 in `tests/concurrency.rs`).
 ///
 /// Why that table, and why a plain read first. InnoDB's locking read of a range locks the gap
 /// before each record it reads, and of a range it finds empty, the gap where it would be.
@@ -201,30 +205,65 @@ pub(crate) async fn mysql_head<C: ConnectionTrait>(
 /// earlier writer of the row unless the transaction read before that writer committed (then
 /// the object's first entries fork, which `verify` reports).
 ///
-/// A head a trigger wrote (database mode) is sealed later, without touching this table: while
-/// it reads [`UNSEALED`] here, the hash is read from the entry itself, locked by its id.
+/// Why the entry, and in that order. Bulk writes lock the newest entries of their objects by
+/// id (see [`heads`]) and move the head rows when they insert their entries (the trigger): an
+/// event about one of those objects must wait for them, or it chains from the head the bulk
+/// write read too. Locking the head row first and the entry second deadlocked with them
+/// (`mysql_an_event_waits_for_a_bulk_write_that_read_its_head`); every writer locks entries
+/// before head rows. The entry's hash is read as stored now: a trigger's entry (database mode)
+/// is sealed later, without touching the head row. When retention pruned the entry, the head
+/// row's hash (the pruned entry's, which the prune's marker lists, so `verify` accepts the next
+/// entry linking to it) is read with the head row locked alone.
 pub(crate) async fn mysql_locked_head<C: ConnectionTrait>(
     db: &C,
     entity_type: &str,
     object_id: &str,
+    head_id: i64,
 ) -> Result<Option<String>, DbErr> {
-    let Some(head) =
-        audit_chain_head::Entity::find_by_id((entity_type.to_owned(), object_id.to_owned()))
-            .lock_exclusive()
-            .one(db)
-            .await?
-    else {
-        return Ok(None);
+    let statement = Statement::from_sql_and_values(
+        DbBackend::MySql,
+        MYSQL_LOCKED_HEAD.as_str(),
+        [head_id.into()],
+    );
+    let Some(row) = db.query_one_raw(statement).await? else {
+        let head =
+            audit_chain_head::Entity::find_by_id((entity_type.to_owned(), object_id.to_owned()))
+                .lock_exclusive()
+                .one(db)
+                .await?;
+        return Ok(head.and_then(|h| h.hash));
     };
-    if head.hash.as_deref() != Some(UNSEALED) {
-        return Ok(head.hash);
+    let now: i64 = row.try_get("", "head_id")?;
+    if now == head_id {
+        return row.try_get("", "hash");
     }
-    let sealed: Option<Option<String>> = audit_log::Entity::find_by_id(head.head_id)
-        .select_only()
-        .column(audit_log::Column::Hash)
-        .lock_exclusive()
-        .into_tuple()
-        .one(db)
-        .await?;
-    Ok(sealed.flatten())
+    // A newer entry, committed after the snapshot: its hash as written, which only a seal
+    // changes (then `UNSEALED` leaves this entry to the seal too).
+    row.try_get("", "head_hash")
 }
+
+/// [`mysql_locked_head`]'s statement; the entry's id is its placeholder. The entry is read
+/// first (a constant key), the head row second (its key taken from the entry): InnoDB locks
+/// them in that order. Written out once, as [`head_sql`] is: it runs once per audited update,
+/// delete and event.
+static MYSQL_LOCKED_HEAD: LazyLock<String> = LazyLock::new(|| {
+    use audit_chain_head::Column as Head;
+    use audit_log::Column as Log;
+    let q = |name: &str| quote(DbBackend::MySql, name);
+    format!(
+        "SELECT a.{hash} AS hash, h.{head_id} AS head_id, h.{head_hash} AS head_hash FROM {log} a \
+         JOIN {heads} h ON \
+         h.{entity_type} = a.{log_entity_type} AND h.{object_id} = a.{log_object_id} \
+         WHERE a.{id} = ? FOR UPDATE",
+        hash = q(Log::Hash.as_str()),
+        head_id = q(Head::HeadId.as_str()),
+        head_hash = q(Head::Hash.as_str()),
+        log = q(audit_log::Entity.table_name()),
+        heads = q(audit_chain_head::Entity.table_name()),
+        entity_type = q(Head::EntityType.as_str()),
+        log_entity_type = q(Log::EntityType.as_str()),
+        object_id = q(Head::ObjectId.as_str()),
+        log_object_id = q(Log::ObjectId.as_str()),
+        id = q(Log::Id.as_str()),
+    )
+});
