@@ -54,19 +54,20 @@ struct BeforeImage<M> {
 /// - **SQLite** has one writer, and a transaction that read a head another connection then
 ///   superseded cannot write any more (`SQLITE_BUSY_SNAPSHOT`).
 /// - **MySQL/MariaDB**: the subquery reads the id of the object's chain head (a plain read
-///   of `audit_chain_head`, made when the row is read), and when there is one, a second
-///   statement reads the head by locking that entry and the head row by their keys (see
-///   [`chain::mysql_locked_head`]), so as committed, not as the transaction's snapshot. Both
-///   run after the row lock was granted (checked on MariaDB 10.11: a second writer waits for
-///   the row, then reads the first writer's committed entry): the previous writer of the
-///   object has committed its entry by then. They lock those two rows only, so writers of
-///   other objects never wait for them. Outside a
-///   transaction each statement commits on its own, as before: two concurrent writers of
-///   one object can fork its chain (reported by `verify`), but cannot deadlock, since no
-///   statement both reads the head and inserts after it. Reading the head in the log INSERT
-///   (as on PostgreSQL) would deadlock exactly there: two such INSERTs both take shared
-///   locks on the head, then each waits for the other's gap lock to insert after it
-///   (BENCHMARKS.md, "MySQL update and delete", records the entries such deadlocks lost).
+///   of `audit_chain_head`, made when the row is read). When there is one, a second statement
+///   reads the head by locking that entry and the head row by their keys (see
+///   [`chain::mysql_locked_head`]); when there is none in the snapshot, the head row is
+///   claimed and read (see [`chain::mysql_claimed_head`]). Either way the head is read as
+///   committed, not as the transaction's snapshot, after the row lock was granted (checked on
+///   MariaDB 10.11: a second writer waits for the row, then reads the first writer's committed
+///   entry): the previous writer of the object has committed its entry by then. Only those
+///   rows are locked, so writers of other objects never wait for them. Outside a transaction
+///   each statement commits on its own, as before: two concurrent writers of one object can
+///   fork its chain (reported by `verify`), but cannot deadlock, since no statement both reads
+///   the head and inserts after it. Reading the head in the log INSERT (as on PostgreSQL)
+///   would deadlock exactly there: two such INSERTs both take shared locks on the head, then
+///   each waits for the other's gap lock to insert after it (BENCHMARKS.md, "MySQL update and
+///   delete", records the entries such deadlocks lost).
 /// - **PostgreSQL**: the subquery would see the statement's snapshot, taken before the wait
 ///   for the row lock, and miss a concurrent writer's entry; the head is read by the log
 ///   INSERT instead (see `store::reads_head_in_insert`).
@@ -114,10 +115,11 @@ where
     };
     let row = E::Model::from_query_result(&result, "")?;
     let head: Option<String> = if backend == DbBackend::MySql {
-        // The id of the head as the snapshot has it: then its row is locked and read.
+        // The id of the head as the snapshot has it: then its row is locked and read. None in
+        // the snapshot: its row is claimed, then read as committed.
         match result.try_get::<Option<i64>>("", HEAD_ALIAS)? {
             Some(id) => chain::mysql_locked_head(db, entity_type, object_id, id).await?,
-            None => None,
+            None => chain::mysql_claimed_head(db, entity_type, object_id).await?,
         }
     } else {
         result.try_get("", HEAD_ALIAS)?

@@ -1055,6 +1055,48 @@ async fn a_lost_answer_leaves_an_autocommit_write_without_an_entry_and_never_an_
     t.finish().await;
 }
 
+/// MariaDB: a transaction whose snapshot predates another writer's first entry about an
+/// object still chains from that entry, for a hook's update of a row with no history and for
+/// an event about a new object. The snapshot shows no `audit_chain_head` row; the row is
+/// claimed by an upsert and read with a lock, so as committed. With the plain read alone the
+/// transaction started a second chain, which `verify` reported as a fork (README, "What does
+/// not hold", until this test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mysql_a_stale_snapshot_still_chains_from_the_head() {
+    let t = TestDb::new().await;
+    if t.backend() != DbBackend::MySql {
+        return t.finish().await;
+    }
+    let id = post_without_history(&t.db, "old row").await;
+    let note = |message: &'static str| Event::new("note").target_id("ticket", "9").message(message);
+    let update = |body: &str| post::ActiveModel {
+        id: Set(id),
+        body: Set(body.to_owned()),
+        ..Default::default()
+    };
+    let txn = t.db.begin().await.unwrap();
+    // A consistent read: the snapshot is taken here.
+    post::Entity::find_by_id(id)
+        .one(&txn)
+        .await
+        .unwrap()
+        .unwrap();
+    // Another connection writes both objects' first entries, and commits.
+    update("first").update(&t.db).await.unwrap();
+    note("first").record(&t.db).await.unwrap();
+    update("second").update(&txn).await.unwrap();
+    note("second").record(&txn).await.unwrap();
+    txn.commit().await.unwrap();
+    for (entity_type, object_id) in [("posts", id.to_string()), ("ticket", "9".to_owned())] {
+        let history = logs_for_id(&t.db, entity_type, &object_id).await.unwrap();
+        assert_eq!(history.len(), 2, "{entity_type} {object_id}");
+    }
+    let report = sea_orm_audit::verify(&t.db).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!(report.checked, 4);
+    t.finish().await;
+}
+
 /// MariaDB: a bulk update of two objects holds their newest entries (locked by id) from the
 /// moment it read them as heads, so an event about one of them, in a transaction, waits for it
 /// and then chains from the bulk write's entry. The proxy holds the bulk write's log INSERT

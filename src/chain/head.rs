@@ -176,9 +176,65 @@ pub(crate) async fn mysql_head<C: ConnectionTrait>(
             .await?;
     match found {
         Some(head_id) => mysql_locked_head(db, entity_type, object_id, head_id).await,
-        None => Ok(None),
+        None => mysql_claimed_head(db, entity_type, object_id).await,
     }
 }
+
+/// MySQL: the head of an object whose `audit_chain_head` row the transaction's snapshot does
+/// not show, read as committed. Its row is claimed by an upsert (`INSERT .. ON DUPLICATE KEY
+/// UPDATE`): it inserts a placeholder (`head_id` 0, no hash) if there is no row, or locks the
+/// row there is, by its primary key either way, so with no gap lock (an insert takes none, and
+/// a duplicate of the primary key is locked as a record). The row, now there and ours, is then
+/// read with a lock, so as committed: the head another transaction committed after our
+/// snapshot is found and chained from (`mysql_a_stale_snapshot_still_chains_from_the_head`),
+/// where the plain read alone started a second chain, which `verify` reported as a fork. The
+/// hash is taken from the head row, which holds it as written (a trigger's entry sealed since
+/// is left to the seal): locking the entry too, after the head row, could deadlock with a bulk
+/// write, which locks entries first (see [`mysql_locked_head`]). A placeholder that no entry
+/// follows (the transaction rolled back, or logged nothing) stays, and means "no head": the
+/// trigger replaces it with the object's first entry.
+pub(crate) async fn mysql_claimed_head<C: ConnectionTrait>(
+    db: &C,
+    entity_type: &str,
+    object_id: &str,
+) -> Result<Option<String>, DbErr> {
+    let claim = Statement::from_sql_and_values(
+        DbBackend::MySql,
+        MYSQL_CLAIM_HEAD.as_str(),
+        [entity_type.into(), object_id.into()],
+    );
+    db.execute_raw(claim).await?;
+    let head = mysql_head_row_locked(db, entity_type, object_id).await?;
+    Ok(head.filter(|h| h.head_id != 0).and_then(|h| h.hash))
+}
+
+/// The object's `audit_chain_head` row, locked; only once the row is known to be there (a
+/// locking read that finds none locks a gap).
+async fn mysql_head_row_locked<C: ConnectionTrait>(
+    db: &C,
+    entity_type: &str,
+    object_id: &str,
+) -> Result<Option<audit_chain_head::Model>, DbErr> {
+    audit_chain_head::Entity::find_by_id((entity_type.to_owned(), object_id.to_owned()))
+        .lock_exclusive()
+        .one(db)
+        .await
+}
+
+/// [`mysql_claimed_head`]'s upsert; the entity type and object id are its placeholders.
+static MYSQL_CLAIM_HEAD: LazyLock<String> = LazyLock::new(|| {
+    use audit_chain_head::Column as Head;
+    let q = |name: &str| quote(DbBackend::MySql, name);
+    format!(
+        "INSERT INTO {heads} ({entity_type}, {object_id}, {head_id}, {hash}) VALUES (?, ?, 0, \
+         NULL) ON DUPLICATE KEY UPDATE {head_id} = {head_id}",
+        heads = q(audit_chain_head::Entity.table_name()),
+        entity_type = q(Head::EntityType.as_str()),
+        object_id = q(Head::ObjectId.as_str()),
+        head_id = q(Head::HeadId.as_str()),
+        hash = q(Head::Hash.as_str()),
+    )
+});
 
 /// MySQL: the head of an object whose `audit_chain_head` row a plain read found, with the id
 /// of the head entry it named, read as committed, not as the transaction's REPEATABLE READ
@@ -200,10 +256,9 @@ pub(crate) async fn mysql_head<C: ConnectionTrait>(
 /// rows are never deleted), in a statement of its own: MariaDB reads a table looked up by a
 /// constant key while it plans a statement, with its locks, even in a `CASE` branch that never
 /// runs (seen on 10.11: a gap lock on the head table for an object with no entries, and 16
-/// first updates of new objects deadlocked). The plain read sees the transaction's snapshot;
-/// for a captured write it runs after the row lock was granted, so it sees the entries of every
-/// earlier writer of the row unless the transaction read before that writer committed (then
-/// the object's first entries fork, which `verify` reports).
+/// first updates of new objects deadlocked). The plain read sees the transaction's snapshot:
+/// when that predates the row, the row is claimed and read as committed instead (see
+/// [`mysql_claimed_head`]); when it predates a newer head, the locked row names it (below).
 ///
 /// Why the entry, and in that order. Bulk writes lock the newest entries of their objects by
 /// id (see [`heads`]) and move the head rows when they insert their entries (the trigger): an
@@ -225,13 +280,14 @@ pub(crate) async fn mysql_locked_head<C: ConnectionTrait>(
         MYSQL_LOCKED_HEAD.as_str(),
         [head_id.into()],
     );
-    let Some(row) = db.query_one_raw(statement).await? else {
-        let head =
-            audit_chain_head::Entity::find_by_id((entity_type.to_owned(), object_id.to_owned()))
-                .lock_exclusive()
-                .one(db)
-                .await?;
-        return Ok(head.and_then(|h| h.hash));
+    let found = if head_id == 0 {
+        None // a placeholder (see `mysql_claimed_head`): no entry to lock
+    } else {
+        db.query_one_raw(statement).await?
+    };
+    let Some(row) = found else {
+        let head = mysql_head_row_locked(db, entity_type, object_id).await?;
+        return Ok(head.filter(|h| h.head_id != 0).and_then(|h| h.hash));
     };
     let now: i64 = row.try_get("", "head_id")?;
     if now == head_id {

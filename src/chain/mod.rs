@@ -52,6 +52,7 @@ pub(crate) use hash::{
     truncate_to_micros,
 };
 pub(crate) use head::{
-    head, head_sql, head_subquery, heads, mysql_head, mysql_head_id_sql, mysql_locked_head,
+    head, head_sql, head_subquery, heads, mysql_claimed_head, mysql_head, mysql_head_id_sql,
+    mysql_locked_head,
 };
 pub use verify::{Problem, ProblemKind, Report, verify, verify_object};
