@@ -55,9 +55,9 @@ struct BeforeImage<M> {
 ///   superseded cannot write any more (`SQLITE_BUSY_SNAPSHOT`).
 /// - **MySQL/MariaDB**: the subquery reads the id of the object's chain head (a plain read
 ///   of `audit_chain_head`, made when the row is read). When there is one, a second statement
-///   reads the head by locking that entry and the head row by their keys (see
-///   [`chain::mysql_locked_head`]); when there is none in the snapshot, the head row is
-///   claimed and read (see [`chain::mysql_claimed_head`]). Either way the head is read as
+///   reads the head by locking that entry and the head row by their keys; when there is none
+///   in the snapshot, the head row is claimed and read (see [`chain::mysql_current_head`]
+///   and the functions it calls). Either way the head is read as
 ///   committed, not as the transaction's snapshot, after the row lock was granted (checked on
 ///   MariaDB 10.11: a second writer waits for the row, then reads the first writer's committed
 ///   entry): the previous writer of the object has committed its entry by then. Only those
@@ -94,15 +94,10 @@ where
         return Ok(BeforeImage { row, head: None });
     }
     let head = if backend == DbBackend::MySql {
-        let key = E::PrimaryKey::iter()
-            .next()
-            .map(|k| k.into_column().into_expr());
-        Expr::cust_with_exprs(
-            chain::mysql_head_id_sql(),
-            [Expr::val(entity_type), Expr::val(object_id)]
-                .into_iter()
-                .chain(key),
-        )
+        let Some(key) = E::PrimaryKey::iter().next() else {
+            return Err(DbErr::Custom(format!("{entity_type}: no primary key")));
+        };
+        chain::mysql_head_id_subquery(entity_type, object_id, key.into_column().into_expr())
     } else {
         chain::head_subquery(backend, entity_type, object_id)
     };
@@ -115,12 +110,9 @@ where
     };
     let row = E::Model::from_query_result(&result, "")?;
     let head: Option<String> = if backend == DbBackend::MySql {
-        // The id of the head as the snapshot has it: then its row is locked and read. None in
-        // the snapshot: its row is claimed, then read as committed.
-        match result.try_get::<Option<i64>>("", HEAD_ALIAS)? {
-            Some(id) => chain::mysql_locked_head(db, entity_type, object_id, id).await?,
-            None => chain::mysql_claimed_head(db, entity_type, object_id).await?,
-        }
+        // The id of the head as the snapshot has it; the head is then read as committed.
+        let snapshot_head_id = result.try_get::<Option<i64>>("", HEAD_ALIAS)?;
+        chain::mysql_current_head(db, entity_type, object_id, snapshot_head_id).await?
     } else {
         result.try_get("", HEAD_ALIAS)?
     };

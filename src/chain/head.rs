@@ -139,29 +139,35 @@ async fn postgres_heads<C: ConnectionTrait>(
 }
 
 /// MySQL: the id of the object's newest entry as `audit_chain_head` holds it in the
-/// transaction's snapshot (a plain read, locking nothing): whether [`mysql_locked_head`] may
-/// run. NULL when the object has no entries. A scalar subquery whose three `?` are, for
-/// `Expr::cust_with_exprs`, the entity type, the object id and a never-NULL column of the
-/// statement's row. Referring to that row makes MariaDB read the head row when it reads the
-/// statement's row, after that row's lock was granted, so in a snapshot that holds the previous
-/// writer's entry. A subquery of constants only is read while MariaDB plans the statement,
-/// before the lock wait: with it, 16 transactions updating an object with no history forked
-/// its chain (`contention_on_an_object_without_history_keeps_one_chain`, on 10.11).
-pub(crate) fn mysql_head_id_sql() -> String {
+/// transaction's snapshot (a plain read, locking nothing), as a scalar subquery for the
+/// statement that reads the before-image; NULL when the snapshot shows no head row. Its value
+/// goes to [`mysql_current_head`]. `row_key` is a never-NULL column of that statement's row:
+/// referring to it makes MariaDB read the head row when it reads the statement's row, after
+/// that row's lock was granted, so in a snapshot that holds the previous writer's entry. A
+/// subquery of constants only is read while MariaDB plans the statement, before the lock
+/// wait: with it, 16 transactions updating an object with no history forked its chain
+/// (`contention_on_an_object_without_history_keeps_one_chain`, on 10.11).
+pub(crate) fn mysql_head_id_subquery(
+    entity_type: &str,
+    object_id: &str,
+    row_key: SimpleExpr,
+) -> SimpleExpr {
     use audit_chain_head::Column as Head;
     let q = |name: &str| quote(DbBackend::MySql, name);
-    format!(
+    // `?` is where `cust_with_exprs` puts each expression, in order, on MySQL.
+    let sql = format!(
         "(SELECT {head_id} FROM {heads} WHERE {entity_type} = ? AND {object_id} = ? AND ? \
          IS NOT NULL)",
         head_id = q(Head::HeadId.as_str()),
         heads = q(audit_chain_head::Entity.table_name()),
         entity_type = q(Head::EntityType.as_str()),
         object_id = q(Head::ObjectId.as_str()),
-    )
+    );
+    Expr::cust_with_exprs(sql, [Expr::val(entity_type), Expr::val(object_id), row_key])
 }
 
 /// MySQL: the head of one object's chain, read so that it is current: a plain read of its
-/// `audit_chain_head` row first, then, when there is one, [`mysql_locked_head`].
+/// `audit_chain_head` row first, then [`mysql_current_head`].
 pub(crate) async fn mysql_head<C: ConnectionTrait>(
     db: &C,
     entity_type: &str,
@@ -174,9 +180,22 @@ pub(crate) async fn mysql_head<C: ConnectionTrait>(
             .into_tuple::<i64>()
             .one(db)
             .await?;
-    match found {
-        Some(head_id) => mysql_locked_head(db, entity_type, object_id, head_id).await,
+    mysql_current_head(db, entity_type, object_id, found).await
+}
+
+/// MySQL: the head of one object's chain as committed, given the id of the head entry the
+/// transaction's snapshot shows in `audit_chain_head` (`None`: no head row in the snapshot).
+pub(crate) async fn mysql_current_head<C: ConnectionTrait>(
+    db: &C,
+    entity_type: &str,
+    object_id: &str,
+    snapshot_head_id: Option<i64>,
+) -> Result<Option<String>, DbErr> {
+    match snapshot_head_id {
         None => mysql_claimed_head(db, entity_type, object_id).await,
+        // A placeholder (see `mysql_claimed_head`): no entry to lock, only the head row.
+        Some(0) => mysql_head_row_hash(db, entity_type, object_id).await,
+        Some(id) => mysql_locked_head(db, entity_type, object_id, id).await,
     }
 }
 
@@ -193,7 +212,7 @@ pub(crate) async fn mysql_head<C: ConnectionTrait>(
 /// write, which locks entries first (see [`mysql_locked_head`]). A placeholder that no entry
 /// follows (the transaction rolled back, or logged nothing) stays, and means "no head": the
 /// trigger replaces it with the object's first entry.
-pub(crate) async fn mysql_claimed_head<C: ConnectionTrait>(
+async fn mysql_claimed_head<C: ConnectionTrait>(
     db: &C,
     entity_type: &str,
     object_id: &str,
@@ -204,21 +223,21 @@ pub(crate) async fn mysql_claimed_head<C: ConnectionTrait>(
         [entity_type.into(), object_id.into()],
     );
     db.execute_raw(claim).await?;
-    let head = mysql_head_row_locked(db, entity_type, object_id).await?;
-    Ok(head.filter(|h| h.head_id != 0).and_then(|h| h.hash))
+    mysql_head_row_hash(db, entity_type, object_id).await
 }
 
-/// The object's `audit_chain_head` row, locked; only once the row is known to be there (a
-/// locking read that finds none locks a gap).
-async fn mysql_head_row_locked<C: ConnectionTrait>(
+/// The hash of the object's `audit_chain_head` row, which is locked; `None` for a placeholder.
+/// Only once the row is known to be there: a locking read that finds none locks a gap.
+async fn mysql_head_row_hash<C: ConnectionTrait>(
     db: &C,
     entity_type: &str,
     object_id: &str,
-) -> Result<Option<audit_chain_head::Model>, DbErr> {
-    audit_chain_head::Entity::find_by_id((entity_type.to_owned(), object_id.to_owned()))
+) -> Result<Option<String>, DbErr> {
+    let head = audit_chain_head::Entity::find_by_id((entity_type.to_owned(), object_id.to_owned()))
         .lock_exclusive()
         .one(db)
-        .await
+        .await?;
+    Ok(head.filter(|h| h.head_id != 0).and_then(|h| h.hash))
 }
 
 /// [`mysql_claimed_head`]'s upsert; the entity type and object id are its placeholders.
@@ -269,7 +288,7 @@ static MYSQL_CLAIM_HEAD: LazyLock<String> = LazyLock::new(|| {
 /// is sealed later, without touching the head row. When retention pruned the entry, the head
 /// row's hash (the pruned entry's, which the prune's marker lists, so `verify` accepts the next
 /// entry linking to it) is read with the head row locked alone.
-pub(crate) async fn mysql_locked_head<C: ConnectionTrait>(
+async fn mysql_locked_head<C: ConnectionTrait>(
     db: &C,
     entity_type: &str,
     object_id: &str,
@@ -280,14 +299,8 @@ pub(crate) async fn mysql_locked_head<C: ConnectionTrait>(
         MYSQL_LOCKED_HEAD.as_str(),
         [head_id.into()],
     );
-    let found = if head_id == 0 {
-        None // a placeholder (see `mysql_claimed_head`): no entry to lock
-    } else {
-        db.query_one_raw(statement).await?
-    };
-    let Some(row) = found else {
-        let head = mysql_head_row_locked(db, entity_type, object_id).await?;
-        return Ok(head.filter(|h| h.head_id != 0).and_then(|h| h.hash));
+    let Some(row) = db.query_one_raw(statement).await? else {
+        return mysql_head_row_hash(db, entity_type, object_id).await;
     };
     let now: i64 = row.try_get("", "head_id")?;
     if now == head_id {

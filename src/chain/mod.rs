@@ -40,8 +40,9 @@
 //! transaction are not serialized: two concurrent writers of one object can fork its chain,
 //! which `verify` reports as a [`ProblemKind::Fork`], distinct from tampering. Events lock no
 //! row: concurrent events about one object can fork its chain on PostgreSQL even inside
-//! transactions; on MySQL their head read locks the object's row of [`crate::audit_chain_head`]
-//! by its key, which serializes them inside transactions (see `tests/concurrency.rs`).
+//! transactions; on MySQL their head read locks the head entry and the object's row of
+//! [`crate::audit_chain_head`] by their keys, which serializes them inside transactions (see
+//! `tests/concurrency.rs`).
 
 mod hash;
 mod head;
@@ -52,7 +53,6 @@ pub(crate) use hash::{
     truncate_to_micros,
 };
 pub(crate) use head::{
-    head, head_sql, head_subquery, heads, mysql_claimed_head, mysql_head, mysql_head_id_sql,
-    mysql_locked_head,
+    head, head_sql, head_subquery, heads, mysql_current_head, mysql_head, mysql_head_id_subquery,
 };
 pub use verify::{Problem, ProblemKind, Report, verify, verify_object};
