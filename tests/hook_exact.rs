@@ -1097,6 +1097,78 @@ async fn mysql_a_stale_snapshot_still_chains_from_the_head() {
     t.finish().await;
 }
 
+/// MariaDB: a head row claimed by a write that then logs nothing stays as a placeholder and
+/// means "no head", outside a transaction and inside one that rolls back: the object's next
+/// entry starts its chain and `verify` is clean. The failing writes are an update to a title
+/// another row holds (the UNIQUE constraint refuses it after the claim) and an update to a
+/// 100,000-character body (hostile; the database refuses it, 1406), each outside a
+/// transaction; then an update in a transaction rolled back. The placeholder read back after the first failure shows the claim
+/// fired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mysql_a_claimed_head_no_entry_follows_means_no_head() {
+    use sea_orm_audit::audit_chain_head;
+    let t = TestDb::new().await;
+    if t.backend() != DbBackend::MySql {
+        return t.finish().await;
+    }
+    new_post("taken").insert(&t.db).await.unwrap();
+    let id = post_without_history(&t.db, "old row").await;
+    let head_row = || async {
+        audit_chain_head::Entity::find_by_id(("posts".to_owned(), id.to_string()))
+            .one(&t.db)
+            .await
+            .unwrap()
+    };
+    assert!(head_row().await.is_none(), "no history yet");
+    let taken = post::ActiveModel {
+        id: Set(id),
+        title: Set("taken".into()),
+        ..Default::default()
+    };
+    let refused = taken.update(&t.db).await;
+    assert!(refused.is_err(), "{refused:?}");
+    let placeholder = head_row().await.expect("the claim left its row");
+    assert_eq!(
+        (placeholder.head_id, placeholder.hash.as_deref()),
+        (0, None)
+    );
+    let update = |body: String| post::ActiveModel {
+        id: Set(id),
+        body: Set(body),
+        ..Default::default()
+    };
+    let huge = update("x".repeat(100_000)).update(&t.db).await;
+    // Refused by the database (1406 Data too long), after the hook's reads.
+    assert!(
+        huge.as_ref()
+            .is_err_and(|e| e.to_string().contains("Data too long")),
+        "{huge:?}"
+    );
+    let txn = t.db.begin().await.unwrap();
+    update("rolled back".into()).update(&txn).await.unwrap();
+    txn.rollback().await.unwrap();
+    assert_eq!(head_row().await, Some(placeholder), "still the placeholder");
+    assert!(
+        logs_for_id(&t.db, "posts", &id.to_string())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    update("first".into()).update(&t.db).await.unwrap();
+    update("second".into()).update(&t.db).await.unwrap();
+    let history = logs_for_id(&t.db, "posts", &id.to_string()).await.unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(
+        head_row().await.unwrap().head_id,
+        history[0].id,
+        "the newest entry"
+    );
+    let report = sea_orm_audit::verify(&t.db).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    t.finish().await;
+}
+
 /// MariaDB: a bulk update of two objects holds their newest entries (locked by id) from the
 /// moment it read them as heads, so an event about one of them, in a transaction, waits for it
 /// and then chains from the bulk write's entry. The proxy holds the bulk write's log INSERT

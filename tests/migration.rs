@@ -257,7 +257,10 @@ async fn the_migrated_table_has_the_entity_columns() {
 /// with `MissingLogTable`. Elsewhere it creates nothing.
 #[tokio::test]
 async fn chain_heads_follow_every_entry_of_an_existing_log() {
-    use sea_orm::{EntityTrait, IdenStatic, Iterable, QueryOrder};
+    use sea_orm::ActiveValue::Set;
+    use sea_orm::{
+        ActiveModelTrait, EntityTrait, IdenStatic, IntoActiveModel, Iterable, QueryOrder,
+    };
     use sea_orm_audit::{Event, audit_chain_head, audit_log};
     use sea_orm_audit_migration::ChainHeads;
     let t = TestDb::new().await;
@@ -294,12 +297,26 @@ async fn chain_heads_follow_every_entry_of_an_existing_log() {
     for (id, hash) in [("a", "a1"), ("b", "b1"), ("a", "a2")] {
         t.db.execute_unprepared(&raw(id, hash)).await.unwrap();
     }
-    // Without the table, a write that reads a head says what to run.
+    // Without the table, a write that reads a head says what to run, and writes nothing: an
+    // event, and a hook's update, which fails before its UPDATE runs (the README's upgrading
+    // note). A create reads no head, and is logged.
+    let is_missing = |r: &Result<(), sea_orm::DbErr>| matches!(r, Err(sea_orm::DbErr::Custom(e)) if e.contains("audit_chain_head) does not exist: run"));
     let missing = note("a", "3").await;
-    assert!(
-        matches!(&missing, Err(sea_orm::DbErr::Custom(e)) if e.contains("audit_chain_head) does not exist: run")),
-        "{missing:?}"
-    );
+    assert!(is_missing(&missing), "{missing:?}");
+    let post = common::new_post("before the migration")
+        .insert(&t.db)
+        .await
+        .unwrap();
+    let mut edit = post.clone().into_active_model();
+    edit.body = Set("edited".into());
+    let missing = edit.update(&t.db).await.map(drop);
+    assert!(is_missing(&missing), "{missing:?}");
+    let stored = common::entities::post::Entity::find_by_id(post.id)
+        .one(&t.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.body, post.body, "the UPDATE never ran");
     ChainHeads.up(&manager).await.unwrap();
     ChainHeads.up(&manager).await.unwrap();
     let sql = "SELECT column_name AS n FROM information_schema.columns WHERE table_name = \
@@ -350,6 +367,6 @@ async fn chain_heads_follow_every_entry_of_an_existing_log() {
         .map(|h| ((h.entity_type, h.object_id), (h.head_id, h.hash)))
         .collect();
     assert_eq!(heads, newest);
-    assert_eq!(heads.len(), 3);
+    assert_eq!(heads.len(), 4, "a, b, c and the post");
     t.finish().await;
 }

@@ -347,8 +347,9 @@ const CHAIN_HEAD_TRIGGER: &str = "audit_log_chain_head";
 
 /// The new head of an object, `v` its values: an entry with a larger id than the stored head
 /// (concurrent writers outside a transaction can insert in another order than their ids).
-/// `VALUES()` is what MariaDB understands; MySQL 8 still accepts it, with a deprecation
-/// warning. The duplicate is on the primary key, so InnoDB locks that record alone: no gap.
+/// `VALUES()` is what MariaDB understands (run here on 10.11); MySQL documents it as
+/// deprecated since 8.0.20, still accepted (not run here). The duplicate is on the primary
+/// key, so InnoDB locks that record alone: no gap.
 const CHAIN_HEAD_UPSERT: &str = "INSERT INTO `audit_chain_head` (`entity_type`, `object_id`, \
      `head_id`, `hash`) {v} ON DUPLICATE KEY UPDATE \
      `hash` = IF(VALUES(`head_id`) > `audit_chain_head`.`head_id`, VALUES(`hash`), \
