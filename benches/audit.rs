@@ -13,7 +13,8 @@
 //! with a serde_json diff); sea-orm-audit's hooks; and database-side capture with the context
 //! `capture_db::transaction` sets, without a context, the trigger alone (its seal timed
 //! apart), and an entity whose seal is deferred, in `capture_db::transaction_unsealed` (its
-//! seal timed apart). Then the bulk operations on 10,000 rows (SeaORM's own, `bulk::*`, SeaORM's own on
+//! seal timed apart), on the shared connection and, on PostgreSQL and MySQL, on a pool of its
+//! own built with `capture_db::carry_context`. Then the bulk operations on 10,000 rows (SeaORM's own, `bulk::*`, SeaORM's own on
 //! the database-mode entity and its seal), history lookups at 1,000,000 log rows, and on
 //! PostgreSQL and MySQL autocommit database-mode writes through a pool that carries the
 //! context (`capture_db::carry_context`) against one that does not (section `pool`).
@@ -98,10 +99,11 @@ async fn main() -> Result<(), DbErr> {
                 deferred.line(
                     "| backend | op | mode | plain µs p50 | hooks µs p50 | db context µs p50 | db \
                      deferred µs p50 / p99 | seal µs per entry | deferred/plain | (deferred + \
-                     seal)/plain | deferred/hooks | deferred/db context |"
+                     seal)/plain | deferred/hooks | deferred/db context | deferred, carry_context \
+                     pool µs p50 / p99 | carry_context/hooks |"
                         .into(),
                 );
-                deferred.line("|---|---|---|---|---|---|---|---|---|---|---|---|".into());
+                deferred.line("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|".into());
             }
             single::single_row_ops(t, &settings, &mut single, &mut database, &mut deferred).await?;
         }

@@ -982,6 +982,225 @@ async fn writes_after_ddl_in_capture_transactions_carry_no_stale_actor() {
     t.finish().await;
 }
 
+/// Every committed context row, whichever connection wrote it (MySQL).
+async fn committed_context_rows(t: &TestDb) -> i64 {
+    let row =
+        t.db.query_one_raw(Statement::from_string(
+            DbBackend::MySql,
+            "SELECT COUNT(*) AS n FROM sea_orm_audit_context",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get::<i64>("", "n").unwrap()
+}
+
+/// Whether `sql` hands a context over: MySQL's context row, PostgreSQL's setting.
+fn hands_over_context(sql: &str) -> bool {
+    sql.contains("sea_orm_audit_context") || sql.contains("set_config")
+}
+
+/// A raw insert of a post titled `title` through `c`, seen by SeaORM's metric callback.
+async fn raw_insert<C: ConnectionTrait>(c: &C, title: &str) -> Result<(), DbErr> {
+    let sql = match c.get_database_backend() {
+        DbBackend::Postgres => "INSERT INTO ctx_posts (title, views) VALUES ($1, 0)",
+        _ => "INSERT INTO ctx_posts (title, views) VALUES (?, 0)",
+    };
+    c.execute_raw(Statement::from_sql_and_values(
+        c.get_database_backend(),
+        sql,
+        [title.into()],
+    ))
+    .await
+    .map(drop)
+}
+
+/// On a pool that carries the context, a top-level `capture_db::transaction` finds the task's
+/// context already in the session of the connection it was given, in the same task: it writes
+/// no context row (MySQL) and sets no setting (PostgreSQL), and its writes still carry the
+/// actor. On a pool that does not, the same transaction hands its context over (the check is
+/// not vacuous). A hook of another context through it, or through a savepoint of it, writes a
+/// row after all, which applies to the rest of the transaction and is gone once it commits;
+/// through a transaction of another connection begun inside it, the hook writes no row there
+/// (nothing would delete it, and that connection's later transactions would read it).
+#[tokio::test]
+async fn a_transaction_on_a_carrying_pool_hands_over_no_context_of_its_own() {
+    let t = setup().await;
+    if !carries(&t) {
+        return t.finish().await;
+    }
+    let mysql = t.backend() == DbBackend::MySql;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let take =
+        |s: &std::sync::Arc<std::sync::Mutex<Vec<String>>>| std::mem::take(&mut *s.lock().unwrap());
+    let mut plain = Database::connect(pool_options(t.url.clone(), 1))
+        .await
+        .unwrap();
+    let mut db = carrying_pool(&t, 2).await;
+    for pool in [&mut plain, &mut db] {
+        let sink = seen.clone();
+        pool.set_metric_callback(move |info| sink.lock().unwrap().push(info.statement.sql.clone()));
+    }
+    let alice = || AuditContext::new().actor("alice");
+
+    // 1 on the plain pool: the context is handed over.
+    alice()
+        .scope(capture_db::transaction_unsealed(&plain, |txn| {
+            Box::pin(raw_insert(txn, "p"))
+        }))
+        .await
+        .unwrap();
+    let statements = take(&seen);
+    assert!(
+        statements.iter().any(|s| hands_over_context(s)),
+        "{statements:?}"
+    );
+    // 2 on the carrying pool: nothing but the write.
+    alice()
+        .scope(capture_db::transaction_unsealed(&db, |txn| {
+            Box::pin(raw_insert(txn, "c"))
+        }))
+        .await
+        .unwrap();
+    let statements = take(&seen);
+    assert_eq!(statements.len(), 1, "{statements:?}");
+    assert!(!hands_over_context(&statements[0]), "{statements:?}");
+
+    // 3: a hook under bob through the transaction, then a raw write: bob's; a savepoint whose
+    // hook runs under carol, then a raw write after it: carol's.
+    alice()
+        .scope(capture_db::transaction(&db, |txn| {
+            Box::pin(async move {
+                let bob = Mode::Database.update(txn, 2, "by bob");
+                AuditContext::new().actor("bob").scope(bob).await?;
+                raw_insert(txn, "after bob").await?;
+                let savepoint = txn.begin().await?;
+                let carol = Mode::Database.update(&savepoint, 2, "by carol");
+                AuditContext::new().actor("carol").scope(carol).await?;
+                savepoint.commit().await?;
+                raw_insert(txn, "after carol").await
+            })
+        }))
+        .await
+        .unwrap();
+    if mysql {
+        assert_eq!(
+            committed_context_rows(&t).await,
+            0,
+            "a hook's row outlived it"
+        );
+    }
+    // 4: a hook under dave through a transaction of the pool's other connection, begun inside
+    // one of alice's; then a raw write through alice's.
+    alice()
+        .scope(capture_db::transaction(&db, |txn| {
+            let pool = db.clone();
+            Box::pin(async move {
+                let other = pool.begin().await?;
+                let dave = Mode::Database.update(&other, 1, "by dave");
+                AuditContext::new().actor("dave").scope(dave).await?;
+                other.commit().await?;
+                raw_insert(txn, "beside dave").await
+            })
+        }))
+        .await
+        .unwrap();
+    if mysql {
+        assert_eq!(
+            committed_context_rows(&t).await,
+            0,
+            "a row left on another connection"
+        );
+    }
+    let entries = entries(&t.db).await;
+    let got: Vec<(String, String, Option<String>)> = entries
+        .into_iter()
+        .map(|e| {
+            let changes = e.changes.unwrap_or_default();
+            let title = changes["new_value"]["title"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            (e.object_id, title, e.actor)
+        })
+        .collect();
+    let expected = |id: &str, title: &str, actor: &str| {
+        (id.to_owned(), title.to_owned(), Some(actor.to_owned()))
+    };
+    assert_eq!(
+        got,
+        vec![
+            expected("1", "p", "alice"),
+            expected("2", "c", "alice"),
+            expected("2", "by bob", "bob"),
+            expected("3", "after bob", "bob"),
+            expected("2", "by carol", "carol"),
+            expected("4", "after carol", "carol"),
+            // The other connection's transaction carries the context of the task that began
+            // it (alice's), as every transaction on a carrying pool does; on PostgreSQL a
+            // database-mode hook sets its own for its write there (a setting local to that
+            // transaction), on MySQL only where the connection has a context row.
+            expected("1", "by dave", if mysql { "alice" } else { "dave" }),
+            expected("5", "beside dave", "alice"),
+        ]
+    );
+    assert!(verify(&t.db).await.unwrap().problems.is_empty());
+    plain.close().await.unwrap();
+    db.close().await.unwrap();
+    t.finish().await;
+}
+
+/// MySQL, on a pool that carries the context: a hook of another context writes a context row
+/// in a `capture_db::transaction` that wrote none, and then the closure creates a table (an
+/// implicit commit, which commits the row too). Whether the closure then fails or succeeds, the
+/// row is deleted: none is left committed, and a later plain transaction on that connection
+/// carries its own task's context, not erin's.
+#[tokio::test]
+async fn a_hooks_row_committed_by_ddl_in_a_carried_transaction_is_deleted() {
+    let t = setup().await;
+    if t.backend() != DbBackend::MySql {
+        return t.finish().await;
+    }
+    let db = carrying_pool(&t, 1).await;
+    raw_insert(&db, "first").await.unwrap();
+    for (ok, title, table) in [(false, "a", "ctx_ddl_ha"), (true, "b", "ctx_ddl_hb")] {
+        let result = AuditContext::new()
+            .actor("alice")
+            .scope(capture_db::transaction(&db, move |txn| {
+                Box::pin(async move {
+                    let erin = Mode::Database.update(txn, 1, title);
+                    AuditContext::new().actor("erin").scope(erin).await?;
+                    insert_then_ddl(txn, title, table, ok).await
+                })
+            }))
+            .await;
+        assert_eq!(result.is_ok(), ok, "{result:?}");
+        assert_eq!(committed_context_rows(&t).await, 0, "left after {title}");
+    }
+    let txn = AuditContext::new()
+        .actor("bob")
+        .scope(db.begin())
+        .await
+        .unwrap();
+    raw_insert(&txn, "later").await.unwrap();
+    txn.commit().await.unwrap();
+    let actors = actors_by_object(&t.db).await;
+    assert_eq!(
+        actors,
+        vec![
+            who("1", None),
+            who("1", Some("erin")),
+            who("2", Some("erin")),
+            who("1", Some("erin")),
+            who("3", Some("erin")),
+            who("4", Some("bob")),
+        ]
+    );
+    drop_tables(&db, &["ctx_ddl_ha", "ctx_ddl_hb"]).await;
+    db.close().await.unwrap();
+    t.finish().await;
+}
+
 /// A `capture_db::transaction` nested in a plain transaction on a pool that carries the
 /// context gives back what was there, the pool's (the session's) context, not its own: a raw
 /// write of the enclosing transaction after it carries the task's actor (none on SQLite, which

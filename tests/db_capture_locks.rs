@@ -210,3 +210,113 @@ async fn database_mode_writers_of_other_objects_never_wait() {
     holder_db.close().await.ok();
     w.finish().await;
 }
+
+/// MySQL: a database-mode hook writing, under a context of its own, through a transaction that
+/// has no context row (a plain `begin()` on a pool that carries the context, or a savepoint of
+/// a `capture_db::transaction` that left its context in the session) locks nothing in the
+/// context table: another connection's `capture_db::transaction`, which writes its context
+/// row there, does not wait for it. The hook used to send an UPDATE of the missing row, which
+/// under REPEATABLE READ locked the gap where every other connection's row goes (here 1205
+/// after the 2 s lock wait timeout), and two such hooks deadlocked (1213) in the seeded model
+/// of `tests/db_capture_context.rs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_without_a_context_row_locks_nothing_of_other_connections() {
+    let w = WorkDb::new().await;
+    if w.backend() != DbBackend::MySql {
+        return w.finish().await;
+    }
+    // A pool that does not carry the context: its `capture_db::transaction` writes its row.
+    let mut plain = sea_orm::ConnectOptions::new(w.url.clone());
+    plain.max_connections(1).sqlx_logging(false);
+    let other = Database::connect(plain).await.unwrap();
+    other
+        .execute_unprepared("SET SESSION innodb_lock_wait_timeout = 2")
+        .await
+        .unwrap();
+    let holder_db = Database::connect(workload::options(&w.url, 1))
+        .await
+        .unwrap();
+    async fn hook_write<C: ConnectionTrait>(c: &C, hold: &str) -> Result<(), DbErr> {
+        let update = db_row::ActiveModel {
+            id: Set(1),
+            val: Set(format!("held-{hold}")),
+        }
+        .update(c);
+        AuditContext::new()
+            .actor("hook")
+            .scope(update)
+            .await
+            .map(drop)
+    }
+    for hold in ["plain", "savepoint"] {
+        let (held_tx, held_rx) = tokio::sync::oneshot::channel::<()>();
+        let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+        let db = holder_db.clone();
+        let holder = tokio::spawn(AuditContext::new().actor("holder").scope(async move {
+            if hold == "plain" {
+                let txn = db.begin().await?;
+                hook_write(&txn, hold).await?;
+                held_tx.send(()).unwrap();
+                release_rx.await.unwrap();
+                return txn.commit().await;
+            }
+            capture_db::transaction(&db, |txn| {
+                Box::pin(async move {
+                    let savepoint = txn.begin().await?;
+                    hook_write(&savepoint, hold).await?;
+                    savepoint.commit().await?;
+                    held_tx.send(()).unwrap();
+                    release_rx.await.unwrap();
+                    Ok::<_, DbErr>(())
+                })
+            })
+            .await
+        }));
+        held_rx.await.unwrap();
+        let result = AuditContext::new()
+            .actor("other")
+            .scope(capture_db::transaction(&other, move |txn| {
+                Box::pin(async move {
+                    db_row::ActiveModel {
+                        id: Set(2),
+                        val: Set(format!("other-{hold}")),
+                    }
+                    .update(txn)
+                    .await
+                    .map(drop)
+                })
+            }))
+            .await;
+        release_tx.send(()).unwrap();
+        holder.await.unwrap().unwrap();
+        result.unwrap_or_else(|e| panic!("while the holder's {hold} hook was open: {e}"));
+    }
+    capture_db::seal(&w.db).await.unwrap();
+    let report = sea_orm_audit::verify(&w.db).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    let entries = audit_log::Entity::find()
+        .filter(audit_log::Column::EntityType.eq("conc_db_rows"))
+        .filter(audit_log::Column::Action.eq("update"))
+        .all(&w.db)
+        .await
+        .unwrap();
+    let got: Vec<(String, Option<String>)> = entries
+        .into_iter()
+        .map(|e| (e.object_id, e.actor))
+        .collect();
+    let who = |id: &str, actor: &str| (id.to_owned(), Some(actor.to_owned()));
+    // Through the plain transaction the session's context (the task's that began it); through
+    // the savepoint the hook's, as a row written for it.
+    assert_eq!(
+        got,
+        vec![
+            who("1", "holder"),
+            who("2", "other"),
+            who("1", "hook"),
+            who("2", "other")
+        ]
+    );
+    other.close().await.ok();
+    holder_db.close().await.ok();
+    w.finish().await;
+}

@@ -39,9 +39,13 @@ pub(crate) enum Variant {
     /// Database mode with `seal = "deferred"`: active-model writes inside
     /// `capture_db::transaction_unsealed` under an `AuditContext`, the seal timed apart.
     DbDeferred,
+    /// `DbDeferred` through a pool of its own built with `capture_db::carry_context` (its
+    /// callback sets the context on every acquire, and the transaction then hands none over).
+    /// PostgreSQL and MySQL.
+    DbCarried,
 }
 
-pub(crate) const VARIANTS: [Variant; 7] = [
+pub(crate) const VARIANTS: [Variant; 8] = [
     Variant::Plain,
     Variant::Baseline,
     Variant::Audited,
@@ -49,6 +53,7 @@ pub(crate) const VARIANTS: [Variant; 7] = [
     Variant::DbBare,
     Variant::DbTrigger,
     Variant::DbDeferred,
+    Variant::DbCarried,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -127,6 +132,8 @@ struct Rows {
     captured: Vec<i32>,
     /// One row per operation of the deferred-seal entity.
     deferred: Vec<i32>,
+    /// And one for `DbCarried`.
+    carried: Vec<i32>,
 }
 
 async fn seed_rows(db: &DatabaseConnection, n: usize) -> Result<Rows, DbErr> {
@@ -150,12 +157,14 @@ async fn seed_rows(db: &DatabaseConnection, n: usize) -> Result<Rows, DbErr> {
     }
     let captured_ids = seed_captured(db, 3 * n).await?;
     let deferred_ids = seed_db_mode(db, n, deferred::Column::Id, deferred_new).await?;
+    let carried_ids = seed_db_mode(db, n, deferred::Column::Id, deferred_new).await?;
     // Plain and baseline share the plain table; each gets its own rows.
     Ok(Rows {
         plain: plain_ids,
         audited: audited_ids,
         captured: captured_ids,
         deferred: deferred_ids,
+        carried: carried_ids,
     })
 }
 
@@ -290,10 +299,10 @@ async fn run_op(
         }
         (_, Variant::DbContext | Variant::DbBare) => captured_op(txn, op, i, id, true).await?,
         (_, Variant::DbTrigger) => captured_op(txn, op, i, id, false).await?,
-        (Op::Insert, Variant::DbDeferred) => {
+        (Op::Insert, Variant::DbDeferred | Variant::DbCarried) => {
             deferred_new(i).insert(txn).await?;
         }
-        (Op::Update, Variant::DbDeferred) => {
+        (Op::Update, Variant::DbDeferred | Variant::DbCarried) => {
             deferred::ActiveModel {
                 id: Set(id),
                 views: Set(i as i32 + 1),
@@ -302,7 +311,7 @@ async fn run_op(
             .update(txn)
             .await?;
         }
-        (Op::Delete, Variant::DbDeferred) => {
+        (Op::Delete, Variant::DbDeferred | Variant::DbCarried) => {
             deferred::ActiveModel {
                 id: Set(id),
                 ..Default::default()
@@ -372,6 +381,7 @@ fn row_for(rows: &Rows, op: Op, variant: Variant, i: usize) -> i32 {
         Variant::DbBare => rows.captured[3 * i + 1],
         Variant::DbTrigger => rows.captured[3 * i + 2],
         Variant::DbDeferred => rows.deferred[i],
+        Variant::DbCarried => rows.carried[i],
     }
 }
 
@@ -397,7 +407,7 @@ async fn own_tx(
                 Box::pin(async move { run_op(txn, op, v, i, id).await })
             }))
             .await?;
-    } else if v == Variant::DbDeferred {
+    } else if matches!(v, Variant::DbDeferred | Variant::DbCarried) {
         context()
             .scope(capture_db::transaction_unsealed(db, move |txn| {
                 Box::pin(async move { run_op(txn, op, v, i, id).await })
@@ -425,7 +435,7 @@ async fn one_tx(
                 Box::pin(timed_ops(txn, op, v, first, ids))
             }))
             .await
-    } else if v == Variant::DbDeferred {
+    } else if matches!(v, Variant::DbDeferred | Variant::DbCarried) {
         context()
             .scope(capture_db::transaction_unsealed(db, move |txn| {
                 Box::pin(timed_ops(txn, op, v, first, ids))
@@ -465,7 +475,18 @@ pub(crate) async fn single_row_ops(
     let db = &t.db;
     let backend = db.get_database_backend();
     let seals = backend != DbBackend::Postgres;
-    let count = VARIANTS.len();
+    let carrying = carrying_pool(t).await?;
+    // The variants this backend runs (`DbCarried` needs a pool that carries the context), and
+    // the pool each runs on.
+    let variants: Vec<Variant> = VARIANTS
+        .into_iter()
+        .filter(|&v| v != Variant::DbCarried || carrying.is_some())
+        .collect();
+    let pool = |v: Variant| match (&carrying, v) {
+        (Some(carrying), Variant::DbCarried) => carrying,
+        _ => db,
+    };
+    let count = variants.len();
     for (mode, label) in [(false, "own tx"), (true, "1000/tx")] {
         let n = if mode {
             1_000 * settings.batch_rounds()
@@ -480,8 +501,8 @@ pub(crate) async fn single_row_ops(
             };
             let mut samples: BTreeMap<&str, Samples> = BTreeMap::new();
             // Warm up each variant (statement caches, pages).
-            for v in VARIANTS {
-                let txn = db.begin().await?;
+            for &v in &variants {
+                let txn = pool(v).begin().await?;
                 run_op(&txn, Op::Insert, v, 0, 0).await?;
                 txn.rollback().await?;
             }
@@ -493,12 +514,12 @@ pub(crate) async fn single_row_ops(
             if mode {
                 for round in 0..settings.batch_rounds() {
                     for k in 0..count {
-                        let v = VARIANTS[(round + k) % count];
+                        let v = variants[(round + k) % count];
                         let first = round * 1_000;
                         let ids = (first..first + 1_000)
                             .map(|i| row_for(&rows, op, v, i))
                             .collect();
-                        for d in one_tx(db, op, v, first, ids).await? {
+                        for d in one_tx(pool(v), op, v, first, ids).await? {
                             samples.entry(name(v)).or_default().push(d);
                         }
                         if v == Variant::DbTrigger {
@@ -509,9 +530,12 @@ pub(crate) async fn single_row_ops(
                             let start = Instant::now();
                             capture_db::seal(db).await?;
                             deferred_seal.push(start.elapsed() / 1_000);
-                        } else if v == Variant::DbBare && backend == DbBackend::MySql {
-                            // MySQL seals outside transactions only: the hooks' entries wait
-                            // for a seal like the trigger's, untimed here.
+                        } else if v == Variant::DbCarried
+                            || (v == Variant::DbBare && backend == DbBackend::MySql)
+                        {
+                            // The carried variant's entries wait for a seal like the deferred
+                            // one's, and on MySQL, which seals outside transactions only, the
+                            // hooks' like the trigger's: untimed here.
                             capture_db::seal(db).await?;
                         }
                     }
@@ -519,8 +543,8 @@ pub(crate) async fn single_row_ops(
             } else {
                 for i in 0..n {
                     for k in 0..count {
-                        let v = VARIANTS[(i + k) % count];
-                        let d = own_tx(db, op, v, i, row_for(&rows, op, v, i)).await?;
+                        let v = variants[(i + k) % count];
+                        let d = own_tx(pool(v), op, v, i, row_for(&rows, op, v, i)).await?;
                         samples.entry(name(v)).or_default().push(d);
                         if v == Variant::DbTrigger {
                             let start = Instant::now();
@@ -530,7 +554,9 @@ pub(crate) async fn single_row_ops(
                             let start = Instant::now();
                             capture_db::seal(db).await?;
                             deferred_seal.push(start.elapsed());
-                        } else if v == Variant::DbBare && backend == DbBackend::MySql {
+                        } else if v == Variant::DbCarried
+                            || (v == Variant::DbBare && backend == DbBackend::MySql)
+                        {
                             capture_db::seal(db).await?;
                         }
                     }
@@ -585,8 +611,16 @@ pub(crate) async fn single_row_ops(
                 ratio(c.median(), a.median()),
             ));
             let d = &samples["db deferred"];
+            let (carried_us, carried_ratio) = match samples.get("db carried") {
+                Some(cd) => (
+                    format!("{} / {}", us(cd.median()), us(cd.p99())),
+                    ratio(cd.median(), a.median()),
+                ),
+                None => ("-".to_owned(), "-".to_owned()),
+            };
             deferred_report.line(format!(
-                "| {} | {:?} | {label} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} |",
+                "| {} | {:?} | {label} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} | \
+                 {carried_us} | {carried_ratio} |",
                 t.name,
                 op,
                 us(p.median()),
@@ -605,6 +639,19 @@ pub(crate) async fn single_row_ops(
     Ok(())
 }
 
+/// A pool of one connection to the target's server built with `capture_db::carry_context`
+/// (none for SQLite, which cannot carry a context in a session).
+async fn carrying_pool(t: &Target) -> Result<Option<DatabaseConnection>, DbErr> {
+    #[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
+    if let Some(url) = &t.url {
+        let mut options = super::backends::options(url);
+        capture_db::carry_context(&mut options);
+        return sea_orm::Database::connect(options).await.map(Some);
+    }
+    let _ = t;
+    Ok(None)
+}
+
 fn name(v: Variant) -> &'static str {
     match v {
         Variant::Plain => "plain",
@@ -614,5 +661,6 @@ fn name(v: Variant) -> &'static str {
         Variant::DbBare => "db no context",
         Variant::DbTrigger => "db trigger",
         Variant::DbDeferred => "db deferred",
+        Variant::DbCarried => "db carried",
     }
 }

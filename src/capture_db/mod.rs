@@ -526,8 +526,22 @@ where
 {
     // Refused before anything begins.
     let context = current_context().map_err(DbErr::from)?;
-    let txn = db.begin().await?;
+    let given = Carried::default();
+    let txn = CARRIED.scope(given.clone(), db.begin()).await?;
     let backend = txn.get_database_backend();
+    // Top level on a pool that carries the context (`carry_context`): the callback that gave
+    // this transaction its connection, in this task, has just set this very context in its
+    // session, where the triggers read it (PostgreSQL's setting; MySQL's user variables, read
+    // where the connection has no context row). Nothing to write then, and nothing to delete:
+    // two statements fewer on MySQL, one on PostgreSQL.
+    let session = match (is_transaction::<D>(), given.take()) {
+        (false, Some((carried, token))) if carried == context => match backend {
+            DbBackend::Postgres => Some(None),
+            DbBackend::MySql => token.map(Some),
+            _ => None,
+        },
+        _ => None,
+    };
     // What to put back when this one ends. Nested (begun on a transaction: a savepoint of its
     // connection), the context in effect there, which this one's replaces until then;
     // top-level on SQLite and MySQL, no row: the context row must never be committed.
@@ -536,31 +550,59 @@ where
             Ok(before) => Some(before),
             Err(e) => return finish(txn, Err(e.into())).await,
         }
-    } else if backend == DbBackend::Postgres {
+    } else if backend == DbBackend::Postgres || session.is_some() {
         None
     } else {
         Some(InEffect::Row(None))
     };
-    if let Err(e) = set_context(&txn, true, context.clone()).await {
+    if session.is_none()
+        && let Err(e) = set_context(&txn, true, context.clone()).await
+    {
         return finish(txn, Err(e.into())).await;
     }
+    // MySQL, the session's context: a hook of another context writes a row after all (see
+    // `before_write`), which this one then deletes as it would its own.
+    let own_row = session.flatten().map(|token| SessionRow {
+        token,
+        written: Arc::new(AtomicBool::new(false)),
+    });
     // Another context set inside an enclosing `transaction` (this one may be its savepoint)
     // can outlive this one there.
-    let mut flags = OPENED
+    let (mut flags, mut session_rows) = OPENED
         .try_with(|o| {
             if o.context != context {
                 o.clear();
             }
-            o.flags.clone()
+            (o.flags.clone(), o.session_rows.clone())
         })
         .unwrap_or_default();
     flags.push(Arc::new(AtomicBool::new(true)));
+    session_rows.extend(own_row.clone());
     let opened = Opened {
         handle: handle_of(&txn),
         context,
         flags,
+        session_rows,
+        in_session: own_row.is_some(),
     };
-    let result = match OPENED.scope(opened, f(&txn)).await {
+    let outcome = OPENED.scope(opened, f(&txn)).await;
+    // A hook's row, if one was written and is still there (rolled back with a savepoint, it
+    // is not; a DELETE of a missing row would lock the gap where other connections' rows go,
+    // until the commit), goes as this one's own would.
+    let restore = match (restore, own_row) {
+        (None, Some(row)) if row.written.load(Ordering::Relaxed) => {
+            match mysql::context_row_state(&txn, &[]).await {
+                Ok((true, _)) => Some(InEffect::Row(None)),
+                Ok((false, _)) => None,
+                Err(e) if outcome.is_ok() => return finish(txn, Err(e.into())).await,
+                // The closure failed: the rollback takes the row back, unless a statement that
+                // commits implicitly committed it; then the DELETE is tried blind.
+                Err(_) => Some(InEffect::Row(None)),
+            }
+        }
+        (restore, _) => restore,
+    };
+    let result = match outcome {
         Ok(value) => async {
             // Nested, the enclosing transaction's later writes, raw SQL included, carry its
             // context again. (A rollback to the savepoint gives it back by itself, unless
@@ -772,6 +814,67 @@ struct Opened {
     /// savepoint, a nested `transaction`) can stay in effect in this transaction, so it
     /// clears every flag.
     flags: Vec<Arc<AtomicBool>>,
+    /// MySQL: the enclosing [`transaction`]s (this one included) that left their context in
+    /// the session and wrote no row.
+    session_rows: Vec<SessionRow>,
+    /// Whether this one is among them (its row is the last).
+    in_session: bool,
+}
+
+/// A MySQL [`transaction`] whose context is the session's: the token `carry_context` gave its
+/// connection, and whether a hook may have written a context row there since, which it must
+/// then delete before its commit.
+#[derive(Clone)]
+struct SessionRow {
+    token: i64,
+    written: Arc<AtomicBool>,
+}
+
+tokio::task_local! {
+    /// While [`transaction`] begins one, what `carry_context`'s callbacks set on the
+    /// connection they gave out in this task.
+    static CARRIED: Carried;
+}
+
+/// The context a `carry_context` callback set in the session of the connection it gave out,
+/// and on MySQL the token it set with it (`@sea_orm_audit_token`, unique in this process),
+/// which tells that connection from others in SQL.
+#[derive(Clone, Default)]
+struct Carried(Arc<std::sync::Mutex<Option<Given>>>);
+
+/// What a `carry_context` callback set: the context, and MySQL's token.
+type Given = (Context, Option<i64>);
+
+impl Carried {
+    /// Forgets what was set on an earlier connection, when a callback starts: one whose
+    /// statement failed notes nothing, and the pool discards its connection. A note is made
+    /// only once the statement succeeded, and nothing runs after the callback before sqlx
+    /// hands the connection out (its ping and sea-orm's run before it), so a note names the
+    /// connection the transaction got.
+    #[cfg_attr(
+        not(any(feature = "sqlx-postgres", feature = "sqlx-mysql")),
+        allow(dead_code)
+    )]
+    fn reset(&self) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = None;
+        }
+    }
+
+    /// Notes what a callback set, once the statement setting it succeeded.
+    #[cfg_attr(
+        not(any(feature = "sqlx-postgres", feature = "sqlx-mysql")),
+        allow(dead_code)
+    )]
+    fn note(&self, context: Context, token: Option<i64>) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some((context, token));
+        }
+    }
+
+    fn take(&self) -> Option<Given> {
+        self.0.lock().ok().and_then(|mut slot| slot.take())
+    }
 }
 
 impl Opened {
@@ -878,11 +981,65 @@ async fn set_context<C: ConnectionTrait>(db: &C, begins: bool, ctx: Context) -> 
             };
             if backend == DbBackend::Sqlite {
                 sqlite::set_context(db, row).await
-            } else {
+            } else if begins {
                 mysql::set_context(db, row).await
+            } else {
+                replace_mysql_context(db, row).await
             }
         }
         other => Err(not_supported(other).into()),
+    }
+}
+
+/// MySQL, a hook's context (`row`, a `Replace`). Through the [`transaction`] that wrote its
+/// context row, it replaces that row. Through the one that left its context in the session
+/// instead (`SessionRow`), whose connection has no row to replace, it writes one by an upsert
+/// that runs only on a connection holding that one's token, and the transaction deletes it
+/// before its commit. Through any other handle (a savepoint, a transaction begun by hand, of
+/// this connection or another), it first reads, without locking, whether the connection has a
+/// row and whether it holds the token of a transaction around it: it replaces the row if there
+/// is one, writes one if the connection is such a transaction's, and otherwise writes nothing
+/// (a row nothing would delete would outlive the transaction). Never an UPDATE of a missing
+/// row: under REPEATABLE READ it locks the gap where the row would go, and every other
+/// connection's context row inserted there waits; two such connections deadlocked (1213, one
+/// seeded model run in ten on MariaDB).
+async fn replace_mysql_context<C: ConnectionTrait>(db: &C, row: ContextRow) -> Result<(), DbErr> {
+    let ContextRow::Replace(actor, tool, data) = row else {
+        return mysql::set_context(db, row).await;
+    };
+    let (through_it, in_session, rows) = OPENED
+        .try_with(|o| {
+            (
+                o.handle == handle_of(db),
+                o.in_session,
+                o.session_rows.clone(),
+            )
+        })
+        .unwrap_or_default();
+    let claim = |rows: &[SessionRow]| {
+        for r in rows {
+            // Before the statement: cancelled in flight, it may still have run.
+            r.written.store(true, Ordering::Relaxed);
+        }
+        let tokens = rows.iter().map(|r| r.token).collect();
+        ContextRow::Claim(actor.clone(), tool.clone(), data.clone(), tokens)
+    };
+    if through_it {
+        let row = match rows.last() {
+            Some(own) if in_session => claim(std::slice::from_ref(own)),
+            // That transaction wrote its row when it began.
+            _ => ContextRow::Replace(actor, tool, data),
+        };
+        return mysql::set_context(db, row).await;
+    }
+    let tokens: Vec<i64> = rows.iter().map(|r| r.token).collect();
+    let (has_row, ours) = mysql::context_row_state(db, &tokens).await?;
+    if has_row {
+        mysql::set_context(db, ContextRow::Replace(actor, tool, data)).await
+    } else if ours {
+        mysql::set_context(db, claim(&rows)).await
+    } else {
+        Ok(())
     }
 }
 
@@ -1019,6 +1176,9 @@ pub(crate) enum ContextRow {
     /// A hook inside such a transaction: the current context replaces the row's, if the row
     /// exists (it exists only inside `transaction`, which deletes it before committing).
     Replace(Option<String>, Option<String>, Option<String>),
+    /// A hook inside a `transaction` that left its context in the session (MySQL): the row is
+    /// written, or replaced, on a connection whose `carry_context` token is one of these.
+    Claim(Option<String>, Option<String>, Option<String>, Vec<i64>),
     /// End: the row goes before the commit.
     End,
 }

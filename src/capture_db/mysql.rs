@@ -7,7 +7,9 @@
 //! misses 'a' -> 'A'. The context is a row of `sea_orm_audit_context` keyed by the
 //! connection's id, which [`transaction`](super::transaction) writes inside its transaction and
 //! deletes before committing: never committed, so no other transaction ever reads it, and the
-//! trigger reads only its own connection's row.
+//! trigger reads only its own connection's row. Where the connection has none, the trigger
+//! reads the session variables `carry_context` sets on every acquire; a `transaction` on such a
+//! pool, whose context they already hold, writes no row (see `pool::carry_context`).
 
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, EntityName, IdenStatic, Statement};
 use serde_json::Value as Json;
@@ -529,6 +531,42 @@ pub(super) fn context_row_sql() -> String {
     )
 }
 
+/// Whether this connection has a context row, read without a lock (the row is only ever its
+/// own transaction's), and whether its `carry_context` token is one of `tokens`.
+pub(super) async fn context_row_state<C: ConnectionTrait>(
+    db: &C,
+    tokens: &[i64],
+) -> Result<(bool, bool), DbErr> {
+    let ours = if tokens.is_empty() {
+        "FALSE".to_owned()
+    } else {
+        format!(
+            "@{SESSION_VARIABLE}_token IN ({})",
+            vec!["?"; tokens.len()].join(", ")
+        )
+    };
+    let sql = format!(
+        "SELECT EXISTS (SELECT 1 FROM {} WHERE connection = CONNECTION_ID()) AS has_row, \
+         COALESCE({ours}, FALSE) AS ours",
+        q(CONTEXT_TABLE)
+    );
+    let values = tokens.iter().map(|&t| sea_orm::Value::from(t));
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::MySql,
+            sql,
+            values,
+        ))
+        .await?;
+    let flag = |column: &str| -> Result<bool, DbErr> {
+        match &row {
+            Some(r) => Ok(r.try_get::<i64>("", column)? != 0),
+            None => Ok(false),
+        }
+    };
+    Ok((flag("has_row")?, flag("ours")?))
+}
+
 pub(super) async fn set_context<C: ConnectionTrait>(db: &C, row: ContextRow) -> Result<(), DbErr> {
     let table = q(CONTEXT_TABLE);
     let statement = match row {
@@ -547,6 +585,22 @@ pub(super) async fn set_context<C: ConnectionTrait>(db: &C, row: ContextRow) -> 
             ),
             [actor.into(), tool.into(), data.into()],
         ),
+        ContextRow::Claim(actor, tool, data, tokens) => {
+            let marks = vec!["?"; tokens.len()].join(", ");
+            let mut values: Vec<sea_orm::Value> = vec![actor.into(), tool.into(), data.into()];
+            values.extend(tokens.into_iter().map(sea_orm::Value::from));
+            Statement::from_sql_and_values(
+                DbBackend::MySql,
+                format!(
+                    "INSERT INTO {table} (connection, actor, tool, data) \
+                     SELECT CONNECTION_ID(), ?, ?, ? FROM DUAL \
+                     WHERE @{SESSION_VARIABLE}_token IN ({marks}) \
+                     ON DUPLICATE KEY UPDATE actor = VALUES(actor), tool = VALUES(tool), \
+                     data = VALUES(data)"
+                ),
+                values,
+            )
+        }
         ContextRow::End => Statement::from_string(
             DbBackend::MySql,
             format!("DELETE FROM {table} WHERE connection = CONNECTION_ID()"),

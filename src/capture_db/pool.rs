@@ -22,6 +22,19 @@ fn acquiring_context() -> super::Context {
     super::current_context().ok().flatten()
 }
 
+/// Where to note what the callback set, if `capture_db::transaction` is beginning a
+/// transaction in this task (which then need not hand the same context over again), with what
+/// an earlier connection got forgotten.
+#[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
+fn mark() -> Option<super::Carried> {
+    super::CARRIED
+        .try_with(|carried| {
+            carried.reset();
+            carried.clone()
+        })
+        .ok()
+}
+
 /// Makes the pool built from `options` hand the current [`AuditContext`](crate::AuditContext) to the capture
 /// triggers on every connection it gives out, so that writes of database-mode entities made
 /// outside [`transaction`](super::transaction) (autocommit active-model writes,
@@ -45,7 +58,13 @@ fn acquiring_context() -> super::Context {
 ///
 /// A transaction carries the context of the task that began it, wherever it is used later;
 /// on PostgreSQL the hooks of a database-mode entity replace it with their own task's for
-/// their write.
+/// their write. A top-level [`transaction`](super::transaction) begun on such a pool finds its
+/// context already set by the callback that gave it its connection, in its task, and hands
+/// none over itself: no context row to write and delete on MySQL (two statements), no setting
+/// on PostgreSQL (one). Should a hook of another context write through it, or through a
+/// savepoint of it, a context row is written after all (on MySQL only on a connection holding
+/// the token the callback set with the context, `@sea_orm_audit_token`), and deleted before
+/// the commit.
 #[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
 pub fn carry_context(options: &mut ConnectOptions) -> &mut ConnectOptions {
     #[cfg(feature = "sqlx-postgres")]
@@ -61,8 +80,8 @@ mod postgres {
     use sea_orm::sqlx::{self, PgConnection};
 
     use super::super::postgres::CONTEXT_SETTING;
-    use super::super::postgres_context;
-    use super::acquiring_context;
+    use super::super::{Carried, Context, postgres_context};
+    use super::{acquiring_context, mark};
 
     async fn set(conn: &mut PgConnection, text: String) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT pg_catalog.set_config($1, $2, false)")
@@ -73,15 +92,27 @@ mod postgres {
             .map(|_| ())
     }
 
+    /// Sets `context` (the acquiring task's) on `conn`, and notes it where `mark` says.
+    async fn carry(
+        conn: &mut PgConnection,
+        (context, mark): (Context, Option<Carried>),
+    ) -> Result<(), sqlx::Error> {
+        set(conn, postgres_context(context.clone())).await?;
+        if let Some(mark) = mark {
+            mark.note(context, None);
+        }
+        Ok(())
+    }
+
     pub(super) fn attach(options: &mut ConnectOptions) {
         options.map_sqlx_postgres_before_acquire(|conn, _| {
-            let text = postgres_context(acquiring_context());
-            Box::pin(async move { set(conn, text).await.map(|()| true) })
+            let given = (acquiring_context(), mark());
+            Box::pin(async move { carry(conn, given).await.map(|()| true) })
         });
         options.map_sqlx_postgres_pool_opts(|pool| {
             pool.after_connect(|conn, _| {
-                let text = postgres_context(acquiring_context());
-                Box::pin(set(conn, text))
+                let given = (acquiring_context(), mark());
+                Box::pin(carry(conn, given))
             })
         });
     }
@@ -89,42 +120,52 @@ mod postgres {
 
 #[cfg(feature = "sqlx-mysql")]
 mod mysql {
+    use std::sync::atomic::{AtomicI64, Ordering};
+
     use sea_orm::ConnectOptions;
     use sea_orm::sqlx::{self, MySqlConnection};
 
     use super::super::mysql::SESSION_VARIABLE;
-    use super::acquiring_context;
+    use super::super::{Carried, Context};
+    use super::{acquiring_context, mark};
 
-    async fn set(
+    /// The last token given to a connection: each acquire gets a new one, so that no two
+    /// connections of this process hold the same at once.
+    static TOKENS: AtomicI64 = AtomicI64::new(0);
+
+    /// Sets `context` (the acquiring task's) and a new token in `conn`'s session, and notes
+    /// both where `mark` says.
+    async fn carry(
         conn: &mut MySqlConnection,
-        (actor, tool, data): (Option<String>, Option<String>, Option<String>),
+        (context, mark): (Context, Option<Carried>),
     ) -> Result<(), sqlx::Error> {
+        let token = TOKENS.fetch_add(1, Ordering::Relaxed) + 1;
+        let (actor, tool, data) = context.clone().unwrap_or_default();
         let v = SESSION_VARIABLE;
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SET @{v}_actor = ?, @{v}_tool = ?, @{v}_data = ?"
+            "SET @{v}_actor = ?, @{v}_tool = ?, @{v}_data = ?, @{v}_token = ?"
         )))
         .bind(actor)
         .bind(tool)
-        .bind(data)
+        .bind(data.map(|d| d.to_string()))
+        .bind(token)
         .execute(conn)
-        .await
-        .map(|_| ())
-    }
-
-    fn parts() -> (Option<String>, Option<String>, Option<String>) {
-        let (actor, tool, data) = acquiring_context().unwrap_or_default();
-        (actor, tool, data.map(|d| d.to_string()))
+        .await?;
+        if let Some(mark) = mark {
+            mark.note(context, Some(token));
+        }
+        Ok(())
     }
 
     pub(super) fn attach(options: &mut ConnectOptions) {
         options.map_sqlx_mysql_before_acquire(|conn, _| {
-            let parts = parts();
-            Box::pin(async move { set(conn, parts).await.map(|()| true) })
+            let given = (acquiring_context(), mark());
+            Box::pin(async move { carry(conn, given).await.map(|()| true) })
         });
         options.map_sqlx_mysql_pool_opts(|pool| {
             pool.after_connect(|conn, _| {
-                let parts = parts();
-                Box::pin(set(conn, parts))
+                let given = (acquiring_context(), mark());
+                Box::pin(carry(conn, given))
             })
         });
     }
