@@ -1201,6 +1201,108 @@ async fn a_hooks_row_committed_by_ddl_in_a_carried_transaction_is_deleted() {
     t.finish().await;
 }
 
+/// MySQL, on a pool that carries the context: a context row left committed for a connection
+/// is never read again. Here the fault is made as it happens: in a `capture_db::transaction`
+/// a hook under erin writes the row, the closure's DDL commits it, and the transaction's
+/// future is then dropped (a timeout) before it deletes the row (counted: the row is there
+/// afterwards). Every acquire sets a new token and the row names an earlier one, so the
+/// connection's later writes carry their own task's actor, never erin's: a
+/// `capture_db::transaction` (which writes no row of its own on such a pool), a plain
+/// transaction and an autocommit write (before tokens, MariaDB's trigger read the row inside
+/// both transactions).
+#[tokio::test]
+async fn a_context_row_left_committed_is_never_read_on_a_carrying_pool() {
+    let t = setup().await;
+    if t.backend() != DbBackend::MySql {
+        return t.finish().await;
+    }
+    let db = carrying_pool(&t, 1).await;
+    raw_insert(&db, "first").await.unwrap();
+    let (_never_tx, never) = tokio::sync::oneshot::channel::<()>();
+    let cancelled = AuditContext::new()
+        .actor("alice")
+        .scope(tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            capture_db::transaction(&db, move |txn| {
+                Box::pin(async move {
+                    let erin = Mode::Database.update(txn, 1, "by erin");
+                    AuditContext::new().actor("erin").scope(erin).await?;
+                    insert_then_ddl(txn, "after ddl", "ctx_ddl_left", true).await?;
+                    let _ = never.await;
+                    Ok::<_, DbErr>(())
+                })
+            }),
+        ));
+    assert!(cancelled.await.is_err(), "the timeout dropped it");
+    assert_eq!(committed_context_rows(&t).await, 1, "the row was left");
+    let alice = AuditContext::new()
+        .actor("alice")
+        .scope(capture_db::transaction(&db, |txn| {
+            Box::pin(raw_insert(txn, "alice's"))
+        }));
+    alice.await.unwrap();
+    let carol = async {
+        let txn = db.begin().await?;
+        raw_insert(&txn, "carol's").await?;
+        txn.commit().await
+    };
+    AuditContext::new()
+        .actor("carol")
+        .scope(carol)
+        .await
+        .unwrap();
+    AuditContext::new()
+        .actor("bob")
+        .scope(raw_insert(&db, "bob's"))
+        .await
+        .unwrap();
+    let actors = actors_by_object(&t.db).await;
+    assert_eq!(
+        actors,
+        vec![
+            who("1", None),
+            who("1", Some("erin")),
+            who("2", Some("erin")),
+            who("3", Some("alice")),
+            who("4", Some("carol")),
+            who("5", Some("bob")),
+        ]
+    );
+    drop_tables(&db, &["ctx_ddl_left"]).await;
+    db.close().await.unwrap();
+    t.finish().await;
+}
+
+/// MySQL: a context table created by a version before its `token` column makes
+/// `capture_db::transaction` fail with an error that says what to run, and nothing is written;
+/// `install` adds the column, after which it works.
+#[tokio::test]
+async fn a_context_table_from_an_earlier_version_asks_for_install() {
+    let t = setup().await;
+    if t.backend() != DbBackend::MySql {
+        return t.finish().await;
+    }
+    t.db.execute_unprepared("ALTER TABLE sea_orm_audit_context DROP COLUMN token")
+        .await
+        .unwrap();
+    let write = || {
+        AuditContext::new()
+            .actor("alice")
+            .scope(capture_db::transaction(&t.db, |txn| {
+                Box::pin(raw_insert(txn, "a"))
+            }))
+    };
+    let err = write().await.unwrap_err().to_string();
+    assert!(err.contains("run capture_db::install again"), "{err}");
+    assert!(entries(&t.db).await.is_empty(), "nothing written");
+    capture_db::install::<ctx_post::Model, _>(&t.db)
+        .await
+        .unwrap();
+    write().await.unwrap();
+    assert_eq!(actors_by_object(&t.db).await, vec![who("1", Some("alice"))]);
+    t.finish().await;
+}
+
 /// A `capture_db::transaction` nested in a plain transaction on a pool that carries the
 /// context gives back what was there, the pool's (the session's) context, not its own: a raw
 /// write of the enclosing transaction after it carries the task's actor (none on SQLite, which

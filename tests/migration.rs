@@ -136,10 +136,15 @@ async fn byte_exact_keys_migrates_an_existing_log() {
     t.finish().await;
 }
 
-/// `down` refuses to drop a log that holds entries; the explicit call drops it.
+/// `down` refuses to drop a log that holds entries; the explicit call drops it. Rolling back
+/// every migration stops before undoing anything: on MySQL the later migrations' `down`
+/// (chain heads, byte-exact keys) refuse first, where they used to run and leave a log that
+/// refused every hook-mode write (its chain heads gone) under keys compared
+/// case-insensitively again; the log is then written and verifies as before.
 #[tokio::test]
 async fn down_keeps_a_non_empty_history() {
-    use sea_orm_audit::Event;
+    use sea_orm_audit::{Event, logs_for_id, verify};
+    use sea_orm_audit_migration::ByteExactKeys;
     let t = TestDb::new().await;
     Event::new("kept")
         .target_id("doc", "1")
@@ -147,13 +152,38 @@ async fn down_keeps_a_non_empty_history() {
         .await
         .unwrap();
     if std::env::var(sea_orm_audit_migration::ALLOW_DROP_ENV).is_err() {
+        let mysql = t.backend() == DbBackend::MySql;
         let err = Migrator::down(&t.db, None).await.unwrap_err().to_string();
-        assert!(err.contains("refusing to drop the audit history"), "{err}");
+        let refusal = if mysql {
+            "refusing to undo m20261201_000001_sea_orm_audit_chain_heads"
+        } else {
+            "refusing to drop the audit history"
+        };
+        assert!(err.contains(refusal), "{err}");
         assert!(
             err.contains(sea_orm_audit_migration::ALLOW_DROP_ENV),
             "{err}"
         );
         assert!(has_table(&t).await);
+        if mysql {
+            let manager = SchemaManager::new(&t.db);
+            let err = ByteExactKeys.down(&manager).await.unwrap_err().to_string();
+            assert!(
+                err.contains("refusing to undo m20261130_000001_sea_orm_audit_byte_exact_keys"),
+                "{err}"
+            );
+        }
+        for id in ["1", "D", "d"] {
+            Event::new("after")
+                .target_id("doc", id)
+                .record(&t.db)
+                .await
+                .unwrap();
+        }
+        assert_eq!(logs_for_id(&t.db, "doc", "1").await.unwrap().len(), 2);
+        assert_eq!(logs_for_id(&t.db, "doc", "d").await.unwrap().len(), 1);
+        let report = verify(&t.db).await.unwrap();
+        assert!(report.is_ok(), "{report:?}");
     }
     sea_orm_audit_migration::drop_audit_log(&t.db)
         .await

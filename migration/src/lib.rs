@@ -56,7 +56,7 @@ where
     C: sea_orm_migration::sea_orm::IntoDatabaseExecutor<'c>,
 {
     let manager = SchemaManager::new(db);
-    ChainHeads.down(&manager).await?;
+    drop_chain_heads(&manager).await?;
     manager
         .drop_table(Table::drop().table(AuditLog::Table).if_exists().to_owned())
         .await
@@ -191,8 +191,7 @@ impl MigrationTrait for CreateAuditLog {
 
     /// Drops the table only when it holds no entry, or when `SEA_ORM_AUDIT_ALLOW_DROP=1`.
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let allowed = std::env::var(ALLOW_DROP_ENV).is_ok_and(|v| v == "1");
-        if !allowed && holds_entries(manager).await? {
+        if !drop_allowed() && holds_entries(manager).await? {
             return Err(DbErr::Migration(format!(
                 "sea-orm-audit: audit_log holds entries; refusing to drop the audit history. \
                  Set {ALLOW_DROP_ENV}=1 for this run, or call \
@@ -203,6 +202,35 @@ impl MigrationTrait for CreateAuditLog {
             .drop_table(Table::drop().table(AuditLog::Table).if_exists().to_owned())
             .await
     }
+}
+
+/// Whether `SEA_ORM_AUDIT_ALLOW_DROP=1` is set for this run.
+fn drop_allowed() -> bool {
+    std::env::var(ALLOW_DROP_ENV).is_ok_and(|v| v == "1")
+}
+
+/// The `down` of a later migration on MySQL, under a log that holds entries: refused, unless
+/// `SEA_ORM_AUDIT_ALLOW_DROP=1`. Rolling back every migration runs the later ones' `down`
+/// first, and `CreateAuditLog`'s then refuses to drop the history: without this the log was
+/// left in place with its keys compared case-insensitively again (history of `Key` and `key`
+/// merged) and, without its chain heads, refusing every hook-mode write.
+async fn refuse_under_entries(
+    manager: &SchemaManager<'_>,
+    migration: &str,
+    why: &str,
+) -> Result<(), DbErr> {
+    if manager.get_database_backend() != DbBackend::MySql
+        || drop_allowed()
+        || !holds_entries(manager).await?
+    {
+        return Ok(());
+    }
+    Err(DbErr::Migration(format!(
+        "sea-orm-audit: audit_log holds entries; refusing to undo {migration}: {why}. \
+         Set {ALLOW_DROP_ENV}=1 for this run to undo it anyway (going back to a version \
+         of sea-orm-audit without it), or call sea_orm_audit_migration::drop_audit_log to \
+         drop the log"
+    )))
 }
 
 /// Whether `audit_log` exists and holds at least one row.
@@ -269,7 +297,8 @@ async fn mysql_counts_some(
 /// default collations are case- and accent-insensitive: with them `object_id = 'key'` also
 /// matched `Key` and `KEY`, and `'cafe'` matched `'café'`, so objects shared one history and
 /// chain. The columns get `utf8mb4_bin`; their indexes are rebuilt by the `ALTER` and still
-/// serve every lookup. A no-op on PostgreSQL and SQLite, which compare bytes already. Name:
+/// serve every lookup. A no-op on PostgreSQL and SQLite, which compare bytes already. Its
+/// `down` is refused while the log holds entries unless `SEA_ORM_AUDIT_ALLOW_DROP=1`. Name:
 /// `m20261130_000001_sea_orm_audit_byte_exact_keys`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ByteExactKeys;
@@ -317,7 +346,15 @@ impl MigrationTrait for ByteExactKeys {
         Self::modify(manager, " COLLATE utf8mb4_bin").await
     }
 
+    /// Refused under a log that holds entries (see `refuse_under_entries`).
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        refuse_under_entries(
+            manager,
+            self.name(),
+            "its keys would compare case- and accent-insensitively again, merging the \
+             histories of objects such as `key` and `Key`",
+        )
+        .await?;
         // Back to the character set's default collation, as `CreateAuditLog` left them.
         Self::modify(manager, "").await
     }
@@ -330,7 +367,8 @@ impl MigrationTrait for ByteExactKeys {
 /// newest log entry it replaces also locked the gap before that entry, where the next entry of
 /// the object sorting just before goes, so that object's writers waited for the transaction,
 /// or deadlocked with it. A no-op on PostgreSQL and SQLite. Idempotent. Its `down` drops the
-/// table and the trigger: they hold nothing the log does not. Name:
+/// table and the trigger (they hold nothing the log does not), and is refused while the log
+/// holds entries unless `SEA_ORM_AUDIT_ALLOW_DROP=1`. Name:
 /// `m20261201_000001_sea_orm_audit_chain_heads`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ChainHeads;
@@ -395,16 +433,29 @@ impl MigrationTrait for ChainHeads {
         Ok(())
     }
 
+    /// Refused under a log that holds entries (see `refuse_under_entries`).
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        use sea_orm_migration::sea_orm::ConnectionTrait;
-        if manager.get_database_backend() != DbBackend::MySql {
-            return Ok(());
-        }
-        let db = manager.get_connection();
-        db.execute_unprepared(&format!("DROP TRIGGER IF EXISTS `{CHAIN_HEAD_TRIGGER}`"))
-            .await?;
-        db.execute_unprepared(&format!("DROP TABLE IF EXISTS `{CHAIN_HEAD_TABLE}`"))
-            .await?;
-        Ok(())
+        refuse_under_entries(
+            manager,
+            self.name(),
+            "this version of sea-orm-audit writes entries on MySQL only with the chain heads \
+             it keeps",
+        )
+        .await?;
+        drop_chain_heads(manager).await
     }
+}
+
+/// MySQL: drops the head table and its trigger (nothing elsewhere).
+async fn drop_chain_heads(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
+    use sea_orm_migration::sea_orm::ConnectionTrait;
+    if manager.get_database_backend() != DbBackend::MySql {
+        return Ok(());
+    }
+    let db = manager.get_connection();
+    db.execute_unprepared(&format!("DROP TRIGGER IF EXISTS `{CHAIN_HEAD_TRIGGER}`"))
+        .await?;
+    db.execute_unprepared(&format!("DROP TABLE IF EXISTS `{CHAIN_HEAD_TABLE}`"))
+        .await?;
+    Ok(())
 }

@@ -594,7 +594,13 @@ where
             match mysql::context_row_state(&txn, &[]).await {
                 Ok((true, _)) => Some(InEffect::Row(None)),
                 Ok((false, _)) => None,
-                Err(e) if outcome.is_ok() => return finish(txn, Err(e.into())).await,
+                Err(e) if outcome.is_ok() => {
+                    // Rolled back, unless a statement that commits implicitly committed it:
+                    // then it goes, if the connection still answers (a row left names an
+                    // earlier acquire's token, and is never read again: `mysql`).
+                    mysql::set_context(&txn, ContextRow::End).await.ok();
+                    return finish(txn, Err(e.into())).await;
+                }
                 // The closure failed: the rollback takes the row back, unless a statement that
                 // commits implicitly committed it; then the DELETE is tried blind.
                 Err(_) => Some(InEffect::Row(None)),
@@ -1064,7 +1070,10 @@ async fn in_effect<C: ConnectionTrait>(db: &C) -> Result<InEffect, DbErr> {
 /// SQLite's and MySQL's context row of this connection, read by `sql`.
 async fn context_row<C: ConnectionTrait>(db: &C, sql: String) -> Result<InEffect, DbErr> {
     let statement = Statement::from_string(db.get_database_backend(), sql);
-    let row = db.query_one_raw(statement).await?;
+    let row = db
+        .query_one_raw(statement)
+        .await
+        .map_err(mysql::installed_before)?;
     let Some(r) = row else {
         return Ok(InEffect::Row(None));
     };

@@ -27,6 +27,30 @@ const CONTEXT_TABLE: &str = "sea_orm_audit_context";
 /// The prefix of the session variables (`@sea_orm_audit_actor`, `_tool`, `_data`) that
 /// `pool::carry_context` sets on each pooled connection when it is acquired.
 pub(super) const SESSION_VARIABLE: &str = "sea_orm_audit";
+/// The condition under which a context row is this session's: its connection, and the token
+/// `pool::carry_context` set in the session when the row was written (NULL on a connection it
+/// never touched). A row left committed (a closure's DDL committed it and its future was then
+/// dropped before the DELETE, or the process died there) names an earlier acquire's token: on
+/// a pool that carries the context every acquire sets a new one, so the row is never read
+/// again, and the next row written for the connection replaces it.
+fn this_sessions_row() -> String {
+    format!("connection = CONNECTION_ID() AND token <=> @{SESSION_VARIABLE}_token")
+}
+
+/// An error of a statement on the context table, made clear where the table was created by a
+/// version before its `token` column: `install` adds it.
+pub(super) fn installed_before(e: DbErr) -> DbErr {
+    if e.to_string().contains("Unknown column 'token'") {
+        DbErr::Custom(format!(
+            "sea-orm-audit: {CONTEXT_TABLE} was created by an earlier version (it has no \
+             `token` column): run capture_db::install again for each MySQL table in database \
+             mode (capture_db::check reports them)"
+        ))
+    } else {
+        e
+    }
+}
+
 /// Marks the registry comment in the insert trigger's body (kept by `information_schema`).
 const REGISTRY: &str = "/* sea_orm_audit registry: ";
 /// What `seal` looks up.
@@ -222,11 +246,12 @@ fn triggers_sql(spec: &Spec, server: Server) -> Result<[String; 3], Error> {
     let found = var("found");
     let read = format!(
         "SELECT COUNT(*), MAX(actor), MAX(tool), MAX(data) INTO {found}, {}, {}, {} \
-         FROM {} WHERE connection = CONNECTION_ID();",
+         FROM {} WHERE {};",
         var("actor"),
         var("tool"),
         var("data"),
-        q(CONTEXT_TABLE)
+        q(CONTEXT_TABLE),
+        this_sessions_row()
     );
     // MariaDB: read only inside an explicit transaction. A context row exists only between
     // `capture_db::transaction`'s BEGIN and its COMMIT, never committed, so a statement
@@ -441,11 +466,27 @@ pub(super) async fn install<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<(
         db,
         &format!(
             "CREATE TABLE IF NOT EXISTS {} (connection BIGINT UNSIGNED PRIMARY KEY, \
-             actor VARCHAR(191), tool VARCHAR(191), data LONGTEXT)",
+             actor VARCHAR(191), tool VARCHAR(191), data LONGTEXT, token BIGINT)",
             q(CONTEXT_TABLE)
         ),
     )
     .await?;
+    // A table created by an earlier version has no token column (MySQL has no `ADD COLUMN
+    // IF NOT EXISTS`).
+    let has_token = exists(
+        db,
+        "SELECT 1 AS found FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() \
+         AND TABLE_NAME = ? AND COLUMN_NAME = 'token'",
+        vec![CONTEXT_TABLE.to_owned()],
+    )
+    .await?;
+    if !has_token {
+        run(
+            db,
+            &format!("ALTER TABLE {} ADD COLUMN token BIGINT", q(CONTEXT_TABLE)),
+        )
+        .await?;
+    }
     let log = audit_log::Entity.table_name();
     let indexed = exists(
         db,
@@ -526,8 +567,9 @@ pub(super) async fn check<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<Vec
 /// Reads this connection's context row, if it has one (see `super::context_row`).
 pub(super) fn context_row_sql() -> String {
     format!(
-        "SELECT actor, tool, data FROM {} WHERE connection = CONNECTION_ID()",
-        q(CONTEXT_TABLE)
+        "SELECT actor, tool, data FROM {} WHERE {}",
+        q(CONTEXT_TABLE),
+        this_sessions_row()
     )
 }
 
@@ -546,9 +588,10 @@ pub(super) async fn context_row_state<C: ConnectionTrait>(
         )
     };
     let sql = format!(
-        "SELECT EXISTS (SELECT 1 FROM {} WHERE connection = CONNECTION_ID()) AS has_row, \
+        "SELECT EXISTS (SELECT 1 FROM {} WHERE {}) AS has_row, \
          COALESCE({ours}, FALSE) AS ours",
-        q(CONTEXT_TABLE)
+        q(CONTEXT_TABLE),
+        this_sessions_row()
     );
     let values = tokens.iter().map(|&t| sea_orm::Value::from(t));
     let row = db
@@ -557,7 +600,8 @@ pub(super) async fn context_row_state<C: ConnectionTrait>(
             sql,
             values,
         ))
-        .await?;
+        .await
+        .map_err(installed_before)?;
     let flag = |column: &str| -> Result<bool, DbErr> {
         match &row {
             Some(r) => Ok(r.try_get::<i64>("", column)? != 0),
@@ -567,21 +611,26 @@ pub(super) async fn context_row_state<C: ConnectionTrait>(
     Ok((flag("has_row")?, flag("ours")?))
 }
 
+/// Writes, replaces or deletes this connection's context row. A row written carries the
+/// session's token (see `this_sessions_row`); a replacement touches only such a row; the
+/// DELETE takes any row of the connection, a left one included.
 pub(super) async fn set_context<C: ConnectionTrait>(db: &C, row: ContextRow) -> Result<(), DbErr> {
     let table = q(CONTEXT_TABLE);
+    let token = format!("@{SESSION_VARIABLE}_token");
     let statement = match row {
         ContextRow::Begin(actor, tool, data) => Statement::from_sql_and_values(
             DbBackend::MySql,
             format!(
-                "REPLACE INTO {table} (connection, actor, tool, data) \
-                 VALUES (CONNECTION_ID(), ?, ?, ?)"
+                "REPLACE INTO {table} (connection, actor, tool, data, token) \
+                 VALUES (CONNECTION_ID(), ?, ?, ?, {token})"
             ),
             [actor.into(), tool.into(), data.into()],
         ),
         ContextRow::Replace(actor, tool, data) => Statement::from_sql_and_values(
             DbBackend::MySql,
             format!(
-                "UPDATE {table} SET actor = ?, tool = ?, data = ? WHERE connection = CONNECTION_ID()"
+                "UPDATE {table} SET actor = ?, tool = ?, data = ? WHERE {}",
+                this_sessions_row()
             ),
             [actor.into(), tool.into(), data.into()],
         ),
@@ -592,11 +641,11 @@ pub(super) async fn set_context<C: ConnectionTrait>(db: &C, row: ContextRow) -> 
             Statement::from_sql_and_values(
                 DbBackend::MySql,
                 format!(
-                    "INSERT INTO {table} (connection, actor, tool, data) \
-                     SELECT CONNECTION_ID(), ?, ?, ? FROM DUAL \
-                     WHERE @{SESSION_VARIABLE}_token IN ({marks}) \
+                    "INSERT INTO {table} (connection, actor, tool, data, token) \
+                     SELECT CONNECTION_ID(), ?, ?, ?, {token} FROM DUAL \
+                     WHERE {token} IN ({marks}) \
                      ON DUPLICATE KEY UPDATE actor = VALUES(actor), tool = VALUES(tool), \
-                     data = VALUES(data)"
+                     data = VALUES(data), token = VALUES(token)"
                 ),
                 values,
             )
@@ -606,5 +655,8 @@ pub(super) async fn set_context<C: ConnectionTrait>(db: &C, row: ContextRow) -> 
             format!("DELETE FROM {table} WHERE connection = CONNECTION_ID()"),
         ),
     };
-    db.execute_raw(statement).await.map(|_| ())
+    db.execute_raw(statement)
+        .await
+        .map(|_| ())
+        .map_err(installed_before)
 }

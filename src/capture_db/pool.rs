@@ -129,9 +129,24 @@ mod mysql {
     use super::super::{Carried, Context};
     use super::{acquiring_context, mark};
 
-    /// The last token given to a connection: each acquire gets a new one, so that no two
-    /// connections of this process hold the same at once.
+    /// How many tokens this process gave: each acquire gets a new one, so that no two of its
+    /// connections hold the same at once.
     static TOKENS: AtomicI64 = AtomicI64::new(0);
+    /// Where this process's tokens start: the time it first gave one, in nanoseconds, so that
+    /// another process's do not repeat them (a context row left by one process under a
+    /// connection id the server later gives another must not match that one's token).
+    static FIRST: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+
+    fn next_token() -> i64 {
+        let first = *FIRST.get_or_init(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            // Below 2^62: room for the count after it.
+            i64::try_from(nanos % (1 << 62)).unwrap_or(0)
+        });
+        first.wrapping_add(TOKENS.fetch_add(1, Ordering::Relaxed))
+    }
 
     /// Sets `context` (the acquiring task's) and a new token in `conn`'s session, and notes
     /// both where `mark` says.
@@ -139,7 +154,7 @@ mod mysql {
         conn: &mut MySqlConnection,
         (context, mark): (Context, Option<Carried>),
     ) -> Result<(), sqlx::Error> {
-        let token = TOKENS.fetch_add(1, Ordering::Relaxed) + 1;
+        let token = next_token();
         let (actor, tool, data) = context.clone().unwrap_or_default();
         let v = SESSION_VARIABLE;
         sqlx::query(sqlx::AssertSqlSafe(format!(
