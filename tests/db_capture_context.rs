@@ -1273,6 +1273,87 @@ async fn a_context_row_left_committed_is_never_read_on_a_carrying_pool() {
     t.finish().await;
 }
 
+/// MySQL, on a pool that carries the context: which context row a transaction reads. One
+/// without a token, as a process of an earlier version writes it during a rolling upgrade (or
+/// a pool without `carry_context`), is its transaction's context and is read; one under
+/// another token (left by an earlier acquire) is not: the session's context applies.
+#[tokio::test]
+async fn a_row_without_a_token_is_read_and_one_under_another_token_is_not() {
+    let t = setup().await;
+    if t.backend() != DbBackend::MySql {
+        return t.finish().await;
+    }
+    let db = carrying_pool(&t, 1).await;
+    for (title, token) in [
+        ("old version's", "NULL"),
+        ("another token's", "@sea_orm_audit_token + 1"),
+    ] {
+        let txn = AuditContext::new()
+            .actor("alice")
+            .scope(db.begin())
+            .await
+            .unwrap();
+        txn.execute_unprepared(&format!(
+            "INSERT INTO sea_orm_audit_context (connection, actor, token) \
+             VALUES (CONNECTION_ID(), 'row', {token})"
+        ))
+        .await
+        .unwrap();
+        raw_insert(&txn, title).await.unwrap();
+        txn.execute_unprepared(
+            "DELETE FROM sea_orm_audit_context WHERE connection = CONNECTION_ID()",
+        )
+        .await
+        .unwrap();
+        txn.commit().await.unwrap();
+    }
+    assert_eq!(
+        actors_by_object(&t.db).await,
+        vec![who("1", Some("row")), who("2", Some("alice"))]
+    );
+    db.close().await.unwrap();
+    t.finish().await;
+}
+
+/// MySQL: a new connection of a pool that carries the context deletes a context row left
+/// committed under its id by an earlier connection (ids start again at 1 when the server
+/// restarts; a row without a token would be read by its transactions). Rows are left for the
+/// next 2,000 ids the server gives, and the pool's connection must find none under its own.
+#[tokio::test]
+async fn a_new_carrying_connection_deletes_a_row_left_under_its_id() {
+    let t = setup().await;
+    if t.backend() != DbBackend::MySql {
+        return t.finish().await;
+    }
+    let next = connection_id(&t.db).await;
+    let rows: Vec<String> = (1..=2000)
+        .map(|k| format!("({}, 'left')", next + k))
+        .collect();
+    t.db.execute_unprepared(&format!(
+        "INSERT INTO sea_orm_audit_context (connection, actor) VALUES {}",
+        rows.join(", ")
+    ))
+    .await
+    .unwrap();
+    let db = carrying_pool(&t, 1).await;
+    let id = connection_id(&db).await;
+    assert!(id > next && id <= next + 2000, "{id} after {next}");
+    assert_eq!(context_rows(&db).await, 0, "the row left under {id}");
+    let txn = AuditContext::new()
+        .actor("alice")
+        .scope(db.begin())
+        .await
+        .unwrap();
+    raw_insert(&txn, "a").await.unwrap();
+    txn.commit().await.unwrap();
+    assert_eq!(actors_by_object(&t.db).await, vec![who("1", Some("alice"))]);
+    t.db.execute_unprepared("DELETE FROM sea_orm_audit_context WHERE actor = 'left'")
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+    t.finish().await;
+}
+
 /// MySQL: a context table created by a version before its `token` column makes
 /// `capture_db::transaction` fail with an error that says what to run, and nothing is written;
 /// `install` adds the column, after which it works.

@@ -23,18 +23,21 @@ use crate::limits::{DEFERRED, MAX_JSON_DEPTH};
 use crate::sql::{literal, quote};
 
 /// The context the triggers read, one row per connection inside `capture_db::transaction`.
-const CONTEXT_TABLE: &str = "sea_orm_audit_context";
+pub(super) const CONTEXT_TABLE: &str = "sea_orm_audit_context";
 /// The prefix of the session variables (`@sea_orm_audit_actor`, `_tool`, `_data`) that
 /// `pool::carry_context` sets on each pooled connection when it is acquired.
 pub(super) const SESSION_VARIABLE: &str = "sea_orm_audit";
 /// The condition under which a context row is this session's: its connection, and the token
-/// `pool::carry_context` set in the session when the row was written (NULL on a connection it
-/// never touched). A row left committed (a closure's DDL committed it and its future was then
-/// dropped before the DELETE, or the process died there) names an earlier acquire's token: on
-/// a pool that carries the context every acquire sets a new one, so the row is never read
-/// again, and the next row written for the connection replaces it.
+/// `pool::carry_context` set in the session when the row was written. A row left committed
+/// (a closure's DDL committed it and its future was then dropped before the DELETE, or the
+/// process died there) names an earlier acquire's token: on a pool that carries the context
+/// every acquire sets a new one, so once the connection went back to the pool the row is never
+/// read again, and the next row written for the connection replaces it. A row without a token
+/// was written by a session without one (a pool without `carry_context`, whose connections
+/// read it as before, or a process of an earlier version during a rolling upgrade, whose
+/// transaction's context it is).
 fn this_sessions_row() -> String {
-    format!("connection = CONNECTION_ID() AND token <=> @{SESSION_VARIABLE}_token")
+    format!("connection = CONNECTION_ID() AND (token IS NULL OR token = @{SESSION_VARIABLE}_token)")
 }
 
 /// An error of a statement on the context table, made clear where the table was created by a

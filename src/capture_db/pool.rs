@@ -132,20 +132,34 @@ mod mysql {
     /// How many tokens this process gave: each acquire gets a new one, so that no two of its
     /// connections hold the same at once.
     static TOKENS: AtomicI64 = AtomicI64::new(0);
-    /// Where this process's tokens start: the time it first gave one, in nanoseconds, so that
-    /// another process's do not repeat them (a context row left by one process under a
-    /// connection id the server later gives another must not match that one's token).
+    /// Where this process's tokens start: random (std's hasher keys come from the operating
+    /// system's randomness), so that another process's do not repeat them (a context row left
+    /// by one process under a connection id the server later gives another must not match that
+    /// one's token).
     static FIRST: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
 
     fn next_token() -> i64 {
         let first = *FIRST.get_or_init(|| {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
+            use std::hash::{BuildHasher, Hasher};
+            let random = std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish();
             // Below 2^62: room for the count after it.
-            i64::try_from(nanos % (1 << 62)).unwrap_or(0)
+            i64::try_from(random >> 2).unwrap_or(0)
         });
         first.wrapping_add(TOKENS.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// On a new connection, deletes a context row an earlier connection with the same id left
+    /// committed (ids start again at 1 when the server restarts): one without a token would be
+    /// read by this one's transactions. Errors are ignored: a database without database-mode
+    /// capture has no such table, and the statement changes nothing the connection needs.
+    async fn forget_left_row(conn: &mut MySqlConnection) {
+        let sql = format!(
+            "DELETE FROM {} WHERE connection = CONNECTION_ID()",
+            super::super::mysql::CONTEXT_TABLE
+        );
+        let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(conn).await;
     }
 
     /// Sets `context` (the acquiring task's) and a new token in `conn`'s session, and notes
@@ -180,7 +194,10 @@ mod mysql {
         options.map_sqlx_mysql_pool_opts(|pool| {
             pool.after_connect(|conn, _| {
                 let given = (acquiring_context(), mark());
-                Box::pin(carry(conn, given))
+                Box::pin(async move {
+                    forget_left_row(conn).await;
+                    carry(conn, given).await
+                })
             })
         });
     }
