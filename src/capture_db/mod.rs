@@ -534,14 +534,10 @@ where
     // session, where the triggers read it (PostgreSQL's setting; MySQL's user variables, read
     // where the connection has no context row). Nothing to write then, and nothing to delete:
     // two statements fewer on MySQL, one on PostgreSQL.
-    let session = match (is_transaction::<D>(), given.take()) {
-        (false, Some((carried, token))) if carried == context => match backend {
-            DbBackend::Postgres => Some(None),
-            DbBackend::MySql => token.map(Some),
-            _ => None,
-        },
-        _ => None,
-    };
+    let carried = given
+        .take()
+        .filter(|(carried, _)| !is_transaction::<D>() && *carried == context);
+    let in_session = carried.is_some();
     // What to put back when this one ends. Nested (begun on a transaction: a savepoint of its
     // connection), the context in effect there, which this one's replaces until then;
     // top-level on SQLite and MySQL, no row: the context row must never be committed.
@@ -550,22 +546,23 @@ where
             Ok(before) => Some(before),
             Err(e) => return finish(txn, Err(e.into())).await,
         }
-    } else if backend == DbBackend::Postgres || session.is_some() {
+    } else if backend == DbBackend::Postgres || in_session {
         None
     } else {
         Some(InEffect::Row(None))
     };
-    if session.is_none()
-        && let Err(e) = set_context(&txn, true, context.clone()).await
-    {
+    if !in_session && let Err(e) = set_context(&txn, true, context.clone()).await {
         return finish(txn, Err(e.into())).await;
     }
-    // MySQL, the session's context: a hook of another context writes a row after all (see
-    // `before_write`), which this one then deletes as it would its own.
-    let own_row = session.flatten().map(|token| SessionRow {
-        token,
-        written: Arc::new(AtomicBool::new(false)),
-    });
+    // MySQL (whose callback set a token), the session's context: a hook of another context
+    // writes a row after all (see `before_write`), which this one then deletes as it would its
+    // own.
+    let own_row = carried
+        .and_then(|(_, token)| token)
+        .map(|token| SessionRow {
+            token,
+            written: Arc::new(AtomicBool::new(false)),
+        });
     // Another context set inside an enclosing `transaction` (this one may be its savepoint)
     // can outlive this one there.
     let (mut flags, mut session_rows) = OPENED
@@ -586,24 +583,16 @@ where
         in_session: own_row.is_some(),
     };
     let outcome = OPENED.scope(opened, f(&txn)).await;
-    // A hook's row, if one was written and is still there (rolled back with a savepoint, it
-    // is not; a DELETE of a missing row would lock the gap where other connections' rows go,
-    // until the commit), goes as this one's own would.
+    // A hook's row goes as this one's own would, unless it is gone already (rolled back with
+    // a savepoint): a DELETE of a missing row would lock the gap where other connections' rows
+    // go, until the commit. Where the read fails, the DELETE is tried all the same (a
+    // statement that commits implicitly may have committed the row); if it fails too, this
+    // one fails and rolls back.
     let restore = match (restore, own_row) {
         (None, Some(row)) if row.written.load(Ordering::Relaxed) => {
             match mysql::context_row_state(&txn, &[]).await {
-                Ok((true, _)) => Some(InEffect::Row(None)),
                 Ok((false, _)) => None,
-                Err(e) if outcome.is_ok() => {
-                    // Rolled back, unless a statement that commits implicitly committed it:
-                    // then it goes, if the connection still answers (a row left names an
-                    // earlier acquire's token, and is never read again: `mysql`).
-                    mysql::set_context(&txn, ContextRow::End).await.ok();
-                    return finish(txn, Err(e.into())).await;
-                }
-                // The closure failed: the rollback takes the row back, unless a statement that
-                // commits implicitly committed it; then the DELETE is tried blind.
-                Err(_) => Some(InEffect::Row(None)),
+                _ => Some(InEffect::Row(None)),
             }
         }
         (restore, _) => restore,
@@ -980,6 +969,9 @@ async fn set_context<C: ConnectionTrait>(db: &C, begins: bool, ctx: Context) -> 
         backend @ (DbBackend::Sqlite | DbBackend::MySql) => {
             let (actor, tool, data) = ctx.unwrap_or_default();
             let data = data.map(|d| d.to_string());
+            if backend == DbBackend::MySql && !begins {
+                return replace_mysql_context(db, actor, tool, data).await;
+            }
             let row = if begins {
                 ContextRow::Begin(actor, tool, data)
             } else {
@@ -987,17 +979,15 @@ async fn set_context<C: ConnectionTrait>(db: &C, begins: bool, ctx: Context) -> 
             };
             if backend == DbBackend::Sqlite {
                 sqlite::set_context(db, row).await
-            } else if begins {
-                mysql::set_context(db, row).await
             } else {
-                replace_mysql_context(db, row).await
+                mysql::set_context(db, row).await
             }
         }
         other => Err(not_supported(other).into()),
     }
 }
 
-/// MySQL, a hook's context (`row`, a `Replace`). Through the [`transaction`] that wrote its
+/// MySQL, a hook's context (actor, tool, data). Through the [`transaction`] that wrote its
 /// context row, it replaces that row. Through the one that left its context in the session
 /// instead (`SessionRow`), whose connection has no row to replace, it writes one by an upsert
 /// that runs only on a connection holding that one's token, and the transaction deletes it
@@ -1009,10 +999,12 @@ async fn set_context<C: ConnectionTrait>(db: &C, begins: bool, ctx: Context) -> 
 /// row: under REPEATABLE READ it locks the gap where the row would go, and every other
 /// connection's context row inserted there waits; two such connections deadlocked (1213, one
 /// seeded model run in ten on MariaDB).
-async fn replace_mysql_context<C: ConnectionTrait>(db: &C, row: ContextRow) -> Result<(), DbErr> {
-    let ContextRow::Replace(actor, tool, data) = row else {
-        return mysql::set_context(db, row).await;
-    };
+async fn replace_mysql_context<C: ConnectionTrait>(
+    db: &C,
+    actor: Option<String>,
+    tool: Option<String>,
+    data: Option<String>,
+) -> Result<(), DbErr> {
     let (through_it, in_session, rows) = OPENED
         .try_with(|o| {
             (
@@ -1022,31 +1014,28 @@ async fn replace_mysql_context<C: ConnectionTrait>(db: &C, row: ContextRow) -> R
             )
         })
         .unwrap_or_default();
-    let claim = |rows: &[SessionRow]| {
-        for r in rows {
-            // Before the statement: cancelled in flight, it may still have run.
-            r.written.store(true, Ordering::Relaxed);
-        }
-        let tokens = rows.iter().map(|r| r.token).collect();
-        ContextRow::Claim(actor.clone(), tool.clone(), data.clone(), tokens)
-    };
-    if through_it {
-        let row = match rows.last() {
-            Some(own) if in_session => claim(std::slice::from_ref(own)),
+    let replace = || ContextRow::Replace(actor.clone(), tool.clone(), data.clone());
+    // The transactions whose token the connection may hold, where it gets a row.
+    let claimed = if through_it {
+        match rows.last() {
+            Some(own) if in_session => vec![own.clone()],
             // That transaction wrote its row when it began.
-            _ => ContextRow::Replace(actor, tool, data),
-        };
-        return mysql::set_context(db, row).await;
-    }
-    let tokens: Vec<i64> = rows.iter().map(|r| r.token).collect();
-    let (has_row, ours) = mysql::context_row_state(db, &tokens).await?;
-    if has_row {
-        mysql::set_context(db, ContextRow::Replace(actor, tool, data)).await
-    } else if ours {
-        mysql::set_context(db, claim(&rows)).await
+            _ => return mysql::set_context(db, replace()).await,
+        }
     } else {
-        Ok(())
+        let tokens: Vec<i64> = rows.iter().map(|r| r.token).collect();
+        match mysql::context_row_state(db, &tokens).await? {
+            (true, _) => return mysql::set_context(db, replace()).await,
+            (false, true) => rows,
+            (false, false) => return Ok(()),
+        }
+    };
+    for r in &claimed {
+        // Before the statement: cancelled in flight, it may still have run.
+        r.written.store(true, Ordering::Relaxed);
     }
+    let tokens: Vec<i64> = claimed.iter().map(|r| r.token).collect();
+    mysql::claim_context(db, (actor, tool, data), &tokens).await
 }
 
 /// The context in effect in a transaction, as a nested [`transaction`] finds it when it begins
@@ -1185,9 +1174,6 @@ pub(crate) enum ContextRow {
     /// A hook inside such a transaction: the current context replaces the row's, if the row
     /// exists (it exists only inside `transaction`, which deletes it before committing).
     Replace(Option<String>, Option<String>, Option<String>),
-    /// A hook inside a `transaction` that left its context in the session (MySQL): the row is
-    /// written, or replaced, on a connection whose `carry_context` token is one of these.
-    Claim(Option<String>, Option<String>, Option<String>, Vec<i64>),
     /// End: the row goes before the commit.
     End,
 }

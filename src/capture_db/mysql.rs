@@ -37,7 +37,15 @@ pub(super) const SESSION_VARIABLE: &str = "sea_orm_audit";
 /// read it as before, or a process of an earlier version during a rolling upgrade, whose
 /// transaction's context it is).
 fn this_sessions_row() -> String {
-    format!("connection = CONNECTION_ID() AND (token IS NULL OR token = @{SESSION_VARIABLE}_token)")
+    format!(
+        "connection = CONNECTION_ID() AND (token IS NULL OR token = {})",
+        token_variable()
+    )
+}
+
+/// The session variable holding the token `pool::carry_context` set on its last acquire.
+fn token_variable() -> String {
+    format!("@{SESSION_VARIABLE}_token")
 }
 
 /// An error of a statement on the context table, made clear where the table was created by a
@@ -586,7 +594,8 @@ pub(super) async fn context_row_state<C: ConnectionTrait>(
         "FALSE".to_owned()
     } else {
         format!(
-            "@{SESSION_VARIABLE}_token IN ({})",
+            "{} IN ({})",
+            token_variable(),
             vec!["?"; tokens.len()].join(", ")
         )
     };
@@ -614,12 +623,41 @@ pub(super) async fn context_row_state<C: ConnectionTrait>(
     Ok((flag("has_row")?, flag("ours")?))
 }
 
+/// A hook's context inside a `transaction` that left its in the session: written, or
+/// replaced, as the connection's row, only on a connection whose `carry_context` token is one
+/// of `tokens` (the upsert selects nothing elsewhere).
+pub(super) async fn claim_context<C: ConnectionTrait>(
+    db: &C,
+    (actor, tool, data): (Option<String>, Option<String>, Option<String>),
+    tokens: &[i64],
+) -> Result<(), DbErr> {
+    let token = token_variable();
+    let marks = vec!["?"; tokens.len()].join(", ");
+    let mut values: Vec<sea_orm::Value> = vec![actor.into(), tool.into(), data.into()];
+    values.extend(tokens.iter().map(|&t| sea_orm::Value::from(t)));
+    let statement = Statement::from_sql_and_values(
+        DbBackend::MySql,
+        format!(
+            "INSERT INTO {} (connection, actor, tool, data, token) \
+             SELECT CONNECTION_ID(), ?, ?, ?, {token} FROM DUAL WHERE {token} IN ({marks}) \
+             ON DUPLICATE KEY UPDATE actor = VALUES(actor), tool = VALUES(tool), \
+             data = VALUES(data), token = VALUES(token)",
+            q(CONTEXT_TABLE)
+        ),
+        values,
+    );
+    db.execute_raw(statement)
+        .await
+        .map(|_| ())
+        .map_err(installed_before)
+}
+
 /// Writes, replaces or deletes this connection's context row. A row written carries the
 /// session's token (see `this_sessions_row`); a replacement touches only such a row; the
 /// DELETE takes any row of the connection, a left one included.
 pub(super) async fn set_context<C: ConnectionTrait>(db: &C, row: ContextRow) -> Result<(), DbErr> {
     let table = q(CONTEXT_TABLE);
-    let token = format!("@{SESSION_VARIABLE}_token");
+    let token = token_variable();
     let statement = match row {
         ContextRow::Begin(actor, tool, data) => Statement::from_sql_and_values(
             DbBackend::MySql,
@@ -637,22 +675,6 @@ pub(super) async fn set_context<C: ConnectionTrait>(db: &C, row: ContextRow) -> 
             ),
             [actor.into(), tool.into(), data.into()],
         ),
-        ContextRow::Claim(actor, tool, data, tokens) => {
-            let marks = vec!["?"; tokens.len()].join(", ");
-            let mut values: Vec<sea_orm::Value> = vec![actor.into(), tool.into(), data.into()];
-            values.extend(tokens.into_iter().map(sea_orm::Value::from));
-            Statement::from_sql_and_values(
-                DbBackend::MySql,
-                format!(
-                    "INSERT INTO {table} (connection, actor, tool, data, token) \
-                     SELECT CONNECTION_ID(), ?, ?, ?, {token} FROM DUAL \
-                     WHERE {token} IN ({marks}) \
-                     ON DUPLICATE KEY UPDATE actor = VALUES(actor), tool = VALUES(tool), \
-                     data = VALUES(data), token = VALUES(token)"
-                ),
-                values,
-            )
-        }
         ContextRow::End => Statement::from_string(
             DbBackend::MySql,
             format!("DELETE FROM {table} WHERE connection = CONNECTION_ID()"),

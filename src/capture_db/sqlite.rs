@@ -429,15 +429,11 @@ pub(super) async fn set_context<C: ConnectionTrait>(db: &C, row: ContextRow) -> 
             format!("INSERT OR REPLACE INTO {table} (id, actor, tool, data) VALUES (1, ?, ?, ?)"),
             [actor.into(), tool.into(), data.into()],
         ),
-        // SQLite carries no context in a session: a claim is never made here, and replaces
-        // where a row exists as a replacement would.
-        ContextRow::Replace(actor, tool, data) | ContextRow::Claim(actor, tool, data, _) => {
-            Statement::from_sql_and_values(
-                DbBackend::Sqlite,
-                format!("UPDATE {table} SET actor = ?, tool = ?, data = ? WHERE id = 1"),
-                [actor.into(), tool.into(), data.into()],
-            )
-        }
+        ContextRow::Replace(actor, tool, data) => Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            format!("UPDATE {table} SET actor = ?, tool = ?, data = ? WHERE id = 1"),
+            [actor.into(), tool.into(), data.into()],
+        ),
         ContextRow::End => {
             Statement::from_string(DbBackend::Sqlite, format!("DELETE FROM {table}"))
         }
