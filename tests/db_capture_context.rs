@@ -338,7 +338,11 @@ async fn many_tasks_through_a_small_pool_are_each_given_their_own_actor() {
 /// Connections cut under the writers, and answers to their UPDATEs swallowed after the write
 /// committed: a write that failed or was replaced by a new connection never takes another
 /// task's context. 8 tasks (one without context, one whose actor holds a NUL) write through a
-/// proxy that cuts every connection or swallows an UPDATE's answer every 25 ms.
+/// proxy that cuts every connection or swallows an UPDATE's answer every 25 ms. Each task's
+/// writes take turns: an autocommit UPDATE; a raw UPDATE in a `capture_db::transaction`,
+/// which on this pool hands no context over (the session's is the task's); and an active-model
+/// update in one, under a context of its own (`h<task>`), for which MySQL writes a context row
+/// there and deletes it before the commit: none is left committed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cut_connections_never_give_a_write_another_tasks_context() {
     use common::proxy::{FaultProxy, upstream_of};
@@ -362,12 +366,16 @@ async fn cut_connections_never_give_a_write_another_tasks_context() {
     options.acquire_timeout(std::time::Duration::from_secs(10));
     capture_db::carry_context(&mut options);
     let db = Database::connect(options).await.unwrap();
-    // The actor a task's entries must carry: none for the task without context and for the
-    // one whose actor the log cannot hold.
-    let expected = |task: i64| match task {
-        0 => None,
-        1 => None,
-        _ => Some(format!("w{task}")),
+    // The actor a write's entry must carry (`views` names the task and the write): the hook's
+    // own context's; else none for the task without context and for the one whose actor the
+    // log cannot hold (its `capture_db::transaction`s are refused before they begin).
+    let expected = |views: i64| {
+        let (task, seq) = (views / 1000, views % 1000 - 1);
+        match (task, seq % 3) {
+            (_, 2) => Some(format!("h{task}")),
+            (0 | 1, _) => None,
+            _ => Some(format!("w{task}")),
+        }
     };
     let done = Arc::new(AtomicBool::new(false));
     let faults = {
@@ -394,7 +402,30 @@ async fn cut_connections_never_give_a_write_another_tasks_context() {
                 let views = task * 1000 + seq + 1;
                 let id = (task + seq) % 4 + 1;
                 let sql = format!("UPDATE ctx_posts SET views = {views} WHERE id = {id}");
-                outcome.push((views, db.execute_unprepared(&sql).await.is_ok()));
+                let ok = match seq % 3 {
+                    0 => db.execute_unprepared(&sql).await.is_ok(),
+                    1 => capture_db::transaction(&db, |txn| {
+                        Box::pin(async move { txn.execute_unprepared(&sql).await.map(drop) })
+                    })
+                    .await
+                    .is_ok(),
+                    _ => {
+                        let hook = capture_db::transaction(&db, move |txn| {
+                            Box::pin(async move {
+                                let update = ctx_post::ActiveModel {
+                                    id: Set(i32::try_from(id).unwrap()),
+                                    views: Set(i32::try_from(views).unwrap()),
+                                    ..Default::default()
+                                }
+                                .update(txn);
+                                let own = AuditContext::new().actor(format!("h{task}"));
+                                own.scope(update).await.map(drop)
+                            })
+                        });
+                        hook.await.is_ok()
+                    }
+                };
+                outcome.push((views, ok));
             }
             outcome
         };
@@ -436,12 +467,29 @@ async fn cut_connections_never_give_a_write_another_tasks_context() {
             .as_i64()
             .unwrap();
         *logged.entry(views).or_default() += 1;
-        if row.actor != expected(views / 1000) {
+        if row.actor != expected(views) {
             misattributed.push((views, row.actor.clone()));
         }
     }
     assert!(misattributed.is_empty(), "{misattributed:?}");
     assert!(logged.values().all(|&n| n == 1), "no write logged twice");
+    let by_path = |path: i64| {
+        let ok = |&&(views, ok): &&(i64, bool)| ok && (views % 1000 - 1) % 3 == path;
+        outcomes.iter().filter(ok).count()
+    };
+    println!(
+        "succeeded: {} autocommit, {} raw in a transaction, {} hooks of their own context",
+        by_path(0),
+        by_path(1),
+        by_path(2)
+    );
+    assert!(
+        (0..3).all(|path| by_path(path) > 0),
+        "every path went through"
+    );
+    if t.backend() == DbBackend::MySql {
+        assert_eq!(committed_context_rows(&t).await, 0, "a context row left");
+    }
     for (views, ok) in &outcomes {
         if *ok {
             assert_eq!(
@@ -669,7 +717,9 @@ async fn a_seal_does_not_chase_entries_written_while_it_runs() {
 /// at the log's limits and with hostile values: an actor and a tool of `MAX_KEY_CHARS`
 /// characters of four bytes each, quotes and backslashes in large, nested data. On MySQL the
 /// trigger reads them into variables of its own (a `SELECT ... INTO`), whose types must hold
-/// all of it. Raw SQL through the transaction, so only the trigger writes.
+/// all of it. Raw SQL through the transaction, so only the trigger writes. On a pool that
+/// carries the context they travel in the session instead, and a hook of another hostile
+/// context inside such a transaction writes them into its context row (MySQL).
 #[tokio::test]
 async fn hostile_context_values_reach_trigger_entries_unchanged() {
     let t = setup().await;
@@ -679,24 +729,71 @@ async fn hostile_context_values_reach_trigger_entries_unchanged() {
         .tool(tool.clone())
         .with("blob", blob.clone())
         .with("nested", nested.clone());
-    ctx.scope(capture_db::transaction(&t.db, |txn| {
-        Box::pin(async move {
-            txn.execute_unprepared("INSERT INTO ctx_posts (title, views) VALUES ('hostile', 1)")
-                .await
-                .map(drop)
-        })
-    }))
-    .await
-    .unwrap();
+    // On PostgreSQL and MySQL also through a pool that carries the context, where they travel
+    // in the session, and where a hook of another hostile context (actor and tool swapped)
+    // hands its own over inside the transaction (MySQL: a context row written for it).
+    let carrying = if carries(&t) {
+        Some(carrying_pool(&t, 1).await)
+    } else {
+        None
+    };
+    for db in std::iter::once(&t.db).chain(carrying.as_ref()) {
+        ctx.clone()
+            .scope(capture_db::transaction(db, |txn| {
+                Box::pin(async move {
+                    txn.execute_unprepared(
+                        "INSERT INTO ctx_posts (title, views) VALUES ('hostile', 1)",
+                    )
+                    .await
+                    .map(drop)
+                })
+            }))
+            .await
+            .unwrap();
+    }
+    let swapped = AuditContext::new()
+        .actor(tool.clone())
+        .tool(actor.clone())
+        .with("blob", blob.clone());
+    if let Some(db) = &carrying {
+        let swapped = swapped.clone();
+        ctx.clone()
+            .scope(capture_db::transaction(db, move |txn| {
+                Box::pin(async move {
+                    let update = ctx_post::ActiveModel {
+                        id: Set(1),
+                        views: Set(2),
+                        ..Default::default()
+                    }
+                    .update(txn);
+                    swapped.scope(update).await.map(drop)
+                })
+            }))
+            .await
+            .unwrap();
+    }
     let logged = entries(&t.db).await;
-    assert_eq!(logged.len(), 1);
-    let entry = &logged[0];
-    assert_eq!(entry.actor.as_deref(), Some(actor.as_str()));
-    assert_eq!(entry.tool.as_deref(), Some(tool.as_str()));
-    let data = entry.data.as_ref().expect("the context's data");
-    assert_eq!(data["blob"], json!(blob));
-    assert_eq!(data["nested"], nested);
+    let (creates, updates): (Vec<_>, Vec<_>) = logged.iter().partition(|e| e.action == "create");
+    assert_eq!(creates.len(), 1 + usize::from(carrying.is_some()));
+    assert_eq!(updates.len(), usize::from(carrying.is_some()));
+    for entry in creates {
+        assert_eq!(entry.actor.as_deref(), Some(actor.as_str()));
+        assert_eq!(entry.tool.as_deref(), Some(tool.as_str()));
+        let data = entry.data.as_ref().expect("the context's data");
+        assert_eq!(data["blob"], json!(blob));
+        assert_eq!(data["nested"], nested);
+    }
+    for entry in updates {
+        assert_eq!(entry.actor.as_deref(), Some(tool.as_str()));
+        assert_eq!(entry.tool.as_deref(), Some(actor.as_str()));
+        let data = entry.data.as_ref().expect("the hook's context's data");
+        assert_eq!(data["blob"], json!(blob));
+        assert!(data.get("nested").is_none(), "{data}");
+    }
     assert!(verify(&t.db).await.unwrap().is_ok());
+    if let Some(db) = carrying {
+        db.close().await.unwrap();
+    }
     t.finish().await;
 }
 
@@ -847,10 +944,7 @@ fn insert_then_ddl<'c>(
     ok: bool,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), DbErr>> + Send + 'c>> {
     Box::pin(async move {
-        txn.execute_unprepared(&format!(
-            "INSERT INTO ctx_posts (title, views) VALUES ('{title}', 0)"
-        ))
-        .await?;
+        raw_insert(txn, title).await?;
         txn.execute_unprepared(&format!("CREATE TABLE {table} (id INT)"))
             .await?;
         if ok {
