@@ -1076,6 +1076,29 @@ async fn writes_after_ddl_in_capture_transactions_carry_no_stale_actor() {
     t.finish().await;
 }
 
+/// MySQL: the test database and a pool of one connection that carries the context; `None`
+/// (the database given back) on the other backends.
+async fn mysql_with_a_carrying_connection() -> Option<(TestDb, DatabaseConnection)> {
+    let t = setup().await;
+    if t.backend() != DbBackend::MySql {
+        t.finish().await;
+        return None;
+    }
+    let db = carrying_pool(&t, 1).await;
+    Some((t, db))
+}
+
+/// A raw insert titled `title` in a plain transaction begun under `actor`.
+async fn raw_insert_in_a_plain_transaction(db: &DatabaseConnection, actor: &str, title: &str) {
+    let txn = AuditContext::new()
+        .actor(actor)
+        .scope(db.begin())
+        .await
+        .unwrap();
+    raw_insert(&txn, title).await.unwrap();
+    txn.commit().await.unwrap();
+}
+
 /// Every committed context row, whichever connection wrote it (MySQL).
 async fn committed_context_rows(t: &TestDb) -> i64 {
     let row =
@@ -1251,11 +1274,9 @@ async fn a_transaction_on_a_carrying_pool_hands_over_no_context_of_its_own() {
 /// carries its own task's context, not erin's.
 #[tokio::test]
 async fn a_hooks_row_committed_by_ddl_in_a_carried_transaction_is_deleted() {
-    let t = setup().await;
-    if t.backend() != DbBackend::MySql {
-        return t.finish().await;
-    }
-    let db = carrying_pool(&t, 1).await;
+    let Some((t, db)) = mysql_with_a_carrying_connection().await else {
+        return;
+    };
     raw_insert(&db, "first").await.unwrap();
     for (ok, title, table) in [(false, "a", "ctx_ddl_ha"), (true, "b", "ctx_ddl_hb")] {
         let result = AuditContext::new()
@@ -1271,13 +1292,7 @@ async fn a_hooks_row_committed_by_ddl_in_a_carried_transaction_is_deleted() {
         assert_eq!(result.is_ok(), ok, "{result:?}");
         assert_eq!(committed_context_rows(&t).await, 0, "left after {title}");
     }
-    let txn = AuditContext::new()
-        .actor("bob")
-        .scope(db.begin())
-        .await
-        .unwrap();
-    raw_insert(&txn, "later").await.unwrap();
-    txn.commit().await.unwrap();
+    raw_insert_in_a_plain_transaction(&db, "bob", "later").await;
     let actors = actors_by_object(&t.db).await;
     assert_eq!(
         actors,
@@ -1306,11 +1321,9 @@ async fn a_hooks_row_committed_by_ddl_in_a_carried_transaction_is_deleted() {
 /// both transactions).
 #[tokio::test]
 async fn a_context_row_left_committed_is_never_read_on_a_carrying_pool() {
-    let t = setup().await;
-    if t.backend() != DbBackend::MySql {
-        return t.finish().await;
-    }
-    let db = carrying_pool(&t, 1).await;
+    let Some((t, db)) = mysql_with_a_carrying_connection().await else {
+        return;
+    };
     raw_insert(&db, "first").await.unwrap();
     let (_never_tx, never) = tokio::sync::oneshot::channel::<()>();
     let cancelled = AuditContext::new()
@@ -1335,16 +1348,7 @@ async fn a_context_row_left_committed_is_never_read_on_a_carrying_pool() {
             Box::pin(raw_insert(txn, "alice's"))
         }));
     alice.await.unwrap();
-    let carol = async {
-        let txn = db.begin().await?;
-        raw_insert(&txn, "carol's").await?;
-        txn.commit().await
-    };
-    AuditContext::new()
-        .actor("carol")
-        .scope(carol)
-        .await
-        .unwrap();
+    raw_insert_in_a_plain_transaction(&db, "carol", "carol's").await;
     AuditContext::new()
         .actor("bob")
         .scope(raw_insert(&db, "bob's"))
@@ -1373,11 +1377,9 @@ async fn a_context_row_left_committed_is_never_read_on_a_carrying_pool() {
 /// another token (left by an earlier acquire) is not: the session's context applies.
 #[tokio::test]
 async fn a_row_without_a_token_is_read_and_one_under_another_token_is_not() {
-    let t = setup().await;
-    if t.backend() != DbBackend::MySql {
-        return t.finish().await;
-    }
-    let db = carrying_pool(&t, 1).await;
+    let Some((t, db)) = mysql_with_a_carrying_connection().await else {
+        return;
+    };
     for (title, token) in [
         ("old version's", "NULL"),
         ("another token's", "@sea_orm_audit_token + 1"),
@@ -1433,13 +1435,7 @@ async fn a_new_carrying_connection_deletes_a_row_left_under_its_id() {
     let id = connection_id(&db).await;
     assert!(id > next && id <= next + 2000, "{id} after {next}");
     assert_eq!(context_rows(&db).await, 0, "the row left under {id}");
-    let txn = AuditContext::new()
-        .actor("alice")
-        .scope(db.begin())
-        .await
-        .unwrap();
-    raw_insert(&txn, "a").await.unwrap();
-    txn.commit().await.unwrap();
+    raw_insert_in_a_plain_transaction(&db, "alice", "a").await;
     assert_eq!(actors_by_object(&t.db).await, vec![who("1", Some("alice"))]);
     t.db.execute_unprepared("DELETE FROM sea_orm_audit_context WHERE actor = 'left'")
         .await
