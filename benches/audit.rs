@@ -35,7 +35,11 @@ mod entities;
 #[path = "support/history.rs"]
 mod history;
 /// Autocommit writes through a pool carrying the context, and through one without.
-#[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
+#[cfg(any(
+    feature = "sqlx-postgres",
+    feature = "sqlx-mysql",
+    feature = "sqlx-sqlite"
+))]
 #[path = "support/pool.rs"]
 mod pool;
 /// Command-line settings.
@@ -69,7 +73,11 @@ async fn main() -> Result<(), DbErr> {
     let mut deferred = Report::default();
     let mut bulk = Report::default();
     let mut hist = Report::default();
-    #[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
+    #[cfg(any(
+        feature = "sqlx-postgres",
+        feature = "sqlx-mysql",
+        feature = "sqlx-sqlite"
+    ))]
     let mut pools = Report::default();
     #[cfg(feature = "axum")]
     let (mut latency, mut writer) = (Report::default(), Report::default());
@@ -119,7 +127,11 @@ async fn main() -> Result<(), DbErr> {
             }
             bulk::bulk_ops(t, &settings, &mut bulk).await?;
         }
-        #[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
+        #[cfg(any(
+            feature = "sqlx-postgres",
+            feature = "sqlx-mysql",
+            feature = "sqlx-sqlite"
+        ))]
         if settings.wants("pool") && t.url.is_some() {
             if pools.lines.is_empty() {
                 pools.line(
@@ -190,7 +202,11 @@ async fn main() -> Result<(), DbErr> {
     for l in &bulk.lines {
         println!("{l}");
     }
-    #[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
+    #[cfg(any(
+        feature = "sqlx-postgres",
+        feature = "sqlx-mysql",
+        feature = "sqlx-sqlite"
+    ))]
     {
         println!(
             "\n## Autocommit database-mode writes under a context: pool with carry_context vs \

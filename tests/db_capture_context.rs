@@ -96,11 +96,6 @@ async fn carrying_pool(t: &TestDb, size: u32) -> DatabaseConnection {
     db
 }
 
-/// Whether the backend can carry a context outside transactions (SQLite cannot).
-fn carries(t: &TestDb) -> bool {
-    t.backend() != DbBackend::Sqlite
-}
-
 /// The server's id of the connection a statement runs on.
 async fn connection_id(db: &DatabaseConnection) -> i64 {
     let sql = match db.get_database_backend() {
@@ -164,7 +159,7 @@ async fn every_write_path_outside_a_transaction_carries_the_acquiring_context() 
         .iter()
         .map(|r| (r.object_id.as_str(), r.action.as_str(), r.actor.as_deref()))
         .collect();
-    let by_alice = carries(&t).then_some("alice");
+    let by_alice = Some("alice");
     assert_eq!(
         got,
         vec![
@@ -176,10 +171,8 @@ async fn every_write_path_outside_a_transaction_carries_the_acquiring_context() 
             ("2", "create", None),
         ]
     );
-    if carries(&t) {
-        assert_eq!(rows[0].tool.as_deref(), Some("cms"));
-        assert_eq!(rows[0].data, Some(json!({"request_id": "r-1"})));
-    }
+    assert_eq!(rows[0].tool.as_deref(), Some("cms"));
+    assert_eq!(rows[0].data, Some(json!({"request_id": "r-1"})));
     assert_eq!(
         (rows[5].tool.as_deref(), rows[5].data.as_ref()),
         (None, None)
@@ -236,17 +229,12 @@ async fn a_reused_connection_never_carries_an_earlier_tasks_context() {
         .actor(long)
         .scope(write("UPDATE ctx_posts SET views = 4 WHERE id = 1"))
         .await;
-    if carries(&t) {
-        assert_eq!((first, first), (second, third), "one pooled connection");
-    }
+    // (SQLite has no connection id: its pool of one has one connection.)
+    assert_eq!((first, first), (second, third), "one pooled connection");
 
     let rows = entries(&db).await;
     let actors: Vec<Option<&str>> = rows.iter().map(|r| r.actor.as_deref()).collect();
-    let (alice, bob) = if carries(&t) {
-        (Some("alice"), Some("bob"))
-    } else {
-        (None, None)
-    };
+    let (alice, bob) = (Some("alice"), Some("bob"));
     assert_eq!(actors, vec![alice, None, bob, alice, None, None]);
     db.close().await.unwrap();
     t.finish().await;
@@ -313,7 +301,7 @@ async fn many_tasks_through_a_small_pool_are_each_given_their_own_actor() {
             .unwrap();
         *seen.entry(views).or_default() += 1;
         let task = views / 1000;
-        let want = (carries(&t) && task % 4 != 3).then(|| format!("w{task}"));
+        let want = (task % 4 != 3).then(|| format!("w{task}"));
         if row.actor == want {
             attributed += usize::from(want.is_some());
         } else {
@@ -327,9 +315,7 @@ async fn many_tasks_through_a_small_pool_are_each_given_their_own_actor() {
         "one entry per write"
     );
     assert!(seen.values().all(|&n| n == 1), "no write logged twice");
-    if carries(&t) {
-        assert_eq!(attributed, (TASKS / 4 * 3 * WRITES) as usize);
-    }
+    assert_eq!(attributed, (TASKS / 4 * 3 * WRITES) as usize);
     assert!(verify(&db).await.unwrap().problems.is_empty());
     db.close().await.unwrap();
     t.finish().await;
@@ -351,7 +337,8 @@ async fn cut_connections_never_give_a_write_another_tasks_context() {
     const TASKS: i64 = 8;
     const WRITES: i64 = 60;
     let t = setup().await;
-    if !carries(&t) {
+    if t.backend() == DbBackend::Sqlite {
+        // No connection to cut: SQLite runs in the process.
         return t.finish().await;
     }
     for id in 1..=4 {
@@ -719,7 +706,7 @@ async fn a_seal_does_not_chase_entries_written_while_it_runs() {
 /// trigger reads them into variables of its own (a `SELECT ... INTO`), whose types must hold
 /// all of it. Raw SQL through the transaction, so only the trigger writes. On a pool that
 /// carries the context they travel in the session instead, and a hook of another hostile
-/// context inside such a transaction writes them into its context row (MySQL).
+/// context inside such a transaction writes them into its context row (MySQL, SQLite).
 #[tokio::test]
 async fn hostile_context_values_reach_trigger_entries_unchanged() {
     let t = setup().await;
@@ -729,15 +716,11 @@ async fn hostile_context_values_reach_trigger_entries_unchanged() {
         .tool(tool.clone())
         .with("blob", blob.clone())
         .with("nested", nested.clone());
-    // On PostgreSQL and MySQL also through a pool that carries the context, where they travel
-    // in the session, and where a hook of another hostile context (actor and tool swapped)
-    // hands its own over inside the transaction (MySQL: a context row written for it).
-    let carrying = if carries(&t) {
-        Some(carrying_pool(&t, 1).await)
-    } else {
-        None
-    };
-    for db in std::iter::once(&t.db).chain(carrying.as_ref()) {
+    // Also through a pool that carries the context, where they travel in the session, and
+    // where a hook of another hostile context (actor and tool swapped) hands its own over
+    // inside the transaction (MySQL and SQLite: a context row written for it).
+    let carrying = carrying_pool(&t, 1).await;
+    for db in [&t.db, &carrying] {
         ctx.clone()
             .scope(capture_db::transaction(db, |txn| {
                 Box::pin(async move {
@@ -755,10 +738,10 @@ async fn hostile_context_values_reach_trigger_entries_unchanged() {
         .actor(tool.clone())
         .tool(actor.clone())
         .with("blob", blob.clone());
-    if let Some(db) = &carrying {
+    {
         let swapped = swapped.clone();
         ctx.clone()
-            .scope(capture_db::transaction(db, move |txn| {
+            .scope(capture_db::transaction(&carrying, move |txn| {
                 Box::pin(async move {
                     let update = ctx_post::ActiveModel {
                         id: Set(1),
@@ -774,8 +757,8 @@ async fn hostile_context_values_reach_trigger_entries_unchanged() {
     }
     let logged = entries(&t.db).await;
     let (creates, updates): (Vec<_>, Vec<_>) = logged.iter().partition(|e| e.action == "create");
-    assert_eq!(creates.len(), 1 + usize::from(carrying.is_some()));
-    assert_eq!(updates.len(), usize::from(carrying.is_some()));
+    assert_eq!(creates.len(), 2);
+    assert_eq!(updates.len(), 1);
     for entry in creates {
         assert_eq!(entry.actor.as_deref(), Some(actor.as_str()));
         assert_eq!(entry.tool.as_deref(), Some(tool.as_str()));
@@ -791,9 +774,7 @@ async fn hostile_context_values_reach_trigger_entries_unchanged() {
         assert!(data.get("nested").is_none(), "{data}");
     }
     assert!(verify(&t.db).await.unwrap().is_ok());
-    if let Some(db) = carrying {
-        db.close().await.unwrap();
-    }
+    carrying.close().await.unwrap();
     t.finish().await;
 }
 
@@ -1099,11 +1080,11 @@ async fn raw_insert_in_a_plain_transaction(db: &DatabaseConnection, actor: &str,
     txn.commit().await.unwrap();
 }
 
-/// Every committed context row, whichever connection wrote it (MySQL).
+/// Every committed context row, whichever connection wrote it (MySQL, SQLite).
 async fn committed_context_rows(t: &TestDb) -> i64 {
     let row =
         t.db.query_one_raw(Statement::from_string(
-            DbBackend::MySql,
+            t.backend(),
             "SELECT COUNT(*) AS n FROM sea_orm_audit_context",
         ))
         .await
@@ -1143,10 +1124,8 @@ async fn raw_insert<C: ConnectionTrait>(c: &C, title: &str) -> Result<(), DbErr>
 #[tokio::test]
 async fn a_transaction_on_a_carrying_pool_hands_over_no_context_of_its_own() {
     let t = setup().await;
-    if !carries(&t) {
-        return t.finish().await;
-    }
-    let mysql = t.backend() == DbBackend::MySql;
+    // MySQL and SQLite hand a hook's context over in a context row, PostgreSQL in a setting.
+    let rows = t.backend() != DbBackend::Postgres;
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let take =
         |s: &std::sync::Arc<std::sync::Mutex<Vec<String>>>| std::mem::take(&mut *s.lock().unwrap());
@@ -1200,7 +1179,7 @@ async fn a_transaction_on_a_carrying_pool_hands_over_no_context_of_its_own() {
         }))
         .await
         .unwrap();
-    if mysql {
+    if rows {
         assert_eq!(
             committed_context_rows(&t).await,
             0,
@@ -1222,7 +1201,7 @@ async fn a_transaction_on_a_carrying_pool_hands_over_no_context_of_its_own() {
         }))
         .await
         .unwrap();
-    if mysql {
+    if rows {
         assert_eq!(
             committed_context_rows(&t).await,
             0,
@@ -1256,8 +1235,8 @@ async fn a_transaction_on_a_carrying_pool_hands_over_no_context_of_its_own() {
             // The other connection's transaction carries the context of the task that began
             // it (alice's), as every transaction on a carrying pool does; on PostgreSQL a
             // database-mode hook sets its own for its write there (a setting local to that
-            // transaction), on MySQL only where the connection has a context row.
-            expected("1", "by dave", if mysql { "alice" } else { "dave" }),
+            // transaction), on MySQL and SQLite only where the connection has a context row.
+            expected("1", "by dave", if rows { "alice" } else { "dave" }),
             expected("5", "beside dave", "alice"),
         ]
     );
@@ -1508,8 +1487,92 @@ async fn a_transaction_nested_in_a_plain_one_gives_back_the_pools_context() {
         })
         .await;
     let actors: Vec<Option<String>> = entries(&t.db).await.into_iter().map(|e| e.actor).collect();
-    let after = carries(&t).then(|| "alice".to_owned());
+    let after = Some("alice".to_owned());
     assert_eq!(actors, vec![Some("carol".to_owned()), after]);
+    db.close().await.unwrap();
+    t.finish().await;
+}
+
+/// A pool opened before the capture was installed (an application that connects, then runs
+/// its migrations on that pool) carries the context once it is: on SQLite, the connection gets
+/// its temporary trigger at its next acquire, once the tables the trigger reads exist. A
+/// temporary trigger naming a missing table would fail every insert into the log, so none is
+/// created before: the write before `install`, which no trigger logs, succeeds.
+#[tokio::test]
+async fn a_pool_opened_before_install_carries_once_installed() {
+    let t = TestDb::new().await;
+    common::create_table(&t.db, ctx_post::Entity).await;
+    let db = carrying_pool(&t, 1).await;
+    let alice = || AuditContext::new().actor("alice");
+    alice()
+        .scope(raw_insert(&db, "before install"))
+        .await
+        .unwrap();
+    capture_db::install::<ctx_post::Model, _>(&db)
+        .await
+        .unwrap();
+    alice()
+        .scope(raw_insert(&db, "after install"))
+        .await
+        .unwrap();
+    raw_insert(&db, "no context").await.unwrap();
+    let got: Vec<(String, Option<String>)> = entries(&db)
+        .await
+        .into_iter()
+        .map(|e| (e.object_id, e.actor))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("2".to_owned(), Some("alice".to_owned())),
+            ("3".to_owned(), None)
+        ]
+    );
+    db.close().await.unwrap();
+    t.finish().await;
+}
+
+/// A hook-mode write on a connection that carries another context keeps its own: through a
+/// `capture_db::transaction` of alice's on a carrying pool, a hook-mode update under an empty
+/// context names nobody, one under bob names bob; the database-mode raw write beside them is
+/// alice's. (SQLite: the connection's temporary trigger fills in only entries the capture
+/// triggers wrote; the hooks' are sealed when written.)
+#[tokio::test]
+async fn hook_mode_entries_keep_their_own_context_on_a_carrying_connection() {
+    let t = setup().await;
+    common::create_table(&t.db, hook_ctx_post::Entity).await;
+    t.db.execute_unprepared("INSERT INTO hook_ctx_posts (id, title, views) VALUES (1, 't', 0)")
+        .await
+        .unwrap();
+    let db = carrying_pool(&t, 1).await;
+    AuditContext::new()
+        .actor("alice")
+        .scope(capture_db::transaction(&db, |txn| {
+            Box::pin(async move {
+                let nobody = Mode::Hooks.update(txn, 1, "by nobody");
+                AuditContext::new().scope(nobody).await?;
+                let bob = Mode::Hooks.update(txn, 1, "by bob");
+                AuditContext::new().actor("bob").scope(bob).await?;
+                raw_insert(txn, "raw").await
+            })
+        }))
+        .await
+        .unwrap();
+    let got: Vec<(String, Option<String>)> = entries(&db)
+        .await
+        .into_iter()
+        .map(|e| (e.entity_type, e.actor))
+        .collect();
+    let entry = |table: &str, actor: Option<&str>| (table.to_owned(), actor.map(str::to_owned));
+    assert_eq!(
+        got,
+        vec![
+            entry("hook_ctx_posts", None),
+            entry("hook_ctx_posts", Some("bob")),
+            entry("ctx_posts", Some("alice")),
+        ]
+    );
+    assert!(verify(&db).await.unwrap().problems.is_empty());
     db.close().await.unwrap();
     t.finish().await;
 }
@@ -1758,7 +1821,7 @@ fn run_steps<'a>(
 /// tasks at once through a pool of 3 connections, each task with its
 /// own rows and actors: every committed write has exactly one entry, naming the actor the
 /// model says; no rolled-back or cancelled write has one; a raw autocommit write made after
-/// each program on the pool (a `carry_context` pool on PostgreSQL and MySQL) names nobody, or,
+/// each program on the pool (a `carry_context` pool) names nobody, or,
 /// under a context of its own, that context's actor where the pool carries it: no context
 /// outlives its transaction on a reused connection; `verify` clean. Seed in
 /// `AUDIT_CONTEXT_SEED`.
@@ -1788,9 +1851,9 @@ async fn run_model(mode: Mode) {
     if mode == Mode::Hooks {
         common::create_table(&t.db, hook_ctx_post::Entity).await;
     }
-    // Database mode on PostgreSQL and MySQL: a pool that carries the context, whose autocommit
+    // Database mode: a pool that carries the context, whose autocommit
     // writes then name the task's actor; otherwise a plain pool.
-    let carry = carries(&t) && mode == Mode::Database;
+    let carry = mode == Mode::Database;
     let pool = if carry {
         carrying_pool(&t, 3).await
     } else {

@@ -202,7 +202,7 @@ async fn database_mode_writers_of_other_objects_never_wait() {
     };
     // Autocommit writes, and the holder's plain transaction, carry the actor where the pool
     // does (`carry_context`); `capture_db::transaction` always.
-    let carries = workload::carries_context(backend);
+    let carries = workload::carries_context();
     assert_eq!(by("holder"), holds.len() - usize::from(!carries));
     let per_round = if carries { 5 } else { 1 };
     assert_eq!(by("other"), per_round * holds.len(), "{entries:#?}");

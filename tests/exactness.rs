@@ -739,7 +739,7 @@ async fn database_mode_logs_creates_updates_and_deletes_under_concurrency() {
             .or_default()
             .push(op);
     }
-    let carries = workload::carries_context(backend);
+    let carries = workload::carries_context();
     let (mut creates, mut updates, mut deletes) = (0, 0, 0);
     for entry in &entries {
         let key: i32 = entry.object_id.parse().unwrap();

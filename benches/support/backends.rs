@@ -17,9 +17,14 @@ impl MigratorTrait for Migrator {
 pub(crate) struct Target {
     pub(crate) name: &'static str,
     pub(crate) db: DatabaseConnection,
-    /// A server's database URL, for a second pool (section `pool`); none for SQLite.
+    /// The database's URL, for a second pool (section `pool`, variant "db carried"); none
+    /// for SQLite in memory, which a second pool cannot open.
     #[cfg_attr(
-        not(any(feature = "sqlx-postgres", feature = "sqlx-mysql")),
+        not(any(
+            feature = "sqlx-postgres",
+            feature = "sqlx-mysql",
+            feature = "sqlx-sqlite"
+        )),
         allow(dead_code)
     )]
     pub(crate) url: Option<String>,
@@ -34,6 +39,14 @@ pub(crate) fn options(url: &str) -> ConnectOptions {
         .min_connections(1)
         .test_before_acquire(false)
         .sqlx_logging(false);
+    // A SQLite file: WAL, `synchronous = NORMAL`, on every connection of every pool.
+    if url.starts_with("sqlite://") {
+        use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+        opt.map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+        });
+    }
     opt
 }
 
@@ -72,12 +85,10 @@ pub(crate) async fn targets(settings: &Settings) -> Result<Vec<Target>, DbErr> {
             dir.path().join("bench.db").display()
         );
         let db = Database::connect(options(&url)).await?;
-        db.execute_unprepared("PRAGMA journal_mode=WAL").await?;
-        db.execute_unprepared("PRAGMA synchronous=NORMAL").await?;
         out.push(Target {
             name: "sqlite-file",
             db,
-            url: None,
+            url: Some(url),
             _dir: Some(dir),
         });
     }

@@ -1,7 +1,7 @@
 //! Autocommit writes of the database-mode table under an `AuditContext`, through a pool that
 //! carries the context into each connection it hands out (`capture_db::carry_context`) and
-//! through one that does not: what attributing writes outside transactions costs on
-//! PostgreSQL and MySQL (SQLite has no per-connection state a trigger can read). Both pools
+//! through one that does not: what attributing writes outside transactions costs (SQLite: a
+//! file, a second pool cannot open a database in memory). Both pools
 //! have one connection and no ping before an acquire; the hooks seal after each write on MySQL
 //! in both.
 

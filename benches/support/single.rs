@@ -639,10 +639,14 @@ pub(crate) async fn single_row_ops(
     Ok(())
 }
 
-/// A pool of one connection to the target's server built with `capture_db::carry_context`
-/// (none for SQLite, which cannot carry a context in a session).
+/// A pool of one connection to the target's database built with `capture_db::carry_context`
+/// (none for SQLite in memory, which a second pool cannot open).
 async fn carrying_pool(t: &Target) -> Result<Option<DatabaseConnection>, DbErr> {
-    #[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
+    #[cfg(any(
+        feature = "sqlx-postgres",
+        feature = "sqlx-mysql",
+        feature = "sqlx-sqlite"
+    ))]
     if let Some(url) = &t.url {
         let mut options = super::backends::options(url);
         capture_db::carry_context(&mut options);

@@ -95,9 +95,9 @@
 //! commits). It lives until the end of the transaction that set it and is never seen by
 //! another transaction, connection or pooled request, so a write it does not cover (autocommit
 //! outside [`transaction`], another program) is recorded with no actor, never a stale one.
-//! On PostgreSQL and MySQL, a pool built with `carry_context` (features `sqlx-postgres`,
-//! `sqlx-mysql`) also hands each connection the context of the task that acquires it, for
-//! writes outside transactions.
+//! A pool built with `carry_context` (features `sqlx-postgres`, `sqlx-mysql`, `sqlx-sqlite`)
+//! also hands each connection the context of the task that acquires it, for writes outside
+//! transactions.
 //!
 //! **Deferred seal.** An entity declared `seal = "deferred"` ([`Seal::Deferred`]) has its
 //! entries written unsealed on every backend, PostgreSQL included, and sealed later by
@@ -115,7 +115,11 @@ mod postgres;
 mod seal;
 mod sqlite;
 
-#[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
+#[cfg(any(
+    feature = "sqlx-postgres",
+    feature = "sqlx-mysql",
+    feature = "sqlx-sqlite"
+))]
 pub use pool::carry_context;
 
 use std::future::Future;
@@ -532,8 +536,9 @@ where
     // Top level on a pool that carries the context (`carry_context`): the callback that gave
     // this transaction its connection, in this task, has just set this very context in its
     // session, where the triggers read it (PostgreSQL's setting; MySQL's user variables, read
-    // where the connection has no context row). Nothing to write then, and nothing to delete:
-    // two statements fewer on MySQL, one on PostgreSQL.
+    // where the connection has no context row; SQLite's temporary table, read by the
+    // connection's temporary trigger). Nothing to write then, and nothing to delete: two
+    // statements fewer on MySQL and SQLite, one on PostgreSQL.
     let carried = given
         .take()
         .filter(|(carried, _)| !is_transaction::<D>() && *carried == context);
@@ -554,7 +559,7 @@ where
     if !in_session && let Err(e) = set_context(&txn, true, context.clone()).await {
         return finish(txn, Err(e.into())).await;
     }
-    // MySQL (whose callback set a token), the session's context: a hook of another context
+    // MySQL and SQLite (whose callbacks set a token), the session's context: a hook of another context
     // writes a row after all (see `before_write`), which this one then deletes as it would its
     // own.
     let own_row = carried
@@ -590,9 +595,14 @@ where
     // one fails and rolls back.
     let restore = match (restore, own_row) {
         (None, Some(row)) if row.written.load(Ordering::Relaxed) => {
-            match mysql::context_row_state(&txn, &[]).await {
-                Ok((false, _)) => None,
-                _ => Some(InEffect::Row(None)),
+            // SQLite: a DELETE of a missing row locks nothing another connection waits for.
+            if backend == DbBackend::Sqlite {
+                Some(InEffect::Row(None))
+            } else {
+                match mysql::context_row_state(&txn, &[]).await {
+                    Ok((false, _)) => None,
+                    _ => Some(InEffect::Row(None)),
+                }
             }
         }
         (restore, _) => restore,
@@ -847,7 +857,11 @@ impl Carried {
     /// hands the connection out (its ping and sea-orm's run before it), so a note names the
     /// connection the transaction got.
     #[cfg_attr(
-        not(any(feature = "sqlx-postgres", feature = "sqlx-mysql")),
+        not(any(
+            feature = "sqlx-postgres",
+            feature = "sqlx-mysql",
+            feature = "sqlx-sqlite"
+        )),
         allow(dead_code)
     )]
     fn reset(&self) {
@@ -858,7 +872,11 @@ impl Carried {
 
     /// Notes what a callback set, once the statement setting it succeeded.
     #[cfg_attr(
-        not(any(feature = "sqlx-postgres", feature = "sqlx-mysql")),
+        not(any(
+            feature = "sqlx-postgres",
+            feature = "sqlx-mysql",
+            feature = "sqlx-sqlite"
+        )),
         allow(dead_code)
     )]
     fn note(&self, context: Context, token: Option<i64>) {
@@ -972,6 +990,9 @@ async fn set_context<C: ConnectionTrait>(db: &C, begins: bool, ctx: Context) -> 
             if backend == DbBackend::MySql && !begins {
                 return replace_mysql_context(db, actor, tool, data).await;
             }
+            if backend == DbBackend::Sqlite && !begins {
+                return replace_sqlite_context(db, actor, tool, data).await;
+            }
             let row = if begins {
                 ContextRow::Begin(actor, tool, data)
             } else {
@@ -1036,6 +1057,31 @@ async fn replace_mysql_context<C: ConnectionTrait>(
     }
     let tokens: Vec<i64> = claimed.iter().map(|r| r.token).collect();
     mysql::claim_context(db, (actor, tool, data), &tokens).await
+}
+
+/// SQLite, a hook's context (actor, tool, data). Where no [`transaction`] around it left its
+/// context in the connection's temporary table (`carry_context`), it replaces the context row
+/// if there is one: only `transaction` writes one, and deletes it before its commit. Where
+/// one did, the row may be missing: it is written, on the connection holding such a
+/// transaction's token only, and those transactions delete it before their commit.
+async fn replace_sqlite_context<C: ConnectionTrait>(
+    db: &C,
+    actor: Option<String>,
+    tool: Option<String>,
+    data: Option<String>,
+) -> Result<(), DbErr> {
+    let rows = OPENED
+        .try_with(|o| o.session_rows.clone())
+        .unwrap_or_default();
+    if rows.is_empty() {
+        return sqlite::set_context(db, ContextRow::Replace(actor, tool, data)).await;
+    }
+    for r in &rows {
+        // Before the statement: cancelled in flight, it may still have run.
+        r.written.store(true, Ordering::Relaxed);
+    }
+    let tokens: Vec<i64> = rows.iter().map(|r| r.token).collect();
+    sqlite::claim_context(db, (actor, tool, data), &tokens).await
 }
 
 /// The context in effect in a transaction, as a nested [`transaction`] finds it when it begins

@@ -11,13 +11,21 @@
 //! empty context included: a connection never carries an earlier task's context into a later
 //! use. Other programs' connections never get one, so their writes have no actor.
 
-#[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
+#[cfg(any(
+    feature = "sqlx-postgres",
+    feature = "sqlx-mysql",
+    feature = "sqlx-sqlite"
+))]
 use sea_orm::ConnectOptions;
 
 /// Actor, tool and data of the acquiring task, or `None`: without a context, and with one the
 /// log cannot hold (an over-long actor or tool), which the hooks refuse with an error but a
 /// pool callback cannot report — the write is then recorded with no actor, never a cut one.
-#[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
+#[cfg(any(
+    feature = "sqlx-postgres",
+    feature = "sqlx-mysql",
+    feature = "sqlx-sqlite"
+))]
 fn acquiring_context() -> super::Context {
     super::current_context().ok().flatten()
 }
@@ -25,7 +33,11 @@ fn acquiring_context() -> super::Context {
 /// Where to note what the callback set, if `capture_db::transaction` is beginning a
 /// transaction in this task (which then need not hand the same context over again), with what
 /// an earlier connection got forgotten.
-#[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
+#[cfg(any(
+    feature = "sqlx-postgres",
+    feature = "sqlx-mysql",
+    feature = "sqlx-sqlite"
+))]
 fn mark() -> Option<super::Carried> {
     super::CARRIED
         .try_with(|carried| {
@@ -35,13 +47,40 @@ fn mark() -> Option<super::Carried> {
         .ok()
 }
 
+/// How many tokens this process gave: each acquire gets a new one, so that no two of its
+/// connections hold the same at once (MySQL: a session variable; SQLite: a column of the
+/// connection's temporary context table). A token tells, in SQL, the connection a
+/// [`transaction`](super::transaction) was given from any other.
+#[cfg(any(feature = "sqlx-mysql", feature = "sqlx-sqlite"))]
+static TOKENS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+/// Where this process's tokens start: random (std's hasher keys come from the operating
+/// system's randomness), so that another process's do not repeat them (a context row left
+/// by one process under a connection id the server later gives another must not match that
+/// one's token).
+#[cfg(any(feature = "sqlx-mysql", feature = "sqlx-sqlite"))]
+static FIRST: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+
+#[cfg(any(feature = "sqlx-mysql", feature = "sqlx-sqlite"))]
+fn next_token() -> i64 {
+    let first = *FIRST.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        // Below 2^62: room for the count after it.
+        i64::try_from(random >> 2).unwrap_or(0)
+    });
+    first.wrapping_add(TOKENS.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
 /// Makes the pool built from `options` hand the current [`AuditContext`](crate::AuditContext) to the capture
 /// triggers on every connection it gives out, so that writes of database-mode entities made
 /// outside [`transaction`](super::transaction) (autocommit active-model writes,
 /// `Entity::update_many(..).exec(&db)`, raw SQL on the `DatabaseConnection`) carry the actor,
-/// tool and data of the task that made them. PostgreSQL and MySQL/MariaDB; SQLite has no
-/// per-connection state a trigger can read, so there only writes inside
-/// [`transaction`](super::transaction) carry a context.
+/// tool and data of the task that made them. PostgreSQL, MySQL/MariaDB and SQLite (feature
+/// `sqlx-sqlite`; there the capture triggers, in the database file, cannot read a
+/// connection's temporary tables, so each connection gets a temporary trigger of its own on
+/// `audit_log` that fills in the context of an entry they wrote without one, see below).
 ///
 /// ```ignore
 /// let mut options = ConnectOptions::new(url);
@@ -63,12 +102,31 @@ fn mark() -> Option<super::Carried> {
 /// none over itself: no context row to write and delete on MySQL (two statements), no setting
 /// on PostgreSQL (one). Should a hook of another context write through it, or through a
 /// savepoint of it, a context row is written after all (on MySQL only on a connection holding
-/// the token the callback set with the context, `@sea_orm_audit_token`), and deleted before
-/// the commit.
-#[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
+/// the token the callback set with the context, `@sea_orm_audit_token`; on SQLite likewise,
+/// with the token in the temporary table), and deleted before the commit.
+///
+/// SQLite: the callback writes the context into the connection's temporary table
+/// `sea_orm_audit_carried` (one row, which no other connection can see), and gives the
+/// connection, once `audit_log` and the capture's context table exist (after the migrations
+/// and a first `install`), the temporary trigger `sea_orm_audit_carry`: after an entry is
+/// inserted that the capture triggers wrote with no context (`hash` `'unsealed'`, an action
+/// `create`, `update` or `delete`, no actor, tool, data or message, and no context row of a
+/// [`transaction`](super::transaction) in effect), it sets that entry's actor, tool and data
+/// to the carried ones. Until the connection's next acquire after the first `install`, and on
+/// other programs' connections, entries have no actor. One case is not told apart: an entry
+/// of a hook-mode entity written with no context at all and unsealed (its predecessor, written
+/// while the entity was in database mode, not sealed yet), through a transaction begun in
+/// another context on this connection, gets that context.
+#[cfg(any(
+    feature = "sqlx-postgres",
+    feature = "sqlx-mysql",
+    feature = "sqlx-sqlite"
+))]
 pub fn carry_context(options: &mut ConnectOptions) -> &mut ConnectOptions {
     #[cfg(feature = "sqlx-postgres")]
     postgres::attach(options);
+    #[cfg(feature = "sqlx-sqlite")]
+    sqlite::attach(options);
     #[cfg(feature = "sqlx-mysql")]
     mysql::attach(options);
     options
@@ -120,35 +178,12 @@ mod postgres {
 
 #[cfg(feature = "sqlx-mysql")]
 mod mysql {
-    use std::sync::atomic::{AtomicI64, Ordering};
-
     use sea_orm::ConnectOptions;
     use sea_orm::sqlx::{self, MySqlConnection};
 
     use super::super::mysql::SESSION_VARIABLE;
     use super::super::{Carried, Context};
-    use super::{acquiring_context, mark};
-
-    /// How many tokens this process gave: each acquire gets a new one, so that no two of its
-    /// connections hold the same at once.
-    static TOKENS: AtomicI64 = AtomicI64::new(0);
-    /// Where this process's tokens start: random (std's hasher keys come from the operating
-    /// system's randomness), so that another process's do not repeat them (a context row left
-    /// by one process under a connection id the server later gives another must not match that
-    /// one's token).
-    static FIRST: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-
-    fn next_token() -> i64 {
-        let first = *FIRST.get_or_init(|| {
-            use std::hash::{BuildHasher, Hasher};
-            let random = std::collections::hash_map::RandomState::new()
-                .build_hasher()
-                .finish();
-            // Below 2^62: room for the count after it.
-            i64::try_from(random >> 2).unwrap_or(0)
-        });
-        first.wrapping_add(TOKENS.fetch_add(1, Ordering::Relaxed))
-    }
+    use super::{acquiring_context, mark, next_token};
 
     /// On a new connection, deletes a context row an earlier connection with the same id left
     /// committed (ids start again at 1 when the server restarts): one without a token would be
@@ -196,6 +231,75 @@ mod mysql {
                 let given = (acquiring_context(), mark());
                 Box::pin(async move {
                     forget_left_row(conn).await;
+                    carry(conn, given).await
+                })
+            })
+        });
+    }
+}
+
+#[cfg(feature = "sqlx-sqlite")]
+mod sqlite {
+    use sea_orm::ConnectOptions;
+    use sea_orm::sqlx::{self, SqliteConnection};
+
+    use super::super::sqlite::{CARRY_SQL, CARRY_TABLE_SQL, arm_sql, ready_sql};
+    use super::super::{Carried, Context};
+    use super::{acquiring_context, mark, next_token};
+
+    /// Gives the connection its temporary trigger, once the tables it reads exist. A failure
+    /// leaves the connection without it (its entries get no actor) and is tried again at the
+    /// next acquire.
+    async fn arm(conn: &mut SqliteConnection) {
+        let ready: Result<bool, sqlx::Error> = sqlx::query_scalar(sqlx::AssertSqlSafe(ready_sql()))
+            .fetch_one(&mut *conn)
+            .await;
+        if let Ok(true) = ready
+            && let Err(e) = sqlx::query(sqlx::AssertSqlSafe(arm_sql()))
+                .execute(&mut *conn)
+                .await
+        {
+            tracing::warn!(error = %e, "capture_db::carry_context: the connection's trigger was not created; its entries get no actor until a later acquire creates it");
+        }
+    }
+
+    /// Writes `context` (the acquiring task's) and a new token into the connection's
+    /// temporary table, arms the connection if it is not, and notes both where `mark` says.
+    /// An error discards the connection: its table may still hold an earlier task's context.
+    async fn carry(
+        conn: &mut SqliteConnection,
+        (context, mark): (Context, Option<Carried>),
+    ) -> Result<(), sqlx::Error> {
+        let token = next_token();
+        let (actor, tool, data) = context.clone().unwrap_or_default();
+        let armed: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(CARRY_SQL.as_str()))
+            .bind(actor)
+            .bind(tool)
+            .bind(data.map(|d| d.to_string()))
+            .bind(token)
+            .fetch_one(&mut *conn)
+            .await?;
+        if !armed {
+            arm(conn).await;
+        }
+        if let Some(mark) = mark {
+            mark.note(context, Some(token));
+        }
+        Ok(())
+    }
+
+    pub(super) fn attach(options: &mut ConnectOptions) {
+        options.map_sqlx_sqlite_before_acquire(|conn, _| {
+            let given = (acquiring_context(), mark());
+            Box::pin(async move { carry(conn, given).await.map(|()| true) })
+        });
+        options.map_sqlx_sqlite_pool_opts(|pool| {
+            pool.after_connect(|conn, _| {
+                let given = (acquiring_context(), mark());
+                Box::pin(async move {
+                    sqlx::query(sqlx::AssertSqlSafe(CARRY_TABLE_SQL.as_str()))
+                        .execute(&mut *conn)
+                        .await?;
                     carry(conn, given).await
                 })
             })

@@ -8,7 +8,12 @@
 //! transaction. The context comes from the one row of `sea_orm_audit_context`, which
 //! [`transaction`](super::transaction) writes inside its transaction and deletes before
 //! committing: SQLite admits one writer, so no other connection's write can run while the row
-//! exists, and it is never committed.
+//! exists, and it is never committed. On a pool built with `carry_context`, an entry written
+//! with no context row in effect gets the context the acquiring task left in the connection's
+//! temporary table, from a temporary trigger of that connection (see `arm_sql`): the triggers
+//! here cannot read a temporary table.
+
+use std::sync::LazyLock;
 
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, EntityName, IdenStatic, Statement};
 use serde_json::Value as Json;
@@ -23,6 +28,11 @@ use crate::sql::{literal, quote};
 
 /// The context the triggers read (one row, `id = 1`, only inside `capture_db::transaction`).
 const CONTEXT_TABLE: &str = "sea_orm_audit_context";
+/// `carry_context`'s table of the acquiring task's context, in each connection's temporary
+/// schema (one row, `id = 1`), with the token that tells the connection apart.
+const CARRY_TABLE: &str = "sea_orm_audit_carried";
+/// `carry_context`'s temporary trigger on `audit_log`, one per connection.
+const CARRY_TRIGGER: &str = "sea_orm_audit_carry";
 /// Marks the registry comment in the insert trigger's text (kept by `sqlite_master`).
 const REGISTRY: &str = "/* sea_orm_audit registry: ";
 
@@ -438,5 +448,99 @@ pub(super) async fn set_context<C: ConnectionTrait>(db: &C, row: ContextRow) -> 
             Statement::from_string(DbBackend::Sqlite, format!("DELETE FROM {table}"))
         }
     };
+    db.execute_raw(statement).await.map(|_| ())
+}
+
+/// Creates the connection's temporary table of `carry_context`.
+pub(super) static CARRY_TABLE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "CREATE TEMP TABLE IF NOT EXISTS {} (id INTEGER PRIMARY KEY CHECK (id = 1), actor TEXT, \
+         tool TEXT, data TEXT, token INTEGER)",
+        q(CARRY_TABLE)
+    )
+});
+
+/// `carry_context`'s statement on each acquire: the context (`?` actor, tool, data as JSON
+/// text, token) into the temporary table, returning whether the connection has its trigger.
+/// Temporary tables belong to the connection: the write takes no lock of the database file.
+pub(super) static CARRY_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT OR REPLACE INTO temp.{} (id, actor, tool, data, token) VALUES (1, ?, ?, ?, ?) \
+         RETURNING EXISTS (SELECT 1 FROM temp.sqlite_master WHERE type = 'trigger' AND name = {}) \
+         AS armed",
+        q(CARRY_TABLE),
+        literal(CARRY_TRIGGER)
+    )
+});
+
+/// Whether the tables the temporary trigger reads exist (a trigger whose body names a missing
+/// table would fail every insert into `audit_log`).
+pub(super) fn ready_sql() -> String {
+    format!(
+        "SELECT (SELECT count(*) FROM main.sqlite_master WHERE type = 'table' AND name IN ({}, {})) = 2 \
+         AS ready",
+        literal(audit_log::Entity.table_name()),
+        literal(CONTEXT_TABLE)
+    )
+}
+
+/// The connection's temporary trigger: an entry the capture triggers wrote with no context
+/// (no context row of `transaction` was in effect) gets the context in the temporary table.
+/// Only a temporary trigger can read a temporary table; it goes when `audit_log` is dropped,
+/// and the next acquire creates it again. Hook-mode entries carry their own context and are
+/// sealed when written; an entry of `transaction`'s context row has it already.
+pub(super) fn arm_sql() -> String {
+    let log = q(audit_log::Entity.table_name());
+    let col = |c: audit_log::Column| q(c.as_str());
+    let (actor, tool, data) = (
+        col(audit_log::Column::Actor),
+        col(audit_log::Column::Tool),
+        col(audit_log::Column::Data),
+    );
+    let carried = format!("temp.{}", q(CARRY_TABLE));
+    format!(
+        "CREATE TEMP TRIGGER IF NOT EXISTS {trigger} AFTER INSERT ON main.{log} FOR EACH ROW \
+         WHEN NEW.{hash} = {unsealed} AND NEW.{action} IN ('create', 'update', 'delete') \
+         AND NEW.{actor} IS NULL AND NEW.{tool} IS NULL AND NEW.{data} IS NULL \
+         AND NEW.{message} IS NULL AND NOT EXISTS (SELECT 1 FROM main.{context}) BEGIN \
+         UPDATE {log} SET ({actor}, {tool}, {data}) = (SELECT actor, tool, data FROM {carried} \
+         WHERE id = 1) WHERE {id} = NEW.{id} AND EXISTS (SELECT 1 FROM {carried} WHERE id = 1 \
+         AND (actor IS NOT NULL OR tool IS NOT NULL OR data IS NOT NULL)); END",
+        trigger = q(CARRY_TRIGGER),
+        hash = col(audit_log::Column::Hash),
+        unsealed = literal(UNSEALED),
+        action = col(audit_log::Column::Action),
+        message = col(audit_log::Column::Message),
+        context = q(CONTEXT_TABLE),
+        id = col(audit_log::Column::Id),
+    )
+}
+
+/// A hook's context inside a `transaction` that left its own in the connection's temporary
+/// table: written as the context row (replacing one there is) where the row exists or the
+/// connection's `carry_context` token is one of `tokens`, and nowhere else (a row on another
+/// connection would commit with its transaction). One write, so that it takes the write lock
+/// first (see `context_row_sql`). A connection of a pool without `carry_context` gets an
+/// empty temporary table first, which it reads.
+pub(super) async fn claim_context<C: ConnectionTrait>(
+    db: &C,
+    (actor, tool, data): (Option<String>, Option<String>, Option<String>),
+    tokens: &[i64],
+) -> Result<(), DbErr> {
+    db.execute_unprepared(&CARRY_TABLE_SQL).await?;
+    let marks = vec!["?"; tokens.len()].join(", ");
+    let mut values: Vec<sea_orm::Value> = vec![actor.into(), tool.into(), data.into()];
+    values.extend(tokens.iter().map(|&t| sea_orm::Value::from(t)));
+    let context = q(CONTEXT_TABLE);
+    let statement = Statement::from_sql_and_values(
+        DbBackend::Sqlite,
+        format!(
+            "INSERT OR REPLACE INTO {context} (id, actor, tool, data) SELECT 1, ?, ?, ? \
+             WHERE EXISTS (SELECT 1 FROM {context}) \
+             OR EXISTS (SELECT 1 FROM temp.{} WHERE token IN ({marks}))",
+            q(CARRY_TABLE)
+        ),
+        values,
+    );
     db.execute_raw(statement).await.map(|_| ())
 }

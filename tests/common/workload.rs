@@ -237,21 +237,28 @@ pub struct WorkDb {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// Pool options; the pool carries each task's context to the triggers where the backend can
-/// (`capture_db::carry_context`: PostgreSQL and MySQL, with the crate features on).
+/// Pool options; the pool carries each task's context to the triggers
+/// (`capture_db::carry_context`, with the crate features on).
 pub fn options(url: &str, max_connections: u32) -> ConnectOptions {
     let mut opt = ConnectOptions::new(url.to_owned());
     opt.max_connections(max_connections).sqlx_logging(false);
-    #[cfg(all(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
+    #[cfg(all(
+        feature = "sqlx-postgres",
+        feature = "sqlx-mysql",
+        feature = "sqlx-sqlite"
+    ))]
     sea_orm_audit::capture_db::carry_context(&mut opt);
     opt
 }
 
 /// Whether database-mode writes outside transactions carry their writer's context: the pool
-/// of `options` carries it on PostgreSQL and MySQL.
-pub fn carries_context(backend: sea_orm::DbBackend) -> bool {
-    cfg!(all(feature = "sqlx-postgres", feature = "sqlx-mysql"))
-        && backend != sea_orm::DbBackend::Sqlite
+/// of `options` carries it, with the crate features on.
+pub fn carries_context() -> bool {
+    cfg!(all(
+        feature = "sqlx-postgres",
+        feature = "sqlx-mysql",
+        feature = "sqlx-sqlite"
+    ))
 }
 
 impl WorkDb {
@@ -593,9 +600,7 @@ pub async fn check(db: &DatabaseConnection, mode: Mode, committed: &[Write]) -> 
         }
         let own = Some(actor(write.writer));
         let allowed = match (mode, write.in_txn) {
-            (Mode::Database | Mode::Deferred, false)
-                if !carries_context(db.get_database_backend()) =>
-            {
+            (Mode::Database | Mode::Deferred, false) if !carries_context() => {
                 entry.actor.is_none() || entry.actor == own
             }
             _ => entry.actor == own,
