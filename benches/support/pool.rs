@@ -2,8 +2,8 @@
 //! carries the context into each connection it hands out (`capture_db::carry_context`) and
 //! through one that does not: what attributing writes outside transactions costs (SQLite: a
 //! file, a second pool cannot open a database in memory). Both pools
-//! have one connection and no ping before an acquire; the hooks seal after each write on MySQL
-//! in both.
+//! have one connection and no ping before an acquire; the hooks seal after each write on SQLite
+//! and MySQL in both.
 
 use std::time::{Duration, Instant};
 
