@@ -32,6 +32,7 @@ const CONTEXT_TABLE: &str = "sea_orm_audit_context";
 /// schema (one row, `id = 1`), with the token that tells the connection apart.
 const CARRY_TABLE: &str = "sea_orm_audit_carried";
 /// `carry_context`'s temporary trigger on `audit_log`, one per connection.
+#[cfg(feature = "sqlx-sqlite")]
 const CARRY_TRIGGER: &str = "sea_orm_audit_carry";
 /// Marks the registry comment in the insert trigger's text (kept by `sqlite_master`).
 const REGISTRY: &str = "/* sea_orm_audit registry: ";
@@ -463,6 +464,7 @@ pub(super) static CARRY_TABLE_SQL: LazyLock<String> = LazyLock::new(|| {
 /// `carry_context`'s statement on each acquire: the context (`?` actor, tool, data as JSON
 /// text, token) into the temporary table, returning whether the connection has its trigger.
 /// Temporary tables belong to the connection: the write takes no lock of the database file.
+#[cfg(feature = "sqlx-sqlite")]
 pub(super) static CARRY_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT OR REPLACE INTO temp.{} (id, actor, tool, data, token) VALUES (1, ?, ?, ?, ?) \
@@ -475,6 +477,7 @@ pub(super) static CARRY_SQL: LazyLock<String> = LazyLock::new(|| {
 
 /// Whether the tables the temporary trigger reads exist (a trigger whose body names a missing
 /// table would fail every insert into `audit_log`).
+#[cfg(feature = "sqlx-sqlite")]
 pub(super) fn ready_sql() -> String {
     format!(
         "SELECT (SELECT count(*) FROM main.sqlite_master WHERE type = 'table' AND name IN ({}, {})) = 2 \
@@ -489,6 +492,7 @@ pub(super) fn ready_sql() -> String {
 /// Only a temporary trigger can read a temporary table; it goes when `audit_log` is dropped,
 /// and the next acquire creates it again. Hook-mode entries carry their own context and are
 /// sealed when written; an entry of `transaction`'s context row has it already.
+#[cfg(feature = "sqlx-sqlite")]
 pub(super) fn arm_sql() -> String {
     let log = q(audit_log::Entity.table_name());
     let col = |c: audit_log::Column| q(c.as_str());
