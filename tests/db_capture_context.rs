@@ -613,6 +613,70 @@ async fn assert_unsealed(t: &TestDb, n: usize) {
     );
 }
 
+/// SQLite: carrying the context takes no lock of the database file. While another connection
+/// holds the write lock, a carrying pool's connection (busy timeout 0: any wait fails at once)
+/// is acquired, carries its task's context into its temporary table and arms its trigger; a
+/// write to the database file on it is refused, which proves the lock was held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn carrying_takes_no_lock_of_the_sqlite_file() {
+    let t = setup().await;
+    if t.backend() != DbBackend::Sqlite {
+        return t.finish().await;
+    }
+    let mut options = pool_options(t.url.clone(), 1);
+    options.map_sqlx_sqlite_opts(|o| o.busy_timeout(std::time::Duration::ZERO));
+    capture_db::carry_context(&mut options);
+    let carrying = Database::connect(options).await.unwrap();
+
+    let holder = t.db.begin().await.unwrap();
+    holder
+        .execute_unprepared("INSERT INTO ctx_posts (id, title, views) VALUES (1, 'held', 0)")
+        .await
+        .unwrap();
+    let (carried, armed, refused) = AuditContext::new()
+        .actor("alice")
+        .scope(async {
+            let carried: Option<String> = carrying
+                .query_one_raw(Statement::from_string(
+                    DbBackend::Sqlite,
+                    "SELECT actor FROM temp.sea_orm_audit_carried",
+                ))
+                .await
+                .unwrap()
+                .unwrap()
+                .try_get("", "actor")
+                .unwrap();
+            let armed: i64 = carrying
+                .query_one_raw(Statement::from_string(
+                    DbBackend::Sqlite,
+                    "SELECT count(*) AS n FROM temp.sqlite_master WHERE type = 'trigger' \
+                     AND name = 'sea_orm_audit_carry'",
+                ))
+                .await
+                .unwrap()
+                .unwrap()
+                .try_get("", "n")
+                .unwrap();
+            let refused = carrying
+                .execute_unprepared("INSERT INTO ctx_posts (id, title, views) VALUES (2, 'b', 0)")
+                .await
+                .err()
+                .map(|e| e.to_string());
+            (carried, armed, refused)
+        })
+        .await;
+    holder.rollback().await.unwrap();
+    assert_eq!(carried.as_deref(), Some("alice"));
+    assert_eq!(
+        armed, 1,
+        "the connection's trigger was created under the lock"
+    );
+    let refused = refused.expect("a write to the file while the lock is held must fail");
+    assert!(refused.contains("locked"), "{refused}");
+    carrying.close().await.unwrap();
+    t.finish().await;
+}
+
 /// A `capture_db::Sealer` whose seal loses its connection (the answer to its read of the
 /// unsealed entries swallowed by the proxy) counts the failure, keeps its timer and seals the
 /// entries at a later tick; `verify` is then clean. PostgreSQL and MySQL (SQLite has no TCP
