@@ -230,7 +230,10 @@ pub(crate) async fn write_many<C: ConnectionTrait>(db: &C, entries: Vec<NewEntry
             let (prev, hash) = match prev {
                 // The predecessor waits for a seal (a trigger wrote it, the entity was in
                 // database mode then): so does this entry, which the seal then links to it.
-                Some(head) if head == UNSEALED => (None, UNSEALED.to_owned()),
+                // Its `prev_hash` says so until then: the capture triggers leave theirs NULL,
+                // and SQLite's `carry_context` fills a context only into those (an event or a
+                // hook entry here was written with its own context, or none on purpose).
+                Some(head) if head == UNSEALED => (Some(UNSEALED.to_owned()), UNSEALED.to_owned()),
                 prev => {
                     let hash = entry_hash(&row.content(), prev.as_deref());
                     (prev, hash)

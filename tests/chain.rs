@@ -270,7 +270,40 @@ async fn reordering_entries_is_caught() {
     }
     let report = verify(&t.db).await.unwrap();
     assert!(!report.is_ok());
-    assert_eq!(report.first_broken().unwrap().id, a, "{report:#?}");
+    let first = report.first_broken().unwrap();
+    assert_eq!(first.id, a, "{report:#?}");
+    assert!(
+        matches!(first.kind, ProblemKind::BrokenLink { .. }),
+        "{report:#?}"
+    );
+    t.finish().await;
+}
+
+/// An entry inserted with a valid hash of its own: a genuine entry of the object replayed at
+/// the end of the log (its content, `prev_hash` and hash copied). Its content verifies, so
+/// only its link gives it away.
+#[tokio::test]
+async fn a_replayed_entry_with_a_valid_hash_breaks_the_link() {
+    let t = TestDb::new().await;
+    let p = history(&t).await;
+    let genuine = nth_entry(&t, &p, 2).await;
+    let replay = 1_000_000;
+    t.db.execute_unprepared(&format!(
+        "INSERT INTO audit_log (id, entity_type, object_id, action, actor, created_at, changes, \
+         tool, message, status, data, prev_hash, hash) \
+         SELECT {replay}, entity_type, object_id, action, actor, created_at, changes, tool, \
+         message, status, data, prev_hash, hash FROM audit_log WHERE id = {genuine}"
+    ))
+    .await
+    .unwrap();
+    let report = verify(&t.db).await.unwrap();
+    assert_eq!(report.problems.len(), 1, "{report:#?}");
+    let problem = report.first_broken().unwrap();
+    assert_eq!(problem.id, replay, "{report:#?}");
+    assert!(
+        matches!(problem.kind, ProblemKind::BrokenLink { .. }),
+        "{report:#?}"
+    );
     t.finish().await;
 }
 

@@ -1066,6 +1066,77 @@ async fn a_context_row_committed_by_ddl_is_not_read_by_later_transactions() {
     t.finish().await;
 }
 
+/// A `capture_db::transaction` nested in another one replaces the outer one's context row
+/// with its own; when its closure's DDL commits that row (and the outer transaction with it)
+/// and then fails, it puts back the outer one's context, and the outer one deletes its row at
+/// its end: the connection's row holds alice's actor again after bob's failed, and none is
+/// left afterwards.
+#[tokio::test]
+async fn a_nested_context_committed_by_ddl_is_put_back_then_deleted() {
+    let t = setup().await;
+    if t.backend() != DbBackend::MySql {
+        return t.finish().await;
+    }
+    let db = Database::connect(pool_options(t.url.clone(), 1))
+        .await
+        .unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let slot = seen.clone();
+    // The outer one's own end may fail: sqlx still counts the savepoint the DDL ended.
+    let outcome = AuditContext::new()
+        .actor("alice")
+        .scope(capture_db::transaction(&db, |outer| {
+            Box::pin(async move {
+                assert_eq!(row_actor(outer).await?.as_deref(), Some("alice"));
+                let inner = AuditContext::new()
+                    .actor("bob")
+                    .scope(capture_db::transaction(outer, |inner| {
+                        Box::pin(async move {
+                            assert_eq!(row_actor(inner).await?.as_deref(), Some("bob"));
+                            insert_then_ddl(inner, "e", "ctx_ddl_e", false).await
+                        })
+                    }))
+                    .await;
+                // sqlx still counts the savepoint the DDL ended: the outer transaction's next
+                // statement is its rollback, which fails (1305); the one after runs.
+                let after = match row_actor(outer).await {
+                    Err(e) if e.to_string().contains("1305") => row_actor(outer).await?,
+                    read => read?,
+                };
+                *slot.lock().unwrap() = Some((inner, after));
+                Ok::<_, DbErr>(())
+            })
+        }))
+        .await;
+    let (inner, after) = seen
+        .lock()
+        .unwrap()
+        .take()
+        .unwrap_or_else(|| panic!("the outer closure failed: {outcome:?}"));
+    assert!(inner.is_err(), "the nested closure failed after its DDL");
+    assert_eq!(
+        after.as_deref(),
+        Some("alice"),
+        "bob's context was not put back"
+    );
+    assert_eq!(context_rows(&db).await, 0, "left by the outer one");
+    drop_tables(&db, &["ctx_ddl_e"]).await;
+    db.close().await.unwrap();
+    t.finish().await;
+}
+
+/// The actor of this connection's context row, if it has one.
+async fn row_actor(c: &DatabaseTransaction) -> Result<Option<String>, DbErr> {
+    let sql = "SELECT actor FROM sea_orm_audit_context WHERE connection = CONNECTION_ID()";
+    let row = c
+        .query_one_raw(Statement::from_string(DbBackend::MySql, sql))
+        .await?;
+    Ok(row
+        .map(|row| row.try_get::<Option<String>>("", "actor"))
+        .transpose()?
+        .flatten())
+}
+
 /// The other half of the case above: a `capture_db::transaction` nested in a plain
 /// transaction whose closure ends its savepoint with DDL and then succeeds leaves no row
 /// either (its commit, a RELEASE of that savepoint, fails in sqlx), and a top-level one's
@@ -1634,6 +1705,59 @@ async fn hook_mode_entries_keep_their_own_context_on_a_carrying_connection() {
             entry("hook_ctx_posts", None),
             entry("hook_ctx_posts", Some("bob")),
             entry("ctx_posts", Some("alice")),
+        ]
+    );
+    assert!(verify(&db).await.unwrap().problems.is_empty());
+    db.close().await.unwrap();
+    t.finish().await;
+}
+
+/// An event recorded with no context through a transaction another context began names
+/// nobody, on a connection that carries that context. On SQLite the event's entry follows an
+/// unsealed one (the capture trigger's, in the same transaction), so it is written unsealed
+/// too, in the shape of a trigger's entry; the connection's temporary trigger once filled
+/// alice in there (both events here named her before `prev_hash` was marked). The entry the
+/// capture trigger wrote is hers.
+#[tokio::test]
+async fn an_event_without_a_context_names_nobody_on_a_carrying_connection() {
+    use sea_orm_audit::{Action, Event};
+    let t = setup().await;
+    let db = carrying_pool(&t, 1).await;
+    let txn = AuditContext::new()
+        .actor("alice")
+        .scope(async {
+            let txn = db.begin().await?;
+            raw_insert(&txn, "by alice").await?;
+            Ok::<_, DbErr>(txn)
+        })
+        .await
+        .unwrap();
+    Event::new(Action::Update)
+        .target_id("ctx_posts", "1")
+        .record(&txn)
+        .await
+        .unwrap();
+    AuditContext::new()
+        .actor("alice")
+        .scope(async {
+            let event = Event::new(Action::Delete).target_id("ctx_posts", "1");
+            AuditContext::new().scope(event.record(&txn)).await
+        })
+        .await
+        .unwrap();
+    txn.commit().await.unwrap();
+    let got: Vec<(String, Option<String>)> = entries(&db)
+        .await
+        .into_iter()
+        .map(|e| (e.action, e.actor))
+        .collect();
+    let entry = |action: &str, actor: Option<&str>| (action.to_owned(), actor.map(str::to_owned));
+    assert_eq!(
+        got,
+        vec![
+            entry("create", Some("alice")),
+            entry("update", None),
+            entry("delete", None),
         ]
     );
     assert!(verify(&db).await.unwrap().problems.is_empty());

@@ -490,8 +490,11 @@ pub(super) fn ready_sql() -> String {
 /// The connection's temporary trigger: an entry the capture triggers wrote with no context
 /// (no context row of `transaction` was in effect) gets the context in the temporary table.
 /// Only a temporary trigger can read a temporary table; it goes when `audit_log` is dropped,
-/// and the next acquire creates it again. Hook-mode entries carry their own context and are
-/// sealed when written; an entry of `transaction`'s context row has it already.
+/// and the next acquire creates it again. The library's own entries (hooks, events) carry the
+/// context they were written in, or none on purpose: they are sealed when written, or, after
+/// an unsealed predecessor, have `prev_hash = 'unsealed'` (`store::write_many`), where the
+/// capture triggers leave it NULL. An entry of `transaction`'s context row has its context
+/// already.
 #[cfg(feature = "sqlx-sqlite")]
 pub(super) fn arm_sql() -> String {
     let log = q(audit_log::Entity.table_name());
@@ -504,7 +507,8 @@ pub(super) fn arm_sql() -> String {
     let carried = format!("temp.{}", q(CARRY_TABLE));
     format!(
         "CREATE TEMP TRIGGER IF NOT EXISTS {trigger} AFTER INSERT ON main.{log} FOR EACH ROW \
-         WHEN NEW.{hash} = {unsealed} AND NEW.{action} IN ('create', 'update', 'delete') \
+         WHEN NEW.{hash} = {unsealed} AND NEW.{prev} IS NULL \
+         AND NEW.{action} IN ('create', 'update', 'delete') \
          AND NEW.{actor} IS NULL AND NEW.{tool} IS NULL AND NEW.{data} IS NULL \
          AND NEW.{message} IS NULL AND NOT EXISTS (SELECT 1 FROM main.{context}) BEGIN \
          UPDATE {log} SET ({actor}, {tool}, {data}) = (SELECT actor, tool, data FROM {carried} \
@@ -512,6 +516,7 @@ pub(super) fn arm_sql() -> String {
          AND (actor IS NOT NULL OR tool IS NOT NULL OR data IS NOT NULL)); END",
         trigger = q(CARRY_TRIGGER),
         hash = col(audit_log::Column::Hash),
+        prev = col(audit_log::Column::PrevHash),
         unsealed = literal(UNSEALED),
         action = col(audit_log::Column::Action),
         message = col(audit_log::Column::Message),

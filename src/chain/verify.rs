@@ -19,7 +19,8 @@ pub enum ProblemKind {
     /// The stored hash does not match the entry's content: the entry was edited.
     ContentChanged,
     /// The entry does not link to the previous entry of its object: entries were deleted,
-    /// inserted or reordered before it (or, outside transactions, two writers forked the chain).
+    /// inserted or reordered before it, or it is a copy of an earlier entry of its object (a
+    /// replay). (Two writers outside transactions forking the chain are a `Fork`.)
     BrokenLink {
         /// The hash of the previous remaining entry of the object (`None`: there is none).
         expected: Option<String>,
@@ -223,6 +224,12 @@ fn check(
         Some(stored) if *stored != entry_hash(&Content::of(row), row.prev_hash.as_deref()) => {
             Some(ProblemKind::ContentChanged)
         }
+        // The same hash as an earlier entry of the object: a copy of it (same content, same
+        // predecessor), which no writer makes; concurrent writers fork with different entries.
+        Some(stored) if state.seen.contains(&prefix(stored)) => Some(ProblemKind::BrokenLink {
+            expected: state.hash.clone(),
+            found: row.prev_hash.clone(),
+        }),
         Some(_) => match link {
             Ok(()) => None,
             Err(Some(shared)) => Some(ProblemKind::Fork { shared }),
