@@ -210,6 +210,65 @@ async fn failed_writes_leave_no_log_rows_without_a_transaction() {
     t.finish().await;
 }
 
+/// A failed write inside a transaction that goes on and commits leaves no log row: the
+/// failures undone by a savepoint (every backend), and on SQLite and MySQL, which keep a
+/// transaction going after a failed statement, without one too. The writes that succeeded
+/// around them are logged once each.
+#[tokio::test]
+async fn failed_writes_leave_no_log_rows_in_a_transaction_that_commits() {
+    let t = TestDb::new().await;
+    let taken = new_post("taken").insert(&t.db).await.unwrap();
+    let other = new_post("other").insert(&t.db).await.unwrap();
+    let before = all_logs(&t.db).await.len();
+    let continues = t.db.get_database_backend() != sea_orm::DbBackend::Postgres;
+
+    let txn = t.db.begin().await.unwrap();
+    let mut am = other.clone().into_active_model();
+    am.views = Set(1);
+    am.update(&txn).await.unwrap();
+    // Undone by a savepoint: an insert and an update violating UNIQUE(title).
+    let savepoint = txn.begin().await.unwrap();
+    assert!(new_post("taken").insert(&savepoint).await.is_err());
+    savepoint.rollback().await.unwrap();
+    let savepoint = txn.begin().await.unwrap();
+    let mut am = other.clone().into_active_model();
+    am.title = Set("taken".into());
+    assert!(am.update(&savepoint).await.is_err());
+    savepoint.rollback().await.unwrap();
+    if continues {
+        // The same failures with no savepoint: the transaction goes on.
+        assert!(new_post("taken").insert(&txn).await.is_err());
+        let mut am = other.clone().into_active_model();
+        am.title = Set("taken".into());
+        assert!(am.update(&txn).await.is_err());
+    }
+    let mut am = taken.clone().into_active_model();
+    am.views = Set(2);
+    am.update(&txn).await.unwrap();
+    txn.commit().await.unwrap();
+
+    let logs = all_logs(&t.db).await;
+    assert_eq!(logs.len(), before + 2, "{:#?}", &logs[before..]);
+    let changes: Vec<_> = logs[before..]
+        .iter()
+        .map(|e| (e.object_id.clone(), e.changes.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            (
+                other.id.to_string(),
+                json!({"old_value": {"views": 0}, "new_value": {"views": 1}})
+            ),
+            (
+                taken.id.to_string(),
+                json!({"old_value": {"views": 0}, "new_value": {"views": 2}})
+            ),
+        ]
+    );
+    t.finish().await;
+}
+
 #[tokio::test]
 async fn rollback_removes_both_and_commit_keeps_both() {
     let t = TestDb::new().await;

@@ -652,6 +652,44 @@ async fn a_deferred_seal_writes_the_same_entries_and_leaves_them_to_the_seal() {
     assert_eq!(sealer.failures(), 0);
     assert_eq!(sealer.stop().await.unwrap(), 0, "nothing left to seal");
     assert!(verify(db).await.unwrap().problems.is_empty());
+
+    // `stop` seals what is left: a Sealer whose first tick sealed two entries, and whose next
+    // is an hour away, is stopped with two more waiting.
+    db.execute_unprepared("UPDATE db_deferred_posts SET views = views + 1")
+        .await
+        .unwrap();
+    let sealer = capture_db::Sealer::spawn(db.clone(), std::time::Duration::from_secs(3600));
+    let start = std::time::Instant::now();
+    while sealer.sealed() < 2 {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30));
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    db.execute_unprepared("UPDATE db_deferred_posts SET views = views + 1")
+        .await
+        .unwrap();
+    assert_eq!(sealer.sealed(), 2);
+    assert_eq!(sealer.stop().await.unwrap(), 2, "stop seals what is left");
+    assert!(verify(db).await.unwrap().problems.is_empty());
+
+    // Inside a transaction MySQL's seal refuses (its snapshot could hide an entry's
+    // predecessor); the others seal there, with the transaction.
+    db.execute_unprepared("UPDATE db_deferred_posts SET views = views + 1")
+        .await
+        .unwrap();
+    let txn = sea_orm::TransactionTrait::begin(db).await.unwrap();
+    let inside = capture_db::seal(&txn).await;
+    txn.commit().await.unwrap();
+    if t.backend() == sea_orm::DbBackend::MySql {
+        let error = inside.expect_err("MySQL's seal ran inside a transaction");
+        assert!(
+            error.to_string().contains("outside a transaction"),
+            "{error}"
+        );
+        assert_eq!(capture_db::seal(db).await.unwrap(), 2);
+    } else {
+        assert_eq!(inside.unwrap(), 2);
+    }
+    assert!(verify(db).await.unwrap().problems.is_empty());
     t.finish().await;
 }
 
@@ -1580,5 +1618,87 @@ async fn installing_again_through_a_pool_works_whatever_connection_runs_it() {
         .unwrap();
     assert_eq!(entries(&t, "db_posts").await.len(), 1);
     assert_verified(&t).await;
+    t.finish().await;
+}
+
+/// The application's role needs no right on `audit_log`: the trigger writes the entry with
+/// the rights of the role that installed it (PostgreSQL: `SECURITY DEFINER`; MySQL: a
+/// trigger runs as its definer). A role allowed to write `db_posts` only has its update and
+/// delete logged, and is refused when it writes `audit_log` itself. SQLite has no roles.
+#[tokio::test]
+async fn a_role_without_rights_on_the_log_is_still_logged() {
+    let t = setup().await;
+    let backend = t.backend();
+    if backend == DbBackend::Sqlite {
+        return t.finish().await;
+    }
+    let db = &t.db;
+    db.execute_unprepared(
+        "INSERT INTO db_posts (id, title, body, views) VALUES (1, 'by admin', 'b', 0)",
+    )
+    .await
+    .unwrap();
+    let role = format!("audit_app_{}", std::process::id());
+    let database = t.url.rsplit_once('/').unwrap().1.to_owned();
+    let (create, grant) = match backend {
+        DbBackend::Postgres => (
+            format!("CREATE ROLE {role} LOGIN"),
+            format!("GRANT SELECT, INSERT, UPDATE, DELETE ON db_posts TO {role}"),
+        ),
+        _ => (
+            format!("CREATE USER '{role}'@'%' IDENTIFIED BY ''"),
+            format!("GRANT SELECT, INSERT, UPDATE, DELETE ON {database}.db_posts TO '{role}'@'%'"),
+        ),
+    };
+    db.execute_unprepared(&create).await.unwrap();
+    db.execute_unprepared(&grant).await.unwrap();
+    let (scheme, rest) = t.url.split_once("://").unwrap();
+    let (_, host) = rest.split_once('@').unwrap();
+    let app = Database::connect(format!("{scheme}://{role}@{host}"))
+        .await
+        .unwrap();
+    let refused = app
+        .execute_unprepared(
+            "INSERT INTO audit_log (entity_type, object_id, action, created_at, status) \
+             VALUES ('db_posts', '1', 'update', '2030-01-01 00:00:00', 'success')",
+        )
+        .await;
+    let written = async {
+        app.execute_unprepared("UPDATE db_posts SET views = 7 WHERE id = 1")
+            .await?;
+        app.execute_unprepared("DELETE FROM db_posts WHERE id = 1")
+            .await
+    }
+    .await;
+    app.close().await.ok();
+    let drop_role = match backend {
+        DbBackend::Postgres => format!("DROP OWNED BY {role}; DROP ROLE {role}"),
+        _ => format!("DROP USER '{role}'@'%'"),
+    };
+    db.execute_unprepared(&drop_role).await.unwrap();
+    let error = refused.expect_err("the role wrote audit_log itself");
+    assert!(
+        error.to_string().to_lowercase().contains("denied"),
+        "{error}"
+    );
+    written.unwrap();
+    let logged: Vec<_> = audit_log::Entity::find()
+        .filter(audit_log::Column::EntityType.eq("db_posts"))
+        .filter(audit_log::Column::ObjectId.eq("1"))
+        .order_by_asc(audit_log::Column::Id)
+        .all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.action, e.changes))
+        .collect();
+    let actions: Vec<&str> = logged.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(actions, ["create", "update", "delete"], "{logged:?}");
+    assert_eq!(
+        logged[1].1,
+        Some(json!({"old_value": {"views": 0}, "new_value": {"views": 7}}))
+    );
+    capture_db::seal(db).await.unwrap();
+    assert!(verify(db).await.unwrap().is_ok());
     t.finish().await;
 }

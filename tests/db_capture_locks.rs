@@ -61,15 +61,24 @@ async fn unrelated_writes(other: &DatabaseConnection, round: usize) -> Result<()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_mode_writers_of_other_objects_never_wait() {
+    others_never_wait(workload::options, workload::carries_context()).await;
+}
+
+/// The same on plain pools (no `carry_context`): every `capture_db::transaction` writes its
+/// context row (MySQL) or setting (PostgreSQL), the case the gap locks were about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_mode_writers_of_other_objects_never_wait_on_plain_pools() {
+    others_never_wait(workload::plain_options, false).await;
+}
+
+async fn others_never_wait(options: fn(&str, u32) -> sea_orm::ConnectOptions, carries: bool) {
     let w = WorkDb::new().await;
     let backend = w.backend();
     if backend == DbBackend::Sqlite {
         return w.finish().await;
     }
     // One connection, so that the session setting holds for every statement.
-    let other = Database::connect(workload::options(&w.url, 1))
-        .await
-        .unwrap();
+    let other = Database::connect(options(&w.url, 1)).await.unwrap();
     let lock_timeout = if backend == DbBackend::MySql {
         "SET SESSION innodb_lock_wait_timeout = 2"
     } else {
@@ -78,9 +87,7 @@ async fn database_mode_writers_of_other_objects_never_wait() {
     other.execute_unprepared(lock_timeout).await.unwrap();
     // The holder's connection is opened after the other's: on MySQL its id is higher, so the
     // other's context row sorts before the holder's in their table.
-    let holder_db = Database::connect(workload::options(&w.url, 1))
-        .await
-        .unwrap();
+    let holder_db = Database::connect(options(&w.url, 1)).await.unwrap();
     // The holder: row 1 updated; then object 10 created (its first entry); then deleted; then
     // row 1 updated by raw SQL in a transaction of its own (`begin`, no context row).
     let holds = ["update", "create", "delete", "plain"];
@@ -93,9 +100,7 @@ async fn database_mode_writers_of_other_objects_never_wait() {
             // lookup of its row then finds none (not one an earlier transaction of the same
             // connection left delete-marked), so a lock taken by that lookup would cover the
             // gap where the next connections' rows go.
-            let db = Database::connect(workload::options(&w.url, 1))
-                .await
-                .unwrap();
+            let db = Database::connect(options(&w.url, 1)).await.unwrap();
             let holder = tokio::spawn(AuditContext::new().actor("holder").scope(async move {
                 let txn = db.begin().await?;
                 txn.execute_unprepared("UPDATE conc_db_rows SET val = 'held-plain' WHERE id = 1")
@@ -114,9 +119,7 @@ async fn database_mode_writers_of_other_objects_never_wait() {
             // MySQL its row is a new record of the context table (not one left delete-marked
             // by an earlier transaction of the same connection, which InnoDB writes over in
             // place), in the gap after the holder's.
-            let fresh = Database::connect(workload::options(&w.url, 1))
-                .await
-                .unwrap();
+            let fresh = Database::connect(options(&w.url, 1)).await.unwrap();
             let fresh_result = async {
                 fresh.execute_unprepared(lock_timeout).await?;
                 AuditContext::new()
@@ -180,6 +183,15 @@ async fn database_mode_writers_of_other_objects_never_wait() {
             .actor("other")
             .scope(unrelated_writes(&other, round))
             .await;
+        // The control: a write of the held row itself waits, and times out, so the check
+        // above can fail.
+        if hold == "update" {
+            let blocked = other
+                .execute_unprepared("UPDATE conc_db_rows SET val = 'blocked' WHERE id = 1")
+                .await;
+            let error = blocked.expect_err("a write of the held row did not wait for the holder");
+            assert!(error.to_string().to_lowercase().contains("lock"), "{error}");
+        }
         release_tx.send(()).unwrap();
         holder.await.unwrap().unwrap();
         result.unwrap_or_else(|e| panic!("while the holder's {hold} was open: {e}"));
@@ -202,7 +214,6 @@ async fn database_mode_writers_of_other_objects_never_wait() {
     };
     // Autocommit writes, and the holder's plain transaction, carry the actor where the pool
     // does (`carry_context`); `capture_db::transaction` always.
-    let carries = workload::carries_context();
     assert_eq!(by("holder"), holds.len() - usize::from(!carries));
     let per_round = if carries { 5 } else { 1 };
     assert_eq!(by("other"), per_round * holds.len(), "{entries:#?}");

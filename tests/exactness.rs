@@ -241,19 +241,28 @@ fn set_val(id: i32, val: &str) -> String {
     format!("UPDATE conc_db_rows SET val = '{val}' WHERE id = {id}")
 }
 
-/// Context theft, database mode: alice's context is set on the one connection of a pool (in
-/// `capture_db::transaction`, by a hook in autocommit, by a hook in her own transaction);
+/// Context theft, database mode: alice's context is set on the one connection of a pool
+/// without `carry_context` (by `capture_db::transaction`, by a hook in her own transaction);
 /// while her scope is still running, another task writes on that same connection (shown by
 /// its connection id) through raw SQL, an active model and `update_many`; and a second
 /// process writes while her context is set in an open transaction. None of their entries
 /// carries an actor, a tool or data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_context_never_reaches_another_tasks_or_processes_writes() {
+    context_stays_with_its_writer(workload::plain_options).await;
+}
+
+/// The same on a pool that carries the context (with the crate features on; otherwise the
+/// same plain pool again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_context_never_reaches_another_tasks_or_processes_writes_on_a_carrying_pool() {
+    context_stays_with_its_writer(workload::options).await;
+}
+
+async fn context_stays_with_its_writer(options: fn(&str, u32) -> sea_orm::ConnectOptions) {
     let w = WorkDb::new().await;
     let backend = w.backend();
-    let pool = Database::connect(workload::options(&w.url, 1))
-        .await
-        .unwrap();
+    let pool = Database::connect(options(&w.url, 1)).await.unwrap();
     let (go, go_rx) = tokio::sync::oneshot::channel::<()>();
     let (done, done_rx) = tokio::sync::oneshot::channel::<String>();
 

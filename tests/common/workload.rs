@@ -237,11 +237,18 @@ pub struct WorkDb {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// Pool options without `capture_db::carry_context`: a plain pool, as an application builds it.
+pub fn plain_options(url: &str, max_connections: u32) -> ConnectOptions {
+    let mut opt = ConnectOptions::new(url.to_owned());
+    opt.max_connections(max_connections).sqlx_logging(false);
+    opt
+}
+
 /// Pool options; the pool carries each task's context to the triggers
 /// (`capture_db::carry_context`, with the crate features on).
 pub fn options(url: &str, max_connections: u32) -> ConnectOptions {
-    let mut opt = ConnectOptions::new(url.to_owned());
-    opt.max_connections(max_connections).sqlx_logging(false);
+    #[allow(unused_mut)]
+    let mut opt = plain_options(url, max_connections);
     #[cfg(all(
         feature = "sqlx-postgres",
         feature = "sqlx-mysql",
