@@ -358,3 +358,65 @@ pub fn pending_snapshot_bytes() -> usize {
 pub fn evicted_snapshots() -> u64 {
     EVICTED.load(Ordering::Relaxed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: usize) -> Key {
+        (Scope::current(), "pending_sweep_test", n.to_string())
+    }
+
+    fn stale_slot(at: Instant) -> Slot {
+        let pending = Pending::Absent {
+            written: Map::new(),
+            newest_logged: None,
+        };
+        Slot {
+            at,
+            ticket: TICKETS.fetch_add(1, Ordering::Relaxed),
+            bytes: size_of(&pending),
+            pending,
+        }
+    }
+
+    /// Snapshots left behind more than `STALE_AFTER` ago are kept while the table holds
+    /// `PURGE_ABOVE` entries or fewer, and swept (their bytes with them) by the next hook once
+    /// it holds more; a younger one stays.
+    #[tokio::test]
+    async fn stale_snapshots_are_swept_once_the_table_is_large() {
+        let Some(old) = Instant::now().checked_sub(STALE_AFTER + Duration::from_secs(1)) else {
+            eprintln!("the clock started less than ten minutes ago: nothing can be that old");
+            return;
+        };
+        let present = |n: usize| table().slots.contains_key(&key(n));
+        {
+            let mut map = table();
+            for n in 0..10 {
+                map.insert(key(n), stale_slot(old));
+            }
+        }
+        drop(Claim::acquire(key(100_000)).await.unwrap());
+        assert!((0..10).all(present), "swept below PURGE_ABOVE");
+
+        let bytes_before = {
+            let mut map = table();
+            for n in 10..=PURGE_ABOVE {
+                map.insert(key(n), stale_slot(old));
+            }
+            map.insert(key(100_001), stale_slot(Instant::now()));
+            map.bytes
+        };
+        drop(Claim::acquire(key(100_000)).await.unwrap());
+        assert!(!(0..=PURGE_ABOVE).any(present), "stale snapshots left");
+        assert!(present(100_001), "a young snapshot was swept");
+        let bytes_after = table().bytes;
+        assert!(
+            bytes_after < bytes_before,
+            "{bytes_after} of {bytes_before} bytes"
+        );
+        let mut map = table();
+        let ticket = map.slots[&key(100_001)].ticket;
+        map.remove(&key(100_001), ticket);
+    }
+}
