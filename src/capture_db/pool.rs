@@ -94,13 +94,13 @@ fn next_token() -> i64 {
 /// `map_sqlx_*_pool_opts`, its `after_connect`: it replaces a pool-options function set before
 /// it, and sea-orm's `set_schema_search_path` (put the search path in the URL instead:
 /// `?options=-csearch_path%3Dmy_schema`). Call it last: a `before_acquire` or pool-options
-/// function set after it replaces its own, and the pool's connections then keep the context
-/// of the task they were opened for (a probe on all three backends: a later write with no
-/// context, and bob's, were logged as alice's).
+/// function set after it replaces its own, and a reused connection then keeps the context it
+/// was given when it opened.
 ///
 /// A transaction carries the context of the task that began it, wherever it is used later;
 /// on PostgreSQL the hooks of a database-mode entity replace it with their own task's, for
-/// their write and the rest of that transaction (the setting is the transaction's). A top-level [`transaction`](super::transaction) begun on such a pool finds its
+/// their write and the rest of that transaction (the setting is the transaction's). A
+/// top-level [`transaction`](super::transaction) begun on such a pool finds its
 /// context already set by the callback that gave it its connection, in its task, and hands
 /// none over itself: no context row to write and delete on MySQL (two statements), no setting
 /// on PostgreSQL (one). Should a hook of another context write through it, or through a
