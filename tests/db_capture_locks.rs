@@ -61,17 +61,23 @@ async fn unrelated_writes(other: &DatabaseConnection, round: usize) -> Result<()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_mode_writers_of_other_objects_never_wait() {
-    others_never_wait(workload::options, workload::carries_context()).await;
+    others_never_wait(true).await;
 }
 
 /// The same on plain pools (no `carry_context`): every `capture_db::transaction` writes its
 /// context row (MySQL) or setting (PostgreSQL), the case the gap locks were about.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_mode_writers_of_other_objects_never_wait_on_plain_pools() {
-    others_never_wait(workload::plain_options, false).await;
+    others_never_wait(false).await;
 }
 
-async fn others_never_wait(options: fn(&str, u32) -> sea_orm::ConnectOptions, carries: bool) {
+/// `carry`: pools built with `carry_context` (when the crate features allow it).
+async fn others_never_wait(carry: bool) {
+    let (options, carries): (fn(&str, u32) -> sea_orm::ConnectOptions, bool) = if carry {
+        (workload::options, workload::carries_context())
+    } else {
+        (workload::plain_options, false)
+    };
     let w = WorkDb::new().await;
     let backend = w.backend();
     if backend == DbBackend::Sqlite {
