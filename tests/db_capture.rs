@@ -1702,3 +1702,76 @@ async fn a_role_without_rights_on_the_log_is_still_logged() {
     assert!(verify(db).await.unwrap().is_ok());
     t.finish().await;
 }
+
+/// In database mode a column the database changes itself is logged, as the row stores it: the
+/// same application trigger as `tests/hook_exact.rs`'s (1,000 added to `views` on every
+/// update). PostgreSQL and MySQL change NEW before the capture trigger reads it, so each update
+/// has one entry with both columns; SQLite's application trigger updates the row again after
+/// the write, and that UPDATE has an entry of its own, under the same actor. Either way the
+/// entries replay to the row as stored, each `old_value` the value before, and the chain
+/// verifies.
+#[tokio::test]
+async fn a_column_the_database_changes_itself_is_logged_in_database_mode() {
+    let t = setup().await;
+    let post = draft("touched").insert(&t.db).await.unwrap();
+    common::bump_views_on_update(&t.db, "db_posts").await;
+    for n in 1..=2 {
+        AuditContext::new()
+            .actor(format!("editor{n}"))
+            .scope(capture_db::transaction(&t.db, move |txn| {
+                Box::pin(async move {
+                    db_post::ActiveModel {
+                        id: Set(post.id),
+                        body: Set(format!("edit {n}")),
+                        ..Default::default()
+                    }
+                    .update(txn)
+                    .await?;
+                    Ok::<_, DbErr>(())
+                })
+            }))
+            .await
+            .unwrap();
+    }
+    let row = db_post::Entity::find_by_id(post.id)
+        .one(&t.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((row.body.as_str(), row.views), ("edit 2", 2000));
+    capture_db::seal(&t.db).await.unwrap();
+    let logs: Vec<_> = common::all_logs(&t.db)
+        .await
+        .into_iter()
+        .filter(|e| e.entity_type == "db_posts")
+        .collect();
+    let mut state = json!({"body": "body", "views": 0});
+    let mut actors = Vec::new();
+    for entry in &logs[1..] {
+        let changes = entry.changes.as_ref().unwrap();
+        for (field, old) in changes["old_value"].as_object().unwrap() {
+            assert_eq!(
+                &state[field], old,
+                "{changes}: old_value is the value before"
+            );
+        }
+        for (field, new) in changes["new_value"].as_object().unwrap() {
+            state[field] = new.clone();
+        }
+        actors.push(entry.actor.clone().unwrap());
+    }
+    assert_eq!(state, json!({"body": "edit 2", "views": 2000}));
+    let per_update = if t.backend() == DbBackend::Sqlite {
+        2
+    } else {
+        1
+    };
+    assert_eq!(logs.len(), 1 + 2 * per_update, "{logs:?}");
+    let expected: Vec<String> = ["editor1", "editor2"]
+        .iter()
+        .flat_map(|a| std::iter::repeat_n(a.to_string(), per_update))
+        .collect();
+    assert_eq!(actors, expected);
+    assert_verified(&t).await;
+    t.finish().await;
+}

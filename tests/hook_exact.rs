@@ -1338,3 +1338,51 @@ async fn mysql_unrelated_writers_never_wait_for_a_chain_head_lock() {
     other.close().await.ok();
     t.finish().await;
 }
+
+/// A column the database changes itself (here a trigger of the application's that adds 1,000
+/// to `views` on every update) is not logged in hook mode, on any backend: an update entry
+/// holds the columns the update set, with the values it wrote, and nothing else. The row's
+/// final `views` shows the trigger fired on both updates.
+#[tokio::test]
+async fn a_column_the_database_changes_itself_is_not_logged() {
+    let t = TestDb::new().await;
+    let post = new_post("touched").insert(&t.db).await.unwrap();
+    common::bump_views_on_update(&t.db, "posts").await;
+    for (n, in_transaction) in [(1, false), (2, true)] {
+        let am = post::ActiveModel {
+            id: Set(post.id),
+            body: Set(format!("edit {n}")),
+            ..Default::default()
+        };
+        if in_transaction {
+            let txn = t.db.begin().await.unwrap();
+            am.update(&txn).await.unwrap();
+            txn.commit().await.unwrap();
+        } else {
+            am.update(&t.db).await.unwrap();
+        }
+    }
+    let row = post::Entity::find_by_id(post.id)
+        .one(&t.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.views, 2000, "the application's trigger fired twice");
+    let mut history = logs_for_id(&t.db, "posts", &post.id.to_string())
+        .await
+        .unwrap();
+    history.reverse();
+    let changes: Vec<_> = history[1..]
+        .iter()
+        .map(|e| e.changes.clone().unwrap())
+        .collect();
+    assert_eq!(
+        serde_json::to_value(&changes).unwrap(),
+        json!([
+            {"old_value": {"body": "start"}, "new_value": {"body": "edit 1"}},
+            {"old_value": {"body": "edit 1"}, "new_value": {"body": "edit 2"}},
+        ])
+    );
+    assert!(sea_orm_audit::verify(&t.db).await.unwrap().is_ok());
+    t.finish().await;
+}

@@ -245,6 +245,38 @@ async fn clock_past(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono
     }
 }
 
+/// Installs an application trigger on `table` (a post-shaped table) that adds 1,000 to `views`
+/// on every update: a column the database changes itself. PostgreSQL and MySQL change NEW in a
+/// BEFORE trigger; SQLite's BEFORE triggers cannot, so an AFTER trigger updates the row again
+/// (recursive triggers are off: that UPDATE does not fire it once more).
+pub async fn bump_views_on_update(db: &DatabaseConnection, table: &str) {
+    let sql = match db.get_database_backend() {
+        DbBackend::Postgres => vec![
+            format!(
+                "CREATE FUNCTION app_bump_{table}() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN NEW.views := OLD.views + 1000; RETURN NEW; END $$"
+            ),
+            format!(
+                "CREATE TRIGGER app_bump BEFORE UPDATE ON {table} FOR EACH ROW \
+                 EXECUTE FUNCTION app_bump_{table}()"
+            ),
+        ],
+        DbBackend::MySql => vec![format!(
+            "CREATE TRIGGER app_bump_{table} BEFORE UPDATE ON {table} FOR EACH ROW \
+             SET NEW.views = OLD.views + 1000"
+        )],
+        _ => vec![format!(
+            "CREATE TRIGGER app_bump_{table} AFTER UPDATE OF body ON {table} BEGIN \
+             UPDATE {table} SET views = views + 1000 WHERE id = NEW.id; END"
+        )],
+    };
+    for sql in sql {
+        db.execute_unprepared(&sql)
+            .await
+            .expect("create the application's trigger");
+    }
+}
+
 /// Every audit_log row, oldest first.
 pub async fn all_logs(db: &DatabaseConnection) -> Vec<sea_orm_audit::audit_log::Model> {
     use sea_orm::QueryOrder;
