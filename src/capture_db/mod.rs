@@ -538,7 +538,8 @@ where
     // session, where the triggers read it (PostgreSQL's setting; MySQL's user variables, read
     // where the connection has no context row; SQLite's temporary table, read by the
     // connection's temporary trigger). Nothing to write then, and nothing to delete: two
-    // statements fewer on MySQL and SQLite, one on PostgreSQL.
+    // statements fewer on MySQL, one on PostgreSQL and on SQLite (which takes the write lock
+    // with a write that changes nothing instead, below).
     let carried = given
         .take()
         .filter(|(carried, _)| !is_transaction::<D>() && *carried == context);
@@ -557,6 +558,17 @@ where
         Some(InEffect::Row(None))
     };
     if !in_session && let Err(e) = set_context(&txn, true, context.clone()).await {
+        return finish(txn, Err(e.into())).await;
+    }
+    // SQLite, a top-level transaction that wrote no context row: take the write lock now, as
+    // that row's write does on a plain pool. Otherwise a closure that reads before it writes
+    // (an event's chain head, the application's own SELECT) starts a snapshot, and its first
+    // write fails at once with "database is locked" once another connection has committed
+    // since, where on a plain pool it waits for the lock.
+    if in_session
+        && backend == DbBackend::Sqlite
+        && let Err(e) = sqlite::take_write_lock(&txn).await
+    {
         return finish(txn, Err(e.into())).await;
     }
     // MySQL and SQLite (whose callbacks set a token), the session's context: a hook of another context

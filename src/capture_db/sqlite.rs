@@ -432,6 +432,18 @@ pub(super) fn context_row_sql() -> String {
     )
 }
 
+/// Takes the write lock of the transaction `db` is in: an UPDATE that matches no row begins a
+/// write transaction all the same (waiting for the lock, as any write does), and changes
+/// nothing. See `context_row_sql` for why a read first would not do.
+/// Prepared once per connection (sqlx caches it), not parsed on every transaction.
+pub(super) async fn take_write_lock<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
+    static SQL: LazyLock<String> =
+        LazyLock::new(|| format!("UPDATE {} SET id = id WHERE 0", q(CONTEXT_TABLE)));
+    db.execute_raw(Statement::from_string(DbBackend::Sqlite, SQL.as_str()))
+        .await
+        .map(drop)
+}
+
 pub(super) async fn set_context<C: ConnectionTrait>(db: &C, row: ContextRow) -> Result<(), DbErr> {
     let table = q(CONTEXT_TABLE);
     let statement = match row {
