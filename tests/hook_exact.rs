@@ -833,7 +833,10 @@ async fn mixed_write(
 
 /// Inside transactions, 16 tasks inserting, updating and deleting the same 4 rows: every
 /// committed change has exactly one entry (an update or delete of a row the before-image did
-/// not see included), and every chain verifies.
+/// not see included), each create and update the one with its own title or body; each row's
+/// entries replay as a valid life (a create only when the row was absent, each `old_value`
+/// the value before, unless the before-image saw no row) ending in the row as stored; and
+/// every chain verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn contended_inserts_updates_and_deletes_in_transactions_are_all_logged() {
     let t = TestDb::new().await;
@@ -842,6 +845,8 @@ async fn contended_inserts_updates_and_deletes_in_transactions_are_all_logged() 
         let db = t.db.clone();
         tasks.push(tokio::spawn(async move {
             let mut done: Done = (0, 0, 0);
+            // The tags of committed creates and updates.
+            let mut tags = Vec::new();
             for n in 0..MIX_OPS {
                 let op = (task + n) % 3;
                 let id = i32::try_from((task * 7 + n) % 4).unwrap() + 1;
@@ -850,39 +855,104 @@ async fn contended_inserts_updates_and_deletes_in_transactions_are_all_logged() 
                     Some(0) => done.0 += 1,
                     Some(1) => done.1 += 1,
                     Some(_) => done.2 += 1,
-                    None => {}
+                    None => continue,
+                }
+                if op < 2 {
+                    tags.push(tag);
                 }
             }
-            Ok::<_, DbErr>(done)
+            Ok::<_, DbErr>((done, tags))
         }));
     }
     let mut done: Done = (0, 0, 0);
+    let mut committed = HashSet::new();
     for task in tasks {
-        let d = task.await.unwrap().unwrap();
+        let (d, tags) = task.await.unwrap().unwrap();
         done = (done.0 + d.0, done.1 + d.1, done.2 + d.2);
+        committed.extend(tags);
     }
     let mut logged: Done = (0, 0, 0);
     let mut absent = 0;
+    // How many old values were compared with the replayed row (the check is not vacuous).
+    let mut compared = 0;
+    let mut tags = HashSet::new();
     for id in 1..=MIX_IDS {
-        for entry in logs_for_id(&t.db, "posts", &id.to_string()).await.unwrap() {
-            match entry.action {
-                Action::Create => logged.0 += 1,
-                Action::Update => logged.1 += 1,
-                Action::Delete => logged.2 += 1,
-                other => panic!("{other:?}"),
+        let mut history = logs_for_id(&t.db, "posts", &id.to_string()).await.unwrap();
+        history.reverse();
+        // The row as the entries so far say it is: `None` absent; fields not known are missing.
+        let mut state: Option<serde_json::Map<String, serde_json::Value>> = None;
+        for (i, entry) in history.iter().enumerate() {
+            let changes = entry.changes.clone().unwrap_or_default();
+            let seen = !entry.data.contains_key("before_image");
+            let at = format!("object {id}, entry {i} ({:?})", entry.action);
+            if seen && entry.action != Action::Create {
+                let before = state
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("{at}: no row before"));
+                for (field, old) in &changes.old_value {
+                    if let Some(known) = before.get(field) {
+                        assert_eq!(known, old, "{at}: old_value is not the value before");
+                        compared += 1;
+                    }
+                }
             }
-            absent += usize::from(entry.data.contains_key("before_image"));
+            let tag = match &entry.action {
+                Action::Create => {
+                    assert!(state.is_none(), "{at}: created over an existing row");
+                    logged.0 += 1;
+                    state = Some(changes.new_value.clone());
+                    changes.new_value.get("title")
+                }
+                Action::Update => {
+                    logged.1 += 1;
+                    let row = state.get_or_insert_with(Default::default);
+                    if !seen {
+                        row.clear();
+                    }
+                    row.extend(changes.new_value.clone());
+                    changes.new_value.get("body")
+                }
+                Action::Delete => {
+                    logged.2 += 1;
+                    state = None;
+                    None
+                }
+                other => panic!("{at}: {other:?}"),
+            };
+            if let Some(tag) = tag {
+                let tag = tag.as_str().unwrap().to_owned();
+                assert!(committed.contains(&tag), "{at}: {tag} never committed");
+                assert!(tags.insert(tag.clone()), "{at}: {tag} logged twice");
+            }
+            absent += usize::from(!seen);
+        }
+        let row = post::Entity::find_by_id(id).one(&t.db).await.unwrap();
+        match (row, state) {
+            (None, None) => {}
+            (Some(row), Some(state)) => {
+                for (field, value) in [("title", json!(row.title)), ("body", json!(row.body))] {
+                    if let Some(logged) = state.get(field) {
+                        assert_eq!(logged, &value, "object {id}: {field} as stored");
+                    }
+                }
+            }
+            (row, state) => panic!("object {id}: stored {row:?}, the log says {state:?}"),
         }
     }
     assert_eq!(
         logged, done,
         "(creates, updates, deletes) logged vs committed"
     );
+    assert_eq!(
+        tags, committed,
+        "each committed create and update has its entry"
+    );
+    assert!(compared > 0, "no old value was compared");
     let report = sea_orm_audit::verify(&t.db).await.unwrap();
     assert!(report.is_ok(), "{:?}", report.first_broken());
     eprintln!(
         "{:?}: committed (inserts, updates, deletes) = {done:?}, all logged; {absent} of them \
-         changed a row their before-image did not see",
+         changed a row their before-image did not see; {compared} old values replayed",
         t.backend()
     );
     t.finish().await;
