@@ -1775,3 +1775,59 @@ async fn a_column_the_database_changes_itself_is_logged_in_database_mode() {
     assert_verified(&t).await;
     t.finish().await;
 }
+
+/// MySQL: a table whose triggers an earlier version of the library installed (its generated
+/// SQL, and so the fingerprint its registry records, differ from this version's) is reported
+/// as `EntityChanged` until `install` runs again, which replaces the triggers: one entry per
+/// write afterwards, and `check` clean. The earlier install is made by rewriting the recorded
+/// fingerprint in the installed insert trigger, which is what another generated text gives.
+#[tokio::test]
+async fn an_install_by_an_earlier_version_is_reported_until_installed_again() {
+    let t = setup().await;
+    if t.backend() != DbBackend::MySql {
+        return t.finish().await;
+    }
+    let db = &t.db;
+    let trigger = "sea_orm_audit_db_posts_insert";
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            DbBackend::MySql,
+            format!("SHOW CREATE TRIGGER {trigger}"),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let sql: String = row.try_get("", "SQL Original Statement").unwrap();
+    let (head, rest) = sql.split_once("\"fingerprint\":\"").unwrap();
+    let (fingerprint, tail) = rest.split_once('"').unwrap();
+    assert_eq!(fingerprint.len(), 64, "{sql}");
+    let earlier = format!("{head}\"fingerprint\":\"{}\"{tail}", "0".repeat(64));
+    db.execute_unprepared(&format!("DROP TRIGGER {trigger}"))
+        .await
+        .unwrap();
+    db.execute_unprepared(&earlier).await.unwrap();
+    assert_eq!(
+        capture_db::check::<db_post::Model, _>(db).await.unwrap(),
+        [Drift::EntityChanged]
+    );
+    capture_db::install::<db_post::Model, _>(db).await.unwrap();
+    assert_eq!(
+        capture_db::check::<db_post::Model, _>(db).await.unwrap(),
+        []
+    );
+    let post = draft("after the upgrade").insert(db).await.unwrap();
+    db.execute_unprepared(&format!(
+        "UPDATE db_posts SET body = 'edited' WHERE id = {}",
+        post.id
+    ))
+    .await
+    .unwrap();
+    let actions: Vec<String> = entries(&t, "db_posts")
+        .await
+        .into_iter()
+        .map(|(_, action, _)| action)
+        .collect();
+    assert_eq!(actions, ["create", "update"]);
+    assert_verified(&t).await;
+    t.finish().await;
+}
