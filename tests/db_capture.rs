@@ -1831,3 +1831,71 @@ async fn an_install_by_an_earlier_version_is_reported_until_installed_again() {
     assert_verified(&t).await;
     t.finish().await;
 }
+
+/// MariaDB: a seal never makes a writer's transaction the victim of a deadlock. The writer's
+/// events lock the newest entry of each object they are about, in their order; the seal locks
+/// the entries it seals in id order. Here the writer holds the newest entry of object x (the
+/// log's last entry) while a seal of 62 unsealed entries begins, then asks for that of object y
+/// (the first). A seal that waited for x's entry, holding y's and 60 others, made InnoDB roll
+/// back the lighter transaction, the writer's (1213, every run); it now leaves what it cannot
+/// lock at once to the next seal, and the writer commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seal_never_deadlocks_a_writer_that_locked_entries_out_of_order() {
+    use sea_orm::TransactionTrait;
+    use sea_orm_audit::Event;
+    let t = setup().await;
+    if t.backend() != DbBackend::MySql {
+        return t.finish().await;
+    }
+    let db = &t.db;
+    // Raw inserts: unsealed entries (ids 1..=62) until a seal; y's is the first, x's the last.
+    let titles = std::iter::once("y".to_owned())
+        .chain((0..60).map(|n| format!("filler {n}")))
+        .chain(["x".to_owned()]);
+    for title in titles {
+        db.execute_unprepared(&format!(
+            "INSERT INTO db_posts (title, body, views) VALUES ('{title}', 'b', 0)"
+        ))
+        .await
+        .unwrap();
+    }
+    let id = |title: &str| {
+        let title = title.to_owned();
+        async move {
+            db_post::Entity::find()
+                .filter(db_post::Column::Title.eq(title))
+                .one(db)
+                .await
+                .unwrap()
+                .unwrap()
+                .id
+                .to_string()
+        }
+    };
+    let (x, y) = (id("x").await, id("y").await);
+    let writer = db.begin().await.unwrap();
+    Event::new("note")
+        .target_id("db_posts", &x)
+        .record(&writer)
+        .await
+        .unwrap();
+    let sealer = {
+        let db = db.clone();
+        tokio::spawn(async move { capture_db::seal(&db).await })
+    };
+    // Long enough for the seal to reach x's entry (and wait there, as it did).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    Event::new("note")
+        .target_id("db_posts", &y)
+        .record(&writer)
+        .await
+        .unwrap();
+    writer.commit().await.unwrap();
+    let first = sealer.await.unwrap().unwrap();
+    assert!(
+        first < 62,
+        "x's entry was held: left to the next seal ({first} sealed)"
+    );
+    assert_verified(&t).await;
+    t.finish().await;
+}

@@ -1972,14 +1972,12 @@ enum End {
     Timeout(u64),
 }
 
-/// `depth` levels of random steps of task `task` (its rows `rows`, actors `t<task>-a<i>`);
-/// events only where `events`.
+/// `depth` levels of random steps of task `task` (its rows `rows`, actors `t<task>-a<i>`).
 fn random_steps(
     state: &mut u64,
     task: usize,
     rows: &[i32],
     depth: u32,
-    events: bool,
     writes: &mut usize,
 ) -> Vec<Step> {
     let n = 1 + next(state) % 4;
@@ -1991,13 +1989,10 @@ fn random_steps(
         };
         let row = rows[(next(state) % rows.len() as u64) as usize];
         let actor = |state: &mut u64| format!("t{task}-a{}", next(state) % 3);
-        let choice = match if depth == 0 {
+        let choice = if depth == 0 {
             next(state) % 3
         } else {
             next(state) % 5
-        } {
-            2 if !events => 0,
-            choice => choice,
         };
         steps.push(match choice {
             0 => Step::Raw {
@@ -2019,12 +2014,12 @@ fn random_steps(
                 },
             },
             3 => Step::Savepoint {
-                steps: random_steps(state, task, rows, depth - 1, events, writes),
+                steps: random_steps(state, task, rows, depth - 1, writes),
                 commit: !next(state).is_multiple_of(3),
             },
             _ => Step::Nested {
                 actor: actor(state),
-                steps: random_steps(state, task, rows, depth - 1, events, writes),
+                steps: random_steps(state, task, rows, depth - 1, writes),
                 ok: !next(state).is_multiple_of(3),
             },
         });
@@ -2160,7 +2155,7 @@ fn run_steps<'a>(
 
 /// Seeded programs of nested `capture_db::transaction`s, savepoints committed and rolled back,
 /// hooks under contexts of their own, raw writes, and events (the library's own entries) under
-/// the current context, an empty one or their own (not on MySQL: see `run_model`), each ending in a commit, an error, a
+/// the current context, an empty one or their own, each ending in a commit, an error, a
 /// cancellation between two statements or a timeout wherever it strikes (see `End`), run by 8
 /// tasks at once through a pool of 3 connections, each task with its
 /// own rows and actors: every committed write has exactly one entry, naming the actor the
@@ -2218,11 +2213,6 @@ async fn run_model(mode: Mode) {
         }
     }
     let mysql = t.backend() == DbBackend::MySql;
-    // No events inside MySQL's programs: an event locks its object's newest entry, and a
-    // program with events about two objects can deadlock (1213) with another task's seal
-    // after its commit, which locks the entries it seals in id order; InnoDB may roll back
-    // the program (seen in 1 of about 60 runs). The events after each program still run.
-    let events = !mysql;
     let mut handles = Vec::new();
     for task in 0..TASKS {
         let pool = pool.clone();
@@ -2235,7 +2225,7 @@ async fn run_model(mode: Mode) {
             let mut ends = Vec::new();
             for program in 0..PROGRAMS {
                 let actor = format!("t{task}-a{}", next(&mut state) % 3);
-                let steps = random_steps(&mut state, task, &rows, 2, events, &mut writes);
+                let steps = random_steps(&mut state, task, &rows, 2, &mut writes);
                 let end = match next(&mut state) % 6 {
                     0 => End::Fail,
                     1 => End::Cancel,

@@ -675,7 +675,9 @@ where
 /// REPEATABLE READ the transaction's snapshot can hide the entry before one the transaction
 /// wrote itself, and the seal would link past it. There [`transaction`] seals right after its
 /// commit, a hook outside a transaction after its write, and a hook writing through a
-/// transaction you began leaves its entries to the next seal.
+/// transaction you began leaves its entries to the next seal. On MariaDB a seal waits for no
+/// lock: an entry another transaction holds (a writer whose event chains from it) is left,
+/// with what follows it in its object, to the next call, so a seal never deadlocks a writer.
 pub async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
     match db.get_database_backend() {
         DbBackend::MySql if is_transaction::<C>() => Err(DbErr::Custom(

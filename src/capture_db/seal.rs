@@ -7,11 +7,12 @@
 //! trigger deferred (`limits::DEFERRED`) is replaced by the value or its marker first, so the
 //! sealed entry is the one the hooks write.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityName, EntityTrait, FromQueryResult,
-    IdenStatic, QueryFilter, QuerySelect, Statement,
+    IdenStatic, QueryFilter, QuerySelect, QueryTrait, Statement,
 };
 
 use crate::audit_log;
@@ -21,6 +22,47 @@ use crate::sql::{Placeholders, literal, quote};
 
 /// Entries sealed per round trip.
 const SEAL_BATCH: u64 = 500;
+
+/// Set once a MySQL server refused `SET STATEMENT` (MariaDB's): its statements are then sent
+/// as they are, and may wait.
+static NO_SET_STATEMENT: AtomicBool = AtomicBool::new(false);
+
+/// A statement of the seal that waits for no lock on MariaDB: a lock another transaction holds
+/// fails it at once (1205), instead of putting it in a queue. A writer's transaction locks the
+/// newest entry of each object an event of it is about (`chain::mysql_locked_head`), in the
+/// order of its events, and a seal locks the entries it seals in id order: had the seal waited
+/// for one of them while holding another that the writer asks for next, InnoDB would have
+/// broken the deadlock by rolling back the lighter transaction, the writer's (seen in the
+/// seeded context model; `tests/db_capture.rs`,
+/// `a_seal_never_deadlocks_a_writer_that_locked_entries_out_of_order`, makes it happen every
+/// time without this). A seal that does not wait is never
+/// part of such a cycle: what it cannot lock now is left to the next seal. Other backends, and
+/// MySQL, which has no `SET STATEMENT`, send the statement as it is.
+async fn no_wait<T, F, Fut>(backend: DbBackend, sql: &str, run: F) -> Result<T, DbErr>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<T, DbErr>>,
+{
+    if backend != DbBackend::MySql || NO_SET_STATEMENT.load(Ordering::Relaxed) {
+        return run(sql.to_owned()).await;
+    }
+    match run(format!(
+        "SET STATEMENT innodb_lock_wait_timeout = 0 FOR {sql}"
+    ))
+    .await
+    {
+        Err(e) if e.to_string().contains("error in your SQL syntax") => {
+            NO_SET_STATEMENT.store(true, Ordering::Relaxed);
+            run(sql.to_owned()).await
+        }
+        other => other,
+    }
+}
+
+/// Whether a statement failed because a lock it needed was held (see [`no_wait`]).
+fn is_locked(e: &DbErr) -> bool {
+    e.to_string().contains("Lock wait timeout exceeded")
+}
 
 /// Replaces the trigger's [`limits::DEFERRED`] values of an entry's diff by what the hooks
 /// record; whether there were any.
@@ -96,8 +138,8 @@ pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
             };
             let hash = entry_hash(&Content::of(&row), prev.as_deref());
             if !resolved {
-                heads.insert(key, (row.id, hash.clone()));
-                batch.push((row.id, prev, hash));
+                heads.insert(key.clone(), (row.id, hash.clone()));
+                batch.push((key, (row.id, prev, hash)));
                 continue;
             }
             let done = set_hash(db, backend, row.id, prev, &hash, Some(&row.changes)).await?;
@@ -127,15 +169,44 @@ pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
         // when the server's statement logging changed the timing).
         let per = crate::sql::rows_per_insert(backend);
         let mut batch = batch.into_iter().peekable();
+        let mut skipped = false;
         while batch.peek().is_some() {
             let chunk: Vec<_> = batch.by_ref().take(per).collect();
-            let (sql, values) = update_sql(backend, chunk);
-            done += db
-                .execute_raw(Statement::from_sql_and_values(backend, sql, values))
-                .await?
-                .rows_affected();
+            let (sql, values) = update_sql(
+                backend,
+                chunk.iter().map(|(_, sealed)| sealed.clone()).collect(),
+            );
+            let updated = no_wait(backend, &sql, |sql| {
+                db.execute_raw(Statement::from_sql_and_values(backend, sql, values.clone()))
+            })
+            .await;
+            match updated {
+                Ok(updated) => done += updated.rows_affected(),
+                // An entry of the chunk is held by another transaction (MariaDB, see
+                // `no_wait`): the chunk entry by entry, leaving the held ones, and what
+                // follows them in their objects, to the next seal.
+                Err(e) if is_locked(&e) => {
+                    skipped = true;
+                    let mut held = HashSet::new();
+                    for (key, (id, prev, hash)) in chunk {
+                        if held.contains(&key) {
+                            continue;
+                        }
+                        match set_hash(db, backend, id, prev, &hash, None).await? {
+                            0 => {
+                                held.insert(key);
+                            }
+                            n => done += n,
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
         sealed += done;
+        if skipped {
+            heads.clear();
+        }
         if done < expected {
             // Another sealer stored some of them first. It computes the same hashes from the
             // same stored predecessors, but later entries are linked to what is stored, read
@@ -226,18 +297,34 @@ async fn unsealed_after<C: ConnectionTrait>(
 }
 
 /// An entry's hash as stored now: a locking read on MySQL, which sees past the transaction's
-/// snapshot (and waits for a sealer that has not committed yet), on the primary key only.
+/// snapshot, on the primary key only. An entry another transaction holds (a sealer that has
+/// not committed yet, a writer about to chain from it) reads as [`UNSEALED`] on MariaDB: it
+/// and what follows it are left to the next seal (see [`no_wait`]).
 async fn stored_hash<C: ConnectionTrait>(db: &C, id: i64) -> Result<Option<String>, DbErr> {
     use audit_log::Column as L;
-    let hash: Option<Option<String>> = audit_log::Entity::find()
+    let backend = db.get_database_backend();
+    let statement = audit_log::Entity::find()
         .select_only()
         .column(L::Hash)
         .filter(L::Id.eq(id))
         .lock_shared()
-        .into_tuple()
-        .one(db)
-        .await?;
-    Ok(hash.flatten())
+        .build(backend);
+    let read = no_wait(backend, &statement.sql, |sql| {
+        db.query_one_raw(Statement {
+            sql,
+            values: statement.values.clone(),
+            db_backend: backend,
+        })
+    })
+    .await;
+    match read {
+        Ok(row) => Ok(row
+            .map(|row| row.try_get::<Option<String>>("", L::Hash.as_str()))
+            .transpose()?
+            .flatten()),
+        Err(e) if is_locked(&e) => Ok(Some(UNSEALED.to_owned())),
+        Err(e) => Err(e),
+    }
 }
 
 /// Stores an entry's `prev_hash` and `hash` (and its diff, where a deferred value was
@@ -266,21 +353,24 @@ async fn set_hash<C: ConnectionTrait>(
         values.push(changes.clone().into());
     }
     values.extend([id.into(), UNSEALED.into()]);
-    let done = db
-        .execute_raw(Statement::from_sql_and_values(
-            backend,
-            format!(
-                "UPDATE {} SET {set} WHERE {} = {} AND {} = {}",
-                q(audit_log::Entity.table_name()),
-                q(L::Id.as_str()),
-                p.next(),
-                q(L::Hash.as_str()),
-                p.next(),
-            ),
-            values,
-        ))
-        .await?;
-    Ok(done.rows_affected())
+    let sql = format!(
+        "UPDATE {} SET {set} WHERE {} = {} AND {} = {}",
+        q(audit_log::Entity.table_name()),
+        q(L::Id.as_str()),
+        p.next(),
+        q(L::Hash.as_str()),
+        p.next(),
+    );
+    let done = no_wait(backend, &sql, |sql| {
+        db.execute_raw(Statement::from_sql_and_values(backend, sql, values.clone()))
+    })
+    .await;
+    match done {
+        Ok(done) => Ok(done.rows_affected()),
+        // Held by another transaction: left to the next seal.
+        Err(e) if is_locked(&e) => Ok(0),
+        Err(e) => Err(e),
+    }
 }
 
 /// One `UPDATE` setting `prev_hash` and `hash` of each `(id, prev_hash, hash)` still unsealed.
