@@ -27,41 +27,42 @@ const SEAL_BATCH: u64 = 500;
 /// as they are, and may wait.
 static NO_SET_STATEMENT: AtomicBool = AtomicBool::new(false);
 
-/// A statement of the seal that waits for no lock on MariaDB: a lock another transaction holds
-/// fails it at once (1205), instead of putting it in a queue. A writer's transaction locks the
+/// Runs a statement of the seal (`run` sends the text it is given) so that it waits for no
+/// lock on MariaDB; `None` when a lock it needed was held. A writer's transaction locks the
 /// newest entry of each object an event of it is about (`chain::mysql_locked_head`), in the
 /// order of its events, and a seal locks the entries it seals in id order: had the seal waited
 /// for one of them while holding another that the writer asks for next, InnoDB would have
 /// broken the deadlock by rolling back the lighter transaction, the writer's (seen in the
 /// seeded context model; `tests/db_capture.rs`,
-/// `a_seal_never_deadlocks_a_writer_that_locked_entries_out_of_order`, makes it happen every
-/// time without this). A seal that does not wait is never
-/// part of such a cycle: what it cannot lock now is left to the next seal. Other backends, and
-/// MySQL, which has no `SET STATEMENT`, send the statement as it is.
-async fn no_wait<T, F, Fut>(backend: DbBackend, sql: &str, run: F) -> Result<T, DbErr>
+/// `a_seal_never_deadlocks_a_writer_that_locked_entries_out_of_order`, made it happen every
+/// time before). Sent as `SET STATEMENT innodb_lock_wait_timeout = 0 FOR ...`, a held lock
+/// fails the statement at once (1205, the statement alone rolled back) and the seal is never
+/// part of such a cycle: the caller leaves what it could not lock to the next seal. Other
+/// backends, and MySQL, which has no `SET STATEMENT`, send the statement as it is.
+async fn no_wait<T, F, Fut>(backend: DbBackend, sql: &str, run: F) -> Result<Option<T>, DbErr>
 where
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = Result<T, DbErr>>,
 {
-    if backend != DbBackend::MySql || NO_SET_STATEMENT.load(Ordering::Relaxed) {
-        return run(sql.to_owned()).await;
-    }
-    match run(format!(
-        "SET STATEMENT innodb_lock_wait_timeout = 0 FOR {sql}"
-    ))
-    .await
-    {
-        Err(e) if e.to_string().contains("error in your SQL syntax") => {
-            NO_SET_STATEMENT.store(true, Ordering::Relaxed);
-            run(sql.to_owned()).await
+    let result = if backend != DbBackend::MySql || NO_SET_STATEMENT.load(Ordering::Relaxed) {
+        run(sql.to_owned()).await
+    } else {
+        match run(format!(
+            "SET STATEMENT innodb_lock_wait_timeout = 0 FOR {sql}"
+        ))
+        .await
+        {
+            Err(e) if e.to_string().contains("error in your SQL syntax") => {
+                NO_SET_STATEMENT.store(true, Ordering::Relaxed);
+                run(sql.to_owned()).await
+            }
+            other => other,
         }
-        other => other,
+    };
+    match result {
+        Err(e) if e.to_string().contains("Lock wait timeout exceeded") => Ok(None),
+        other => other.map(Some),
     }
-}
-
-/// Whether a statement failed because a lock it needed was held (see [`no_wait`]).
-fn is_locked(e: &DbErr) -> bool {
-    e.to_string().contains("Lock wait timeout exceeded")
 }
 
 /// Replaces the trigger's [`limits::DEFERRED`] values of an entry's diff by what the hooks
@@ -142,7 +143,10 @@ pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
                 batch.push((key, (row.id, prev, hash)));
                 continue;
             }
-            let done = set_hash(db, backend, row.id, prev, &hash, Some(&row.changes)).await?;
+            // Held (`None`): the stored hash read below says it is still unsealed.
+            let done = set_hash(db, backend, row.id, prev, &hash, Some(&row.changes))
+                .await?
+                .unwrap_or(0);
             sealed += done;
             // Another sealer may have been first: link the next entry to what it stored.
             let stored = if done == 1 {
@@ -179,28 +183,26 @@ pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
             let updated = no_wait(backend, &sql, |sql| {
                 db.execute_raw(Statement::from_sql_and_values(backend, sql, values.clone()))
             })
-            .await;
-            match updated {
-                Ok(updated) => done += updated.rows_affected(),
-                // An entry of the chunk is held by another transaction (MariaDB, see
-                // `no_wait`): the chunk entry by entry, leaving the held ones, and what
-                // follows them in their objects, to the next seal.
-                Err(e) if is_locked(&e) => {
-                    skipped = true;
-                    let mut held = HashSet::new();
-                    for (key, (id, prev, hash)) in chunk {
-                        if held.contains(&key) {
-                            continue;
-                        }
-                        match set_hash(db, backend, id, prev, &hash, None).await? {
-                            0 => {
-                                held.insert(key);
-                            }
-                            n => done += n,
-                        }
+            .await?;
+            if let Some(updated) = updated {
+                done += updated.rows_affected();
+                continue;
+            }
+            // An entry of the chunk is held by another transaction (MariaDB, see `no_wait`):
+            // the chunk entry by entry, leaving the held ones, and what follows them in their
+            // objects, to the next seal.
+            skipped = true;
+            let mut held = HashSet::new();
+            for (key, (id, prev, hash)) in chunk {
+                if held.contains(&key) {
+                    continue;
+                }
+                match set_hash(db, backend, id, prev, &hash, None).await? {
+                    Some(n) => done += n,
+                    None => {
+                        held.insert(key);
                     }
                 }
-                Err(e) => return Err(e),
             }
         }
         sealed += done;
@@ -316,19 +318,19 @@ async fn stored_hash<C: ConnectionTrait>(db: &C, id: i64) -> Result<Option<Strin
             db_backend: backend,
         })
     })
-    .await;
-    match read {
-        Ok(row) => Ok(row
-            .map(|row| row.try_get::<Option<String>>("", L::Hash.as_str()))
-            .transpose()?
-            .flatten()),
-        Err(e) if is_locked(&e) => Ok(Some(UNSEALED.to_owned())),
-        Err(e) => Err(e),
-    }
+    .await?;
+    let Some(row) = read else {
+        return Ok(Some(UNSEALED.to_owned()));
+    };
+    Ok(row
+        .map(|row| row.try_get::<Option<String>>("", L::Hash.as_str()))
+        .transpose()?
+        .flatten())
 }
 
 /// Stores an entry's `prev_hash` and `hash` (and its diff, where a deferred value was
-/// resolved) if it is still unsealed; returns 1 if it was.
+/// resolved) if it is still unsealed; returns 1 if it was, `None` if another transaction holds
+/// it (see [`no_wait`]).
 async fn set_hash<C: ConnectionTrait>(
     db: &C,
     backend: sea_orm::DbBackend,
@@ -336,7 +338,7 @@ async fn set_hash<C: ConnectionTrait>(
     prev: Option<String>,
     hash: &str,
     changes: Option<&Option<serde_json::Value>>,
-) -> Result<u64, DbErr> {
+) -> Result<Option<u64>, DbErr> {
     use audit_log::Column as L;
     let q = |ident: &str| quote(backend, ident);
     let mut p = Placeholders::new(backend);
@@ -364,13 +366,8 @@ async fn set_hash<C: ConnectionTrait>(
     let done = no_wait(backend, &sql, |sql| {
         db.execute_raw(Statement::from_sql_and_values(backend, sql, values.clone()))
     })
-    .await;
-    match done {
-        Ok(done) => Ok(done.rows_affected()),
-        // Held by another transaction: left to the next seal.
-        Err(e) if is_locked(&e) => Ok(0),
-        Err(e) => Err(e),
-    }
+    .await?;
+    Ok(done.map(|done| done.rows_affected()))
 }
 
 /// One `UPDATE` setting `prev_hash` and `hash` of each `(id, prev_hash, hash)` still unsealed.
