@@ -263,6 +263,14 @@ pub enum Error {
         /// The limit.
         max_bytes: usize,
     },
+    /// [`capture_db::check_carried`](crate::capture_db::check_carried): the pool gave out a
+    /// connection whose session does not hold the acquiring task's context, so writes through
+    /// it could be recorded under another task's actor.
+    #[error("the pool does not carry the audit context: {reason}")]
+    ContextNotCarried {
+        /// What the check saw.
+        reason: String,
+    },
     /// A table that does not exist (installing a capture needs the table and `audit_log`).
     #[error("table {table} does not exist")]
     NoSuchTable {

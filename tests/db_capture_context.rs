@@ -240,6 +240,103 @@ async fn a_reused_connection_never_carries_an_earlier_tasks_context() {
     t.finish().await;
 }
 
+/// Replaces `carry_context`'s `before_acquire` with one that does nothing, as a callback set
+/// after it would.
+fn replace_before_acquire(options: &mut ConnectOptions, backend: DbBackend) {
+    match backend {
+        DbBackend::Postgres => {
+            options.map_sqlx_postgres_before_acquire(|_, _| Box::pin(async { Ok(true) }));
+        }
+        DbBackend::MySql => {
+            options.map_sqlx_mysql_before_acquire(|_, _| Box::pin(async { Ok(true) }));
+        }
+        _ => {
+            options.map_sqlx_sqlite_before_acquire(|_, _| Box::pin(async { Ok(true) }));
+        }
+    }
+}
+
+/// Replaces `carry_context`'s pool-options function (its `after_connect`), as one set after it
+/// would.
+fn replace_pool_options(options: &mut ConnectOptions, backend: DbBackend) {
+    match backend {
+        DbBackend::Postgres => {
+            options.map_sqlx_postgres_pool_opts(|pool| pool);
+        }
+        DbBackend::MySql => {
+            options.map_sqlx_mysql_pool_opts(|pool| pool);
+        }
+        _ => {
+            options.map_sqlx_sqlite_pool_opts(|pool| pool);
+        }
+    }
+}
+
+/// `check_carried` passes on pools built with `carry_context` last, and fails on one whose
+/// callbacks something set after `carry_context` replaced, and on one without it. The hazard
+/// it reports is real: with `before_acquire` replaced, the connection keeps the context it was
+/// opened in, alice's, and bob's write on it is recorded as hers.
+#[tokio::test]
+async fn check_carried_reports_a_pool_whose_callbacks_were_replaced() {
+    let t = setup().await;
+    let backend = t.backend();
+    for size in [1, 4] {
+        let db = carrying_pool(&t, size).await;
+        capture_db::check_carried(&db).await.unwrap();
+        // Twice: the probes' contexts left on idle connections are replaced at the next acquire.
+        capture_db::check_carried(&db).await.unwrap();
+        db.close().await.unwrap();
+    }
+
+    let mut options = pool_options(t.url.clone(), 1);
+    capture_db::carry_context(&mut options);
+    replace_before_acquire(&mut options, backend);
+    // `Database::connect` opens the pool's connection (in alice's request, say).
+    let replaced = AuditContext::new()
+        .actor("alice")
+        .scope(Database::connect(options))
+        .await
+        .unwrap();
+    let write = |actor: &'static str, sql: &'static str| {
+        AuditContext::new()
+            .actor(actor)
+            .scope(replaced.execute_unprepared(sql))
+    };
+    write(
+        "alice",
+        "INSERT INTO ctx_posts (id, title, views) VALUES (1, 'a', 0)",
+    )
+    .await
+    .unwrap();
+    write("bob", "UPDATE ctx_posts SET views = 1 WHERE id = 1")
+        .await
+        .unwrap();
+    let actors: Vec<Option<String>> = entries(&t.db).await.into_iter().map(|e| e.actor).collect();
+    assert_eq!(actors, vec![Some("alice".to_owned()); 2], "the hazard");
+    let err = capture_db::check_carried(&replaced).await.unwrap_err();
+    assert!(err.to_string().contains("call carry_context last"), "{err}");
+    replaced.close().await.unwrap();
+
+    // Without its `after_connect`, a connection the check opens (the pool opens none before)
+    // gets no context.
+    let mut options = pool_options(t.url.clone(), 1);
+    capture_db::carry_context(&mut options);
+    replace_pool_options(&mut options, backend);
+    options.connect_lazy(true);
+    let replaced = Database::connect(options).await.unwrap();
+    let err = capture_db::check_carried(&replaced).await.unwrap_err();
+    assert!(err.to_string().contains("did not run"), "{err}");
+    replaced.close().await.unwrap();
+
+    let plain = Database::connect(pool_options(t.url.clone(), 1))
+        .await
+        .unwrap();
+    let err = capture_db::check_carried(&plain).await.unwrap_err();
+    assert!(err.to_string().contains("did not run"), "{err}");
+    plain.close().await.unwrap();
+    t.finish().await;
+}
+
 #[tokio::test]
 async fn many_tasks_through_a_small_pool_are_each_given_their_own_actor() {
     const TASKS: i32 = 32;

@@ -120,7 +120,7 @@ mod sqlite;
     feature = "sqlx-mysql",
     feature = "sqlx-sqlite"
 ))]
-pub use pool::carry_context;
+pub use pool::{carry_context, check_carried};
 
 use std::future::Future;
 use std::pin::Pin;

@@ -135,6 +135,125 @@ pub fn carry_context(options: &mut ConnectOptions) -> &mut ConnectOptions {
     options
 }
 
+/// Checks that the pool behind `db` hands every connection it gives out the acquiring task's
+/// context, as [`carry_context`] makes it: call it once after `Database::connect`, at startup
+/// or in a test. A `map_sqlx_*_before_acquire` or `map_sqlx_*_pool_opts` set after
+/// `carry_context` replaces its callbacks without a word, and a reused connection then keeps
+/// the context of the task that used it before; this check fails instead, with
+/// [`Error::ContextNotCarried`](crate::Error::ContextNotCarried).
+///
+/// It acquires a connection four times, 10 ms apart so that the later acquires find the
+/// earlier one idle (sqlx hands idle connections out first), each time in a probe context of
+/// its own (actor `sea-orm-audit carry check ...`, no tool, no data): the callback must have
+/// run in this task for that acquire, and the connection's session must hold that context (on
+/// MySQL and SQLite, with the token the callback noted). It writes nothing; the idle
+/// connection it used keeps the last probe's context until its next acquire sets the next
+/// task's. It sees the connections the pool gives it: a reused one always (where a replaced
+/// `before_acquire` leaves the previous task's context, the misattribution this guards
+/// against), a new one only if the pool opens one for it (with `connect_lazy(true)`, the
+/// first); a replaced `after_connect` leaves a new connection with no context, so its writes
+/// get no actor, and is reported only then.
+///
+/// ```ignore
+/// let mut options = ConnectOptions::new(url);
+/// capture_db::carry_context(&mut options);
+/// let db = Database::connect(options).await?;
+/// capture_db::check_carried(&db).await?;
+/// ```
+#[cfg(any(
+    feature = "sqlx-postgres",
+    feature = "sqlx-mysql",
+    feature = "sqlx-sqlite"
+))]
+pub async fn check_carried(db: &sea_orm::DatabaseConnection) -> Result<(), sea_orm::DbErr> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use crate::AuditContext;
+    use crate::error::Error;
+
+    static CHECKS: AtomicU64 = AtomicU64::new(0);
+    let check = CHECKS.fetch_add(1, Ordering::Relaxed);
+    let not_carried = |reason: String| sea_orm::DbErr::from(Error::ContextNotCarried { reason });
+    for round in 0..4 {
+        if round > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let actor = format!(
+            "sea-orm-audit carry check {}.{check}.{round}",
+            std::process::id()
+        );
+        let expected: super::Context = Some((Some(actor.clone()), None, None));
+        let given = super::Carried::default();
+        let seen = super::CARRIED
+            .scope(
+                given.clone(),
+                AuditContext::new()
+                    .actor(actor.clone())
+                    .scope(session_context(db)),
+            )
+            .await;
+        let Some((noted, token)) = given.take() else {
+            return Err(not_carried(
+                "carry_context's callback did not run when the pool gave out a connection: a \
+                 map_sqlx_*_before_acquire or map_sqlx_*_pool_opts set after carry_context \
+                 replaces it; call carry_context last"
+                    .to_owned(),
+            ));
+        };
+        let seen = seen.map_err(|e| {
+            not_carried(format!(
+                "the connection's context could not be read back ({e})"
+            ))
+        })?;
+        let wanted = match token {
+            None => (Some(super::postgres_context(expected.clone())), None),
+            Some(token) => (Some(actor), Some(token)),
+        };
+        if noted != expected || seen != wanted {
+            return Err(not_carried(format!(
+                "the connection given out holds another context than its acquiring task's: \
+                 {seen:?}, where {wanted:?} was set"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The context in the session of the connection the pool gives out for this statement, as the
+/// triggers read it: PostgreSQL's setting (no token), MySQL's user variables and SQLite's
+/// temporary table (the actor and the token).
+#[cfg(any(
+    feature = "sqlx-postgres",
+    feature = "sqlx-mysql",
+    feature = "sqlx-sqlite"
+))]
+async fn session_context(
+    db: &sea_orm::DatabaseConnection,
+) -> Result<(Option<String>, Option<i64>), sea_orm::DbErr> {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => format!(
+            "SELECT pg_catalog.current_setting('{}', true) AS v, CAST(NULL AS bigint) AS t",
+            super::postgres::CONTEXT_SETTING
+        ),
+        DbBackend::MySql => {
+            let v = super::mysql::SESSION_VARIABLE;
+            format!("SELECT CAST(@{v}_actor AS CHAR) AS v, CAST(@{v}_token AS SIGNED) AS t")
+        }
+        _ => format!(
+            "SELECT actor AS v, token AS t FROM temp.{}",
+            super::sqlite::CARRY_TABLE
+        ),
+    };
+    let row = db
+        .query_one_raw(Statement::from_string(backend, sql))
+        .await?
+        .ok_or_else(|| sea_orm::DbErr::RecordNotFound("no context in the session".to_owned()))?;
+    Ok((row.try_get("", "v")?, row.try_get("", "t")?))
+}
+
 #[cfg(feature = "sqlx-postgres")]
 mod postgres {
     use sea_orm::ConnectOptions;

@@ -30,7 +30,7 @@ use crate::sql::{literal, quote};
 const CONTEXT_TABLE: &str = "sea_orm_audit_context";
 /// `carry_context`'s table of the acquiring task's context, in each connection's temporary
 /// schema (one row, `id = 1`), with the token that tells the connection apart.
-const CARRY_TABLE: &str = "sea_orm_audit_carried";
+pub(super) const CARRY_TABLE: &str = "sea_orm_audit_carried";
 /// `carry_context`'s temporary trigger on `audit_log`, one per connection.
 #[cfg(feature = "sqlx-sqlite")]
 const CARRY_TRIGGER: &str = "sea_orm_audit_carry";
