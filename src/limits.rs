@@ -224,6 +224,100 @@ pub(crate) fn resolve_deferred(value: &mut Json) -> bool {
     true
 }
 
+/// Reads an entry's diff as a trigger stored it, which serde_json may refuse although the
+/// database wrote it: on SQLite, text that is not UTF-8 (a column written as a blob cast to
+/// text) and `\u` escapes of lone surrogates; on SQLite and MySQL, numbers beyond what an `f64`
+/// holds (`1e400`; SQLite writes JSON5's `Infinity` as `9e999`). Such text is read with U+FFFD
+/// for bytes that are not UTF-8 and for lone surrogates, and such a number as the string of its
+/// text (as a float's infinity is logged as a string); text that still does not parse becomes
+/// the marker of its digest. Returns the value and whether it differs from the stored text, which
+/// the seal then stores in its place (so that every reader can read the entry).
+pub(crate) fn lenient_json(bytes: &[u8]) -> (Json, bool) {
+    let text = String::from_utf8_lossy(bytes);
+    let lossy = matches!(text, std::borrow::Cow::Owned(_));
+    if let Ok(value) = serde_json::from_str::<Json>(&text) {
+        return (value, lossy);
+    }
+    match serde_json::from_str::<Json>(&repaired_json_text(&text)) {
+        Ok(value) => (value, true),
+        Err(_) => {
+            use sha2::{Digest, Sha256};
+            let hex: String = Sha256::digest(text.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            (Json::String(format!("{TOO_DEEP} sha256:{hex}")), true)
+        }
+    }
+}
+
+/// JSON text with each number that overflows an `f64` turned into a string of its text, and
+/// each `\u` escape of a lone surrogate into `\ufffd`; everything else as it was.
+fn repaired_json_text(text: &str) -> String {
+    let b = text.as_bytes();
+    let hex_at = |i: usize| {
+        text.get(i..i + 4)
+            .and_then(|h| u16::from_str_radix(h, 16).ok())
+    };
+    let (mut out, mut i, mut copied) = (String::with_capacity(text.len() + 16), 0, 0);
+    // Every position sliced at is an ASCII byte's, so a char boundary.
+    let replace = |out: &mut String, copied: &mut usize, from: usize, to: usize, with: &str| {
+        out.push_str(&text[*copied..from]);
+        out.push_str(with);
+        *copied = to;
+    };
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    if b[i] != b'\\' {
+                        i += 1;
+                        continue;
+                    }
+                    if b.get(i + 1) != Some(&b'u') {
+                        i += 2;
+                        continue;
+                    }
+                    let pair = match hex_at(i + 2) {
+                        Some(0xD800..=0xDBFF) => {
+                            text.get(i + 6..i + 8) == Some("\\u")
+                                && matches!(hex_at(i + 8), Some(0xDC00..=0xDFFF))
+                        }
+                        Some(0xDC00..=0xDFFF) => false,
+                        _ => {
+                            i += 2;
+                            continue;
+                        }
+                    };
+                    if pair {
+                        i += 12;
+                    } else {
+                        replace(&mut out, &mut copied, i, i + 6, "\\ufffd");
+                        i += 6;
+                    }
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < b.len() && matches!(b[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                {
+                    i += 1;
+                }
+                let number = &text[start..i];
+                if number.parse::<f64>().is_ok_and(f64::is_infinite) {
+                    let quoted = Json::String(number.to_owned()).to_string();
+                    replace(&mut out, &mut copied, start, i, &quoted);
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    out.push_str(&text[copied.min(text.len())..]);
+    out
+}
+
 /// Whether a recorded value is a [`TOO_DEEP`] marker.
 pub(crate) fn is_too_deep(value: &Json) -> bool {
     value.as_str().is_some_and(|s| s.starts_with(TOO_DEEP))
@@ -253,6 +347,34 @@ mod tests {
             v = Json::Array(vec![v]);
         }
         v
+    }
+
+    #[test]
+    fn what_serde_json_refuses_is_read_leniently() {
+        let read = |text: &[u8]| lenient_json(text);
+        assert_eq!(read(br#"{"a":1}"#), (json!({"a": 1}), false));
+        assert_eq!(
+            read(br#"{"a":1e400,"b":[-9e999,2.5],"c":"1e400"}"#),
+            (
+                json!({"a": "1e400", "b": ["-9e999", 2.5], "c": "1e400"}),
+                true
+            )
+        );
+        assert_eq!(
+            read(br#"{"a":"x\ud800y","b":"\ud83d\ude00","c":"\udc00","d":"\\ud800"}"#),
+            (
+                json!({"a": "x\u{fffd}y", "b": "\u{1f600}", "c": "\u{fffd}", "d": "\\ud800"}),
+                true
+            )
+        );
+        assert_eq!(
+            read(b"{\"a\":\"f\xffo\"}"),
+            (json!({"a": "f\u{fffd}o"}), true)
+        );
+        let (marker, repaired) = read(b"{\"a\":");
+        assert!(repaired && is_too_deep(&marker), "{marker}");
+        // Truncated escapes and text after a string are left as they are, and refused.
+        assert!(is_too_deep(&read(br#"{"a":"\ud8"#).0));
     }
 
     #[test]

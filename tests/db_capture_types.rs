@@ -900,3 +900,108 @@ async fn truncate_is_logged_as_a_delete_of_every_row_where_the_database_can() {
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     t.finish().await;
 }
+
+/// A database-mode entity with text and JSON, for values other programs can write that the
+/// application cannot read.
+mod db_hostile {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, sea_orm_audit::Auditable)]
+    #[sea_orm(table_name = "tw_db_hostile")]
+    #[audit(capture = "database")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub name: String,
+        pub doc: Json,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    sea_orm_audit::impl_audited_behavior!();
+}
+
+/// Values a trigger can log but serde_json or sqlx cannot read (a JSON number beyond f64 on
+/// every backend; on SQLite a lone surrogate and text that is not UTF-8) are logged, sealed
+/// as their lenient reading (the number as the string of its text, U+FFFD for the rest), and
+/// never stop the seal of other entries or, on SQLite, `capture_db::transaction` (which seals
+/// before it commits). Before, the first seal to read such an entry failed, and every later one.
+#[tokio::test]
+async fn values_serde_json_refuses_are_logged_and_never_stop_the_seal() {
+    let t = TestDb::new().await;
+    let backend = t.backend();
+    common::create_table(&t.db, db_hostile::Entity).await;
+    capture_db::install::<db_hostile::Model, _>(&t.db)
+        .await
+        .unwrap();
+    let run = |sql: String| {
+        let db = t.db.clone();
+        async move { db.execute_unprepared(&sql).await.unwrap() }
+    };
+    for id in [1, 2] {
+        run(format!(
+            "INSERT INTO tw_db_hostile (id, name, doc) VALUES ({id}, 'a', '{{}}')"
+        ))
+        .await;
+    }
+    run("UPDATE tw_db_hostile SET doc = '{\"a\":1e400,\"b\":[2.5]}' WHERE id = 1".to_owned()).await;
+    let mut expected = vec![serde_json::json!({"a": "1e400", "b": [2.5]})];
+    if backend == DbBackend::Postgres {
+        // jsonb keeps the number as numeric, and prints every digit.
+        expected[0]["a"] = Json::from(format!("1{}", "0".repeat(400)));
+    }
+    if backend == DbBackend::Sqlite {
+        run(r#"UPDATE tw_db_hostile SET doc = '["x\ud800"]' WHERE id = 1"#.to_owned()).await;
+        expected.push(serde_json::json!(["x\u{fffd}"]));
+        run("UPDATE tw_db_hostile SET name = CAST(X'66FF6F' AS TEXT) WHERE id = 1".to_owned())
+            .await;
+    }
+    // Another object's entry after them is sealed.
+    run("UPDATE tw_db_hostile SET name = 'b' WHERE id = 2".to_owned()).await;
+    // (Counted: until the seal, readers cannot read them either.)
+    let written = sea_orm::PaginatorTrait::count(sea_orm_audit::audit_log::Entity::find(), &t.db)
+        .await
+        .unwrap();
+    // PostgreSQL's trigger seals its own entries.
+    let unsealed = if backend == DbBackend::Postgres {
+        0
+    } else {
+        written as u64
+    };
+    assert_eq!(capture_db::seal(&t.db).await.unwrap(), unsealed);
+    let report = sea_orm_audit::verify(&t.db).await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let logged = sea_orm_audit::logs_for_id(&t.db, "tw_db_hostile", "1")
+        .await
+        .unwrap();
+    let docs: Vec<Json> = logged
+        .iter()
+        .rev()
+        .skip(1)
+        .filter_map(|e| e.changes.as_ref().unwrap().new_value.get("doc").cloned())
+        .collect();
+    assert_eq!(docs, expected);
+    if backend == DbBackend::Sqlite {
+        let name = &logged[0].changes.as_ref().unwrap().new_value["name"];
+        assert_eq!(name, "f\u{fffd}o");
+        // `capture_db::transaction` seals before it commits: it still commits.
+        capture_db::transaction(&t.db, |txn| {
+            Box::pin(async move {
+                txn.execute_unprepared("UPDATE tw_db_hostile SET name = 'c' WHERE id = 2")
+                    .await?;
+                Ok::<_, sea_orm::DbErr>(())
+            })
+        })
+        .await
+        .unwrap();
+        assert!(
+            sea_orm_audit::verify(&t.db)
+                .await
+                .unwrap()
+                .problems
+                .is_empty()
+        );
+    }
+    t.finish().await;
+}

@@ -153,6 +153,11 @@ BEGIN
     IF t ~ '^-?[0-9]+$' AND t::numeric BETWEEN -9223372036854775808 AND 18446744073709551615 THEN
       RETURN t;
     END IF;
+    -- Beyond what an f64 holds (psql can write 1e400; serde_json cannot read it): the string
+    -- of its text, as the seal reads such a number on the other backends.
+    IF abs(t::numeric) > 1.7976931348623157e308 THEN
+      RETURN to_json(t)::text;
+    END IF;
     RETURN {s}.sea_orm_audit_f64(t::float8);
   ELSE
     RETURN v::text;

@@ -11,8 +11,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityName, EntityTrait, FromQueryResult,
-    IdenStatic, QueryFilter, QuerySelect, QueryTrait, Statement,
+    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityName, EntityTrait, IdenStatic,
+    QueryFilter, QuerySelect, QueryTrait, Statement,
 };
 
 use crate::audit_log;
@@ -107,16 +107,16 @@ pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
     // Per object, the id and stored hash of the last entry this call sealed or read back.
     let mut heads: HashMap<(String, String), (i64, String)> = HashMap::new();
     loop {
-        let (rows, last_entry) = unsealed_after(db, after, upto).await?;
+        let ((rows, last_read), last_entry) = unsealed_after(db, after, upto).await?;
         upto = upto.or(last_entry);
-        let Some((last, _)) = rows.last() else {
+        let Some(last) = last_read else {
             return Ok(sealed);
         };
-        after = last.id;
+        after = last;
         // Entries whose diff is unchanged are stored with one statement per batch.
         let mut batch = Vec::with_capacity(rows.len());
-        for (mut row, predecessor) in rows {
-            let resolved = resolve_deferred(&mut row.changes);
+        for (mut row, repaired, predecessor) in rows {
+            let resolved = resolve_deferred(&mut row.changes) || repaired;
             let key = (row.entity_type.clone(), row.object_id.clone());
             let prev = if row.action == "create" {
                 None
@@ -218,8 +218,12 @@ pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
     }
 }
 
-/// Unsealed entries, each with its predecessor's id and hash (see [`unsealed_after`]).
-type Batch = Vec<(audit_log::Model, Option<(i64, Option<String>)>)>;
+/// An unsealed entry, whether its diff was read leniently into another value than stored,
+/// and its predecessor's id and hash (see [`unsealed_after`]).
+type Unsealed = (audit_log::Model, bool, Option<(i64, Option<String>)>);
+
+/// Unsealed entries (those that could be read), and the id of the last one read.
+type Batch = (Vec<Unsealed>, Option<i64>);
 
 /// The unsealed entries after id `after` (and up to id `upto`, if given), oldest first, at most
 /// [`SEAL_BATCH`], each with its predecessor in its object's chain (the entry of the same
@@ -269,9 +273,22 @@ async fn unsealed_after<C: ConnectionTrait>(
     };
     values.push(after.into());
     let after_2 = p.next();
+    // The diff as bytes, read by `limits::lenient_json`: one a trigger wrote that serde_json
+    // or sqlx refuses (not UTF-8, a number beyond f64) must not stop every later seal.
+    let changes = q(L::Changes.as_str());
+    let raw = match backend {
+        DbBackend::Postgres => format!("convert_to(r.{changes}::text, 'UTF8')"),
+        DbBackend::MySql => format!("CAST(r.{changes} AS BINARY)"),
+        _ => format!("CAST(r.{changes} AS BLOB)"),
+    };
+    let columns: Vec<String> = <audit_log::Column as sea_orm::Iterable>::iter()
+        .filter(|c| !matches!(c, L::Changes))
+        .map(|c| format!("r.{}", q(c.as_str())))
+        .collect();
+    let columns = columns.join(", ");
     let sql = format!(
-        "SELECT r.*, p.{id} AS sea_orm_audit_prev_id, p.{hash} AS sea_orm_audit_prev_hash\
-         {last_entry} \
+        "SELECT {columns}, {raw} AS sea_orm_audit_changes, p.{id} AS sea_orm_audit_prev_id, \
+         p.{hash} AS sea_orm_audit_prev_hash{last_entry} \
          FROM (SELECT * FROM {table} WHERE {hash} = {unsealed} AND {id} > {after_1}{bound} \
          AND {id} >= (SELECT MIN(m.{id}) FROM {table} m WHERE m.{hash} = {unsealed} \
          AND m.{id} > {after_2}) ORDER BY {id} LIMIT {SEAL_BATCH}) r \
@@ -286,16 +303,59 @@ async fn unsealed_after<C: ConnectionTrait>(
         (None, Some(row)) => row.try_get("", "sea_orm_audit_last_entry")?,
         _ => None,
     };
-    let rows = rows
-        .into_iter()
-        .map(|row| {
-            let entry = audit_log::Model::from_query_result(&row, "")?;
-            let prev_id: Option<i64> = row.try_get("", "sea_orm_audit_prev_id")?;
-            let prev_hash: Option<String> = row.try_get("", "sea_orm_audit_prev_hash")?;
-            Ok((entry, prev_id.map(|id| (id, prev_hash))))
-        })
-        .collect::<Result<_, DbErr>>()?;
-    Ok((rows, last_entry))
+    let last_read = rows
+        .last()
+        .map(|row| row.try_get::<i64>("", L::Id.as_str()))
+        .transpose()?;
+    let mut entries = Vec::with_capacity(rows.len());
+    for row in rows {
+        match unsealed_entry(&row) {
+            Ok(entry) => entries.push(entry),
+            // Left unsealed (a field other than the diff that sqlx cannot read, such as an
+            // object id that is not UTF-8 on SQLite), and the entries after it in its object
+            // with it; the others are sealed.
+            Err(e) => {
+                let id = row.try_get::<i64>("", L::Id.as_str()).ok();
+                tracing::warn!(target: "sea_orm_audit", ?id, error = %e, "capture_db::seal: an entry that cannot be read is left unsealed");
+            }
+        }
+    }
+    Ok(((entries, last_read), last_entry))
+}
+
+/// One row of [`unsealed_after`]: the entry, its diff read leniently (and whether that changed
+/// it), and its predecessor.
+fn unsealed_entry(row: &sea_orm::QueryResult) -> Result<Unsealed, DbErr> {
+    use audit_log::Column as L;
+    let get_str = |c: L| row.try_get::<String>("", c.as_str());
+    let get_opt = |c: L| row.try_get::<Option<String>>("", c.as_str());
+    let get_json = |c: L| row.try_get::<Option<serde_json::Value>>("", c.as_str());
+    let raw: Option<Vec<u8>> = row.try_get("", "sea_orm_audit_changes")?;
+    let (changes, repaired) = match raw {
+        Some(bytes) => {
+            let (value, repaired) = limits::lenient_json(&bytes);
+            (Some(value), repaired)
+        }
+        None => (None, false),
+    };
+    let entry = audit_log::Model {
+        id: row.try_get("", L::Id.as_str())?,
+        entity_type: get_str(L::EntityType)?,
+        object_id: get_str(L::ObjectId)?,
+        action: get_str(L::Action)?,
+        actor: get_opt(L::Actor)?,
+        created_at: row.try_get("", L::CreatedAt.as_str())?,
+        changes,
+        tool: get_opt(L::Tool)?,
+        message: get_opt(L::Message)?,
+        status: get_str(L::Status)?,
+        data: get_json(L::Data)?,
+        prev_hash: get_opt(L::PrevHash)?,
+        hash: get_opt(L::Hash)?,
+    };
+    let prev_id: Option<i64> = row.try_get("", "sea_orm_audit_prev_id")?;
+    let prev_hash: Option<String> = row.try_get("", "sea_orm_audit_prev_hash")?;
+    Ok((entry, repaired, prev_id.map(|id| (id, prev_hash))))
 }
 
 /// An entry's hash as stored now: a locking read on MySQL, which sees past the transaction's
