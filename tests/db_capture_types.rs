@@ -1005,3 +1005,152 @@ async fn values_serde_json_refuses_are_logged_and_never_stop_the_seal() {
     }
     t.finish().await;
 }
+
+/// Text and JSON strings that start as the triggers' deferred values do (`***TOO_DEEP***
+/// unsealed:`) are logged as they are: the seal turns only the triggers' own deferred values
+/// into what they hold. Before, a title of `***TOO_DEEP*** unsealed:{"is":"an object"}` was
+/// sealed as the object, on SQLite and MariaDB.
+#[tokio::test]
+async fn values_that_look_deferred_are_logged_as_they_are() {
+    let t = TestDb::new().await;
+    common::create_table(&t.db, db_hostile::Entity).await;
+    capture_db::install::<db_hostile::Model, _>(&t.db)
+        .await
+        .unwrap();
+    let looks = [
+        r#"***TOO_DEEP*** unsealed:{"is":"an object"}"#,
+        "***TOO_DEEP*** unsealed:not json",
+        "***too_deep*** UNSEALED:[1]",
+        "***TOO_DEEP*** unsealed:",
+    ];
+    for (i, text) in looks.iter().enumerate() {
+        let id = i32::try_from(i).unwrap() + 1;
+        // The application's path, and raw SQL.
+        db_hostile::ActiveModel {
+            id: Set(id),
+            name: Set((*text).to_owned()),
+            doc: Set(Json::from(*text)),
+        }
+        .insert(&t.db)
+        .await
+        .unwrap();
+        let quoted = text.replace('\'', "''");
+        let mut doc = serde_json::to_string(&Json::from(format!("{text}!"))).unwrap();
+        if t.backend() == DbBackend::MySql {
+            doc = doc.replace('\\', "\\\\"); // MySQL's literals read backslash escapes
+        }
+        t.db.execute_unprepared(&format!(
+            "UPDATE tw_db_hostile SET name = '{quoted}!', doc = '{}' WHERE id = {id}",
+            doc.replace('\'', "''")
+        ))
+        .await
+        .unwrap();
+    }
+    capture_db::seal(&t.db).await.unwrap();
+    assert!(
+        sea_orm_audit::verify(&t.db)
+            .await
+            .unwrap()
+            .problems
+            .is_empty()
+    );
+    for (i, text) in looks.iter().enumerate() {
+        let logged = sea_orm_audit::logs_for_id(&t.db, "tw_db_hostile", &(i + 1).to_string())
+            .await
+            .unwrap();
+        let values: Vec<(Json, Json)> = logged
+            .iter()
+            .rev()
+            .map(|e| {
+                let new = &e.changes.as_ref().unwrap().new_value;
+                (new["name"].clone(), new["doc"].clone())
+            })
+            .collect();
+        let bang = format!("{text}!");
+        assert_eq!(
+            values,
+            vec![
+                (Json::from(*text), Json::from(*text)),
+                (Json::from(bang.clone()), Json::from(bang))
+            ]
+        );
+    }
+    t.finish().await;
+}
+
+/// Names with backslashes and quotes, as an application may choose them.
+mod db_odd_names {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, sea_orm_audit::Auditable)]
+    #[sea_orm(table_name = "tw_db_odd")]
+    #[audit(capture = "database", entity_type = "App\\Models\\Odd")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        #[sea_orm(column_name = "dir\\name")]
+        pub dir: String,
+        #[sea_orm(column_name = "say\"hi")]
+        pub say: String,
+        pub other: i32,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    sea_orm_audit::impl_audited_behavior!();
+}
+
+/// An entity type with backslashes and column names with a backslash or a double quote are
+/// logged under those names, and an update logs only the columns it changed. Before, MariaDB's
+/// triggers logged the entity type without its backslashes (so `logs_for` found none of its
+/// entries) and failed every update of the table with the quote in a column name.
+#[tokio::test]
+async fn names_with_backslashes_and_quotes_are_logged_as_they_are() {
+    let t = TestDb::new().await;
+    common::create_table(&t.db, db_odd_names::Entity).await;
+    capture_db::install::<db_odd_names::Model, _>(&t.db)
+        .await
+        .unwrap();
+    let row = db_odd_names::ActiveModel {
+        id: Set(1),
+        dir: Set("a\\b".to_owned()),
+        say: Set("\"hi\"".to_owned()),
+        other: Set(0),
+    }
+    .insert(&t.db)
+    .await
+    .unwrap();
+    let mut am: db_odd_names::ActiveModel = row.into();
+    am.other = Set(1);
+    let row = am.update(&t.db).await.unwrap();
+    let mut am: db_odd_names::ActiveModel = row.into();
+    am.dir = Set("c".to_owned());
+    am.say = Set("bye".to_owned());
+    am.update(&t.db).await.unwrap();
+    capture_db::seal(&t.db).await.unwrap();
+    assert!(
+        sea_orm_audit::verify(&t.db)
+            .await
+            .unwrap()
+            .problems
+            .is_empty()
+    );
+    let logged = sea_orm_audit::logs_for_id(&t.db, "App\\Models\\Odd", "1")
+        .await
+        .unwrap();
+    let changes: Vec<Json> = logged
+        .iter()
+        .rev()
+        .map(|e| serde_json::to_value(e.changes.as_ref().unwrap()).unwrap())
+        .collect();
+    assert_eq!(
+        changes,
+        vec![
+            serde_json::json!({"old_value": {}, "new_value": {"dir\\name": "a\\b", "id": 1, "other": 0, "say\"hi": "\"hi\""}}),
+            serde_json::json!({"old_value": {"other": 0}, "new_value": {"other": 1}}),
+            serde_json::json!({"old_value": {"dir\\name": "a\\b", "say\"hi": "\"hi\""}, "new_value": {"dir\\name": "c", "say\"hi": "bye"}}),
+        ]
+    );
+    t.finish().await;
+}

@@ -20,7 +20,21 @@ use crate::chain::UNSEALED;
 use crate::diff::FILTERED;
 use crate::error::Error;
 use crate::limits::{DEFERRED, MAX_JSON_DEPTH};
-use crate::sql::{literal, quote};
+use crate::sql::quote;
+
+/// A string literal that reads the same whatever the session's `sql_mode`: MySQL reads
+/// backslash escapes in literals unless `NO_BACKSLASH_ESCAPES` is set (sqlx does not set it),
+/// and a trigger keeps the mode it was created in. Text with a backslash (an entity type
+/// `App\Models\Post`, a column name) is written as its UTF-8 bytes in hex; before, such an
+/// entity type was logged without its backslashes, and a column name with a quote, whose JSON
+/// path needs one, failed every update.
+fn literal(text: &str) -> String {
+    if !text.contains('\\') {
+        return crate::sql::literal(text);
+    }
+    let hex: String = text.bytes().map(|b| format!("{b:02X}")).collect();
+    format!("CONVERT(X'{hex}' USING utf8mb4)")
+}
 
 /// The context the triggers read, one row per connection inside `capture_db::transaction`.
 pub(super) const CONTEXT_TABLE: &str = "sea_orm_audit_context";
@@ -124,9 +138,12 @@ fn value_expr(enc: Encoding, x: &str, stored_as: Option<&str>) -> String {
         // but not "deeper": a value it puts over the limit is deferred to `seal` as text
         // (nested in the entry it could exceed what a JSON column accepts, 32 levels). Both
         // branches are JSON text: an IF of a string and a JSON value is a string.
+        // So is a string that starts with the prefix, which the seal would otherwise take for a
+        // deferred value: it reads it back as the same string.
         Encoding::Json => format!(
-            "JSON_EXTRACT(IF(JSON_DEPTH({x}) > {MAX_JSON_DEPTH}, JSON_QUOTE(CONCAT({}, {x})), {x}), '$')",
-            literal(DEFERRED)
+            "JSON_EXTRACT(IF(JSON_DEPTH({x}) > {MAX_JSON_DEPTH} OR (LOCATE({prefix}, {x}) > 0 \
+             AND JSON_TYPE({x}) = 'STRING'), JSON_QUOTE(CONCAT({prefix}, {x})), {x}), '$')",
+            prefix = literal(DEFERRED)
         ),
         // The column's scale, as sqlx reads it back.
         Encoding::Decimal => format!("CAST({x} AS CHAR)"),
@@ -182,6 +199,15 @@ fn object_args(spec: &Spec, row: &str) -> String {
         let x = format!("{row}.{}", q(c.name));
         let value = match c.role {
             Role::Masked => format!("IF({x} IS NULL, NULL, {})", literal(FILTERED)),
+            // Text that starts with the deferred prefix (compared in the column's collation:
+            // a case-insensitive match is deferred too, and read back the same), as a deferred
+            // JSON string, which the seal turns back into the same string; otherwise it would
+            // read the text after the prefix as a deferred JSON value and log that instead.
+            _ if c.encoding == Encoding::Text => format!(
+                "IF(LEFT({x}, {}) = {prefix}, CONCAT({prefix}, JSON_QUOTE({x})), {x})",
+                DEFERRED.chars().count(),
+                prefix = literal(DEFERRED)
+            ),
             _ => value_expr(c.encoding, &x, c.stored_as.as_deref()),
         };
         args.push(format!("{}, {value}", literal(c.name)));

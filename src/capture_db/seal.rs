@@ -116,7 +116,11 @@ pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
         // Entries whose diff is unchanged are stored with one statement per batch.
         let mut batch = Vec::with_capacity(rows.len());
         for (mut row, repaired, predecessor) in rows {
-            let resolved = resolve_deferred(&mut row.changes) || repaired;
+            // Only the SQLite and MySQL triggers defer values, and only their entries are
+            // written with no `prev_hash` (the hooks' unsealed ones say `unsealed`): a string
+            // that starts with the prefix elsewhere is the value itself.
+            let deferring = backend != DbBackend::Postgres && row.prev_hash.is_none();
+            let resolved = (deferring && resolve_deferred(&mut row.changes)) || repaired;
             let key = (row.entity_type.clone(), row.object_id.clone());
             let prev = if row.action == "create" {
                 None

@@ -110,11 +110,14 @@ fn value_expr(enc: Encoding, x: &str) -> String {
              ELSE json(printf('%!.17g', {x})) END"
         ),
         // A value that may nest deeper than the limit (more brackets than levels allowed):
-        // its text, deferred to `seal` (SQLite cannot hash, nor measure the depth in SQL).
+        // its text, deferred to `seal` (SQLite cannot hash, nor measure the depth in SQL). So
+        // is a string that starts with the prefix, which the seal would otherwise take for a
+        // deferred value: it reads it back as the same string.
         Encoding::Json => format!(
             "CASE WHEN length({x}) - length(replace(replace({x}, '[', ''), '{{', '')) > {MAX_JSON_DEPTH} \
-             THEN {} || {x} ELSE json({x}) END",
-            literal(DEFERRED)
+             OR (instr({x}, {prefix}) > 0 AND json_type({x}) = 'text') \
+             THEN {prefix} || {x} ELSE json({x}) END",
+            prefix = literal(DEFERRED)
         ),
         Encoding::Bytes => base64_expr(x),
         Encoding::Uuid => format!(
@@ -135,6 +138,26 @@ fn value_expr(enc: Encoding, x: &str) -> String {
     }
 }
 
+/// `value`, the diff's value of column value `x`, unless `x` is text that starts with
+/// [`DEFERRED`] (any SQLite column can hold text): then that text, deferred as a JSON string,
+/// which the seal turns back into the same string. Otherwise the seal would read the text after
+/// the prefix as a deferred JSON value and log that instead. The encodings left out write no
+/// such text (JSON columns are handled in [`value_expr`]). Every other encoding passes text
+/// that starts so through unchanged, so the string is the one `value` would have logged.
+fn unforgeable(enc: Encoding, x: &str, value: String) -> String {
+    if matches!(
+        enc,
+        Encoding::Json | Encoding::Bool | Encoding::Float | Encoding::Bytes
+    ) {
+        return value;
+    }
+    let prefix = literal(DEFERRED);
+    format!(
+        "CASE WHEN substr({x}, 1, {}) = {prefix} THEN {prefix} || json_quote({x}) ELSE {value} END",
+        DEFERRED.chars().count()
+    )
+}
+
 /// `'name', value` pairs of every logged column of `row`, sorted by name.
 fn object_args(spec: &Spec, row: &str) -> String {
     let mut args = Vec::new();
@@ -145,7 +168,7 @@ fn object_args(spec: &Spec, row: &str) -> String {
                 "CASE WHEN {x} IS NULL THEN NULL ELSE {} END",
                 literal(FILTERED)
             ),
-            _ => value_expr(c.encoding, &x),
+            _ => unforgeable(c.encoding, &x, value_expr(c.encoding, &x)),
         };
         args.push(format!("{}, {value}", literal(c.name)));
     }
