@@ -871,6 +871,53 @@ async fn truncate_is_logged_as_a_delete_of_every_row_where_the_database_can() {
                     .unwrap()
                     .is_empty()
             );
+            // TRUNCATE ONLY keeps an inheriting table's rows (the DELETE is ONLY too), and a
+            // TRUNCATE .. CASCADE while rows of another table reference the rows fails, naming
+            // why (the rows of the tables it cascades to would go unlogged). Before, the first
+            // deleted the inheriting table's rows unlogged, the second failed with a bare
+            // foreign-key violation.
+            insert(6..8).await;
+            db.execute_unprepared(
+                "CREATE TABLE tw_rekey_child () INHERITS (tw_db_rekey); \
+                 INSERT INTO tw_rekey_child (id, name) VALUES (99, 'child')",
+            )
+            .await
+            .unwrap();
+            db.execute_unprepared("TRUNCATE ONLY tw_db_rekey")
+                .await
+                .unwrap();
+            let left: Vec<i32> = db_rekey::Entity::find()
+                .all(db)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect();
+            assert_eq!(left, [99], "the child's row, seen through the parent");
+            assert_eq!(deletes(&entries(&t, "tw_db_rekey").await), rows(1..8));
+            db.execute_unprepared(
+                "DROP TABLE tw_rekey_child; \
+                 CREATE TABLE tw_rekey_ref (id int PRIMARY KEY REFERENCES tw_db_rekey (id))",
+            )
+            .await
+            .unwrap();
+            insert(8..9).await;
+            db.execute_unprepared("INSERT INTO tw_rekey_ref VALUES (8)")
+                .await
+                .unwrap();
+            // (Without CASCADE, PostgreSQL refuses it before any trigger runs.)
+            let err = db
+                .execute_unprepared("TRUNCATE tw_db_rekey CASCADE")
+                .await
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("cannot be logged row by row"),
+                "{err}"
+            );
+            assert_eq!(db_rekey::Entity::find().all(db).await.unwrap().len(), 1);
+            db.execute_unprepared("DROP TABLE tw_rekey_ref")
+                .await
+                .unwrap();
             db.execute_unprepared("DROP TRIGGER sea_orm_audit_truncate ON tw_db_rekey")
                 .await
                 .unwrap();

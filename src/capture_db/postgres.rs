@@ -254,15 +254,22 @@ END $f$"#,
 
 /// The function behind every table's `BEFORE TRUNCATE` trigger. TRUNCATE fires no row
 /// trigger: this one deletes the rows first, so the row trigger logs each as a DELETE would
-/// (the same entries), then TRUNCATE finds the table empty. With the installer's rights, as
+/// (the same entries), then TRUNCATE finds the table empty. Rows another table references
+/// cannot be deleted first: the TRUNCATE fails with a clear error instead (with `CASCADE` it
+/// would empty the referencing tables, whose rows no DELETE has logged). With the installer's rights, as
 /// the row trigger, so a role allowed to TRUNCATE needs no DELETE right.
 fn truncate_sql(s: &str) -> String {
     format!(
         r#"CREATE OR REPLACE FUNCTION {s}.sea_orm_audit_truncate() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 BEGIN
-  EXECUTE format('DELETE FROM %I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
+  -- ONLY: `TRUNCATE ONLY` keeps the rows of tables that inherit from this one (a plain
+  -- TRUNCATE fires their own triggers).
+  EXECUTE format('DELETE FROM ONLY %I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
   RETURN NULL;
+EXCEPTION WHEN foreign_key_violation THEN
+  RAISE EXCEPTION 'sea-orm-audit: TRUNCATE of %.% cannot be logged row by row while rows of another table reference it (TRUNCATE ... CASCADE included): delete those first, or use DELETE', TG_TABLE_SCHEMA, TG_TABLE_NAME
+    USING ERRCODE = 'foreign_key_violation';
 END $f$"#
     )
 }
