@@ -1260,3 +1260,95 @@ async fn foreign_key_cascades_are_logged_where_the_database_fires_triggers() {
     assert_eq!(logged, expected);
     t.finish().await;
 }
+
+/// A replacing insert (`REPLACE INTO`, SQLite's `INSERT OR REPLACE`) deletes the row it
+/// replaces: MariaDB fires the delete trigger, and so does SQLite with `PRAGMA
+/// recursive_triggers = ON`, so the replaced row's `delete` precedes the new `create`. Without
+/// the pragma SQLite deletes it silently: only the `create` is logged, and `verify` reports the
+/// chain broken there (the README says so). PostgreSQL has no replacing insert.
+#[tokio::test]
+async fn a_replacing_insert_logs_the_replaced_row_where_delete_triggers_fire() {
+    let t = TestDb::new().await;
+    let backend = t.backend();
+    if backend == DbBackend::Postgres {
+        t.finish().await;
+        return;
+    }
+    common::create_table(&t.db, db_rekey::Entity).await;
+    capture_db::install::<db_rekey::Model, _>(&t.db)
+        .await
+        .unwrap();
+    // One connection: a pragma is the connection's.
+    let mut options = sea_orm::ConnectOptions::new(t.url.clone());
+    options.max_connections(1).sqlx_logging(false);
+    let db = sea_orm::Database::connect(options).await.unwrap();
+    let replace = if backend == DbBackend::MySql {
+        "REPLACE INTO"
+    } else {
+        "INSERT OR REPLACE INTO"
+    };
+    db.execute_unprepared("INSERT INTO tw_db_rekey (id, name) VALUES (1, 'a')")
+        .await
+        .unwrap();
+    if backend == DbBackend::Sqlite {
+        db.execute_unprepared("PRAGMA recursive_triggers = ON")
+            .await
+            .unwrap();
+    }
+    db.execute_unprepared(&format!("{replace} tw_db_rekey (id, name) VALUES (1, 'b')"))
+        .await
+        .unwrap();
+    let logged: Vec<(String, Json)> = entries(&t, "tw_db_rekey")
+        .await
+        .into_iter()
+        .map(|(_, action, changes)| (action, changes))
+        .collect();
+    let row = |name: &str| serde_json::json!({"id": 1, "name": name});
+    assert_eq!(
+        logged,
+        vec![
+            (
+                "create".to_owned(),
+                serde_json::json!({"old_value": {}, "new_value": row("a")})
+            ),
+            (
+                "delete".to_owned(),
+                serde_json::json!({"old_value": row("a"), "new_value": {}})
+            ),
+            (
+                "create".to_owned(),
+                serde_json::json!({"old_value": {}, "new_value": row("b")})
+            ),
+        ]
+    );
+    assert!(
+        sea_orm_audit::verify(&t.db)
+            .await
+            .unwrap()
+            .problems
+            .is_empty()
+    );
+    if backend == DbBackend::Sqlite {
+        db.execute_unprepared("PRAGMA recursive_triggers = OFF")
+            .await
+            .unwrap();
+        db.execute_unprepared(&format!("{replace} tw_db_rekey (id, name) VALUES (1, 'c')"))
+            .await
+            .unwrap();
+        let actions: Vec<String> = entries(&t, "tw_db_rekey")
+            .await
+            .into_iter()
+            .map(|(_, action, _)| action)
+            .collect();
+        assert_eq!(actions, ["create", "delete", "create", "create"]);
+        assert!(
+            !sea_orm_audit::verify(&t.db)
+                .await
+                .unwrap()
+                .problems
+                .is_empty()
+        );
+    }
+    db.close().await.unwrap();
+    t.finish().await;
+}
