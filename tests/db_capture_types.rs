@@ -1352,3 +1352,52 @@ async fn a_replacing_insert_logs_the_replaced_row_where_delete_triggers_fire() {
     db.close().await.unwrap();
     t.finish().await;
 }
+
+/// Every column excluded, the key included.
+mod db_all_excluded {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, sea_orm_audit::Auditable)]
+    #[sea_orm(table_name = "tw_db_all_excluded")]
+    #[audit(capture = "database", exclude(id, name))]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub name: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    sea_orm_audit::impl_audited_behavior!();
+}
+
+/// With every column excluded an update has no diff and is not logged, as with the hooks and on
+/// PostgreSQL; a new key still is (the old object's delete, the new one's create). Before,
+/// SQLite's and MariaDB's triggers logged every such update with an empty diff.
+#[tokio::test]
+async fn an_update_with_every_column_excluded_is_not_logged() {
+    let t = TestDb::new().await;
+    common::create_table(&t.db, db_all_excluded::Entity).await;
+    capture_db::install::<db_all_excluded::Model, _>(&t.db)
+        .await
+        .unwrap();
+    for sql in [
+        "INSERT INTO tw_db_all_excluded (id, name) VALUES (1, 'a')",
+        "UPDATE tw_db_all_excluded SET name = 'b' WHERE id = 1",
+        "UPDATE tw_db_all_excluded SET id = 2 WHERE id = 1",
+    ] {
+        t.db.execute_unprepared(sql).await.unwrap();
+    }
+    let logged: Vec<(String, String)> = entries(&t, "tw_db_all_excluded")
+        .await
+        .into_iter()
+        .map(|(object, action, _)| (object, action))
+        .collect();
+    let e = |o: &str, a: &str| (o.to_owned(), a.to_owned());
+    assert_eq!(
+        logged,
+        [e("1", "create"), e("1", "delete"), e("2", "create")]
+    );
+    t.finish().await;
+}

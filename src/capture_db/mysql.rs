@@ -380,8 +380,11 @@ fn triggers_sql(spec: &Spec, server: Server) -> Result<[String; 3], Error> {
             remove(&old_all)
         ),
     );
-    let body = if spec.log_unchanged || changed.is_empty() {
+    // With no column logged (every one excluded), nothing: the hooks log no empty diff.
+    let body = if spec.log_unchanged {
         body
+    } else if changed.is_empty() {
+        "DO 0;".to_owned()
     } else {
         format!("IF {} THEN\n{body}\nEND IF;", changed.join(" OR "))
     };

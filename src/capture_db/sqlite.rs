@@ -270,10 +270,13 @@ fn triggers_sql(spec: &Spec) -> Result<[String; 3], Error> {
     }
     let (new_key, old_key) = (key_expr(spec, "NEW")?, key_expr(spec, "OLD")?);
     let rekeyed = format!("({new_key}) IS NOT ({old_key})");
-    let when = if spec.log_unchanged || changed.is_empty() {
+    // With no column logged (every one excluded), only a new key is logged, as the hooks log
+    // no empty diff.
+    let when = if spec.log_unchanged {
         String::new()
     } else {
-        format!(" WHEN {} OR {rekeyed}", changed.join(" OR "))
+        let any = changed.iter().chain([&rekeyed]).cloned();
+        format!(" WHEN {}", any.collect::<Vec<_>>().join(" OR "))
     };
     let remove = |all: &str| {
         if unchanged_paths.is_empty() {
