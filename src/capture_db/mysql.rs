@@ -203,8 +203,10 @@ fn object_args(spec: &Spec, row: &str) -> String {
             // a case-insensitive match is deferred too, and read back the same), as a deferred
             // JSON string, which the seal turns back into the same string; otherwise it would
             // read the text after the prefix as a deferred JSON value and log that instead.
+            // `ASCII` first: one byte, no collation, false for nearly every value.
             _ if c.encoding == Encoding::Text => format!(
-                "IF(LEFT({x}, {}) = {prefix}, CONCAT({prefix}, JSON_QUOTE({x})), {x})",
+                "IF(ASCII({x}) = {} AND LEFT({x}, {}) = {prefix}, CONCAT({prefix}, JSON_QUOTE({x})), {x})",
+                DEFERRED.as_bytes()[0],
                 DEFERRED.chars().count(),
                 prefix = literal(DEFERRED)
             ),
