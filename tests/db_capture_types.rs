@@ -47,6 +47,26 @@ macro_rules! twins {
     };
 }
 
+/// One database-mode entity, with the `#[audit]` given.
+macro_rules! db_entity {
+    ($(#[$doc:meta])* mod $db:ident = $table:literal, #[$audit:meta], { $($body:tt)* }) => {
+        $(#[$doc])*
+        mod $db {
+            use sea_orm::entity::prelude::*;
+
+            #[derive(Clone, Debug, PartialEq, DeriveEntityModel, sea_orm_audit::Auditable)]
+            #[sea_orm(table_name = $table)]
+            #[$audit]
+            pub struct Model { $($body)* }
+
+            #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+            pub enum Relation {}
+
+            sea_orm_audit::impl_audited_behavior!();
+        }
+    };
+}
+
 twins!(hooked_types = "tw_types", db_types = "tw_db_types", {
     #[sea_orm(primary_key)]
     pub id: i32,
@@ -124,6 +144,22 @@ where
     out
 }
 
+/// Asserts that `verify` finds nothing wrong.
+async fn assert_verified(db: &sea_orm::DatabaseConnection) {
+    let report = sea_orm_audit::verify(db).await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+/// Creates the database-mode entity's table and installs its capture.
+async fn installed<E>(t: &TestDb, entity: E)
+where
+    E: EntityTrait,
+    E::Model: sea_orm_audit::Auditable,
+{
+    common::create_table(&t.db, entity).await;
+    capture_db::install::<E::Model, _>(&t.db).await.unwrap();
+}
+
 /// `(object_id, action, changes)` of every entry of one entity type, oldest first.
 async fn entries(t: &TestDb, entity_type: &str) -> Vec<(String, String, Json)> {
     capture_db::seal(&t.db).await.unwrap();
@@ -170,8 +206,7 @@ where
         assert_eq!(a, b, "entry {i}");
     }
     assert_eq!(h.len(), d.len());
-    let report = sea_orm_audit::verify(db).await.unwrap();
-    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_verified(db).await;
 }
 
 /// On MariaDB, BLOBs (SeaORM's `varbinary(255)` is too short for the longest) and columns of
@@ -465,10 +500,7 @@ async fn decimals_keep_every_digit_or_are_refused_with_the_reason() {
 async fn uuid_keys_give_the_object_ids_the_hooks_give() {
     let t = TestDb::new().await;
     common::create_table(&t.db, hooked_doc::Entity).await;
-    common::create_table(&t.db, db_doc::Entity).await;
-    capture_db::install::<db_doc::Model, _>(&t.db)
-        .await
-        .unwrap();
+    installed(&t, db_doc::Entity).await;
     for id in [uuid::Uuid::nil(), uuid::Uuid::new_v4()] {
         let states: Vec<hooked_doc::ActiveModel> = (0..3)
             .map(|i| hooked_doc::ActiveModel {
@@ -487,10 +519,7 @@ async fn uuid_keys_give_the_object_ids_the_hooks_give() {
     }
     // Composite keys of a UUID, a date and text: JSON arrays, as the hooks write them.
     common::create_table(&t.db, hooked_pair::Entity).await;
-    common::create_table(&t.db, db_pair::Entity).await;
-    capture_db::install::<db_pair::Model, _>(&t.db)
-        .await
-        .unwrap();
+    installed(&t, db_pair::Entity).await;
     let states: Vec<hooked_pair::ActiveModel> = (0..3)
         .map(|n| hooked_pair::ActiveModel {
             uid: Set(uuid::Uuid::max()),
@@ -571,10 +600,7 @@ fn nest(levels: usize, leaf: Json) -> Json {
 async fn json_nested_too_deep_is_recorded_as_the_hooks_marker() {
     let t = TestDb::new().await;
     common::create_table(&t.db, hooked_json::Entity).await;
-    common::create_table(&t.db, db_json::Entity).await;
-    capture_db::install::<db_json::Model, _>(&t.db)
-        .await
-        .unwrap();
+    installed(&t, db_json::Entity).await;
     let limit = sea_orm_audit::MAX_JSON_DEPTH;
     // Around the limit: a scalar leaf adds no level, an empty container adds one. MariaDB's
     // JSON columns hold 32 levels counting the scalar, so the deepest values are for the others.
@@ -630,13 +656,7 @@ async fn json_nested_too_deep_is_recorded_as_the_hooks_marker() {
         assert_eq!(capture_db::seal(&t.db).await.unwrap(), 1);
         let last = common::all_logs(&t.db).await.pop().unwrap();
         assert!(doc(&last).starts_with("***TOO_DEEP*** sha256:"), "{last:?}");
-        assert!(
-            sea_orm_audit::verify(&t.db)
-                .await
-                .unwrap()
-                .problems
-                .is_empty()
-        );
+        assert_verified(&t.db).await;
     }
     if t.backend() == DbBackend::Sqlite {
         // Deeper than serde_json reads (128 levels): the digest of the text.
@@ -655,13 +675,7 @@ async fn json_nested_too_deep_is_recorded_as_the_hooks_marker() {
             last.changes.as_ref().unwrap()["new_value"]["doc"],
             format!("***TOO_DEEP*** sha256:{hex}")
         );
-        assert!(
-            sea_orm_audit::verify(&t.db)
-                .await
-                .unwrap()
-                .problems
-                .is_empty()
-        );
+        assert_verified(&t.db).await;
     }
     t.finish().await;
 }
@@ -770,8 +784,7 @@ async fn a_key_change_is_the_old_objects_delete_and_the_new_ones_create() {
             (new_id.as_str(), "create"),
         ]
     );
-    let report = sea_orm_audit::verify(db).await.unwrap();
-    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_verified(db).await;
 
     // Hook mode pairs rows by key: it refuses the write and rolls it back.
     let err = sea_orm_audit::bulk::update_many::<hooked_rekey::Entity, _>(
@@ -943,31 +956,21 @@ async fn truncate_is_logged_as_a_delete_of_every_row_where_the_database_can() {
             assert!(deletes(&entries(&t, "tw_db_rekey").await).is_empty());
         }
     }
-    let report = sea_orm_audit::verify(db).await.unwrap();
-    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_verified(db).await;
     t.finish().await;
 }
 
+db_entity!(
 /// A database-mode entity with text and JSON, for values other programs can write that the
 /// application cannot read.
-mod db_hostile {
-    use sea_orm::entity::prelude::*;
-
-    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, sea_orm_audit::Auditable)]
-    #[sea_orm(table_name = "tw_db_hostile")]
-    #[audit(capture = "database")]
-    pub struct Model {
-        #[sea_orm(primary_key)]
-        pub id: i32,
-        pub name: String,
-        pub doc: Json,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    sea_orm_audit::impl_audited_behavior!();
-}
+mod db_hostile = "tw_db_hostile",
+#[audit(capture = "database")],
+{
+    #[sea_orm(primary_key)]
+    pub id: i32,
+    pub name: String,
+    pub doc: Json,
+});
 
 /// Values a trigger can log but serde_json or sqlx cannot read (a JSON number beyond f64 on
 /// every backend; on SQLite a lone surrogate and text that is not UTF-8) are logged, sealed
@@ -978,10 +981,7 @@ mod db_hostile {
 async fn values_serde_json_refuses_are_logged_and_never_stop_the_seal() {
     let t = TestDb::new().await;
     let backend = t.backend();
-    common::create_table(&t.db, db_hostile::Entity).await;
-    capture_db::install::<db_hostile::Model, _>(&t.db)
-        .await
-        .unwrap();
+    installed(&t, db_hostile::Entity).await;
     let run = |sql: String| {
         let db = t.db.clone();
         async move { db.execute_unprepared(&sql).await.unwrap() }
@@ -1017,8 +1017,7 @@ async fn values_serde_json_refuses_are_logged_and_never_stop_the_seal() {
         written as u64
     };
     assert_eq!(capture_db::seal(&t.db).await.unwrap(), unsealed);
-    let report = sea_orm_audit::verify(&t.db).await.unwrap();
-    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_verified(&t.db).await;
     let logged = sea_orm_audit::logs_for_id(&t.db, "tw_db_hostile", "1")
         .await
         .unwrap();
@@ -1042,13 +1041,7 @@ async fn values_serde_json_refuses_are_logged_and_never_stop_the_seal() {
         })
         .await
         .unwrap();
-        assert!(
-            sea_orm_audit::verify(&t.db)
-                .await
-                .unwrap()
-                .problems
-                .is_empty()
-        );
+        assert_verified(&t.db).await;
     }
     t.finish().await;
 }
@@ -1060,10 +1053,7 @@ async fn values_serde_json_refuses_are_logged_and_never_stop_the_seal() {
 #[tokio::test]
 async fn values_that_look_deferred_are_logged_as_they_are() {
     let t = TestDb::new().await;
-    common::create_table(&t.db, db_hostile::Entity).await;
-    capture_db::install::<db_hostile::Model, _>(&t.db)
-        .await
-        .unwrap();
+    installed(&t, db_hostile::Entity).await;
     let looks = [
         r#"***TOO_DEEP*** unsealed:{"is":"an object"}"#,
         "***TOO_DEEP*** unsealed:not json",
@@ -1094,13 +1084,7 @@ async fn values_that_look_deferred_are_logged_as_they_are() {
         .unwrap();
     }
     capture_db::seal(&t.db).await.unwrap();
-    assert!(
-        sea_orm_audit::verify(&t.db)
-            .await
-            .unwrap()
-            .problems
-            .is_empty()
-    );
+    assert_verified(&t.db).await;
     for (i, text) in looks.iter().enumerate() {
         let logged = sea_orm_audit::logs_for_id(&t.db, "tw_db_hostile", &(i + 1).to_string())
             .await
@@ -1125,28 +1109,19 @@ async fn values_that_look_deferred_are_logged_as_they_are() {
     t.finish().await;
 }
 
+db_entity!(
 /// Names with backslashes and quotes, as an application may choose them.
-mod db_odd_names {
-    use sea_orm::entity::prelude::*;
-
-    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, sea_orm_audit::Auditable)]
-    #[sea_orm(table_name = "tw_db_odd")]
-    #[audit(capture = "database", entity_type = "App\\Models\\Odd")]
-    pub struct Model {
-        #[sea_orm(primary_key)]
-        pub id: i32,
-        #[sea_orm(column_name = "dir\\name")]
-        pub dir: String,
-        #[sea_orm(column_name = "say\"hi")]
-        pub say: String,
-        pub other: i32,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    sea_orm_audit::impl_audited_behavior!();
-}
+mod db_odd_names = "tw_db_odd",
+#[audit(capture = "database", entity_type = "App\\Models\\Odd")],
+{
+    #[sea_orm(primary_key)]
+    pub id: i32,
+    #[sea_orm(column_name = "dir\\name")]
+    pub dir: String,
+    #[sea_orm(column_name = "say\"hi")]
+    pub say: String,
+    pub other: i32,
+});
 
 /// An entity type with backslashes and column names with a backslash or a double quote are
 /// logged under those names, and an update logs only the columns it changed. Before, MariaDB's
@@ -1155,10 +1130,7 @@ mod db_odd_names {
 #[tokio::test]
 async fn names_with_backslashes_and_quotes_are_logged_as_they_are() {
     let t = TestDb::new().await;
-    common::create_table(&t.db, db_odd_names::Entity).await;
-    capture_db::install::<db_odd_names::Model, _>(&t.db)
-        .await
-        .unwrap();
+    installed(&t, db_odd_names::Entity).await;
     let row = db_odd_names::ActiveModel {
         id: Set(1),
         dir: Set("a\\b".to_owned()),
@@ -1176,13 +1148,7 @@ async fn names_with_backslashes_and_quotes_are_logged_as_they_are() {
     am.say = Set("bye".to_owned());
     am.update(&t.db).await.unwrap();
     capture_db::seal(&t.db).await.unwrap();
-    assert!(
-        sea_orm_audit::verify(&t.db)
-            .await
-            .unwrap()
-            .problems
-            .is_empty()
-    );
+    assert_verified(&t.db).await;
     let logged = sea_orm_audit::logs_for_id(&t.db, "App\\Models\\Odd", "1")
         .await
         .unwrap();
@@ -1274,10 +1240,7 @@ async fn a_replacing_insert_logs_the_replaced_row_where_delete_triggers_fire() {
         t.finish().await;
         return;
     }
-    common::create_table(&t.db, db_rekey::Entity).await;
-    capture_db::install::<db_rekey::Model, _>(&t.db)
-        .await
-        .unwrap();
+    installed(&t, db_rekey::Entity).await;
     // One connection: a pragma is the connection's.
     let mut options = sea_orm::ConnectOptions::new(t.url.clone());
     options.max_connections(1).sqlx_logging(false);
@@ -1321,13 +1284,7 @@ async fn a_replacing_insert_logs_the_replaced_row_where_delete_triggers_fire() {
             ),
         ]
     );
-    assert!(
-        sea_orm_audit::verify(&t.db)
-            .await
-            .unwrap()
-            .problems
-            .is_empty()
-    );
+    assert_verified(&t.db).await;
     if backend == DbBackend::Sqlite {
         db.execute_unprepared("PRAGMA recursive_triggers = OFF")
             .await
@@ -1353,24 +1310,15 @@ async fn a_replacing_insert_logs_the_replaced_row_where_delete_triggers_fire() {
     t.finish().await;
 }
 
+db_entity!(
 /// Every column excluded, the key included.
-mod db_all_excluded {
-    use sea_orm::entity::prelude::*;
-
-    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, sea_orm_audit::Auditable)]
-    #[sea_orm(table_name = "tw_db_all_excluded")]
-    #[audit(capture = "database", exclude(id, name))]
-    pub struct Model {
-        #[sea_orm(primary_key)]
-        pub id: i32,
-        pub name: String,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    sea_orm_audit::impl_audited_behavior!();
-}
+mod db_all_excluded = "tw_db_all_excluded",
+#[audit(capture = "database", exclude(id, name))],
+{
+    #[sea_orm(primary_key)]
+    pub id: i32,
+    pub name: String,
+});
 
 /// With every column excluded an update has no diff and is not logged, as with the hooks and on
 /// PostgreSQL; a new key still is (the old object's delete, the new one's create). Before,
@@ -1378,10 +1326,7 @@ mod db_all_excluded {
 #[tokio::test]
 async fn an_update_with_every_column_excluded_is_not_logged() {
     let t = TestDb::new().await;
-    common::create_table(&t.db, db_all_excluded::Entity).await;
-    capture_db::install::<db_all_excluded::Model, _>(&t.db)
-        .await
-        .unwrap();
+    installed(&t, db_all_excluded::Entity).await;
     for sql in [
         "INSERT INTO tw_db_all_excluded (id, name) VALUES (1, 'a')",
         "UPDATE tw_db_all_excluded SET name = 'b' WHERE id = 1",
