@@ -95,7 +95,7 @@ fn next_token() -> i64 {
 /// it, and sea-orm's `set_schema_search_path` (put the search path in the URL instead:
 /// `?options=-csearch_path%3Dmy_schema`). Call it last: a `before_acquire` or pool-options
 /// function set after it replaces its own, and a reused connection then keeps the context it
-/// was given when it opened.
+/// was given when it opened; [`check_carried`] reports that.
 ///
 /// A transaction carries the context of the task that began it, wherever it is used later;
 /// on PostgreSQL the hooks of a database-mode entity replace it with their own task's, for
