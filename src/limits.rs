@@ -176,9 +176,19 @@ fn too_deep_marker(value: &Json) -> Json {
             }
         }
     }
-    let digest = hasher.finalize();
+    digest_marker(&hasher.finalize())
+}
+
+/// The [`TOO_DEEP`] marker naming a SHA-256 digest.
+fn digest_marker(digest: &[u8]) -> Json {
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     Json::String(format!("{TOO_DEEP} sha256:{hex}"))
+}
+
+/// The [`TOO_DEEP`] marker of a text no reader can take as JSON: the digest of its bytes.
+fn text_marker(text: &str) -> Json {
+    use sha2::{Digest, Sha256};
+    digest_marker(&Sha256::digest(text.as_bytes()))
 }
 
 /// Replaces `value` by [`TOO_DEEP`] when it nests deeper than [`MAX_JSON_DEPTH`], taking the
@@ -211,14 +221,7 @@ pub(crate) fn resolve_deferred(value: &mut Json) -> bool {
             dispose(parsed);
             out
         }
-        Err(_) => {
-            use sha2::{Digest, Sha256};
-            let hex: String = Sha256::digest(text.as_bytes())
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            Json::String(format!("{TOO_DEEP} sha256:{hex}"))
-        }
+        Err(_) => text_marker(text),
     };
     *value = resolved;
     true
@@ -240,14 +243,7 @@ pub(crate) fn lenient_json(bytes: &[u8]) -> (Json, bool) {
     }
     match serde_json::from_str::<Json>(&repaired_json_text(&text)) {
         Ok(value) => (value, true),
-        Err(_) => {
-            use sha2::{Digest, Sha256};
-            let hex: String = Sha256::digest(text.as_bytes())
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            (Json::String(format!("{TOO_DEEP} sha256:{hex}")), true)
-        }
+        Err(_) => (text_marker(&text), true),
     }
 }
 
