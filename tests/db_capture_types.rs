@@ -1346,3 +1346,52 @@ async fn an_update_with_every_column_excluded_is_not_logged() {
     );
     t.finish().await;
 }
+
+/// SQLite: an entry the seal cannot read at all (its object id, a UUID key written as text that
+/// is not UTF-8) is left unsealed, and the entries around it are sealed; a
+/// `capture_db::transaction` (which seals before it commits) still commits.
+#[tokio::test]
+async fn an_entry_the_seal_cannot_read_is_left_and_the_others_are_sealed() {
+    let t = TestDb::new().await;
+    if t.backend() != DbBackend::Sqlite {
+        t.finish().await;
+        return;
+    }
+    installed(&t, db_doc::Entity).await;
+    installed(&t, db_hostile::Entity).await;
+    for sql in [
+        "INSERT INTO tw_db_hostile (id, name, doc) VALUES (1, 'a', '{}')",
+        "INSERT INTO tw_db_docs (id, day, name) VALUES (CAST(X'66FF' AS TEXT), '2026-01-01', 'x')",
+        "UPDATE tw_db_hostile SET name = 'b' WHERE id = 1",
+    ] {
+        t.db.execute_unprepared(sql).await.unwrap();
+    }
+    assert_eq!(capture_db::seal(&t.db).await.unwrap(), 2);
+    let unsealed = |db: sea_orm::DatabaseConnection| async move {
+        db.query_one_raw(sea_orm::Statement::from_string(
+            DbBackend::Sqlite,
+            "SELECT count(*) AS n FROM audit_log WHERE hash = 'unsealed'",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "n")
+        .unwrap()
+    };
+    assert_eq!(unsealed(t.db.clone()).await, 1);
+    capture_db::transaction(&t.db, |txn| {
+        Box::pin(async move {
+            txn.execute_unprepared("UPDATE tw_db_hostile SET name = 'c' WHERE id = 1")
+                .await?;
+            Ok::<_, sea_orm::DbErr>(())
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(unsealed(t.db.clone()).await, 1);
+    let logged = sea_orm_audit::logs_for_id(&t.db, "tw_db_hostile", "1")
+        .await
+        .unwrap();
+    assert_eq!(logged.len(), 3);
+    t.finish().await;
+}
