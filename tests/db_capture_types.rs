@@ -127,6 +127,23 @@ twins!(hooked_pair = "tw_pairs", db_pair = "tw_db_pairs", {
     pub n: i32,
 });
 
+twins!(hooked_code = "tw_codes", db_code = "tw_db_codes", {
+    #[sea_orm(primary_key)]
+    pub id: i32,
+    #[sea_orm(column_type = "Char(Some(6))")]
+    pub label: String,
+    #[sea_orm(column_type = "Char(Some(6))", nullable)]
+    pub maybe: Option<String>,
+});
+
+twins!(hooked_code_pair = "tw_code_pairs", db_code_pair = "tw_db_code_pairs", {
+    #[sea_orm(primary_key, auto_increment = false, column_type = "Char(Some(4))")]
+    pub code: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub n: i32,
+    pub label: String,
+});
+
 /// The same values in the other twin's active model (the columns are the same, in order).
 fn twin<A, B>(am: &A) -> B
 where
@@ -550,6 +567,80 @@ async fn uuid_keys_give_the_object_ids_the_hooks_give() {
         .map(|e| e.0)
         .collect();
     assert_eq!(ids[0], "00000000-0000-0000-0000-000000000000");
+    t.finish().await;
+}
+
+/// `char(n)` values and keys as sqlx reads them back: PostgreSQL pads them to the column's
+/// width, and the triggers log the padding as the hooks do (a cast to text would drop it);
+/// MariaDB and SQLite read them unpadded. (SeaORM cannot update or delete a model by a
+/// padded `char(n)` key on PostgreSQL: it binds the key as `text`, which drops the padding
+/// of the column's value before comparing. Keys are written here by SQL.)
+#[tokio::test]
+async fn fixed_width_text_is_logged_with_the_padding_it_reads_back_with() {
+    let t = TestDb::new().await;
+    let db = &t.db;
+    common::create_table(db, hooked_code::Entity).await;
+    installed(&t, db_code::Entity).await;
+    let states: Vec<hooked_code::ActiveModel> = [
+        ("x", None),
+        ("xy z", Some("q")),
+        ("xy z", None),
+        ("abcdef", Some("")),
+    ]
+    .iter()
+    .map(|(label, maybe)| hooked_code::ActiveModel {
+        label: Set((*label).into()),
+        maybe: Set(maybe.map(str::to_owned)),
+        ..Default::default()
+    })
+    .collect();
+    write_both::<hooked_code::ActiveModel, db_code::ActiveModel>(
+        &t,
+        &states,
+        "tw_codes",
+        "tw_db_codes",
+    )
+    .await;
+    let padded = t.backend() == DbBackend::Postgres;
+    let created = &entries(&t, "tw_db_codes").await[0].2["new_value"];
+    assert_eq!(created["label"], if padded { "x     " } else { "x" });
+    // A padded key in a composite key: the create the hooks log, then the database's update
+    // and delete of the same object.
+    common::create_table(db, hooked_code_pair::Entity).await;
+    installed(&t, db_code_pair::Entity).await;
+    let state = hooked_code_pair::ActiveModel {
+        code: Set("c".into()),
+        n: Set(7),
+        label: Set("label".into()),
+    };
+    let hooked = state.clone().insert(db).await.unwrap();
+    twin::<_, db_code_pair::ActiveModel>(&state)
+        .insert(db)
+        .await
+        .unwrap();
+    for sql in [
+        "UPDATE tw_db_code_pairs SET label = 'other' WHERE code = 'c'",
+        "DELETE FROM tw_db_code_pairs WHERE code = 'c'",
+    ] {
+        db.execute_unprepared(sql).await.unwrap();
+    }
+    let id = if padded {
+        r#"["c   ",7]"#
+    } else {
+        r#"["c",7]"#
+    };
+    assert_eq!(sea_orm_audit::Auditable::audit_object_id(&hooked), id);
+    let hooked = entries(&t, "tw_code_pairs").await;
+    let logged = entries(&t, "tw_db_code_pairs").await;
+    assert_eq!(logged[0], hooked[0]);
+    let ids: Vec<&str> = logged.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(ids, [id, id, id]);
+    assert_eq!(
+        logged[1].2["new_value"]["label"], "other",
+        "{:?}",
+        logged[1]
+    );
+    assert_verified(db).await;
     t.finish().await;
 }
 
@@ -1393,5 +1484,145 @@ async fn an_entry_the_seal_cannot_read_is_left_and_the_others_are_sealed() {
         .await
         .unwrap();
     assert_eq!(logged.len(), 3);
+    t.finish().await;
+}
+
+db_entity!(
+    /// A text key longer than the log's `object_id` holds.
+    mod long_key = "db_long_keys", #[audit(capture = "database")], {
+    #[sea_orm(primary_key, auto_increment = false, column_type = "String(StringLen::N(400))")]
+    pub code: String,
+    pub n: i32,
+});
+
+db_entity!(
+    /// Two text keys whose JSON array may be longer than the log's `object_id` holds.
+    mod long_pair = "db_long_pairs", #[audit(capture = "database")], {
+    #[sea_orm(primary_key, auto_increment = false, column_type = "String(StringLen::N(150))")]
+    pub a: String,
+    #[sea_orm(primary_key, auto_increment = false, column_type = "String(StringLen::N(150))")]
+    pub b: String,
+    pub n: i32,
+});
+
+/// An object id the log cannot hold (over `MAX_KEY_CHARS` characters, or with a NUL) fails
+/// the write in database mode too, naming `object_id`, and leaves the table and the log as
+/// they were: never truncated (MariaDB outside strict mode, which the trigger is created
+/// under here) nor kept whole beyond the limit (SQLite).
+#[tokio::test]
+async fn object_ids_the_log_cannot_hold_fail_the_write_in_database_mode() {
+    use sea_orm::TransactionTrait;
+    use sea_orm_audit::MAX_KEY_CHARS;
+    let t = TestDb::new().await;
+    let db = &t.db;
+    common::create_table(db, long_key::Entity).await;
+    common::create_table(db, long_pair::Entity).await;
+    if t.backend() == DbBackend::MySql {
+        // Triggers run under the `sql_mode` they were created under.
+        let tx = db.begin().await.unwrap();
+        tx.execute_unprepared("SET @saved_mode = @@sql_mode, SESSION sql_mode = ''")
+            .await
+            .unwrap();
+        capture_db::install::<long_key::Model, _>(&tx)
+            .await
+            .unwrap();
+        capture_db::install::<long_pair::Model, _>(&tx)
+            .await
+            .unwrap();
+        tx.execute_unprepared("SET SESSION sql_mode = @saved_mode")
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let modes = db
+            .query_all_raw(sea_orm::Statement::from_string(
+                DbBackend::MySql,
+                "SELECT SQL_MODE AS m FROM information_schema.TRIGGERS \
+                 WHERE TRIGGER_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE = 'db_long_keys'",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(modes.len(), 3);
+        for m in modes {
+            let mode: String = m.try_get("", "m").unwrap();
+            assert!(!mode.contains("STRICT"), "{mode}");
+        }
+    } else {
+        capture_db::install::<long_key::Model, _>(db).await.unwrap();
+        capture_db::install::<long_pair::Model, _>(db)
+            .await
+            .unwrap();
+    }
+    let refused = |e: sea_orm::DbErr| {
+        let text = e.to_string();
+        assert!(
+            text.contains("`object_id` is over 191 characters or holds NUL"),
+            "{text}"
+        );
+    };
+    let at_limit = "é".repeat(MAX_KEY_CHARS);
+    let key = |code: &str, n| long_key::ActiveModel {
+        code: Set(code.to_owned()),
+        n: Set(n),
+    };
+    let kept = key(&at_limit, 1).insert(db).await.unwrap();
+    refused(
+        key(&"é".repeat(MAX_KEY_CHARS + 1), 2)
+            .insert(db)
+            .await
+            .unwrap_err(),
+    );
+    refused(
+        long_key::Entity::insert(key(&format!("{at_limit}k"), 3))
+            .exec(db)
+            .await
+            .unwrap_err(),
+    );
+    // A new key is the old object's delete and the new one's create: refused whole.
+    refused(
+        long_key::Entity::update_many()
+            .col_expr(
+                long_key::Column::Code,
+                sea_orm::sea_query::Expr::value(format!("{at_limit}k")),
+            )
+            .exec(db)
+            .await
+            .unwrap_err(),
+    );
+    if t.backend() != DbBackend::Postgres {
+        // PostgreSQL's text cannot hold a NUL at all.
+        refused(key("a\0b", 4).insert(db).await.unwrap_err());
+    }
+    let pair = |a: usize, b: usize| long_pair::ActiveModel {
+        a: Set("x".repeat(a)),
+        b: Set("y".repeat(b)),
+        n: Set(1),
+    };
+    // `["x…","y…"]`: the quotes, comma and brackets count.
+    pair(92, 92).insert(db).await.unwrap();
+    refused(pair(93, 92).insert(db).await.unwrap_err());
+    kept.clone().delete(db).await.unwrap();
+    let rows = long_key::Entity::find().all(db).await.unwrap();
+    assert!(rows.is_empty(), "{rows:?}");
+    assert_eq!(long_pair::Entity::find().all(db).await.unwrap().len(), 1);
+    let logged: Vec<(String, String)> = entries(&t, "db_long_keys")
+        .await
+        .into_iter()
+        .map(|(id, action, _)| (id, action))
+        .collect();
+    assert_eq!(
+        logged,
+        [
+            (at_limit.clone(), "create".to_owned()),
+            (at_limit.clone(), "delete".to_owned())
+        ]
+    );
+    let pairs = entries(&t, "db_long_pairs").await;
+    assert_eq!(pairs.len(), 1);
+    assert_eq!(
+        pairs[0].0,
+        format!(r#"["{}","{}"]"#, "x".repeat(92), "y".repeat(92))
+    );
+    assert_eq!(pairs[0].0.chars().count(), MAX_KEY_CHARS);
+    assert_verified(db).await;
     t.finish().await;
 }

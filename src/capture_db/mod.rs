@@ -295,6 +295,24 @@ impl Spec {
         }
     }
 
+    /// Whether an object id of this key may be longer than the log's key column holds
+    /// ([`limits::MAX_KEY_CHARS`]) or hold a NUL, so the triggers must refuse such a row as
+    /// the hooks do (rather than let the database truncate it, as MariaDB does outside strict
+    /// mode, or keep it whole, as SQLite does): a key of text, bytes, JSON or decimals, or of
+    /// more bounded columns than fit.
+    fn key_needs_check(&self) -> bool {
+        let bounded = |e: Encoding| {
+            !matches!(
+                e,
+                Encoding::Text | Encoding::Bytes | Encoding::Json | Encoding::Decimal
+            )
+        };
+        // A bounded value's text is at most 40 characters (a `time` offset date-time); in a
+        // composite key, with its quotes and comma.
+        self.key.iter().any(|i| !bounded(self.columns[*i].encoding))
+            || 43 * self.key.len() + 2 > limits::MAX_KEY_CHARS
+    }
+
     /// The columns the diff holds (captured and masked), sorted by name as the canonical
     /// content sorts keys (by bytes).
     fn logged_sorted(&self) -> Vec<&ColumnSpec> {
@@ -307,6 +325,12 @@ impl Spec {
         cols
     }
 }
+
+/// The error a trigger raises for a row whose object id the log cannot hold (short: MySQL's
+/// `MESSAGE_TEXT` holds 128 characters).
+const KEY_REFUSAL: &str =
+    "sea-orm-audit: audit log field `object_id` is over 191 characters or holds NUL";
+const _: () = assert!(limits::MAX_KEY_CHARS == 191);
 
 /// The encoding [`value::to_json`](crate::value::to_json) uses for this variant (each backend
 /// refuses, with its reason, the ones it cannot reproduce exactly).

@@ -14,12 +14,12 @@
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, EntityName, IdenStatic, Statement};
 use serde_json::Value as Json;
 
-use super::{ContextRow, Drift, Encoding, LOCAL_REFUSED, Role, Spec};
+use super::{ContextRow, Drift, Encoding, KEY_REFUSAL, LOCAL_REFUSED, Role, Spec};
 use crate::audit_log;
 use crate::chain::UNSEALED;
 use crate::diff::FILTERED;
 use crate::error::Error;
-use crate::limits::{DEFERRED, MAX_JSON_DEPTH};
+use crate::limits::{DEFERRED, MAX_JSON_DEPTH, MAX_KEY_CHARS};
 use crate::sql::quote;
 
 /// A string literal that reads the same whatever the session's `sql_mode`: MySQL reads
@@ -326,9 +326,21 @@ fn triggers_sql(spec: &Spec, server: Server) -> Result<[String; 3], Error> {
         from_context("tool"),
         from_context("data"),
     );
+    // An object id the log cannot hold fails the write, as the hooks refuse it (whatever
+    // `sql_mode` the trigger was created under: outside strict mode MariaDB would truncate it).
+    let check_key = spec.key_needs_check();
     let row = |action: &str, key: &str, changes: &str| {
+        let check = if check_key {
+            format!(
+                "IF CHAR_LENGTH({key}) > {MAX_KEY_CHARS} OR INSTR({key}, CHAR(0 USING utf8mb4)) > 0 \
+                 THEN SIGNAL SQLSTATE '22001' SET MESSAGE_TEXT = {}; END IF;\n",
+                literal(KEY_REFUSAL)
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "{insert_into} VALUES ({entity_type}, {key}, '{action}', {actor}, UTC_TIMESTAMP(6), \
+            "{check}{insert_into} VALUES ({entity_type}, {key}, '{action}', {actor}, UTC_TIMESTAMP(6), \
              {changes}, {tool}, NULL, 'success', {data}, NULL, {});",
             literal(UNSEALED)
         )

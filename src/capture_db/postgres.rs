@@ -14,12 +14,12 @@
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, IdenStatic, Statement};
 use serde_json::Value as Json;
 
-use super::{ColumnSpec, Drift, Encoding, LOCAL_REFUSED, Role, Spec, fingerprint};
+use super::{ColumnSpec, Drift, Encoding, KEY_REFUSAL, LOCAL_REFUSED, Role, Spec, fingerprint};
 use crate::audit_log;
 use crate::chain::{POSTGRES_LINK_HASH, UNSEALED};
 use crate::diff::FILTERED;
 use crate::error::Error;
-use crate::limits::{MAX_JSON_DEPTH, TOO_DEEP};
+use crate::limits::{MAX_JSON_DEPTH, MAX_KEY_CHARS, TOO_DEEP};
 use crate::sql::{literal, quote};
 
 /// The transaction-local setting the triggers read the context from.
@@ -284,7 +284,10 @@ fn json_expr(enc: Encoding, x: &str, s: &str) -> String {
         Encoding::Bool => format!("CASE WHEN {x} THEN 'true' WHEN NOT {x} THEN 'false' END"),
         Encoding::Int => format!("({x})::text"),
         Encoding::Float => format!("{s}.sea_orm_audit_f64(({x})::float8)"),
-        Encoding::Text | Encoding::Uuid => format!("to_json(({x})::text)::text"),
+        // Not `::text`: casting `char(n)` to text drops its padding, which sqlx reads back
+        // (and the hooks log); `to_json` writes the type's own output, padding included.
+        Encoding::Text => format!("to_json({x})::text"),
+        Encoding::Uuid => format!("to_json(({x})::text)::text"),
         // sqlx reads a zero of any scale as `0`, others with the column's scale.
         Encoding::Decimal => {
             format!("CASE WHEN {x} = 0 THEN '\"0\"' ELSE to_json(({x})::text)::text END")
@@ -342,9 +345,12 @@ fn key_expr(spec: &Spec, row: &str, s: &str) -> String {
     };
     match spec.key.as_slice() {
         [only] => match spec.columns[*only].encoding {
-            Encoding::Text | Encoding::Uuid => {
-                format!("({row}.{})::text", q(spec.columns[*only].name))
-            }
+            // `char(n)` keys keep their padding, as in `json_expr`.
+            Encoding::Text => format!(
+                "(to_json({row}.{}) #>> '{{}}')",
+                q(spec.columns[*only].name)
+            ),
+            Encoding::Uuid => format!("({row}.{})::text", q(spec.columns[*only].name)),
             Encoding::Int => value(*only),
             // Other single keys are JSON strings (dates, bytes...): their unquoted text.
             _ => format!("(({})::json #>> '{{}}')", value(*only)),
@@ -460,7 +466,7 @@ BEGIN
     v_act := 'delete'; v_oid := {old_key};
 {delete_all}  END IF;
   LOOP
-  v_changes := '{{"new_value":{{' || substr(v_n, 2) || '}},"old_value":{{' || substr(v_o, 2) || '}}}}';
+{check_key}  v_changes := '{{"new_value":{{' || substr(v_n, 2) || '}},"old_value":{{' || substr(v_o, 2) || '}}}}';
   v_ctx := nullif(current_setting({setting}, true), '')::jsonb;
   v_actor := v_ctx ->> 'actor'; v_tool := v_ctx ->> 'tool'; v_data := v_ctx -> 'data';
   IF jsonb_typeof(v_data) IS DISTINCT FROM 'object' OR v_data = '{{}}'::jsonb THEN v_data := NULL; END IF;
@@ -473,6 +479,16 @@ BEGIN
 END $sea_orm_audit$"#,
         new_key = key_expr(spec, "NEW", &s),
         old_key = key_expr(spec, "OLD", &s),
+        // An object id the log cannot hold fails the write with its own error, as the hooks
+        // refuse it (PostgreSQL's text holds no NUL).
+        check_key = if spec.key_needs_check() {
+            format!(
+                "  IF char_length(v_oid) > {MAX_KEY_CHARS} THEN\n    RAISE EXCEPTION '%', {} USING ERRCODE = 'string_data_right_truncation';\n  END IF;\n",
+                literal(KEY_REFUSAL)
+            )
+        } else {
+            String::new()
+        },
         insert_all = append_all(spec, "v_n", "NEW", &s),
         delete_all = append_all(spec, "v_o", "OLD", &s),
         rekey_old = append_all(spec, "v_o", "OLD", &s),

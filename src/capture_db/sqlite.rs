@@ -18,12 +18,12 @@ use std::sync::LazyLock;
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, EntityName, IdenStatic, Statement};
 use serde_json::Value as Json;
 
-use super::{ContextRow, Drift, Encoding, LOCAL_REFUSED, Role, Spec};
+use super::{ContextRow, Drift, Encoding, KEY_REFUSAL, LOCAL_REFUSED, Role, Spec};
 use crate::audit_log;
 use crate::chain::UNSEALED;
 use crate::diff::FILTERED;
 use crate::error::Error;
-use crate::limits::{DEFERRED, MAX_JSON_DEPTH};
+use crate::limits::{DEFERRED, MAX_JSON_DEPTH, MAX_KEY_CHARS};
 use crate::sql::{literal, quote};
 
 /// The context the triggers read (one row, `id = 1`, only inside `capture_db::transaction`).
@@ -234,7 +234,18 @@ fn triggers_sql(spec: &Spec) -> Result<[String; 3], Error> {
         "FROM (SELECT 1) LEFT JOIN {} c ON c.id = 1",
         q(CONTEXT_TABLE)
     );
+    // An object id the log cannot hold fails the write, as the hooks refuse it.
+    let check_key = spec.key_needs_check();
     let row = |action: &str, key: &str, changes: &str| {
+        let key = if check_key {
+            format!(
+                "CASE WHEN length({key}) > {MAX_KEY_CHARS} OR instr({key}, char(0)) > 0 \
+                 THEN RAISE(ABORT, {}) ELSE {key} END",
+                literal(KEY_REFUSAL)
+            )
+        } else {
+            key.to_owned()
+        };
         format!(
             "{insert_into} SELECT {entity_type}, {key}, '{action}', c.actor, {now}, {changes}, \
              c.tool, NULL, 'success', c.data, NULL, {} {context};",
