@@ -76,9 +76,23 @@ pub(crate) fn quote(backend: DbBackend, ident: &str) -> String {
 
 /// A text literal for statements that take no parameters (DDL: `COMMENT ON`, trigger bodies):
 /// single quotes doubled. Assumes standard-conforming strings (a backslash is an ordinary
-/// character): the default of PostgreSQL 9.1+ and of SQLite.
+/// character): the default of PostgreSQL 9.1+ and of SQLite; MySQL's is [`mysql_literal`].
 pub(crate) fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
+}
+
+/// A string literal that reads the same whatever the session's `sql_mode`: MySQL reads
+/// backslash escapes in literals unless `NO_BACKSLASH_ESCAPES` is set (sqlx does not set it),
+/// and a trigger keeps the mode it was created in. Text with a backslash (an entity type
+/// `App\Models\Post`, a column name) is written as its UTF-8 bytes in hex; before, such an
+/// entity type was logged without its backslashes, and a column name with a quote, whose JSON
+/// path needs one, failed every update.
+pub(crate) fn mysql_literal(text: &str) -> String {
+    if !text.contains('\\') {
+        return literal(text);
+    }
+    let hex: String = text.bytes().map(|b| format!("{b:02X}")).collect();
+    format!("CONVERT(X'{hex}' USING utf8mb4)")
 }
 
 /// Ends a transaction the crate began: commits it if `result` is `Ok`, otherwise rolls it back
@@ -132,5 +146,7 @@ mod tests {
         assert_eq!(quote(DbBackend::MySql, "a`b"), "`a``b`");
         assert_eq!(quote(DbBackend::Sqlite, "a\"b"), "\"a\"\"b\"");
         assert_eq!(literal("it's"), "'it''s'");
+        assert_eq!(mysql_literal("it's"), "'it''s'");
+        assert_eq!(mysql_literal("a\\b"), "CONVERT(X'615C62' USING utf8mb4)");
     }
 }

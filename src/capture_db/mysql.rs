@@ -20,21 +20,7 @@ use crate::chain::UNSEALED;
 use crate::diff::FILTERED;
 use crate::error::Error;
 use crate::limits::{DEFERRED, MAX_JSON_DEPTH, MAX_KEY_CHARS};
-use crate::sql::quote;
-
-/// A string literal that reads the same whatever the session's `sql_mode`: MySQL reads
-/// backslash escapes in literals unless `NO_BACKSLASH_ESCAPES` is set (sqlx does not set it),
-/// and a trigger keeps the mode it was created in. Text with a backslash (an entity type
-/// `App\Models\Post`, a column name) is written as its UTF-8 bytes in hex; before, such an
-/// entity type was logged without its backslashes, and a column name with a quote, whose JSON
-/// path needs one, failed every update.
-fn literal(text: &str) -> String {
-    if !text.contains('\\') {
-        return crate::sql::literal(text);
-    }
-    let hex: String = text.bytes().map(|b| format!("{b:02X}")).collect();
-    format!("CONVERT(X'{hex}' USING utf8mb4)")
-}
+use crate::sql::{mysql_literal, quote};
 
 /// The context the triggers read, one row per connection inside `capture_db::transaction`.
 pub(super) const CONTEXT_TABLE: &str = "sea_orm_audit_context";
@@ -143,7 +129,7 @@ fn value_expr(enc: Encoding, x: &str, stored_as: Option<&str>) -> String {
         Encoding::Json => format!(
             "JSON_EXTRACT(IF(JSON_DEPTH({x}) > {MAX_JSON_DEPTH} OR (LOCATE({prefix}, {x}) > 0 \
              AND JSON_TYPE({x}) = 'STRING'), JSON_QUOTE(CONCAT({prefix}, {x})), {x}), '$')",
-            prefix = literal(DEFERRED)
+            prefix = mysql_literal(DEFERRED)
         ),
         // The column's scale, as sqlx reads it back.
         Encoding::Decimal => format!("CAST({x} AS CHAR)"),
@@ -198,7 +184,7 @@ fn object_args(spec: &Spec, row: &str) -> String {
     for c in spec.logged_sorted() {
         let x = format!("{row}.{}", q(c.name));
         let value = match c.role {
-            Role::Masked => format!("IF({x} IS NULL, NULL, {})", literal(FILTERED)),
+            Role::Masked => format!("IF({x} IS NULL, NULL, {})", mysql_literal(FILTERED)),
             // Text that starts with the deferred prefix (compared in the column's collation:
             // a case-insensitive match is deferred too, and read back the same), as a deferred
             // JSON string, which the seal turns back into the same string; otherwise it would
@@ -208,11 +194,11 @@ fn object_args(spec: &Spec, row: &str) -> String {
                 "IF(ASCII({x}) = {} AND LEFT({x}, {}) = {prefix}, CONCAT({prefix}, JSON_QUOTE({x})), {x})",
                 DEFERRED.as_bytes()[0],
                 DEFERRED.chars().count(),
-                prefix = literal(DEFERRED)
+                prefix = mysql_literal(DEFERRED)
             ),
             _ => value_expr(c.encoding, &x, c.stored_as.as_deref()),
         };
-        args.push(format!("{}, {value}", literal(c.name)));
+        args.push(format!("{}, {value}", mysql_literal(c.name)));
     }
     args.join(", ")
 }
@@ -272,7 +258,7 @@ fn triggers_sql(spec: &Spec, server: Server) -> Result<[String; 3], Error> {
         columns.join(", ")
     );
     let table = q(spec.table);
-    let entity_type = literal(spec.entity_type);
+    let entity_type = mysql_literal(spec.entity_type);
     // The connection's context row, read into the trigger's own variables by a statement of
     // its own: a consistent read, which locks nothing. Read inside the INSERT (`INSERT ...
     // SELECT ... LEFT JOIN` the context table), it took shared next-key locks there under
@@ -334,7 +320,7 @@ fn triggers_sql(spec: &Spec, server: Server) -> Result<[String; 3], Error> {
             format!(
                 "IF CHAR_LENGTH({key}) > {MAX_KEY_CHARS} OR INSTR({key}, CHAR(0 USING utf8mb4)) > 0 \
                  THEN SIGNAL SQLSTATE '22001' SET MESSAGE_TEXT = {}; END IF;\n",
-                literal(KEY_REFUSAL)
+                mysql_literal(KEY_REFUSAL)
             )
         } else {
             String::new()
@@ -342,7 +328,7 @@ fn triggers_sql(spec: &Spec, server: Server) -> Result<[String; 3], Error> {
         format!(
             "{check}{insert_into} VALUES ({entity_type}, {key}, '{action}', {actor}, UTC_TIMESTAMP(6), \
              {changes}, {tool}, NULL, 'success', {data}, NULL, {});",
-            literal(UNSEALED)
+            mysql_literal(UNSEALED)
         )
     };
     let with_prologue = |sql: String| {
@@ -371,7 +357,7 @@ fn triggers_sql(spec: &Spec, server: Server) -> Result<[String; 3], Error> {
             &format!("OLD.{}", q(c.name)),
             &format!("NEW.{}", q(c.name)),
         );
-        let path = literal(&format!("$.{}", Json::from(c.name)));
+        let path = mysql_literal(&format!("$.{}", Json::from(c.name)));
         unchanged_paths.push(format!("IF({d}, '$.\"sea_orm_audit: none\"', {path})"));
         changed.push(d);
     }
