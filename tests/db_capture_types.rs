@@ -1438,11 +1438,12 @@ async fn an_update_with_every_column_excluded_is_not_logged() {
     t.finish().await;
 }
 
-/// SQLite: an entry the seal cannot read at all (its object id, a UUID key written as text that
-/// is not UTF-8) is left unsealed, and the entries around it are sealed; a
-/// `capture_db::transaction` (which seals before it commits) still commits.
+/// SQLite: an object id that is not UTF-8 (raw SQL wrote such text into a text key, and the
+/// trigger copied it) is stored by the seal read with U+FFFD, as values are, so that every
+/// reader, `verify` included, reads the entry and its object's chain holds; `verify` failed
+/// on the whole log before, and the seal left such entries unsealed.
 #[tokio::test]
-async fn an_entry_the_seal_cannot_read_is_left_and_the_others_are_sealed() {
+async fn an_object_id_that_is_not_utf8_is_sealed_read_with_replacement_characters() {
     let t = TestDb::new().await;
     if t.backend() != DbBackend::Sqlite {
         t.finish().await;
@@ -1453,6 +1454,54 @@ async fn an_entry_the_seal_cannot_read_is_left_and_the_others_are_sealed() {
     for sql in [
         "INSERT INTO tw_db_hostile (id, name, doc) VALUES (1, 'a', '{}')",
         "INSERT INTO tw_db_docs (id, day, name) VALUES (CAST(X'66FF' AS TEXT), '2026-01-01', 'x')",
+        "UPDATE tw_db_hostile SET name = 'b' WHERE id = 1",
+        "UPDATE tw_db_docs SET name = 'y'",
+    ] {
+        t.db.execute_unprepared(sql).await.unwrap();
+    }
+    // Before the seal, readers fail on it (README: until `seal` stores it read).
+    assert!(sea_orm_audit::verify(&t.db).await.is_err());
+    assert_eq!(capture_db::seal(&t.db).await.unwrap(), 4);
+    // Later entries of the same object chain from the repaired ones.
+    capture_db::transaction(&t.db, |txn| {
+        Box::pin(async move {
+            txn.execute_unprepared("DELETE FROM tw_db_docs").await?;
+            txn.execute_unprepared("UPDATE tw_db_hostile SET name = 'c' WHERE id = 1")
+                .await?;
+            Ok::<_, sea_orm::DbErr>(())
+        })
+    })
+    .await
+    .unwrap();
+    let docs = sea_orm_audit::logs_for_id(&t.db, "tw_db_docs", "f\u{FFFD}")
+        .await
+        .unwrap();
+    let actions: Vec<&str> = docs.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["delete", "update", "create"]);
+    assert_eq!(docs[1].changes.as_ref().unwrap().new_value["name"], "y");
+    let hostile = sea_orm_audit::logs_for_id(&t.db, "tw_db_hostile", "1")
+        .await
+        .unwrap();
+    assert_eq!(hostile.len(), 3);
+    assert_verified(&t.db).await;
+    t.finish().await;
+}
+
+/// SQLite: an entry the seal cannot read at all (another program wrote it into the log with
+/// a time that is not one) is left unsealed, and the entries around it are sealed; a
+/// `capture_db::transaction` (which seals before it commits) still commits.
+#[tokio::test]
+async fn an_entry_the_seal_cannot_read_is_left_and_the_others_are_sealed() {
+    let t = TestDb::new().await;
+    if t.backend() != DbBackend::Sqlite {
+        t.finish().await;
+        return;
+    }
+    installed(&t, db_hostile::Entity).await;
+    for sql in [
+        "INSERT INTO tw_db_hostile (id, name, doc) VALUES (1, 'a', '{}')",
+        "INSERT INTO audit_log (entity_type, object_id, action, created_at, status, hash) \
+         VALUES ('tw_db_hostile', '2', 'create', 'not a time', 'success', 'unsealed')",
         "UPDATE tw_db_hostile SET name = 'b' WHERE id = 1",
     ] {
         t.db.execute_unprepared(sql).await.unwrap();

@@ -106,9 +106,24 @@ pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
     let mut upto = None;
     // Per object, the id and stored hash of the last entry this call sealed or read back.
     let mut heads: HashMap<(String, String), (i64, String)> = HashMap::new();
+    // The batch whose object ids were last repaired (once per batch: an id the repair did not
+    // make readable is left, below, rather than repaired forever).
+    let mut repaired_after = None;
     loop {
-        let ((rows, last_read), last_entry) = unsealed_after(db, after, upto).await?;
+        let ((rows, last_read, unreadable_ids), last_entry) =
+            unsealed_after(db, after, upto).await?;
         upto = upto.or(last_entry);
+        // Object ids that are not UTF-8 (SQLite keeps what raw SQL wrote into a text key, and
+        // the trigger copies it): stored read with U+FFFD, as values are, and the batch read
+        // again so that each entry finds its predecessor by the id it now has. Every reader
+        // failed on such an entry, `verify` included, and the seal left it unsealed.
+        if !unreadable_ids.is_empty() && repaired_after != Some(after) {
+            repaired_after = Some(after);
+            for (id, object_id) in unreadable_ids {
+                repair_object_id(db, backend, id, &object_id).await?;
+            }
+            continue;
+        }
         let Some(last) = last_read else {
             return Ok(sealed);
         };
@@ -226,8 +241,9 @@ pub(super) async fn seal<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
 /// and its predecessor's id and hash (see [`unsealed_after`]).
 type Unsealed = (audit_log::Model, bool, Option<(i64, Option<String>)>);
 
-/// Unsealed entries (those that could be read), and the id of the last one read.
-type Batch = (Vec<Unsealed>, Option<i64>);
+/// Unsealed entries (those that could be read), the id of the last one read, and the entries
+/// whose object id is not UTF-8, each with the id read with U+FFFD (left out of the first).
+type Batch = (Vec<Unsealed>, Option<i64>, Vec<(i64, String)>);
 
 /// The unsealed entries after id `after` (and up to id `upto`, if given), oldest first, at most
 /// [`SEAL_BATCH`], each with its predecessor in its object's chain (the entry of the same
@@ -285,10 +301,14 @@ async fn unsealed_after<C: ConnectionTrait>(
         DbBackend::MySql => format!("CAST(r.{changes} AS BINARY)"),
         _ => format!("CAST(r.{changes} AS BLOB)"),
     };
-    let columns: Vec<String> = <audit_log::Column as sea_orm::Iterable>::iter()
+    let mut columns: Vec<String> = <audit_log::Column as sea_orm::Iterable>::iter()
         .filter(|c| !matches!(c, L::Changes))
         .map(|c| format!("r.{}", q(c.as_str())))
         .collect();
+    // SQLite's text may not be UTF-8 (PostgreSQL and MariaDB refuse such text on write).
+    if backend == DbBackend::Sqlite {
+        columns.push(format!("CAST(r.{object_id} AS BLOB) AS {RAW_OBJECT_ID}"));
+    }
     let columns = columns.join(", ");
     let sql = format!(
         "SELECT {columns}, {raw} AS sea_orm_audit_changes, p.{id} AS sea_orm_audit_prev_id, \
@@ -312,7 +332,19 @@ async fn unsealed_after<C: ConnectionTrait>(
         .map(|row| row.try_get::<i64>("", L::Id.as_str()))
         .transpose()?;
     let mut entries = Vec::with_capacity(rows.len());
+    let mut unreadable_ids = Vec::new();
     for row in rows {
+        if backend == DbBackend::Sqlite && row.try_get::<String>("", L::ObjectId.as_str()).is_err()
+        {
+            let raw: Option<Vec<u8>> = row.try_get("", RAW_OBJECT_ID).ok().flatten();
+            let id: Option<i64> = row.try_get("", L::Id.as_str()).ok();
+            if let (Some(raw), Some(id)) = (raw, id)
+                && std::str::from_utf8(&raw).is_err()
+            {
+                unreadable_ids.push((id, String::from_utf8_lossy(&raw).into_owned()));
+                continue;
+            }
+        }
         match unsealed_entry(&row) {
             Ok(entry) => entries.push(entry),
             // Left unsealed (a field other than the diff that sqlx cannot read, such as an
@@ -324,7 +356,36 @@ async fn unsealed_after<C: ConnectionTrait>(
             }
         }
     }
-    Ok(((entries, last_read), last_entry))
+    Ok(((entries, last_read, unreadable_ids), last_entry))
+}
+
+/// The alias of an entry's object id read as bytes (SQLite).
+const RAW_OBJECT_ID: &str = "sea_orm_audit_object_id";
+
+/// Stores an unsealed entry's object id read with U+FFFD (see [`seal`]).
+async fn repair_object_id<C: ConnectionTrait>(
+    db: &C,
+    backend: DbBackend,
+    id: i64,
+    object_id: &str,
+) -> Result<(), DbErr> {
+    use audit_log::Column as L;
+    let q = |ident: &str| quote(backend, ident);
+    let mut p = Placeholders::new(backend);
+    let sql = format!(
+        "UPDATE {} SET {} = {} WHERE {} = {} AND {} = {}",
+        q(audit_log::Entity.table_name()),
+        q(L::ObjectId.as_str()),
+        p.next(),
+        q(L::Id.as_str()),
+        p.next(),
+        q(L::Hash.as_str()),
+        p.next(),
+    );
+    let values: Vec<sea_orm::Value> = vec![object_id.into(), id.into(), UNSEALED.into()];
+    db.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?;
+    Ok(())
 }
 
 /// One row of [`unsealed_after`]: the entry, its diff read leniently (and whether that changed
