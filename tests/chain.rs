@@ -332,6 +332,93 @@ async fn forged_entries_are_caught() {
     t.finish().await;
 }
 
+/// An entry another program stored a value in that cannot be read back (a JSON number beyond
+/// an `f64` on every backend; a time that is not one on SQLite, MySQL's zero date) is reported
+/// as unreadable, and every other entry is checked: the chain is followed through the stored
+/// hashes. Before, `verify` failed on the whole log with the driver's decode error.
+#[tokio::test]
+async fn an_entry_that_cannot_be_read_is_reported_and_the_rest_verified() {
+    use sea_orm::{DbBackend, EntityTrait, PaginatorTrait, TransactionTrait};
+    let t = TestDb::new().await;
+    let backend = t.backend();
+    let p = history(&t).await;
+    let entries = sea_orm_audit::audit_log::Entity::find()
+        .count(&t.db)
+        .await
+        .unwrap();
+    let post_id = p.id.to_string();
+    let (huge, bad_time) = (nth_entry(&t, &p, 1).await, nth_entry(&t, &p, 3).await);
+    let cast = if backend == DbBackend::Postgres {
+        "::jsonb"
+    } else {
+        ""
+    };
+    t.db.execute_unprepared(&format!(
+        "UPDATE audit_log SET changes = '{{\"old_value\":{{\"views\":1e400}},\
+         \"new_value\":{{\"views\":1}}}}'{cast} WHERE id = {huge}"
+    ))
+    .await
+    .unwrap();
+    let mut unreadable = vec![huge];
+    match backend {
+        DbBackend::Sqlite => {
+            t.db.execute_unprepared(&format!(
+                "UPDATE audit_log SET created_at = 'not a time' WHERE id = {bad_time}"
+            ))
+            .await
+            .unwrap();
+            unreadable.push(bad_time);
+        }
+        DbBackend::MySql => {
+            // A zero date, which MySQL stores outside a strict sql_mode.
+            let tx = t.db.begin().await.unwrap();
+            tx.execute_unprepared("SET @saved_mode = @@sql_mode, SESSION sql_mode = ''")
+                .await
+                .unwrap();
+            tx.execute_unprepared(&format!(
+                "UPDATE audit_log SET created_at = '0000-00-00 00:00:00' WHERE id = {bad_time}"
+            ))
+            .await
+            .unwrap();
+            tx.execute_unprepared("SET SESSION sql_mode = @saved_mode")
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            unreadable.push(bad_time);
+        }
+        // timestamptz refuses every value that is not a time.
+        _ => {
+            let refused =
+                t.db.execute_unprepared(&format!(
+                    "UPDATE audit_log SET created_at = 'not a time' WHERE id = {bad_time}"
+                ))
+                .await;
+            assert!(refused.is_err());
+        }
+    }
+    // Readers fail on such an entry, as the driver does.
+    assert!(sea_orm_audit::logs_for(&t.db, &p).await.is_err());
+    let report = verify(&t.db).await.unwrap();
+    assert_eq!(report.checked, entries);
+    let found: Vec<i64> = report.problems.iter().map(|p| p.id).collect();
+    assert_eq!(found, unreadable, "{report:#?}");
+    assert!(
+        report
+            .problems
+            .iter()
+            .all(|q| matches!(q.kind, ProblemKind::Unreadable { .. })
+                && q.entity_type == "posts"
+                && q.object_id == post_id),
+        "{report:#?}"
+    );
+    let report = verify_object(&t.db, "posts", &post_id).await.unwrap();
+    assert_eq!(
+        report.problems.iter().map(|q| q.id).collect::<Vec<_>>(),
+        unreadable
+    );
+    t.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_outside_a_transaction_fork_and_verify_says_so() {
     use sea_orm::TransactionTrait;

@@ -1459,8 +1459,19 @@ async fn an_object_id_that_is_not_utf8_is_sealed_read_with_replacement_character
     ] {
         t.db.execute_unprepared(sql).await.unwrap();
     }
-    // Before the seal, readers fail on it (README: until `seal` stores it read).
-    assert!(sea_orm_audit::verify(&t.db).await.is_err());
+    // Before the seal, readers fail on it (README: until `seal` stores it read); `verify`
+    // reports every entry unsealed (before, it failed on the whole log).
+    assert!(
+        sea_orm_audit::audit_log::Entity::find()
+            .all(&t.db)
+            .await
+            .is_err()
+    );
+    let report = sea_orm_audit::verify(&t.db).await.unwrap();
+    assert_eq!(report.checked, 4);
+    let kinds: Vec<_> = report.problems.iter().map(|p| p.kind.clone()).collect();
+    assert_eq!(kinds, vec![sea_orm_audit::chain::ProblemKind::Unsealed; 4]);
+    assert_eq!(report.problems[1].object_id, "f\u{FFFD}");
     assert_eq!(capture_db::seal(&t.db).await.unwrap(), 4);
     // Later entries of the same object chain from the repaired ones.
     capture_db::transaction(&t.db, |txn| {
@@ -1533,6 +1544,15 @@ async fn an_entry_the_seal_cannot_read_is_left_and_the_others_are_sealed() {
         .await
         .unwrap();
     assert_eq!(logged.len(), 3);
+    // `verify` reports that one entry, unsealed, and checks the others.
+    let report = sea_orm_audit::verify(&t.db).await.unwrap();
+    assert_eq!(report.checked, 4);
+    let found: Vec<_> = report
+        .problems
+        .iter()
+        .map(|p| (p.object_id.as_str(), p.kind.clone()))
+        .collect();
+    assert_eq!(found, [("2", sea_orm_audit::chain::ProblemKind::Unsealed)]);
     t.finish().await;
 }
 

@@ -3,7 +3,8 @@
 use std::collections::{HashMap, HashSet};
 
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, IdenStatic, QueryFilter,
+    QueryOrder, QueryResult, QuerySelect, QueryTrait,
 };
 use serde_json::Value as Json;
 
@@ -29,6 +30,15 @@ pub enum ProblemKind {
     },
     /// The entry has no hash at all: it was not written by sea-orm-audit.
     MissingHash,
+    /// The entry cannot be read as a log entry (another program stored a value of the wrong
+    /// kind in it: a time that is not one, a JSON number beyond what an `f64` holds, text that
+    /// is not UTF-8 on SQLite), so its hash cannot be checked. sea-orm-audit leaves no sealed
+    /// entry so: the entry was edited. Readers such as `logs_for` fail on it; the chain is
+    /// still followed through its stored hashes, so the entries after it are checked as usual.
+    Unreadable {
+        /// What could not be read, as the database driver reported it.
+        error: String,
+    },
     /// The entry was written by a SQLite or MySQL capture trigger and not sealed yet (their
     /// triggers do not hash; [`capture_db::seal`](crate::capture_db::seal) does). Not a sign of
     /// tampering by itself: until it is sealed, the entry is not protected.
@@ -133,12 +143,18 @@ async fn verify_filtered<C: ConnectionTrait>(
                 .filter(audit_log::Column::EntityType.eq(entity_type))
                 .filter(audit_log::Column::ObjectId.eq(object_id));
         }
-        let rows = query.all(db).await?;
+        let rows = db
+            .query_all_raw(query.build(db.get_database_backend()))
+            .await?;
         let Some(last) = rows.last() else { break };
-        after = last.id;
+        after = last.try_get("", audit_log::Column::Id.as_str())?;
         for row in rows {
             report.checked += 1;
-            if let Some(kind) = check(&row, &mut chains, &pruned) {
+            let (row, unreadable) = match audit_log::Model::from_query_result(&row, "") {
+                Ok(model) => (model, None),
+                Err(e) => (readable_part(&row)?, Some(e.to_string())),
+            };
+            if let Some(kind) = check(&row, unreadable, &mut chains, &pruned) {
                 report.problems.push(Problem {
                     id: row.id,
                     entity_type: row.entity_type.clone(),
@@ -175,12 +191,46 @@ async fn pruned_chains<C: ConnectionTrait>(db: &C) -> Result<Pruned, DbErr> {
     Ok(pruned)
 }
 
+/// What can be read of an entry that cannot be read whole: its id (or the error), its place
+/// in a chain (object and hashes; text that is not UTF-8 read with U+FFFD) and its action.
+/// Everything else is left empty: it is not hashed.
+fn readable_part(row: &QueryResult) -> Result<audit_log::Model, DbErr> {
+    use audit_log::Column as L;
+    let text = |c: L| {
+        row.try_get::<String>("", c.as_str())
+            .or_else(|_| {
+                row.try_get::<Vec<u8>>("", c.as_str())
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+            })
+            .unwrap_or_default()
+    };
+    let hash = |c: L| row.try_get::<Option<String>>("", c.as_str()).ok().flatten();
+    Ok(audit_log::Model {
+        id: row.try_get("", L::Id.as_str())?,
+        entity_type: text(L::EntityType),
+        object_id: text(L::ObjectId),
+        action: text(L::Action),
+        actor: None,
+        created_at: chrono::DateTime::UNIX_EPOCH,
+        changes: None,
+        tool: None,
+        message: None,
+        status: String::new(),
+        data: None,
+        prev_hash: hash(L::PrevHash),
+        hash: hash(L::Hash),
+    })
+}
+
 fn key_of(row: &audit_log::Model) -> (String, String) {
     (row.entity_type.clone(), row.object_id.clone())
 }
 
+/// The problem with one entry, if any. `unreadable`: why the entry could not be read whole
+/// (then `row` holds only what [`readable_part`] read).
 fn check(
     row: &audit_log::Model,
+    unreadable: Option<String>,
     chains: &mut HashMap<(String, String), ChainState>,
     pruned: &Pruned,
 ) -> Option<ProblemKind> {
@@ -219,18 +269,23 @@ fn check(
         (Some(prev), false) if state.seen.contains(&prefix(prev)) => Err(Some(prev.clone())),
         (Some(_), false) => Err(None),
     };
-    let problem = match &row.hash {
-        None => Some(ProblemKind::MissingHash),
-        Some(stored) if *stored != entry_hash(&Content::of(row), row.prev_hash.as_deref()) => {
+    let problem = match (&row.hash, unreadable) {
+        (None, _) => Some(ProblemKind::MissingHash),
+        (Some(_), Some(error)) => Some(ProblemKind::Unreadable { error }),
+        (Some(stored), None)
+            if *stored != entry_hash(&Content::of(row), row.prev_hash.as_deref()) =>
+        {
             Some(ProblemKind::ContentChanged)
         }
         // The same hash as an earlier entry of the object: a copy of it (same content, same
         // predecessor), which no writer makes; concurrent writers fork with different entries.
-        Some(stored) if state.seen.contains(&prefix(stored)) => Some(ProblemKind::BrokenLink {
-            expected: state.hash.clone(),
-            found: row.prev_hash.clone(),
-        }),
-        Some(_) => match link {
+        (Some(stored), None) if state.seen.contains(&prefix(stored)) => {
+            Some(ProblemKind::BrokenLink {
+                expected: state.hash.clone(),
+                found: row.prev_hash.clone(),
+            })
+        }
+        (Some(_), None) => match link {
             Ok(()) => None,
             Err(Some(shared)) => Some(ProblemKind::Fork { shared }),
             Err(None) => Some(ProblemKind::BrokenLink {
@@ -277,7 +332,7 @@ mod tests {
         let mut chains = HashMap::new();
         let pruned = Pruned::new();
         rows.iter()
-            .filter_map(|r| check(r, &mut chains, &pruned).map(|k| (r.id, k)))
+            .filter_map(|r| check(r, None, &mut chains, &pruned).map(|k| (r.id, k)))
             .collect()
     }
 
@@ -314,5 +369,36 @@ mod tests {
             run(&[a, b, ghost])[0],
             (9, ProblemKind::BrokenLink { .. })
         ));
+    }
+
+    #[test]
+    fn an_unreadable_entry_is_reported_and_its_chain_followed() {
+        let a = entry(1, "create", None);
+        let b = entry(2, "update", a.hash.as_deref());
+        let c = entry(3, "update", b.hash.as_deref());
+        let mut chains = HashMap::new();
+        let pruned = Pruned::new();
+        assert_eq!(check(&a, None, &mut chains, &pruned), None);
+        // What `readable_part` keeps of `b`: its place in the chain, nothing of its content.
+        let mut part = b.clone();
+        part.message = None;
+        part.created_at = chrono::DateTime::UNIX_EPOCH;
+        let error = Some("bad time".to_owned());
+        assert_eq!(
+            check(&part, error, &mut chains, &pruned),
+            Some(ProblemKind::Unreadable {
+                error: "bad time".into()
+            })
+        );
+        // The next entry links to the stored hash of the unreadable one.
+        assert_eq!(check(&c, None, &mut chains, &pruned), None);
+        // An unsealed one stays unsealed, read or not.
+        let mut d = entry(4, "update", None);
+        d.hash = Some(UNSEALED.into());
+        let error = Some("bad time".to_owned());
+        assert_eq!(
+            check(&d, error, &mut chains, &pruned),
+            Some(ProblemKind::Unsealed)
+        );
     }
 }
