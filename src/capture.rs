@@ -264,6 +264,11 @@ fn stored(value: Value, ty: &sea_orm::sea_query::ColumnType, backend: DbBackend)
         Value::TimeDateTimeWithTimeZone(Some(v)) => {
             Value::TimeDateTimeWithTimeZone(Some(v.to_offset(time::UtcOffset::UTC)))
         }
+        // MySQL reads a CHAR value back without its trailing spaces (unless the server runs
+        // with PAD_CHAR_TO_FULL_LENGTH, deprecated), and its triggers see it so.
+        Value::String(Some(text)) if matches!(ty, ColumnType::Char(_)) => {
+            Value::String(Some(text.trim_end_matches(' ').to_owned()))
+        }
         other => other,
     };
     to_json(&value)

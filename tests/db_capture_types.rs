@@ -586,6 +586,8 @@ async fn fixed_width_text_is_logged_with_the_padding_it_reads_back_with() {
         ("xy z", Some("q")),
         ("xy z", None),
         ("abcdef", Some("")),
+        // Trailing spaces written: MySQL reads them back (and its triggers see them) stripped.
+        ("x  ", Some("q ")),
     ]
     .iter()
     .map(|(label, maybe)| hooked_code::ActiveModel {
@@ -602,8 +604,44 @@ async fn fixed_width_text_is_logged_with_the_padding_it_reads_back_with() {
     )
     .await;
     let padded = t.backend() == DbBackend::Postgres;
-    let created = &entries(&t, "tw_db_codes").await[0].2["new_value"];
-    assert_eq!(created["label"], if padded { "x     " } else { "x" });
+    let logged = entries(&t, "tw_db_codes").await;
+    assert_eq!(
+        logged[0].2["new_value"]["label"],
+        if padded { "x     " } else { "x" }
+    );
+    let spaced = &logged[4].2["new_value"];
+    let expected = match t.backend() {
+        DbBackend::Postgres => ["x     ", "q     "],
+        DbBackend::MySql => ["x", "q"],
+        _ => ["x  ", "q "],
+    };
+    assert_eq!([&spaced["label"], &spaced["maybe"]], expected);
+    // Only spaces added: no change on MySQL and PostgreSQL (what they read back is the same),
+    // logged on SQLite, alike in both modes.
+    let y = hooked_code::ActiveModel {
+        label: Set("y".into()),
+        ..Default::default()
+    };
+    let h = y.clone().insert(db).await.unwrap();
+    let d = twin::<_, db_code::ActiveModel>(&y)
+        .insert(db)
+        .await
+        .unwrap();
+    let mut am = sea_orm::IntoActiveModel::into_active_model(h);
+    am.label = Set("y ".into());
+    am.update(db).await.unwrap();
+    let mut am = sea_orm::IntoActiveModel::into_active_model(d);
+    am.label = Set("y ".into());
+    am.update(db).await.unwrap();
+    let updates =
+        |rows: Vec<(String, String, Json)>| rows.iter().filter(|e| e.1 == "update").count();
+    let (h_updates, d_updates) = (
+        updates(entries(&t, "tw_codes").await),
+        updates(entries(&t, "tw_db_codes").await),
+    );
+    let spaces_logged = usize::from(t.backend() == DbBackend::Sqlite);
+    assert_eq!(h_updates, 4 + spaces_logged);
+    assert_eq!(d_updates, 4 + spaces_logged);
     // A padded key in a composite key: the create the hooks log, then the database's update
     // and delete of the same object.
     common::create_table(db, hooked_code_pair::Entity).await;
