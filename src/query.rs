@@ -2,15 +2,15 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityName, EntityTrait, FromQueryResult, IdenStatic,
-    QueryFilter, QueryOrder, Statement, Value,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityName, EntityTrait, IdenStatic, QueryFilter,
+    QueryOrder, Statement, Value,
 };
 
 use crate::Action;
 use crate::audit_log;
 use crate::audit_log::Column as Col;
 use crate::auditable::Auditable;
-use crate::entry::{ENTRY_COLUMNS, EntryRow, LogEntry, Status, entries};
+use crate::entry::{ENTRY_COLUMNS, LogEntry, Status, entries, entry_row};
 use crate::error::Result;
 use crate::sql::{Placeholders, quote, time_value};
 
@@ -285,9 +285,7 @@ impl History {
         let more = results.len() > limit;
         let mut entries = Vec::with_capacity(results.len().min(limit));
         for result in results.iter().take(limit) {
-            entries.push(LogEntry::try_from(EntryRow::from_query_result(
-                result, "",
-            )?)?);
+            entries.push(LogEntry::try_from(entry_row(result)?)?);
         }
         let next = if more {
             entries.last().map(|e| e.id)

@@ -396,8 +396,18 @@ async fn an_entry_that_cannot_be_read_is_reported_and_the_rest_verified() {
             assert!(refused.is_err());
         }
     }
-    // Readers fail on such an entry, as the driver does.
-    assert!(sea_orm_audit::logs_for(&t.db, &p).await.is_err());
+    // Readers fail on such an entry, naming it (the newest such entry: they read newest first).
+    let newest = format!(
+        "audit_log row {}: cannot be read",
+        unreadable.last().unwrap()
+    );
+    let error = sea_orm_audit::logs_for(&t.db, &p).await.unwrap_err();
+    assert!(error.to_string().contains(&newest), "{error}");
+    let error = sea_orm_audit::History::new()
+        .fetch(&t.db)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains(&newest), "{error}");
     let report = verify(&t.db).await.unwrap();
     assert_eq!(report.checked, entries);
     let found: Vec<i64> = report.problems.iter().map(|p| p.id).collect();
