@@ -269,6 +269,17 @@ fn stored(value: Value, ty: &sea_orm::sea_query::ColumnType, backend: DbBackend)
         Value::String(Some(text)) if matches!(ty, ColumnType::Char(_)) => {
             Value::String(Some(text.trim_end_matches(' ').to_owned()))
         }
+        // BINARY(n) stores a shorter value padded with zero bytes to n, reads it back and
+        // shows it to its triggers so.
+        Value::Bytes(Some(mut bytes)) => {
+            if let ColumnType::Binary(width) = ty {
+                let width = usize::try_from(*width).unwrap_or(usize::MAX);
+                if bytes.len() < width {
+                    bytes.resize(width, 0);
+                }
+            }
+            Value::Bytes(Some(bytes))
+        }
         other => other,
     };
     to_json(&value)
