@@ -4,6 +4,9 @@
 //! [`crate::LogEntry`] for reading; this entity exposes the raw columns.
 
 use sea_orm::entity::prelude::*;
+use sea_orm::{FromQueryResult, QueryResult};
+
+use crate::error::Error;
 
 /// One row of `audit_log`.
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
@@ -43,3 +46,14 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// Decodes one row of the log as `T` (the whole [`Model`], or a view of some of its columns).
+/// A row that cannot be read (another program stored a value of the wrong kind in it: a time
+/// that is not one, a JSON number beyond an `f64`) is [`Error::Corrupt`] with its id, which the
+/// driver's error does not name.
+pub(crate) fn read_row<T: FromQueryResult>(row: &QueryResult) -> Result<T, Error> {
+    T::from_query_result(row, "").map_err(|err| Error::Corrupt {
+        id: row.try_get("", Column::Id.as_str()).unwrap_or_default(),
+        reason: format!("cannot be read: {err}"),
+    })
+}

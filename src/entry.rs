@@ -4,7 +4,7 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, FromQueryResult, IdenStatic, QueryResult, QuerySelect, QueryTrait};
+use sea_orm::{ConnectionTrait, QuerySelect, QueryTrait};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
@@ -174,19 +174,10 @@ pub(crate) async fn entries<C: ConnectionTrait>(
         .columns(ENTRY_COLUMNS)
         .build(db.get_database_backend());
     let rows = db.query_all_raw(statement).await?;
-    Ok(rows.iter().map(entry_row).collect::<Result<Vec<_>>>()?)
-}
-
-/// One row of [`ENTRY_COLUMNS`]. A row that cannot be read (another program stored a value of
-/// the wrong kind in it: a time that is not one, a JSON number beyond an `f64`) is
-/// [`Error::Corrupt`] with its id, where the driver's error alone names neither.
-pub(crate) fn entry_row(result: &QueryResult) -> Result<EntryRow> {
-    EntryRow::from_query_result(result, "").map_err(|err| Error::Corrupt {
-        id: result
-            .try_get("", audit_log::Column::Id.as_str())
-            .unwrap_or_default(),
-        reason: format!("cannot be read: {err}"),
-    })
+    Ok(rows
+        .iter()
+        .map(audit_log::read_row)
+        .collect::<Result<Vec<_>>>()?)
 }
 
 impl TryFrom<audit_log::Model> for LogEntry {

@@ -69,9 +69,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::SimpleExpr;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityName, EntityTrait,
-    FromQueryResult, IdenStatic, QueryFilter, QueryOrder, QueryResult, QuerySelect, QueryTrait,
-    Statement,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityName, EntityTrait, IdenStatic,
+    QueryFilter, QueryOrder, QueryResult, QuerySelect, QueryTrait, Statement,
 };
 
 use crate::audit_log;
@@ -322,12 +321,7 @@ impl Tail {
                 return None;
             }
         }
-        let entry = audit_log::Model::from_query_result(row, "")
-            .map_err(|err| Error::Corrupt {
-                id,
-                reason: err.to_string(),
-            })
-            .and_then(LogEntry::try_from);
+        let entry = audit_log::read_row::<audit_log::Model>(row).and_then(LogEntry::try_from);
         match entry {
             Ok(entry) => Some(entry),
             Err(error) => {

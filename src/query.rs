@@ -10,7 +10,7 @@ use crate::Action;
 use crate::audit_log;
 use crate::audit_log::Column as Col;
 use crate::auditable::Auditable;
-use crate::entry::{ENTRY_COLUMNS, LogEntry, Status, entries, entry_row};
+use crate::entry::{ENTRY_COLUMNS, EntryRow, LogEntry, Status, entries};
 use crate::error::Result;
 use crate::sql::{Placeholders, quote, time_value};
 
@@ -285,7 +285,8 @@ impl History {
         let more = results.len() > limit;
         let mut entries = Vec::with_capacity(results.len().min(limit));
         for result in results.iter().take(limit) {
-            entries.push(LogEntry::try_from(entry_row(result)?)?);
+            let row: EntryRow = audit_log::read_row(result)?;
+            entries.push(LogEntry::try_from(row)?);
         }
         let next = if more {
             entries.last().map(|e| e.id)

@@ -3,8 +3,8 @@
 use std::collections::{HashMap, HashSet};
 
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, IdenStatic, QueryFilter,
-    QueryOrder, QueryResult, QuerySelect, QueryTrait,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IdenStatic, QueryFilter, QueryOrder,
+    QueryResult, QuerySelect, QueryTrait,
 };
 use serde_json::Value as Json;
 
@@ -36,7 +36,7 @@ pub enum ProblemKind {
     /// entry so: the entry was edited. Readers such as `logs_for` fail on it; the chain is
     /// still followed through its stored hashes, so the entries after it are checked as usual.
     Unreadable {
-        /// What could not be read, as the database driver reported it.
+        /// What could not be read: the entry's id and the database driver's error.
         error: String,
     },
     /// The entry was written by a SQLite or MySQL capture trigger and not sealed yet (their
@@ -150,7 +150,7 @@ async fn verify_filtered<C: ConnectionTrait>(
         after = last.try_get("", audit_log::Column::Id.as_str())?;
         for row in rows {
             report.checked += 1;
-            let (row, unreadable) = match audit_log::Model::from_query_result(&row, "") {
+            let (row, unreadable) = match audit_log::read_row(&row) {
                 Ok(model) => (model, None),
                 Err(e) => (readable_part(&row)?, Some(e.to_string())),
             };
