@@ -338,7 +338,7 @@ async fn forged_entries_are_caught() {
 /// hashes. Before, `verify` failed on the whole log with the driver's decode error.
 #[tokio::test]
 async fn an_entry_that_cannot_be_read_is_reported_and_the_rest_verified() {
-    use sea_orm::{DbBackend, EntityTrait, PaginatorTrait, TransactionTrait};
+    use sea_orm::{DbBackend, EntityTrait, PaginatorTrait};
     let t = TestDb::new().await;
     let backend = t.backend();
     let p = history(&t).await;
@@ -371,19 +371,13 @@ async fn an_entry_that_cannot_be_read_is_reported_and_the_rest_verified() {
         }
         DbBackend::MySql => {
             // A zero date, which MySQL stores outside a strict sql_mode.
-            let tx = t.db.begin().await.unwrap();
-            tx.execute_unprepared("SET @saved_mode = @@sql_mode, SESSION sql_mode = ''")
-                .await
-                .unwrap();
+            let tx = common::begin_not_strict(&t.db).await;
             tx.execute_unprepared(&format!(
                 "UPDATE audit_log SET created_at = '0000-00-00 00:00:00' WHERE id = {bad_time}"
             ))
             .await
             .unwrap();
-            tx.execute_unprepared("SET SESSION sql_mode = @saved_mode")
-                .await
-                .unwrap();
-            tx.commit().await.unwrap();
+            common::commit_strict_again(tx).await;
             unreadable.push(bad_time);
         }
         // timestamptz refuses every value that is not a time.

@@ -1629,7 +1629,6 @@ db_entity!(
 /// under here) nor kept whole beyond the limit (SQLite).
 #[tokio::test]
 async fn object_ids_the_log_cannot_hold_fail_the_write_in_database_mode() {
-    use sea_orm::TransactionTrait;
     use sea_orm_audit::MAX_KEY_CHARS;
     let t = TestDb::new().await;
     let db = &t.db;
@@ -1637,20 +1636,14 @@ async fn object_ids_the_log_cannot_hold_fail_the_write_in_database_mode() {
     common::create_table(db, long_pair::Entity).await;
     if t.backend() == DbBackend::MySql {
         // Triggers run under the `sql_mode` they were created under.
-        let tx = db.begin().await.unwrap();
-        tx.execute_unprepared("SET @saved_mode = @@sql_mode, SESSION sql_mode = ''")
-            .await
-            .unwrap();
+        let tx = common::begin_not_strict(db).await;
         capture_db::install::<long_key::Model, _>(&tx)
             .await
             .unwrap();
         capture_db::install::<long_pair::Model, _>(&tx)
             .await
             .unwrap();
-        tx.execute_unprepared("SET SESSION sql_mode = @saved_mode")
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        common::commit_strict_again(tx).await;
         let modes = db
             .query_all_raw(sea_orm::Statement::from_string(
                 DbBackend::MySql,

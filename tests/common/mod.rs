@@ -163,6 +163,26 @@ pub async fn drop_server_db(server_url: &str, name: &str) {
     admin.close().await.ok();
 }
 
+/// MySQL: a transaction whose session runs with an empty `sql_mode` (not strict: values the
+/// column cannot hold are cut or stored as zero dates, with a warning), as another program's
+/// session may. [`commit_strict_again`] puts the session's mode back and commits.
+pub async fn begin_not_strict(db: &DatabaseConnection) -> sea_orm::DatabaseTransaction {
+    use sea_orm::TransactionTrait;
+    let tx = db.begin().await.unwrap();
+    tx.execute_unprepared("SET @saved_mode = @@sql_mode, SESSION sql_mode = ''")
+        .await
+        .unwrap();
+    tx
+}
+
+/// Ends a [`begin_not_strict`] transaction: the session's own `sql_mode` again, then commit.
+pub async fn commit_strict_again(tx: sea_orm::DatabaseTransaction) {
+    tx.execute_unprepared("SET SESSION sql_mode = @saved_mode")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
 pub async fn create_table<E: EntityTrait>(db: &DatabaseConnection, entity: E) {
     let schema = Schema::new(db.get_database_backend());
     let stmt = schema.create_table_from_entity(entity);
