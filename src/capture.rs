@@ -266,18 +266,14 @@ fn stored(value: Value, ty: &sea_orm::sea_query::ColumnType, backend: DbBackend)
         }
         // MySQL reads a CHAR value back without its trailing spaces (unless the server runs
         // with PAD_CHAR_TO_FULL_LENGTH, deprecated), and its triggers see it so.
-        Value::String(Some(text)) if matches!(ty, ColumnType::Char(_)) => {
-            Value::String(Some(text.trim_end_matches(' ').to_owned()))
+        Value::String(Some(mut text)) if matches!(ty, ColumnType::Char(_)) => {
+            text.truncate(text.trim_end_matches(' ').len());
+            Value::String(Some(text))
         }
-        // BINARY(n) stores a shorter value padded with zero bytes to n, reads it back and
-        // shows it to its triggers so.
-        Value::Bytes(Some(mut bytes)) => {
-            if let ColumnType::Binary(width) = ty {
-                let width = usize::try_from(*width).unwrap_or(usize::MAX);
-                if bytes.len() < width {
-                    bytes.resize(width, 0);
-                }
-            }
+        // BINARY(n) stores exactly n bytes: a shorter value padded with zero bytes, a longer
+        // one (refused in a strict sql_mode) cut; it reads back and shows its triggers that.
+        Value::Bytes(Some(mut bytes)) if let ColumnType::Binary(width) = ty => {
+            bytes.resize(*width as usize, 0);
             Value::Bytes(Some(bytes))
         }
         other => other,
