@@ -15,7 +15,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::auditable::Auditable;
 use crate::diff::FILTERED;
-use crate::entry::{Action, LogEntry};
+use crate::entry::{Action, LogEntry, entries};
 use crate::error::Error;
 use crate::query::logs_for_id;
 use crate::sql::finish;
@@ -106,11 +106,17 @@ pub struct Deleted {
 pub async fn deleted<M: Auditable, C: ConnectionTrait>(db: &C) -> Result<Vec<Deleted>, Error> {
     use audit_log::Column as Col;
     let entity_type = M::entity_type();
-    let deletes = audit_log::Entity::find()
-        .filter(Col::EntityType.eq(entity_type))
-        .filter(Col::Action.eq(Action::Delete.as_str()))
-        .all(db)
-        .await?;
+    // Read as the other readers read, so that a row that cannot be read is named.
+    let deletes = entries(
+        db,
+        audit_log::Entity::find()
+            .filter(Col::EntityType.eq(entity_type))
+            .filter(Col::Action.eq(Action::Delete.as_str())),
+    )
+    .await?
+    .into_iter()
+    .map(LogEntry::try_from)
+    .collect::<Result<Vec<_>, _>>()?;
     let mut out = Vec::new();
     for chunk in deletes.chunks(crate::sql::KEYS_PER_STATEMENT) {
         let ids: Vec<&str> = chunk.iter().map(|r| r.object_id.as_str()).collect();
@@ -130,7 +136,7 @@ pub async fn deleted<M: Auditable, C: ConnectionTrait>(db: &C) -> Result<Vec<Del
                 .iter()
                 .any(|(o, id)| *o == row.object_id && *id == row.id)
             {
-                let entry = LogEntry::try_from(row.clone())?;
+                let entry = row.clone();
                 out.push(Deleted {
                     object_id: entry.object_id,
                     entry_id: entry.id,
@@ -326,11 +332,15 @@ where
     C: ConnectionTrait + TransactionTrait,
 {
     let entity_type = <ModelOf<A> as Auditable>::entity_type();
-    let row = audit_log::Entity::find_by_id(entry_id)
-        .one(db)
-        .await?
-        .ok_or(Error::NoSuchEntry { entry_id })?;
-    let entry = LogEntry::try_from(row)?;
+    let entry = entries(
+        db,
+        audit_log::Entity::find().filter(audit_log::Column::Id.eq(entry_id)),
+    )
+    .await?
+    .into_iter()
+    .next()
+    .ok_or(Error::NoSuchEntry { entry_id })
+    .and_then(LogEntry::try_from)?;
     if entry.entity_type != entity_type {
         return Err(Error::EntryNotAbout {
             entry_id,
