@@ -64,7 +64,7 @@ pub enum Error {
     /// Checked before the audited write runs, so nothing was written.
     #[error("audit log field `{field}` is {chars} characters long; at most {max_chars} fit")]
     TooLong {
-        /// `entity_type`, `object_id`, `actor` or `tool`.
+        /// `entity_type`, `object_id`, `action`, `actor` or `tool`.
         field: &'static str,
         /// The limit.
         max_chars: usize,

@@ -3,6 +3,7 @@
 //! | field | limit | beyond it |
 //! |---|---|---|
 //! | `entity_type`, `object_id`, `actor`, `tool` | [`MAX_KEY_CHARS`] characters, no NUL | [`Error::TooLong`] / [`Error::Nul`] naming the field |
+//! | `action` | [`MAX_ACTION_CHARS`] characters, no NUL | the same |
 //! | `message`, strings inside `changes` and `data` | no NUL on PostgreSQL (it stores none) | [`Error::Nul`] naming the field |
 //! | a JSON value (a JSON column, an event's or the context's data) | [`MAX_JSON_DEPTH`] levels | stored as the string [`TOO_DEEP`] |
 //!
@@ -21,6 +22,11 @@ use crate::error::{Error, Result};
 /// Longest `entity_type`, `object_id`, `actor` and `tool`, in characters.
 pub const MAX_KEY_CHARS: usize = 191;
 
+/// Longest `action` (a custom one: `Action::Custom`), in characters: the log's `action`
+/// column is `VARCHAR(64)` (`sea_orm_audit_migration`), which MySQL outside a strict
+/// `sql_mode` would cut and SQLite would keep whole.
+pub const MAX_ACTION_CHARS: usize = 64;
+
 /// Deepest JSON value recorded as it is (arrays and objects nested in each other). A log
 /// entry wraps a column value in two more levels (`changes.new_value.<column>`), and MariaDB's
 /// JSON columns refuse more than 31 levels (its `JSON_VALID` check), serde_json and sqlx more
@@ -34,14 +40,23 @@ pub const TOO_DEEP: &str = "***TOO_DEEP***";
 
 /// Checks one key field (`entity_type`, `object_id`, `actor`, `tool`).
 pub(crate) fn check_key(field: &'static str, value: &str) -> Result<()> {
+    check_chars(field, value, MAX_KEY_CHARS)
+}
+
+/// Checks an entry's action (a custom one can be any text) against the log's column.
+pub(crate) fn check_action(value: &str) -> Result<()> {
+    check_chars("action", value, MAX_ACTION_CHARS)
+}
+
+fn check_chars(field: &'static str, value: &str, max_chars: usize) -> Result<()> {
     if value.contains('\0') {
         return Err(Error::Nul { field });
     }
     // Counting stops at the first character over the limit: a huge value costs no more.
-    if value.len() > MAX_KEY_CHARS && value.chars().nth(MAX_KEY_CHARS).is_some() {
+    if value.len() > max_chars && value.chars().nth(max_chars).is_some() {
         return Err(Error::TooLong {
             field,
-            max_chars: MAX_KEY_CHARS,
+            max_chars,
             chars: value.chars().count(),
         });
     }

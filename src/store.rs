@@ -124,6 +124,7 @@ impl Row {
     fn check(&self, backend: DbBackend) -> Result<()> {
         limits::check_key("entity_type", &self.entity_type)?;
         limits::check_key("object_id", &self.object_id)?;
+        limits::check_action(&self.action)?;
         for (field, value) in [("actor", &self.actor), ("tool", &self.tool)] {
             if let Some(value) = value {
                 limits::check_key(field, value)?;

@@ -6,10 +6,10 @@ mod common;
 use common::entities::{post, sample, tag};
 use common::{TestDb, all_logs, new_post};
 use sea_orm::ActiveValue::Set;
-use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, PaginatorTrait};
+use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, PaginatorTrait, TransactionTrait};
 use sea_orm_audit::{
-    AuditContext, Event, History, MAX_JSON_DEPTH, MAX_KEY_CHARS, TOO_DEEP, listen::Tail,
-    logs_for_id, verify,
+    Action, AuditContext, Event, History, MAX_ACTION_CHARS, MAX_JSON_DEPTH, MAX_KEY_CHARS,
+    TOO_DEEP, listen::Tail, logs_for_id, verify,
 };
 use serde_json::{Value as Json, json};
 
@@ -68,10 +68,40 @@ async fn actor_over_the_limit_fails_before_the_write() {
         .unwrap();
     assert_eq!(stored.title, "fits");
     let delete = AuditContext::new()
-        .tool(long)
+        .tool(long.clone())
         .scope(p.clone().into_active_model().delete(&t.db))
         .await;
     assert_refused(&t, delete, "tool", 1, 1).await;
+    // Inside a transaction that goes on and commits: the refused update and insert leave
+    // nothing, and the transaction's other write is logged.
+    let txn = t.db.begin().await.unwrap();
+    let mut am = p.clone().into_active_model();
+    am.title = Set("changed in tx".into());
+    let refused = AuditContext::new()
+        .actor(long.clone())
+        .scope(am.update(&txn))
+        .await;
+    assert!(refused.unwrap_err().to_string().contains("`actor`"));
+    let refused = AuditContext::new()
+        .actor(long)
+        .scope(new_post("in tx").insert(&txn))
+        .await;
+    assert!(refused.unwrap_err().to_string().contains("`actor`"));
+    new_post("kept").insert(&txn).await.unwrap();
+    txn.commit().await.unwrap();
+    assert_eq!(post::Entity::find().count(&t.db).await.unwrap(), 2);
+    let stored = post::Entity::find_by_id(p.id)
+        .one(&t.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.title, "fits");
+    let logs = all_logs(&t.db).await;
+    assert_eq!(logs.len(), 2, "{logs:#?}");
+    assert_eq!(
+        logs[1].changes.as_ref().unwrap()["new_value"]["title"],
+        "kept"
+    );
     t.finish().await;
 }
 
@@ -114,6 +144,25 @@ async fn events_over_the_limit_are_refused_naming_the_field() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("`object_id`"), "{err}");
+    let err = Event::new("login")
+        .target_id("u".repeat(MAX_KEY_CHARS + 1), "1")
+        .record(&t.db)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`entity_type`"), "{err}");
+    // A custom action longer than the log's `action` column (MySQL outside a strict sql_mode
+    // would cut it, SQLite keep it whole), or holding NUL.
+    let fits = "x".repeat(MAX_ACTION_CHARS);
+    for action in ["é".repeat(MAX_ACTION_CHARS + 1), "ex\0port".to_owned()] {
+        let err = Event::new(Action::Custom(action))
+            .target_id("user", "1")
+            .record(&t.db)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`action`"), "{err}");
+    }
     if t.backend() == sea_orm::DbBackend::Postgres {
         let err = Event::new("login")
             .target_id("user", "1")
@@ -123,8 +172,24 @@ async fn events_over_the_limit_are_refused_naming_the_field() {
             .unwrap_err()
             .to_string();
         assert!(err.contains("`message`"), "{err}");
+        for data in [json!("a\u{0}b"), json!({"k\u{0}ey": 1}), json!([["\u{0}"]])] {
+            let err = Event::new("login")
+                .target_id("user", "1")
+                .data("ip", data)
+                .record(&t.db)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("`data`"), "{err}");
+        }
     }
     assert!(all_logs(&t.db).await.is_empty());
+    Event::new(Action::Custom(fits.clone()))
+        .target_id("user", "1")
+        .record(&t.db)
+        .await
+        .unwrap();
+    assert_eq!(all_logs(&t.db).await[0].action.as_str(), fits);
     t.finish().await;
 }
 
