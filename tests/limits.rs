@@ -220,6 +220,67 @@ fn new_sample(doc: Json) -> sample::ActiveModel {
     }
 }
 
+/// A value recorded as the too-deep marker was never stored: `revert` and `restore` refuse to
+/// write the marker back and name the column, and `restore_with` fills it.
+#[tokio::test]
+async fn a_too_deep_value_must_be_filled_to_restore_or_revert() {
+    use sea_orm::ModelTrait;
+    use sea_orm_audit::Error;
+    use sea_orm_audit::timeline::{restore, restore_with, revert};
+    let t = TestDb::new().await;
+    let deep = new_sample(nested(MAX_JSON_DEPTH + 1))
+        .insert(&t.db)
+        .await
+        .unwrap();
+    let id = deep.id.to_string();
+    let mut am = deep.clone().into_active_model();
+    am.doc = Set(json!({"shallow": true}));
+    let shallow = am.update(&t.db).await.unwrap();
+    let update = logs_for_id(&t.db, "samples", &id).await.unwrap()[0].id;
+    let not_recorded = |result: Result<_, Error>| match result {
+        Err(Error::NotRecorded { columns, .. }) => assert_eq!(columns, ["doc"]),
+        other => panic!("expected NotRecorded: {other:?}"),
+    };
+    not_recorded(
+        revert::<sample::ActiveModel, _>(&t.db, update)
+            .await
+            .map(|_| ()),
+    );
+    let stored = sample::Entity::find_by_id(deep.id)
+        .one(&t.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.doc, json!({"shallow": true}), "nothing written back");
+
+    // Deleted while its value was too deep: restore needs it filled in.
+    let mut am = shallow.into_active_model();
+    am.doc = Set(nested(MAX_JSON_DEPTH + 1));
+    am.update(&t.db).await.unwrap().delete(&t.db).await.unwrap();
+    not_recorded(
+        restore::<sample::ActiveModel, _>(&t.db, &id)
+            .await
+            .map(|_| ()),
+    );
+    assert!(
+        sample::Entity::find_by_id(deep.id)
+            .one(&t.db)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let back = restore_with::<sample::ActiveModel, _, _>(&t.db, &id, |am| {
+        am.doc = Set(json!({"filled": 1}));
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(back.doc, json!({"filled": 1}));
+    assert_eq!(back.ratio, deep.ratio);
+    assert!(verify(&t.db).await.unwrap().is_ok());
+    t.finish().await;
+}
+
 /// A JSON column nested 126 deep (31 on MariaDB, the most its JSON columns hold), which
 /// SeaORM stores and reads, is recorded as the marker, and the log stays readable by every
 /// read path.

@@ -292,6 +292,72 @@ async fn nested_sensitive_keys_are_masked_in_bodies() {
 }
 
 #[tokio::test]
+async fn sensitive_keys_replace_the_defaults_and_credential_headers_stay_masked() {
+    use axum::http::HeaderName;
+    let t = TestDb::new().await;
+    let writer = ActivityWriter::spawn(t.db.clone(), quick());
+    let headers = [
+        "cookie",
+        "authorization",
+        "proxy-authorization",
+        "x-pin",
+        "x-token",
+    ]
+    .map(HeaderName::from_static);
+    let app = app(
+        &t.db,
+        layer().activity(
+            ActivityLog::new(&writer)
+                .headers(headers)
+                .sensitive_keys(["pin"]),
+        ),
+    );
+    let body = json!({"pin": "1111", "card": {"pin": "2222", "label": "x"}, "password": "p1"});
+    let mut req = request(
+        Method::POST,
+        "/echo?pin=3333&token=t1",
+        Some("alice"),
+        Some(body),
+    );
+    for (name, value) in [
+        ("cookie", "sid=c0ffee"),
+        ("authorization", "Bearer b3arer"),
+        ("proxy-authorization", "Basic pr0xy"),
+        ("x-pin", "4444"),
+        ("x-token", "t2"),
+    ] {
+        req.headers_mut().insert(name, value.parse().unwrap());
+    }
+    send(&app, req).await;
+    writer.flush().await.unwrap();
+    let d = &api_entries(&t.db).await[0].data;
+    // The keys given replace the defaults: `pin` is masked at any depth, in the query string
+    // and in a header name; `password` and `token` are not (the application said so).
+    assert_eq!(
+        d["request_body"],
+        json!({"pin": "***FILTERED***", "card": {"pin": "***FILTERED***", "label": "x"}, "password": "p1"})
+    );
+    assert_eq!(d["path"], "/echo?pin=***FILTERED***&token=t1");
+    // Credential headers are masked whatever the keys.
+    assert_eq!(
+        d["headers"],
+        json!({
+            "cookie": "***FILTERED***",
+            "authorization": "***FILTERED***",
+            "proxy-authorization": "***FILTERED***",
+            "x-pin": "***FILTERED***",
+            "x-token": "t2",
+        })
+    );
+    let stored = serde_json::to_string(d).unwrap();
+    for secret in ["1111", "2222", "3333", "4444", "c0ffee", "b3arer", "pr0xy"] {
+        assert!(!stored.contains(secret), "{secret} leaked: {stored}");
+    }
+    writer.shutdown().await;
+    t.finish().await;
+}
+
+#[tokio::test]
 async fn large_bodies_are_truncated_not_buffered() {
     let t = TestDb::new().await;
     let writer = ActivityWriter::spawn(t.db.clone(), quick());
