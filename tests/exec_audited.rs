@@ -175,6 +175,54 @@ fn shape(changes: &Json) -> Json {
     c
 }
 
+/// Custom SQL whose text holds what looks like a placeholder (a `?`, or `$5` on PostgreSQL)
+/// cannot be split into the read of the matching rows: refused before anything runs, never
+/// run unlogged.
+#[tokio::test]
+async fn a_statement_whose_rows_cannot_be_read_is_refused_and_not_run() {
+    let t = TestDb::new().await;
+    posts(&t, 3).await;
+    let logs = all_logs(&t.db).await.len();
+    let odd = if t.backend() == DbBackend::Postgres {
+        "title <> 'costs $5'"
+    } else {
+        "title <> 'why?'"
+    };
+    let refused = |result: Result<(), DbErr>| {
+        let err = result.unwrap_err().to_string();
+        assert!(
+            err.contains("exec_audited cannot find the rows this statement matches"),
+            "{err}"
+        );
+    };
+    refused(
+        post::Entity::delete_many()
+            .filter(Expr::cust(odd))
+            .exec_audited(&t.db)
+            .await
+            .map(|_| ()),
+    );
+    refused(
+        post::Entity::update_many()
+            .col_expr(post::Column::Views, Expr::value(99))
+            .filter(Expr::cust(odd))
+            .exec_audited(&t.db)
+            .await
+            .map(|_| ()),
+    );
+    assert_eq!(post::Entity::find().count(&t.db).await.unwrap(), 3);
+    let views: Vec<i32> = post::Entity::find()
+        .all(&t.db)
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.views)
+        .collect();
+    assert!(!views.contains(&99), "{views:?}");
+    assert_eq!(all_logs(&t.db).await.len(), logs);
+    t.finish().await;
+}
+
 #[tokio::test]
 async fn insert_returns_what_exec_returns_and_logs_what_the_hook_logs() {
     let t = TestDb::new().await;
