@@ -402,6 +402,23 @@ async fn an_entry_that_cannot_be_read_is_reported_and_the_rest_verified() {
         .await
         .unwrap_err();
     assert!(error.to_string().contains(&newest), "{error}");
+    // A Tail delivers every other entry, skips these and counts them, each naming its row.
+    let mut tail = sea_orm_audit::listen::Tail::new(t.db.clone()).from_start();
+    let delivered = tail.poll().await.unwrap();
+    assert_eq!(
+        delivered.len() as u64 + tail.undecodable_rows(),
+        entries,
+        "{delivered:#?}"
+    );
+    assert!(delivered.iter().all(|e| !unreadable.contains(&e.id)));
+    assert_eq!(tail.undecodable_rows(), unreadable.len() as u64);
+    for (error, id) in tail.undecodable().iter().zip(&unreadable) {
+        let error = error.to_string();
+        assert!(
+            error.contains(&format!("audit_log row {id}: cannot be read")),
+            "{error}"
+        );
+    }
     let report = verify(&t.db).await.unwrap();
     assert_eq!(report.checked, entries);
     let found: Vec<i64> = report.problems.iter().map(|p| p.id).collect();
