@@ -247,6 +247,21 @@ async fn a_lock_timeout_in_the_before_image_keeps_its_kind() {
         _ => None,
     };
     assert_eq!(found.as_deref(), Some(code), "{err:?}");
+    if t.backend() == DbBackend::MySql {
+        // HY000 is shared by many errors: the number says which.
+        let number = match &err {
+            DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+                match &**e {
+                    sqlx::Error::Database(db) => db
+                        .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                        .map(|m| m.number()),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        assert_eq!(number, Some(1205), "{err:?}");
+    }
     waiter.rollback().await.unwrap();
     holder.rollback().await.unwrap();
     t.finish().await;

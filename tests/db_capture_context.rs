@@ -1023,12 +1023,16 @@ async fn a_nul_in_the_context_data_is_refused_before_the_write() {
             }))
             .await
             .unwrap_err();
-        assert!(refused.to_string().contains("NUL"), "{refused}");
+        let named = |e: &dyn std::fmt::Display| {
+            let e = e.to_string();
+            assert!(e.contains("NUL") && e.contains("`data`"), "{e}");
+        };
+        named(&refused);
         let refused = ctx
             .scope(common::new_post("nul").insert(&t.db))
             .await
             .unwrap_err();
-        assert!(refused.to_string().contains("NUL"), "{refused}");
+        named(&refused);
     }
     assert!(entries(&t.db).await.is_empty(), "nothing logged");
     let rows =
