@@ -1781,6 +1781,55 @@ async fn a_pool_opened_before_install_carries_once_installed() {
     t.finish().await;
 }
 
+/// The log dropped and created again while a carrying pool stays open (a test suite's reset,
+/// `drop_audit_log` then `create_schema`), and the capture installed again: the pool's
+/// connections carry the context again (SQLite: each creates its temporary trigger on the
+/// new `audit_log` at its next acquire).
+#[tokio::test]
+async fn a_carrying_pool_carries_again_after_the_log_is_created_again() {
+    let t = TestDb::new().await;
+    common::create_table(&t.db, ctx_post::Entity).await;
+    capture_db::install::<ctx_post::Model, _>(&t.db)
+        .await
+        .unwrap();
+    let db = carrying_pool(&t, 2).await;
+    let alice = || AuditContext::new().actor("alice");
+    alice().scope(raw_insert(&db, "first")).await.unwrap();
+    let actors = |entries: Vec<sea_orm_audit::audit_log::Model>| {
+        entries
+            .into_iter()
+            .map(|e| (e.object_id, e.actor))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        actors(entries(&db).await),
+        [("1".to_owned(), Some("alice".to_owned()))]
+    );
+    sea_orm_audit_migration::drop_audit_log(&t.db)
+        .await
+        .unwrap();
+    sea_orm_audit_migration::create_schema(&t.db).await.unwrap();
+    capture_db::install::<ctx_post::Model, _>(&t.db)
+        .await
+        .unwrap();
+    for title in ["second", "third"] {
+        alice().scope(raw_insert(&db, title)).await.unwrap();
+    }
+    raw_insert(&db, "nobody's").await.unwrap();
+    let alice_ = || Some("alice".to_owned());
+    assert_eq!(
+        actors(entries(&db).await),
+        [
+            ("2".to_owned(), alice_()),
+            ("3".to_owned(), alice_()),
+            ("4".to_owned(), None)
+        ]
+    );
+    assert!(verify(&db).await.unwrap().is_ok());
+    db.close().await.unwrap();
+    t.finish().await;
+}
+
 /// A hook-mode write on a connection that carries another context keeps its own: through a
 /// `capture_db::transaction` of alice's on a carrying pool, a hook-mode update under an empty
 /// context names nobody, one under bob names bob; the database-mode raw write beside them is
