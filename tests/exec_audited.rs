@@ -389,28 +389,104 @@ async fn conflicts_log_only_inserted_rows_and_upserts_are_refused() {
     t.finish().await;
 }
 
-/// `post`'s shape, captured by the database.
-mod db_post {
-    use sea_orm::entity::prelude::*;
+/// `post`'s shape, captured by the database, under `$policy`.
+macro_rules! db_post_shaped {
+    ($(#[$doc:meta])* mod $name:ident, $table:literal, #[$policy:meta]) => {
+        $(#[$doc])*
+        mod $name {
+            use sea_orm::entity::prelude::*;
 
-    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, sea_orm_audit::Auditable)]
-    #[sea_orm(table_name = "exec_db_posts")]
+            #[derive(Clone, Debug, PartialEq, DeriveEntityModel, sea_orm_audit::Auditable)]
+            #[sea_orm(table_name = $table)]
+            #[$policy]
+            pub struct Model {
+                #[sea_orm(primary_key)]
+                pub id: i32,
+                pub title: String,
+                pub body: String,
+                pub views: i32,
+                #[audit(mask)]
+                pub secret: Option<String>,
+                pub updated_at: Option<DateTimeUtc>,
+            }
+
+            #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+            pub enum Relation {}
+
+            sea_orm_audit::impl_audited_behavior!();
+        }
+    };
+}
+
+db_post_shaped!(
+    /// `post`'s shape, captured by the database.
+    mod db_post,
+    "exec_db_posts",
     #[audit(capture = "database", exclude(updated_at))]
-    pub struct Model {
-        #[sea_orm(primary_key)]
-        pub id: i32,
-        pub title: String,
-        pub body: String,
-        pub views: i32,
-        #[audit(mask)]
-        pub secret: Option<String>,
-        pub updated_at: Option<DateTimeUtc>,
-    }
+);
 
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+db_post_shaped!(
+    /// The same, its seal deferred.
+    mod db_deferred_post,
+    "exec_db_deferred_posts",
+    #[audit(capture = "database", seal = "deferred", exclude(updated_at))]
+);
 
-    sea_orm_audit::impl_audited_behavior!();
+/// Every `exec_audited` path on a database-mode entity, under alice's context: the entries
+/// its trigger wrote, oldest first.
+macro_rules! exec_every_path {
+    ($t:expr, $entity:ident) => {{
+        let t = $t;
+        common::create_table(&t.db, $entity::Entity).await;
+        capture_db::install::<$entity::Model, _>(&t.db)
+            .await
+            .unwrap();
+        let row = |title: &str, views: i32| $entity::ActiveModel {
+            title: Set(title.into()),
+            body: Set("b".into()),
+            views: Set(views),
+            secret: Set(Some("s3cret".into())),
+            ..Default::default()
+        };
+        AuditContext::new()
+            .actor("alice")
+            .scope(async {
+                $entity::Entity::insert(row("one", 1))
+                    .exec_audited(&t.db)
+                    .await
+                    .unwrap();
+                $entity::Entity::insert_many([row("two", 2), row("three", 3)])
+                    .exec_audited(&t.db)
+                    .await
+                    .unwrap();
+                $entity::Entity::update_many()
+                    .col_expr($entity::Column::Views, Expr::value(10))
+                    .filter($entity::Column::Views.gte(2))
+                    .exec_audited(&t.db)
+                    .await
+                    .unwrap();
+                $entity::Entity::delete_many()
+                    .filter($entity::Column::Title.eq("one"))
+                    .exec_audited(&t.db)
+                    .await
+                    .unwrap();
+            })
+            .await;
+        let logs = all_logs(&t.db).await;
+        let actions: Vec<&str> = logs.iter().map(|l| l.action.as_str()).collect();
+        assert_eq!(
+            actions,
+            ["create", "create", "create", "update", "update", "delete"]
+        );
+        for l in &logs {
+            assert_eq!(l.actor.as_deref(), Some("alice"), "{l:?}");
+        }
+        assert_eq!(
+            logs[0].changes.as_ref().unwrap()["new_value"]["secret"],
+            FILTERED
+        );
+        logs
+    }};
 }
 
 /// A database-mode entity is logged by its trigger, once per row, with the caller's context:
@@ -418,54 +494,32 @@ mod db_post {
 #[tokio::test]
 async fn database_mode_is_logged_once_by_the_trigger() {
     let t = TestDb::new().await;
-    common::create_table(&t.db, db_post::Entity).await;
-    capture_db::install::<db_post::Model, _>(&t.db)
-        .await
-        .unwrap();
-    let row = |title: &str, views: i32| db_post::ActiveModel {
-        title: Set(title.into()),
-        body: Set("b".into()),
-        views: Set(views),
-        secret: Set(Some("s3cret".into())),
-        ..Default::default()
-    };
-    AuditContext::new()
-        .actor("alice")
-        .scope(async {
-            db_post::Entity::insert(row("one", 1))
-                .exec_audited(&t.db)
-                .await
-                .unwrap();
-            db_post::Entity::insert_many([row("two", 2), row("three", 3)])
-                .exec_audited(&t.db)
-                .await
-                .unwrap();
-            db_post::Entity::update_many()
-                .col_expr(db_post::Column::Views, Expr::value(10))
-                .filter(db_post::Column::Views.gte(2))
-                .exec_audited(&t.db)
-                .await
-                .unwrap();
-            db_post::Entity::delete_many()
-                .filter(db_post::Column::Title.eq("one"))
-                .exec_audited(&t.db)
-                .await
-                .unwrap();
-        })
-        .await;
-    let logs = all_logs(&t.db).await;
-    let actions: Vec<&str> = logs.iter().map(|l| l.action.as_str()).collect();
-    assert_eq!(
-        actions,
-        ["create", "create", "create", "update", "update", "delete"]
+    exec_every_path!(&t, db_post);
+    assert!(verify(&t.db).await.unwrap().is_ok());
+    t.finish().await;
+}
+
+/// With its seal deferred, the same entries, each left to the seal (`exec_audited` runs it in
+/// `capture_db::transaction_unsealed`): `Unsealed` in `verify` until `capture_db::seal`.
+#[tokio::test]
+async fn database_mode_with_a_deferred_seal_leaves_its_entries_to_the_seal() {
+    use sea_orm_audit::chain::ProblemKind;
+    let t = TestDb::new().await;
+    let logs = exec_every_path!(&t, db_deferred_post);
+    assert!(
+        logs.iter().all(|l| l.hash.as_deref() == Some("unsealed")),
+        "{logs:#?}"
     );
-    for l in &logs {
-        assert_eq!(l.actor.as_deref(), Some("alice"), "{l:?}");
-    }
-    assert_eq!(
-        logs[0].changes.as_ref().unwrap()["new_value"]["secret"],
-        FILTERED
+    let report = verify(&t.db).await.unwrap();
+    assert_eq!(report.problems.len(), logs.len(), "{report:#?}");
+    assert!(
+        report
+            .problems
+            .iter()
+            .all(|p| p.kind == ProblemKind::Unsealed),
+        "{report:#?}"
     );
+    capture_db::seal(&t.db).await.unwrap();
     assert!(verify(&t.db).await.unwrap().is_ok());
     t.finish().await;
 }
