@@ -1781,6 +1781,55 @@ async fn a_pool_opened_before_install_carries_once_installed() {
     t.finish().await;
 }
 
+/// PostgreSQL, an application in a schema of its own, named in the URL as the README says
+/// (`carry_context` replaces sea-orm's `set_schema_search_path`): its log, its capture and its
+/// context all live there, and the `public` schema's log gets nothing.
+#[tokio::test]
+async fn a_carrying_pool_with_the_search_path_in_its_url_captures_in_that_schema() {
+    let t = TestDb::new().await;
+    if t.backend() != DbBackend::Postgres {
+        return t.finish().await;
+    }
+    t.db.execute_unprepared("CREATE SCHEMA app").await.unwrap();
+    let url = format!("{}?options=-csearch_path%3Dapp", t.url);
+    let mut options = pool_options(url, 2);
+    capture_db::carry_context(&mut options);
+    let db = Database::connect(options).await.unwrap();
+    sea_orm_audit_migration::create_schema(&db).await.unwrap();
+    common::create_table(&db, ctx_post::Entity).await;
+    capture_db::install::<ctx_post::Model, _>(&db)
+        .await
+        .unwrap();
+    capture_db::check_carried(&db).await.unwrap();
+    AuditContext::new()
+        .actor("alice")
+        .scope(raw_insert(&db, "in app"))
+        .await
+        .unwrap();
+    let count = |table: &'static str| {
+        let db = t.db.clone();
+        async move {
+            let row = db
+                .query_one_raw(Statement::from_string(
+                    DbBackend::Postgres,
+                    format!("SELECT COUNT(*) AS n FROM {table}"),
+                ))
+                .await
+                .unwrap()
+                .unwrap();
+            row.try_get::<i64>("", "n").unwrap()
+        }
+    };
+    assert_eq!(count("app.ctx_posts").await, 1);
+    assert_eq!(count("app.audit_log").await, 1);
+    assert_eq!(count("public.audit_log").await, 0);
+    let logged = common::all_logs(&db).await;
+    assert_eq!(logged[0].actor.as_deref(), Some("alice"), "{logged:#?}");
+    assert!(verify(&db).await.unwrap().is_ok());
+    db.close().await.unwrap();
+    t.finish().await;
+}
+
 /// The log dropped and created again while a carrying pool stays open (a test suite's reset,
 /// `drop_audit_log` then `create_schema`), and the capture installed again: the pool's
 /// connections carry the context again (SQLite: each creates its temporary trigger on the
