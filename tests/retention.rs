@@ -84,6 +84,54 @@ async fn older_than_removes_old_entries_in_batches_and_verify_still_passes() {
 
 /// A marker accepts exactly the truncation it records: after a legitimate prune, deleting the
 /// oldest entries of a chain is still caught, whether the chain was written before or after it.
+/// `older_than` removes below the first entry written at or after the cutoff, not every entry
+/// stamped before it: an entry whose clock stepped back (stamped before the cutoff, written
+/// after a newer one) stays, and the chain keeps no hole.
+#[tokio::test]
+async fn a_clock_stepping_back_does_not_punch_a_hole_in_a_chain() {
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use sea_orm_audit::audit_log;
+    use sea_orm_audit::chain::ProblemKind;
+    let t = TestDb::new().await;
+    let p = post_with_updates(&t, "clock", 1).await; // 2 entries before the cutoff
+    let cutoff = common::moment_between().await;
+    for n in 2..=4 {
+        let mut am = p.clone().into_active_model();
+        am.views = Set(n);
+        am.update(&t.db).await.unwrap();
+    }
+    let ids: Vec<i64> = all_logs(&t.db).await.iter().map(|e| e.id).collect();
+    let first = all_logs(&t.db).await[0].created_at;
+    // The fourth entry stamped as old as the first (the content edit verify will name).
+    audit_log::Entity::update_many()
+        .col_expr(audit_log::Column::CreatedAt, Expr::value(first))
+        .filter(audit_log::Column::Id.eq(ids[3]))
+        .exec(&t.db)
+        .await
+        .unwrap();
+    let report = prune(&t.db, &Retention::new().older_than(cutoff))
+        .await
+        .unwrap();
+    assert_eq!(report.removed, 2);
+    let left: Vec<i64> = logs_for(&t.db, &p)
+        .await
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(left, ids[2..5]);
+    let v = verify(&t.db).await.unwrap();
+    let problems: Vec<(i64, bool)> = v
+        .problems
+        .iter()
+        .map(|q| (q.id, q.kind == ProblemKind::ContentChanged))
+        .collect();
+    assert_eq!(problems, [(ids[3], true)], "{v:#?}");
+    t.finish().await;
+}
+
 #[tokio::test]
 async fn a_prune_marker_accepts_only_what_it_removed() {
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
