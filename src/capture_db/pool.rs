@@ -112,14 +112,13 @@ fn next_token() -> i64 {
 /// `sea_orm_audit_carried` (one row, which no other connection can see), and gives the
 /// connection, once `audit_log` and the capture's context table exist (after the migrations
 /// and a first `install`), the temporary trigger `sea_orm_audit_carry`: after an entry is
-/// inserted that the capture triggers wrote with no context (`hash` `'unsealed'`, an action
-/// `create`, `update` or `delete`, no actor, tool, data or message, and no context row of a
-/// [`transaction`](super::transaction) in effect), it sets that entry's actor, tool and data
-/// to the carried ones. Until the connection's next acquire after the first `install`, and on
-/// other programs' connections, entries have no actor. One case is not told apart: an entry
-/// of a hook-mode entity written with no context at all and unsealed (its predecessor, written
-/// while the entity was in database mode, not sealed yet), through a transaction begun in
-/// another context on this connection, gets that context.
+/// inserted that the capture triggers wrote with no context (`hash` `'unsealed'` and no
+/// `prev_hash`, an action `create`, `update` or `delete`, no actor, tool, data or message, and
+/// no context row of a [`transaction`](super::transaction) in effect), it sets that entry's
+/// actor, tool and data to the carried ones. Until the connection's next acquire after the
+/// first `install`, and on other programs' connections, entries have no actor. The library's
+/// own entries (hooks, events) are never given it: they are sealed when written, or, after an
+/// unsealed predecessor, written with `prev_hash` `'unsealed'`.
 #[cfg(any(
     feature = "sqlx-postgres",
     feature = "sqlx-mysql",
