@@ -386,3 +386,46 @@ async fn a_failed_bulk_write_gives_back_its_locks_before_it_returns() {
     assert_eq!(all_logs(&t.db).await.len(), 3);
     t.finish().await;
 }
+
+/// MySQL reads a bulk insert's auto-increment ids back as one block; a table whose own
+/// trigger gives a row an id of its choosing breaks the block. The count of rows found then
+/// does not match: an error, and the rows and the log roll back together. A single row with
+/// such an id is logged as stored (MySQL reports the id the row got).
+#[tokio::test]
+async fn mysql_a_bulk_insert_whose_ids_are_not_one_block_rolls_back() {
+    use sea_orm::ConnectionTrait;
+    let t = TestDb::new().await;
+    if t.backend() != sea_orm::DbBackend::MySql {
+        return t.finish().await;
+    }
+    t.db.execute_unprepared(
+        "CREATE TRIGGER jump_ids BEFORE INSERT ON posts FOR EACH ROW \
+         SET NEW.id = IF(NEW.title = 'jump', 1000, NEW.id)",
+    )
+    .await
+    .unwrap();
+    let mut rows: Vec<post::ActiveModel> = (0..3).map(post_am).collect();
+    rows[1].title = Set("jump".into());
+    let err = bulk::insert_many(&t.db, rows)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("inserted 3 rows but found 1"), "{err}");
+    assert_eq!(post::Entity::find().count(&t.db).await.unwrap(), 0);
+    assert!(all_logs(&t.db).await.is_empty());
+
+    let one = post::ActiveModel {
+        title: Set("jump".into()),
+        ..post_am(7)
+    };
+    let stored = bulk::insert_many(&t.db, [one]).await.unwrap();
+    assert_eq!((stored[0].id, stored[0].title.as_str()), (1000, "jump"));
+    let logs = all_logs(&t.db).await;
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0].object_id, "1000");
+    assert_eq!(
+        logs[0].changes.as_ref().unwrap()["new_value"]["title"],
+        "jump"
+    );
+    t.finish().await;
+}
