@@ -1321,6 +1321,28 @@ async fn names_with_backslashes_and_quotes_are_logged_as_they_are() {
             serde_json::json!({"old_value": {"dir\\name": "a\\b", "say\"hi": "\"hi\""}, "new_value": {"dir\\name": "c", "say\"hi": "bye"}}),
         ]
     );
+    if t.backend() == DbBackend::Postgres {
+        // A session that turned standard strings off (a backslash escapes in '...') and
+        // calls the trigger for the first time, which is when PL/pgSQL parses its body: the
+        // function pins the setting, so its literals keep their backslashes.
+        let other = sea_orm::Database::connect(&t.url).await.unwrap();
+        other
+            .execute_unprepared(
+                "SET standard_conforming_strings = off; \
+                 INSERT INTO tw_db_odd (id, \"dir\\name\", \"say\"\"hi\", other) VALUES (2, 'd', 's', 0)",
+            )
+            .await
+            .unwrap();
+        other.close().await.unwrap();
+        let logged = sea_orm_audit::logs_for_id(&t.db, "App\\Models\\Odd", "2")
+            .await
+            .unwrap();
+        assert_eq!(
+            serde_json::to_value(logged[0].changes.as_ref().unwrap()).unwrap(),
+            serde_json::json!({"old_value": {}, "new_value": {"dir\\name": "d", "id": 2, "other": 0, "say\"hi": "s"}})
+        );
+        assert_verified(&t.db).await;
+    }
     t.finish().await;
 }
 
@@ -1751,5 +1773,359 @@ async fn object_ids_the_log_cannot_hold_fail_the_write_in_database_mode() {
     );
     assert_eq!(pairs[0].0.chars().count(), MAX_KEY_CHARS);
     assert_verified(db).await;
+    t.finish().await;
+}
+
+db_entity!(
+/// Text columns whose declared collation holds different text equal.
+mod db_collated = "tw_db_collated",
+#[audit(capture = "database")],
+{
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub username: String,
+    pub nick: String,
+    pub code: String,
+});
+
+/// A column's collation may hold 'bob' and 'BOB' (SQLite `NOCASE`, a nondeterministic ICU
+/// collation on PostgreSQL, a `_ci` collation on MariaDB) or 'x' and 'x  ' (SQLite `RTRIM`)
+/// equal; the triggers compare byte for byte, as the hooks do, so each such change is logged,
+/// and a key changed only in case is the old object's delete and the new one's create. Before,
+/// SQLite logged neither change and not the key's either, and PostgreSQL missed the case
+/// change.
+#[tokio::test]
+async fn changes_a_collation_holds_equal_are_logged() {
+    let t = TestDb::new().await;
+    let ddl: &[&str] = match t.backend() {
+        DbBackend::Sqlite => &[
+            "CREATE TABLE tw_db_collated (username TEXT NOT NULL PRIMARY KEY COLLATE NOCASE, \
+             nick TEXT NOT NULL COLLATE NOCASE, code TEXT NOT NULL COLLATE RTRIM)",
+        ],
+        DbBackend::Postgres => &[
+            "CREATE COLLATION IF NOT EXISTS sea_orm_audit_test_ci (provider = icu, \
+             locale = 'und-u-ks-level2', deterministic = false)",
+            "CREATE TABLE tw_db_collated (username text PRIMARY KEY, \
+             nick text COLLATE sea_orm_audit_test_ci NOT NULL, code text NOT NULL)",
+        ],
+        _ => &[
+            "CREATE TABLE tw_db_collated (username varchar(64) COLLATE utf8mb4_general_ci \
+             PRIMARY KEY, nick varchar(64) COLLATE utf8mb4_general_ci NOT NULL, \
+             code varchar(64) COLLATE utf8mb4_general_ci NOT NULL)",
+        ],
+    };
+    for sql in ddl {
+        t.db.execute_unprepared(sql).await.unwrap();
+    }
+    capture_db::install::<db_collated::Model, _>(&t.db)
+        .await
+        .unwrap();
+    for sql in [
+        "INSERT INTO tw_db_collated (username, nick, code) VALUES ('alice', 'bob', 'x')",
+        "UPDATE tw_db_collated SET nick = 'BOB'",
+        "UPDATE tw_db_collated SET code = 'x  '",
+        "UPDATE tw_db_collated SET username = 'Alice'",
+    ] {
+        t.db.execute_unprepared(sql).await.unwrap();
+    }
+    let logged: Vec<(String, String, Json)> = entries(&t, "tw_db_collated").await;
+    let shape: Vec<(&str, &str)> = logged
+        .iter()
+        .map(|(id, action, _)| (id.as_str(), action.as_str()))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("alice", "create"),
+            ("alice", "update"),
+            ("alice", "update"),
+            ("alice", "delete"),
+            ("Alice", "create")
+        ],
+        "{logged:#?}"
+    );
+    assert_eq!(
+        logged[1].2,
+        serde_json::json!({"old_value": {"nick": "bob"}, "new_value": {"nick": "BOB"}})
+    );
+    assert_eq!(
+        logged[2].2,
+        serde_json::json!({"old_value": {"code": "x"}, "new_value": {"code": "x  "}})
+    );
+    assert_verified(&t.db).await;
+    t.finish().await;
+}
+
+db_entity!(
+/// A decimal column of no fixed scale (PostgreSQL's `numeric`).
+mod db_scaled = "tw_db_scaled",
+#[audit(capture = "database")],
+{
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: i32,
+    pub amount: Decimal,
+});
+
+/// PostgreSQL: a `numeric` keeps the scale written, which the hooks log with every digit;
+/// 1.5 and 1.50 are equal numbers but a change of what is stored, logged as such. A zero of
+/// any scale reads back as "0": no entry.
+#[tokio::test]
+async fn a_change_of_scale_alone_is_logged_on_postgres() {
+    let t = TestDb::new().await;
+    if t.backend() != DbBackend::Postgres {
+        return t.finish().await;
+    }
+    t.db.execute_unprepared(
+        "CREATE TABLE tw_db_scaled (id int PRIMARY KEY, amount numeric NOT NULL)",
+    )
+    .await
+    .unwrap();
+    capture_db::install::<db_scaled::Model, _>(&t.db)
+        .await
+        .unwrap();
+    for sql in [
+        "INSERT INTO tw_db_scaled VALUES (1, 1.5)",
+        "UPDATE tw_db_scaled SET amount = 1.50",
+        "UPDATE tw_db_scaled SET amount = 0",
+        "UPDATE tw_db_scaled SET amount = 0.00",
+    ] {
+        t.db.execute_unprepared(sql).await.unwrap();
+    }
+    let changes: Vec<Json> = entries(&t, "tw_db_scaled")
+        .await
+        .into_iter()
+        .map(|e| e.2)
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            serde_json::json!({"old_value": {}, "new_value": {"id": 1, "amount": "1.5"}}),
+            serde_json::json!({"old_value": {"amount": "1.5"}, "new_value": {"amount": "1.50"}}),
+            serde_json::json!({"old_value": {"amount": "1.50"}, "new_value": {"amount": "0"}}),
+        ]
+    );
+    t.finish().await;
+}
+
+db_entity!(
+/// A partitioned table (PostgreSQL).
+mod db_parted = "tw_db_parted",
+#[audit(capture = "database")],
+{
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: i32,
+    pub name: String,
+});
+
+/// PostgreSQL: TRUNCATE of a partitioned table empties every partition; each row is logged
+/// as a delete, like any table's. Before, `DELETE FROM ONLY` on the parent deleted nothing
+/// and the TRUNCATE went unlogged.
+#[tokio::test]
+async fn truncate_of_a_partitioned_table_is_logged_on_postgres() {
+    let t = TestDb::new().await;
+    if t.backend() != DbBackend::Postgres {
+        return t.finish().await;
+    }
+    for sql in [
+        "CREATE TABLE tw_db_parted (id int PRIMARY KEY, name text NOT NULL) PARTITION BY RANGE (id)",
+        "CREATE TABLE tw_db_parted_1 PARTITION OF tw_db_parted FOR VALUES FROM (0) TO (100)",
+        "CREATE TABLE tw_db_parted_2 PARTITION OF tw_db_parted FOR VALUES FROM (100) TO (200)",
+    ] {
+        t.db.execute_unprepared(sql).await.unwrap();
+    }
+    capture_db::install::<db_parted::Model, _>(&t.db)
+        .await
+        .unwrap();
+    t.db.execute_unprepared("INSERT INTO tw_db_parted VALUES (1, 'a'), (150, 'b')")
+        .await
+        .unwrap();
+    t.db.execute_unprepared("TRUNCATE tw_db_parted")
+        .await
+        .unwrap();
+    let shape: Vec<(String, String)> = entries(&t, "tw_db_parted")
+        .await
+        .into_iter()
+        .map(|e| (e.0, e.1))
+        .collect();
+    let e = |id: &str, action: &str| (id.to_owned(), action.to_owned());
+    let mut deletes = shape[2..].to_vec();
+    deletes.sort();
+    assert_eq!(shape[..2], [e("1", "create"), e("150", "create")]);
+    assert_eq!(deletes, [e("1", "delete"), e("150", "delete")]);
+    assert_verified(&t.db).await;
+    t.finish().await;
+}
+
+db_entity!(
+/// Column names that close a comment or a dollar quote.
+mod db_closing_names = "tw_db_closing",
+#[audit(capture = "database")],
+{
+    #[sea_orm(primary_key)]
+    pub id: i32,
+    #[sea_orm(column_name = "a*/b")]
+    pub comment_end: i32,
+    #[sea_orm(column_name = "x$sea_orm_audit$y")]
+    pub dollar: i32,
+});
+
+/// A column named `a*/b` (the end of the comment the SQLite and MySQL triggers carry their
+/// registry in) or `x$sea_orm_audit$y` (PostgreSQL's dollar quote of the function body) is
+/// installed, checked and logged like any other. Before, install failed with a syntax error.
+#[tokio::test]
+async fn names_that_close_a_comment_or_a_quote_are_installed_and_logged() {
+    let t = TestDb::new().await;
+    installed(&t, db_closing_names::Entity).await;
+    assert_eq!(
+        capture_db::check::<db_closing_names::Model, _>(&t.db)
+            .await
+            .unwrap(),
+        vec![]
+    );
+    let row = db_closing_names::ActiveModel {
+        id: Set(1),
+        comment_end: Set(1),
+        dollar: Set(2),
+    }
+    .insert(&t.db)
+    .await
+    .unwrap();
+    let mut am: db_closing_names::ActiveModel = row.into();
+    am.comment_end = Set(3);
+    am.update(&t.db).await.unwrap();
+    let changes: Vec<Json> = entries(&t, "tw_db_closing")
+        .await
+        .into_iter()
+        .map(|e| e.2)
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            serde_json::json!({"old_value": {}, "new_value": {"id": 1, "a*/b": 1, "x$sea_orm_audit$y": 2}}),
+            serde_json::json!({"old_value": {"a*/b": 1}, "new_value": {"a*/b": 3}}),
+        ]
+    );
+    assert_verified(&t.db).await;
+    t.finish().await;
+}
+
+db_entity!(
+/// A table name whose trigger or function names would be too long for MySQL or PostgreSQL.
+mod db_long_table = "tw_a_table_whose_name_is_long_enough_to_overflow",
+#[audit(capture = "database")],
+{
+    #[sea_orm(primary_key)]
+    pub id: i32,
+});
+
+/// MySQL's trigger names and PostgreSQL's function name hold 64 characters and 63 bytes: a
+/// table whose names would be longer is refused by `install` with the name, before anything
+/// is created (MySQL failed with its own error 1059, and `uninstall` too). SQLite has no
+/// such limit.
+#[tokio::test]
+async fn a_table_name_too_long_for_the_triggers_is_refused_by_name() {
+    let t = TestDb::new().await;
+    common::create_table(&t.db, db_long_table::Entity).await;
+    let installed = capture_db::install::<db_long_table::Model, _>(&t.db).await;
+    if t.backend() == DbBackend::Sqlite {
+        installed.unwrap();
+    } else {
+        let err = installed.unwrap_err().to_string();
+        assert!(
+            err.contains("tw_a_table_whose_name_is_long_enough_to_overflow")
+                && err.contains("is longer than"),
+            "{err}"
+        );
+        capture_db::uninstall::<db_long_table::Model, _>(&t.db)
+            .await
+            .unwrap_err();
+    }
+    t.finish().await;
+}
+
+twins!(hooked_masked_json = "tw_masked_json", db_masked_json = "tw_db_masked_json", {
+    #[sea_orm(primary_key)]
+    pub id: i32,
+    #[audit(mask)]
+    pub secret: Option<Json>,
+});
+
+/// A masked JSON column holding JSON `null` is logged as null, as the hooks log it (there is
+/// nothing to hide), and every other value as the mask. Before, the triggers logged the mask
+/// for a JSON null.
+#[tokio::test]
+async fn a_masked_json_null_is_logged_as_the_hooks_log_it() {
+    let t = TestDb::new().await;
+    common::create_table(&t.db, hooked_masked_json::Entity).await;
+    installed(&t, db_masked_json::Entity).await;
+    let state = |secret: Json| hooked_masked_json::ActiveModel {
+        id: Set(1),
+        secret: Set(Some(secret)),
+    };
+    let states = [
+        state(Json::Null),
+        state(serde_json::json!("hunter2")),
+        state(Json::Null),
+    ];
+    write_both::<hooked_masked_json::ActiveModel, db_masked_json::ActiveModel>(
+        &t,
+        &states,
+        "tw_masked_json",
+        "tw_db_masked_json",
+    )
+    .await;
+    let logged = entries(&t, "tw_db_masked_json").await;
+    assert_eq!(
+        logged[1].2,
+        serde_json::json!({"old_value": {"secret": null}, "new_value": {"secret": "***FILTERED***"}})
+    );
+    assert!(!format!("{logged:?}").contains("hunter2"));
+    t.finish().await;
+}
+
+db_entity!(
+/// A JSON field on a text column of a case-insensitive collation (MariaDB).
+mod db_ci_json = "tw_db_ci_json",
+#[audit(capture = "database")],
+{
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: i32,
+    pub doc: Json,
+});
+
+/// MariaDB: JSON kept in a `longtext` of a `_ci` collation compares {"n":"bob"} and
+/// {"n":"BOB"} equal; the trigger compares the JSON's bytes, so the change is logged.
+#[tokio::test]
+async fn a_json_change_of_case_is_logged_on_a_case_insensitive_column() {
+    let t = TestDb::new().await;
+    if t.backend() != DbBackend::MySql {
+        return t.finish().await;
+    }
+    t.db.execute_unprepared(
+        "CREATE TABLE tw_db_ci_json (id int PRIMARY KEY, \
+         doc longtext COLLATE utf8mb4_general_ci NOT NULL CHECK (json_valid(doc)))",
+    )
+    .await
+    .unwrap();
+    capture_db::install::<db_ci_json::Model, _>(&t.db)
+        .await
+        .unwrap();
+    for sql in [
+        r#"INSERT INTO tw_db_ci_json VALUES (1, '{"n":"bob"}')"#,
+        r#"UPDATE tw_db_ci_json SET doc = '{"n":"BOB"}'"#,
+    ] {
+        t.db.execute_unprepared(sql).await.unwrap();
+    }
+    let changes: Vec<Json> = entries(&t, "tw_db_ci_json")
+        .await
+        .into_iter()
+        .map(|e| e.2)
+        .collect();
+    assert_eq!(
+        changes.get(1),
+        Some(
+            &serde_json::json!({"old_value": {"doc": {"n": "bob"}}, "new_value": {"doc": {"n": "BOB"}}})
+        ),
+        "{changes:#?}"
+    );
     t.finish().await;
 }

@@ -417,6 +417,12 @@ fn fingerprint(sql: &str) -> String {
 }
 
 /// The registry written into a trigger's text as `marker<json> */` (`Null` if there is none).
+/// The registry's JSON text as it rides in a trigger's `/* .. */` comment: a `*/` in a name
+/// would end the comment early (`\/` is JSON's own escape of `/`, read back the same).
+fn comment_safe(registry: &Json) -> String {
+    registry.to_string().replace("*/", "*\\/")
+}
+
 fn embedded_registry(text: &str, marker: &str) -> Json {
     text.split_once(marker)
         .and_then(|(_, rest)| rest.split_once(" */"))

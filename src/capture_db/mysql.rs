@@ -71,8 +71,18 @@ fn q(ident: &str) -> String {
     quote(DbBackend::MySql, ident)
 }
 
-fn trigger_names(table: &str) -> [String; 3] {
-    ["insert", "update", "delete"].map(|op| format!("sea_orm_audit_{table}_{op}"))
+/// MySQL's identifiers hold 64 characters.
+const MAX_IDENT_CHARS: usize = 64;
+
+fn trigger_names(table: &str) -> Result<[String; 3], Error> {
+    let names = ["insert", "update", "delete"].map(|op| format!("sea_orm_audit_{table}_{op}"));
+    match names.iter().find(|n| n.chars().count() > MAX_IDENT_CHARS) {
+        Some(name) => Err(Error::IdentifierTooLong {
+            name: name.clone(),
+            max_bytes: MAX_IDENT_CHARS,
+        }),
+        None => Ok(names),
+    }
 }
 
 /// Why MySQL cannot encode `enc` as the hooks do, if it cannot.
@@ -184,6 +194,11 @@ fn object_args(spec: &Spec, row: &str) -> String {
     for c in spec.logged_sorted() {
         let x = format!("{row}.{}", q(c.name));
         let value = match c.role {
+            // A JSON column's JSON null stays null, as the hooks keep it: nothing to hide.
+            Role::Masked if c.encoding == Encoding::Json => format!(
+                "IF({x} IS NULL OR JSON_TYPE({x}) = 'NULL', NULL, {})",
+                mysql_literal(FILTERED)
+            ),
             Role::Masked => format!("IF({x} IS NULL, NULL, {})", mysql_literal(FILTERED)),
             // Text that starts with the deferred prefix (compared in the column's collation:
             // a case-insensitive match is deferred too, and read back the same), as a deferred
@@ -244,7 +259,11 @@ fn key_expr(spec: &Spec, row: &str) -> Result<String, Error> {
 fn differs(enc: Encoding, old: &str, new: &str) -> String {
     match enc {
         Encoding::Text => format!("NOT (BINARY {new} <=> BINARY {old})"),
-        Encoding::Json => format!("NOT (JSON_EXTRACT({new}, '$') <=> JSON_EXTRACT({old}, '$'))"),
+        // BINARY: a JSON field on a `longtext` column of a `_ci` collation would compare
+        // {"n":"bob"} and {"n":"BOB"} equal.
+        Encoding::Json => {
+            format!("NOT (BINARY JSON_EXTRACT({new}, '$') <=> BINARY JSON_EXTRACT({old}, '$'))")
+        }
         _ => format!("NOT ({new} <=> {old})"),
     }
 }
@@ -338,7 +357,7 @@ fn triggers_sql(spec: &Spec, server: Server) -> Result<[String; 3], Error> {
             1,
         )
     };
-    let [insert_name, update_name, delete_name] = trigger_names(spec.table);
+    let [insert_name, update_name, delete_name] = trigger_names(spec.table)?;
     spec.require(refusal)?;
     let (new_all, old_all) = (object_args(spec, "NEW"), object_args(spec, "OLD"));
     let (insert, delete) = super::insert_and_delete_triggers(
@@ -485,7 +504,13 @@ async fn with_stored_types<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<Sp
     let mut spec = spec.clone();
     for row in rows {
         let (name, ty): (String, String) = (row.try_get("", "name")?, row.try_get("", "ty")?);
-        if let Some(c) = spec.columns.iter_mut().find(|c| c.name == name) {
+        // MySQL's column names ignore case; an entity may spell one differently.
+        let name = name.to_lowercase();
+        if let Some(c) = spec
+            .columns
+            .iter_mut()
+            .find(|c| c.name.to_lowercase() == name)
+        {
             c.stored_as = Some(ty.to_lowercase());
         }
     }
@@ -549,7 +574,11 @@ pub(super) async fn install<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<(
     }
     uninstall(db, spec.table).await?;
     let [insert, update, delete] = triggers;
-    let insert = insert.replacen(" BEGIN\n", &format!(" BEGIN\n{REGISTRY}{registry} */\n"), 1);
+    let insert = insert.replacen(
+        " BEGIN\n",
+        &format!(" BEGIN\n{REGISTRY}{} */\n", super::comment_safe(&registry)),
+        1,
+    );
     for sql in [insert, update, delete] {
         run(db, &sql).await?;
     }
@@ -557,7 +586,7 @@ pub(super) async fn install<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<(
 }
 
 pub(super) async fn uninstall<C: ConnectionTrait>(db: &C, table: &str) -> Result<(), DbErr> {
-    for name in trigger_names(table) {
+    for name in trigger_names(table)? {
         run(db, &format!("DROP TRIGGER IF EXISTS {}", q(&name))).await?;
     }
     Ok(())
@@ -571,7 +600,7 @@ pub(super) async fn check<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<Vec
         .into());
     }
     let mut texts = Vec::new();
-    for name in trigger_names(spec.table) {
+    for name in trigger_names(spec.table)? {
         let row = db
             .query_one_raw(Statement::from_sql_and_values(
                 DbBackend::MySql,

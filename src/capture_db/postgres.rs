@@ -264,8 +264,13 @@ fn truncate_sql(s: &str) -> String {
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 BEGIN
   -- ONLY: `TRUNCATE ONLY` keeps the rows of tables that inherit from this one (a plain
-  -- TRUNCATE fires their own triggers).
-  EXECUTE format('DELETE FROM ONLY %I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
+  -- TRUNCATE fires their own triggers). A partitioned table holds no rows of its own: its
+  -- TRUNCATE empties every partition, whose rows its (cloned) row trigger logs.
+  IF (SELECT c.relkind FROM pg_class c WHERE c.oid = TG_RELID) = 'p' THEN
+    EXECUTE format('DELETE FROM %I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
+  ELSE
+    EXECUTE format('DELETE FROM ONLY %I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
+  END IF;
   RETURN NULL;
 EXCEPTION WHEN foreign_key_violation THEN
   RAISE EXCEPTION 'sea-orm-audit: TRUNCATE of %.% cannot be logged row by row while rows of another table reference it (TRUNCATE ... CASCADE included): delete those first, or use DELETE', TG_TABLE_SCHEMA, TG_TABLE_NAME
@@ -328,6 +333,11 @@ fn json_expr(enc: Encoding, x: &str, s: &str) -> String {
 /// What the diff records for a column value: its JSON, `null`, or the mask.
 fn logged_expr(col: &ColumnSpec, x: &str, s: &str) -> String {
     match col.role {
+        // A JSON column's JSON null stays null, as the hooks keep it: nothing to hide.
+        Role::Masked if col.encoding == Encoding::Json => format!(
+            "CASE WHEN {x} IS NULL OR jsonb_typeof(({x})::jsonb) = 'null' THEN 'null' ELSE {} END",
+            literal(&Json::from(FILTERED).to_string())
+        ),
         Role::Masked => format!(
             "CASE WHEN {x} IS NULL THEN 'null' ELSE {} END",
             literal(&Json::from(FILTERED).to_string())
@@ -385,11 +395,23 @@ fn function_sql(spec: &Spec, table_schema: &str, audit_schema: &str) -> Result<S
     let mut changed = String::new();
     for c in spec.logged_sorted() {
         let (old, new) = (format!("OLD.{}", q(c.name)), format!("NEW.{}", q(c.name)));
-        let (cmp_old, cmp_new) = if c.encoding == Encoding::Json {
+        let (cmp_old, cmp_new) = match c.encoding {
             // `json` has no equality; jsonb text tells 1 from 1.0 as the library's diff does.
-            (format!("{old}::jsonb::text"), format!("{new}::jsonb::text"))
-        } else {
-            (old.clone(), new.clone())
+            Encoding::Json => (format!("{old}::jsonb::text"), format!("{new}::jsonb::text")),
+            // Byte for byte, as the hooks compare strings: a column's collation may hold
+            // 'bob' and 'BOB' equal (a nondeterministic ICU collation), citext always does.
+            Encoding::Text => (
+                format!("{old}::text COLLATE \"C\""),
+                format!("{new}::text COLLATE \"C\""),
+            ),
+            // As logged, every digit: 1.5 and 1.50 are equal numbers but not equal entries
+            // (a zero of any scale is logged as "0", as sqlx reads it back).
+            // (In parentheses: PL/pgSQL ends an IF's condition at the first THEN outside them.)
+            Encoding::Decimal => (
+                format!("({})", json_expr(c.encoding, &old, &s)),
+                format!("({})", json_expr(c.encoding, &new, &s)),
+            ),
+            _ => (old.clone(), new.clone()),
         };
         let key = literal(&format!(",{}:", Json::from(c.name)));
         changed.push_str(&format!(
@@ -445,9 +467,8 @@ fn function_sql(spec: &Spec, table_schema: &str, audit_schema: &str) -> Result<S
         );
         (chain, link)
     };
-    Ok(format!(
-        r#"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $sea_orm_audit$
+    let body = format!(
+        r#"
 DECLARE
   v_o text := ''; v_n text := ''; v_oid text; v_act text; v_rekey boolean := false; v_ctx jsonb; v_actor text; v_tool text;
   v_data jsonb; v_changes text; v_prev text; v_at timestamptz := clock_timestamp(); v_digest text;
@@ -476,7 +497,7 @@ BEGIN
   v_rekey := false; v_act := 'create'; v_oid := {new_key}; v_prev := NULL; v_o := ''; v_n := '';
 {rekey_new}  END LOOP;
   RETURN NULL;
-END $sea_orm_audit$"#,
+END "#,
         new_key = key_expr(spec, "NEW", &s),
         old_key = key_expr(spec, "OLD", &s),
         // An object id the log cannot hold fails the write with its own error, as the hooks
@@ -495,7 +516,28 @@ END $sea_orm_audit$"#,
         rekey_new = append_all(spec, "v_n", "NEW", &s),
         setting = literal(CONTEXT_SETTING),
         columns = columns.join(", "),
+    );
+    // The body's literals are written for standard strings (a backslash is itself), which a
+    // session may have turned off: the setting is pinned for the function, whose body
+    // PL/pgSQL parses when it first runs in a session, under the function's settings.
+    let tag = dollar_tag(&body);
+    Ok(format!(
+        "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger\n\
+         LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp \
+         SET standard_conforming_strings = on AS {tag}{body}{tag}"
     ))
+}
+
+/// A dollar-quote tag that does not occur in `body` (a column or entity name may hold
+/// `$sea_orm_audit$`).
+fn dollar_tag(body: &str) -> String {
+    let mut tag = "$sea_orm_audit$".to_owned();
+    let mut n = 0;
+    while body.contains(&tag) {
+        n += 1;
+        tag = format!("$sea_orm_audit_{n}$");
+    }
+    tag
 }
 
 /// What the function's comment records: the definition it was generated from, and the

@@ -164,6 +164,12 @@ fn object_args(spec: &Spec, row: &str) -> String {
     for c in spec.logged_sorted() {
         let x = format!("{row}.{}", q(c.name));
         let value = match c.role {
+            // A JSON column's JSON null (stored as the text `null`) stays null, as the hooks
+            // keep it: nothing to hide.
+            Role::Masked if c.encoding == Encoding::Json => format!(
+                "CASE WHEN {x} IS NULL OR trim({x}) = 'null' THEN NULL ELSE {} END",
+                literal(FILTERED)
+            ),
             Role::Masked => format!(
                 "CASE WHEN {x} IS NULL THEN NULL ELSE {} END",
                 literal(FILTERED)
@@ -268,10 +274,12 @@ fn triggers_sql(spec: &Spec) -> Result<[String; 3], Error> {
     let mut unchanged_paths = Vec::new();
     for c in spec.logged_sorted() {
         let (old, new) = (format!("OLD.{}", q(c.name)), format!("NEW.{}", q(c.name)));
+        // Byte for byte, as the hooks compare: a column declared `COLLATE NOCASE` (or
+        // `RTRIM`) holds 'bob' and 'BOB' equal, and its change would go unlogged.
         let differs = if c.encoding == Encoding::Json {
             format!("json({old}) IS NOT json({new})")
         } else {
-            format!("{old} IS NOT {new}")
+            format!("{old} COLLATE BINARY IS NOT {new} COLLATE BINARY")
         };
         let path = literal(&format!("$.{}", Json::from(c.name)));
         unchanged_paths.push(format!(
@@ -280,7 +288,7 @@ fn triggers_sql(spec: &Spec) -> Result<[String; 3], Error> {
         changed.push(differs);
     }
     let (new_key, old_key) = (key_expr(spec, "NEW")?, key_expr(spec, "OLD")?);
-    let rekeyed = format!("({new_key}) IS NOT ({old_key})");
+    let rekeyed = format!("({new_key}) COLLATE BINARY IS NOT ({old_key}) COLLATE BINARY");
     // With no column logged (every one excluded), only a new key is logged, as the hooks log
     // no empty diff.
     let when = if spec.log_unchanged {
@@ -394,7 +402,11 @@ pub(super) async fn install<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<(
     .await?;
     let [insert, update, delete] = triggers;
     // The registry rides in the insert trigger's text, which SQLite keeps as written.
-    let insert = insert.replacen(" BEGIN\n", &format!(" BEGIN\n{REGISTRY}{registry} */\n"), 1);
+    let insert = insert.replacen(
+        " BEGIN\n",
+        &format!(" BEGIN\n{REGISTRY}{} */\n", super::comment_safe(&registry)),
+        1,
+    );
     // The old triggers dropped and the new ones created in one call, so on one connection:
     // SQLite keeps the schema per connection and checks it against the file only when a
     // statement runs, but a `CREATE TRIGGER` is refused while it is prepared, from that copy.
