@@ -255,8 +255,11 @@ pub enum Error {
         /// Why, and what to do instead.
         reason: &'static str,
     },
-    /// A name the database would truncate (PostgreSQL identifiers hold 63 bytes).
-    #[error("identifier {name} is longer than the database's {max_bytes} bytes")]
+    /// A name the database would truncate or refuse (PostgreSQL identifiers hold 63 bytes,
+    /// MySQL's 64 characters).
+    #[error(
+        "identifier {name} is longer than the database's {max_bytes} (bytes on PostgreSQL, characters on MySQL)"
+    )]
     IdentifierTooLong {
         /// The name.
         name: String,

@@ -416,15 +416,21 @@ fn fingerprint(sql: &str) -> String {
         .collect()
 }
 
-/// The registry written into a trigger's text as `marker<json> */` (`Null` if there is none).
-/// The registry's JSON text as it rides in a trigger's `/* .. */` comment: a `*/` in a name
-/// would end the comment early (`\/` is JSON's own escape of `/`, read back the same).
-fn comment_safe(registry: &Json) -> String {
-    registry.to_string().replace("*/", "*\\/")
+/// Marks the registry comment in an insert trigger's text (SQLite and MySQL keep it as
+/// written, in `sqlite_master` and `information_schema`).
+const REGISTRY: &str = "/* sea_orm_audit registry: ";
+
+/// `trigger` (a `CREATE TRIGGER .. BEGIN\n ..`) with `registry` in a comment after its
+/// `BEGIN`. A `*/` in a name would end the comment early: it is written `*\/`, JSON's own
+/// escape of `/`, which reads back the same.
+fn with_registry(trigger: &str, registry: &Json) -> String {
+    let json = registry.to_string().replace("*/", "*\\/");
+    trigger.replacen(" BEGIN\n", &format!(" BEGIN\n{REGISTRY}{json} */\n"), 1)
 }
 
-fn embedded_registry(text: &str, marker: &str) -> Json {
-    text.split_once(marker)
+/// The registry [`with_registry`] wrote into a trigger's text (`Null` if there is none).
+fn embedded_registry(text: &str) -> Json {
+    text.split_once(REGISTRY)
         .and_then(|(_, rest)| rest.split_once(" */"))
         .and_then(|(json, _)| serde_json::from_str(json).ok())
         .unwrap_or(Json::Null)

@@ -62,8 +62,6 @@ pub(super) fn installed_before(e: DbErr) -> DbErr {
     }
 }
 
-/// Marks the registry comment in the insert trigger's body (kept by `information_schema`).
-const REGISTRY: &str = "/* sea_orm_audit registry: ";
 /// What `seal` looks up.
 const HASH_INDEX: &str = "idx_audit_log_hash";
 
@@ -574,11 +572,7 @@ pub(super) async fn install<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<(
     }
     uninstall(db, spec.table).await?;
     let [insert, update, delete] = triggers;
-    let insert = insert.replacen(
-        " BEGIN\n",
-        &format!(" BEGIN\n{REGISTRY}{} */\n", super::comment_safe(&registry)),
-        1,
-    );
+    let insert = super::with_registry(&insert, &registry);
     for sql in [insert, update, delete] {
         run(db, &sql).await?;
     }
@@ -615,7 +609,7 @@ pub(super) async fn check<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<Vec
             None => return Ok(vec![Drift::NotInstalled]),
         }
     }
-    let recorded = super::embedded_registry(&texts[0], REGISTRY);
+    let recorded = super::embedded_registry(&texts[0]);
     let (stored, server) = as_stored(db, spec).await?;
     let expected = fingerprint(&triggers_sql(&stored, server)?);
     let rows = db

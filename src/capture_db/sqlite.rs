@@ -34,8 +34,6 @@ pub(super) const CARRY_TABLE: &str = "sea_orm_audit_carried";
 /// `carry_context`'s temporary trigger on `audit_log`, one per connection.
 #[cfg(feature = "sqlx-sqlite")]
 const CARRY_TRIGGER: &str = "sea_orm_audit_carry";
-/// Marks the registry comment in the insert trigger's text (kept by `sqlite_master`).
-const REGISTRY: &str = "/* sea_orm_audit registry: ";
 
 fn q(ident: &str) -> String {
     quote(DbBackend::Sqlite, ident)
@@ -402,11 +400,7 @@ pub(super) async fn install<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<(
     .await?;
     let [insert, update, delete] = triggers;
     // The registry rides in the insert trigger's text, which SQLite keeps as written.
-    let insert = insert.replacen(
-        " BEGIN\n",
-        &format!(" BEGIN\n{REGISTRY}{} */\n", super::comment_safe(&registry)),
-        1,
-    );
+    let insert = super::with_registry(&insert, &registry);
     // The old triggers dropped and the new ones created in one call, so on one connection:
     // SQLite keeps the schema per connection and checks it against the file only when a
     // statement runs, but a `CREATE TRIGGER` is refused while it is prepared, from that copy.
@@ -454,7 +448,7 @@ pub(super) async fn check<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<Vec
             None => return Ok(vec![Drift::NotInstalled]),
         }
     }
-    let recorded = super::embedded_registry(&texts[0], REGISTRY);
+    let recorded = super::embedded_registry(&texts[0]);
     let expected = fingerprint(&triggers_sql(spec)?);
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
