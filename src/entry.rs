@@ -136,7 +136,7 @@ pub struct LogEntry {
 /// The columns a [`LogEntry`] is made of: everything but the chain hashes, which readers of
 /// history do not need (two 64-character strings per row saved on every page).
 #[derive(Debug, sea_orm::FromQueryResult)]
-pub(crate) struct EntryRow {
+struct EntryRow {
     id: i64,
     entity_type: String,
     object_id: String,
@@ -164,20 +164,23 @@ pub(crate) const ENTRY_COLUMNS: [audit_log::Column; 11] = [
     audit_log::Column::Data,
 ];
 
-/// Reads entries: only the columns a [`LogEntry`] holds.
+/// Reads entries: only the columns a [`LogEntry`] holds. A row that cannot be read fails
+/// the read, naming it.
 pub(crate) async fn entries<C: ConnectionTrait>(
     db: &C,
     select: sea_orm::Select<audit_log::Entity>,
-) -> std::result::Result<Vec<EntryRow>, sea_orm::DbErr> {
+) -> std::result::Result<Vec<LogEntry>, sea_orm::DbErr> {
     let statement = select
         .select_only()
         .columns(ENTRY_COLUMNS)
         .build(db.get_database_backend());
     let rows = db.query_all_raw(statement).await?;
-    Ok(rows
-        .iter()
-        .map(audit_log::read_row)
-        .collect::<Result<Vec<_>>>()?)
+    Ok(rows.iter().map(read_entry).collect::<Result<Vec<_>>>()?)
+}
+
+/// One entry from a row holding [`ENTRY_COLUMNS`].
+pub(crate) fn read_entry(row: &sea_orm::QueryResult) -> Result<LogEntry> {
+    audit_log::read_row::<EntryRow>(row).and_then(LogEntry::try_from)
 }
 
 impl TryFrom<audit_log::Model> for LogEntry {

@@ -10,7 +10,7 @@ use crate::Action;
 use crate::audit_log;
 use crate::audit_log::Column as Col;
 use crate::auditable::Auditable;
-use crate::entry::{ENTRY_COLUMNS, EntryRow, LogEntry, Status, entries};
+use crate::entry::{ENTRY_COLUMNS, LogEntry, Status, entries, read_entry};
 use crate::error::Result;
 use crate::sql::{Placeholders, quote, time_value};
 
@@ -46,12 +46,7 @@ where
         .filter(audit_log::Column::EntityType.eq(entity_type))
         .filter(audit_log::Column::ObjectId.eq(object_id))
         .order_by_desc(audit_log::Column::Id);
-    let rows = entries(db, select).await?;
-    let entries = rows
-        .into_iter()
-        .map(LogEntry::try_from)
-        .collect::<Result<Vec<_>>>()?;
-    Ok(entries)
+    entries(db, select).await
 }
 
 /// Most entries one [`History::fetch`] returns; larger limits are clamped to it.
@@ -285,8 +280,7 @@ impl History {
         let more = results.len() > limit;
         let mut entries = Vec::with_capacity(results.len().min(limit));
         for result in results.iter().take(limit) {
-            let row: EntryRow = audit_log::read_row(result)?;
-            entries.push(LogEntry::try_from(row)?);
+            entries.push(read_entry(result)?);
         }
         let next = if more {
             entries.last().map(|e| e.id)

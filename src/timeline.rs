@@ -113,10 +113,7 @@ pub async fn deleted<M: Auditable, C: ConnectionTrait>(db: &C) -> Result<Vec<Del
             .filter(Col::EntityType.eq(entity_type))
             .filter(Col::Action.eq(Action::Delete.as_str())),
     )
-    .await?
-    .into_iter()
-    .map(LogEntry::try_from)
-    .collect::<Result<Vec<_>, _>>()?;
+    .await?;
     let mut out = Vec::new();
     for chunk in deletes.chunks(crate::sql::KEYS_PER_STATEMENT) {
         let ids: Vec<&str> = chunk.iter().map(|r| r.object_id.as_str()).collect();
@@ -136,13 +133,16 @@ pub async fn deleted<M: Auditable, C: ConnectionTrait>(db: &C) -> Result<Vec<Del
                 .iter()
                 .any(|(o, id)| *o == row.object_id && *id == row.id)
             {
-                let entry = row.clone();
                 out.push(Deleted {
-                    object_id: entry.object_id,
-                    entry_id: entry.id,
-                    deleted_at: entry.created_at,
-                    deleted_by: entry.actor,
-                    last_state: entry.changes.map(|c| c.old_value).unwrap_or_default(),
+                    object_id: row.object_id.clone(),
+                    entry_id: row.id,
+                    deleted_at: row.created_at,
+                    deleted_by: row.actor.clone(),
+                    last_state: row
+                        .changes
+                        .as_ref()
+                        .map(|c| c.old_value.clone())
+                        .unwrap_or_default(),
                 });
             }
         }
@@ -339,8 +339,7 @@ where
     .await?
     .into_iter()
     .next()
-    .ok_or(Error::NoSuchEntry { entry_id })
-    .and_then(LogEntry::try_from)?;
+    .ok_or(Error::NoSuchEntry { entry_id })?;
     if entry.entity_type != entity_type {
         return Err(Error::EntryNotAbout {
             entry_id,
