@@ -348,17 +348,7 @@ async fn an_entry_that_cannot_be_read_is_reported_and_the_rest_verified() {
         .unwrap();
     let post_id = p.id.to_string();
     let (huge, bad_time) = (nth_entry(&t, &p, 1).await, nth_entry(&t, &p, 3).await);
-    let cast = if backend == DbBackend::Postgres {
-        "::jsonb"
-    } else {
-        ""
-    };
-    t.db.execute_unprepared(&format!(
-        "UPDATE audit_log SET changes = '{{\"old_value\":{{\"views\":1e400}},\
-         \"new_value\":{{\"views\":1}}}}'{cast} WHERE id = {huge}"
-    ))
-    .await
-    .unwrap();
+    common::store_unreadable_changes(&t, huge).await;
     let mut unreadable = vec![huge];
     match backend {
         DbBackend::Sqlite => {

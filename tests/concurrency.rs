@@ -201,12 +201,20 @@ async fn concurrent_events_about_one_object_are_all_logged_and_verifiable() {
 /// InnoDB's deadlock, recognised by its error number on the driver's error: the kind a caller
 /// matches to retry, which the audit layer must pass through unchanged.
 fn is_deadlock(e: &DbErr) -> bool {
+    database_error(e).is_some_and(|db| db.code().as_deref() == Some("40001"))
+}
+
+/// The database's own error inside a `DbErr`, if it is one.
+fn database_error(e: &DbErr) -> Option<&dyn sea_orm::sqlx::error::DatabaseError> {
     use sea_orm::{RuntimeErr, sqlx};
     match e {
         DbErr::Exec(RuntimeErr::SqlxError(err)) | DbErr::Query(RuntimeErr::SqlxError(err)) => {
-            matches!(&**err, sqlx::Error::Database(db) if db.code().as_deref() == Some("40001"))
+            match &**err {
+                sqlx::Error::Database(db) => Some(&**db),
+                _ => None,
+            }
         }
-        _ => false,
+        _ => None,
     }
 }
 
@@ -214,7 +222,6 @@ fn is_deadlock(e: &DbErr) -> bool {
 /// as the database's error, with its code, not as text.
 #[tokio::test]
 async fn a_lock_timeout_in_the_before_image_keeps_its_kind() {
-    use sea_orm::{RuntimeErr, sqlx};
     let t = TestDb::new().await;
     let code = match t.backend() {
         DbBackend::Postgres => "55P03", // lock_not_available
@@ -237,29 +244,13 @@ async fn a_lock_timeout_in_the_before_image_keeps_its_kind() {
     let mut am = p.clone().into_active_model();
     am.title = Set("waited".into());
     let err = am.update(&waiter).await.unwrap_err();
-    let found = match &err {
-        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
-            match &**e {
-                sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
-                _ => None,
-            }
-        }
-        _ => None,
-    };
+    let found = database_error(&err).and_then(|db| db.code().map(|c| c.into_owned()));
     assert_eq!(found.as_deref(), Some(code), "{err:?}");
     if t.backend() == DbBackend::MySql {
         // HY000 is shared by many errors: the number says which.
-        let number = match &err {
-            DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
-                match &**e {
-                    sqlx::Error::Database(db) => db
-                        .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-                        .map(|m| m.number()),
-                    _ => None,
-                }
-            }
-            _ => None,
-        };
+        let number = database_error(&err)
+            .and_then(|db| db.try_downcast_ref::<sea_orm::sqlx::mysql::MySqlDatabaseError>())
+            .map(|m| m.number());
         assert_eq!(number, Some(1205), "{err:?}");
     }
     waiter.rollback().await.unwrap();

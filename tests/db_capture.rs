@@ -22,36 +22,7 @@ use sea_orm_audit::chain::ProblemKind;
 use sea_orm_audit::{AuditContext, audit_log, logs_for, verify};
 use serde_json::{Value as Json, json};
 
-/// A module with `post`'s shape (and a masked `secret`) on `$table`, under the given
-/// `#[audit(..)]` policy.
-macro_rules! post_shaped {
-    ($(#[$doc:meta])* mod $name:ident, $table:literal, #[$audit:meta]) => {
-        $(#[$doc])*
-        mod $name {
-            use sea_orm::entity::prelude::*;
-
-            #[derive(Clone, Debug, PartialEq, DeriveEntityModel, sea_orm_audit::Auditable)]
-            #[sea_orm(table_name = $table)]
-            #[$audit]
-            pub struct Model {
-                #[sea_orm(primary_key)]
-                pub id: i32,
-                #[sea_orm(unique)]
-                pub title: String,
-                pub body: String,
-                pub views: i32,
-                #[audit(mask)]
-                pub secret: Option<String>,
-                pub updated_at: Option<DateTimeUtc>,
-            }
-
-            #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-            pub enum Relation {}
-
-            sea_orm_audit::impl_audited_behavior!();
-        }
-    };
-}
+use common::entities::post_shaped;
 
 post_shaped!(
     /// `post`'s shape, captured by the database.

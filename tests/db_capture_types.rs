@@ -190,6 +190,22 @@ async fn entries(t: &TestDb, entity_type: &str) -> Vec<(String, String, Json)> {
         .collect()
 }
 
+/// Runs each statement in turn.
+async fn run_all<C: ConnectionTrait>(db: &C, statements: &[&str]) {
+    for sql in statements {
+        db.execute_unprepared(sql).await.unwrap();
+    }
+}
+
+/// The `changes` of every entry of one entity type, oldest first.
+async fn changes(t: &TestDb, entity_type: &str) -> Vec<Json> {
+    entries(t, entity_type)
+        .await
+        .into_iter()
+        .map(|e| e.2)
+        .collect()
+}
+
 /// Writes `states` through both twins (insert the first, update to each next, delete) and
 /// asserts that both logged the same entries, one per write.
 async fn write_both<HA, DA>(t: &TestDb, states: &[HA], hooked: &str, database: &str)
@@ -683,12 +699,14 @@ async fn fixed_width_text_is_logged_with_the_padding_it_reads_back_with() {
         .insert(db)
         .await
         .unwrap();
-    for sql in [
-        "UPDATE tw_db_code_pairs SET label = 'other' WHERE code = 'c'",
-        "DELETE FROM tw_db_code_pairs WHERE code = 'c'",
-    ] {
-        db.execute_unprepared(sql).await.unwrap();
-    }
+    run_all(
+        db,
+        &[
+            "UPDATE tw_db_code_pairs SET label = 'other' WHERE code = 'c'",
+            "DELETE FROM tw_db_code_pairs WHERE code = 'c'",
+        ],
+    )
+    .await;
     let id = if padded {
         r#"["c   ",7]"#
     } else {
@@ -1368,14 +1386,16 @@ async fn foreign_key_cascades_are_logged_where_the_database_fires_triggers() {
     .await
     .unwrap();
     capture_db::install::<db_rekey::Model, _>(db).await.unwrap();
-    for sql in [
-        "INSERT INTO tw_parent (id) VALUES (1), (2)",
-        "INSERT INTO tw_db_rekey (id, name) VALUES (1, 'a'), (2, 'b')",
-        "UPDATE tw_parent SET id = 3 WHERE id = 1",
-        "DELETE FROM tw_parent WHERE id = 2",
-    ] {
-        db.execute_unprepared(sql).await.unwrap();
-    }
+    run_all(
+        db,
+        &[
+            "INSERT INTO tw_parent (id) VALUES (1), (2)",
+            "INSERT INTO tw_db_rekey (id, name) VALUES (1, 'a'), (2, 'b')",
+            "UPDATE tw_parent SET id = 3 WHERE id = 1",
+            "DELETE FROM tw_parent WHERE id = 2",
+        ],
+    )
+    .await;
     let ids: Vec<i32> = db_rekey::Entity::find()
         .all(db)
         .await
@@ -1505,13 +1525,15 @@ mod db_all_excluded = "tw_db_all_excluded",
 async fn an_update_with_every_column_excluded_is_not_logged() {
     let t = TestDb::new().await;
     installed(&t, db_all_excluded::Entity).await;
-    for sql in [
-        "INSERT INTO tw_db_all_excluded (id, name) VALUES (1, 'a')",
-        "UPDATE tw_db_all_excluded SET name = 'b' WHERE id = 1",
-        "UPDATE tw_db_all_excluded SET id = 2 WHERE id = 1",
-    ] {
-        t.db.execute_unprepared(sql).await.unwrap();
-    }
+    run_all(
+        &t.db,
+        &[
+            "INSERT INTO tw_db_all_excluded (id, name) VALUES (1, 'a')",
+            "UPDATE tw_db_all_excluded SET name = 'b' WHERE id = 1",
+            "UPDATE tw_db_all_excluded SET id = 2 WHERE id = 1",
+        ],
+    )
+    .await;
     let logged: Vec<(String, String)> = entries(&t, "tw_db_all_excluded")
         .await
         .into_iter()
@@ -1538,14 +1560,13 @@ async fn an_object_id_that_is_not_utf8_is_sealed_read_with_replacement_character
     }
     installed(&t, db_doc::Entity).await;
     installed(&t, db_hostile::Entity).await;
-    for sql in [
+    run_all(&t.db, &[
         "INSERT INTO tw_db_hostile (id, name, doc) VALUES (1, 'a', '{}')",
         "INSERT INTO tw_db_docs (id, day, name) VALUES (CAST(X'66FF' AS TEXT), '2026-01-01', 'x')",
         "UPDATE tw_db_hostile SET name = 'b' WHERE id = 1",
         "UPDATE tw_db_docs SET name = 'y'",
-    ] {
-        t.db.execute_unprepared(sql).await.unwrap();
-    }
+    ])
+    .await;
     // Before the seal, readers fail on it (README: until `seal` stores it read); `verify`
     // reports every entry unsealed (before, it failed on the whole log).
     assert!(
@@ -1596,14 +1617,16 @@ async fn an_entry_the_seal_cannot_read_is_left_and_the_others_are_sealed() {
         return;
     }
     installed(&t, db_hostile::Entity).await;
-    for sql in [
-        "INSERT INTO tw_db_hostile (id, name, doc) VALUES (1, 'a', '{}')",
-        "INSERT INTO audit_log (entity_type, object_id, action, created_at, status, hash) \
+    run_all(
+        &t.db,
+        &[
+            "INSERT INTO tw_db_hostile (id, name, doc) VALUES (1, 'a', '{}')",
+            "INSERT INTO audit_log (entity_type, object_id, action, created_at, status, hash) \
          VALUES ('tw_db_hostile', '2', 'create', 'not a time', 'success', 'unsealed')",
-        "UPDATE tw_db_hostile SET name = 'b' WHERE id = 1",
-    ] {
-        t.db.execute_unprepared(sql).await.unwrap();
-    }
+            "UPDATE tw_db_hostile SET name = 'b' WHERE id = 1",
+        ],
+    )
+    .await;
     assert_eq!(capture_db::seal(&t.db).await.unwrap(), 2);
     let unsealed = |db: sea_orm::DatabaseConnection| async move {
         db.query_one_raw(sea_orm::Statement::from_string(
@@ -1813,20 +1836,20 @@ async fn changes_a_collation_holds_equal_are_logged() {
              code varchar(64) COLLATE utf8mb4_general_ci NOT NULL)",
         ],
     };
-    for sql in ddl {
-        t.db.execute_unprepared(sql).await.unwrap();
-    }
+    run_all(&t.db, ddl).await;
     capture_db::install::<db_collated::Model, _>(&t.db)
         .await
         .unwrap();
-    for sql in [
-        "INSERT INTO tw_db_collated (username, nick, code) VALUES ('alice', 'bob', 'x')",
-        "UPDATE tw_db_collated SET nick = 'BOB'",
-        "UPDATE tw_db_collated SET code = 'x  '",
-        "UPDATE tw_db_collated SET username = 'Alice'",
-    ] {
-        t.db.execute_unprepared(sql).await.unwrap();
-    }
+    run_all(
+        &t.db,
+        &[
+            "INSERT INTO tw_db_collated (username, nick, code) VALUES ('alice', 'bob', 'x')",
+            "UPDATE tw_db_collated SET nick = 'BOB'",
+            "UPDATE tw_db_collated SET code = 'x  '",
+            "UPDATE tw_db_collated SET username = 'Alice'",
+        ],
+    )
+    .await;
     let logged: Vec<(String, String, Json)> = entries(&t, "tw_db_collated").await;
     let shape: Vec<(&str, &str)> = logged
         .iter()
@@ -1882,19 +1905,17 @@ async fn a_change_of_scale_alone_is_logged_on_postgres() {
     capture_db::install::<db_scaled::Model, _>(&t.db)
         .await
         .unwrap();
-    for sql in [
-        "INSERT INTO tw_db_scaled VALUES (1, 1.5)",
-        "UPDATE tw_db_scaled SET amount = 1.50",
-        "UPDATE tw_db_scaled SET amount = 0",
-        "UPDATE tw_db_scaled SET amount = 0.00",
-    ] {
-        t.db.execute_unprepared(sql).await.unwrap();
-    }
-    let changes: Vec<Json> = entries(&t, "tw_db_scaled")
-        .await
-        .into_iter()
-        .map(|e| e.2)
-        .collect();
+    run_all(
+        &t.db,
+        &[
+            "INSERT INTO tw_db_scaled VALUES (1, 1.5)",
+            "UPDATE tw_db_scaled SET amount = 1.50",
+            "UPDATE tw_db_scaled SET amount = 0",
+            "UPDATE tw_db_scaled SET amount = 0.00",
+        ],
+    )
+    .await;
+    let changes = changes(&t, "tw_db_scaled").await;
     assert_eq!(
         changes,
         [
@@ -1925,13 +1946,12 @@ async fn truncate_of_a_partitioned_table_is_logged_on_postgres() {
     if t.backend() != DbBackend::Postgres {
         return t.finish().await;
     }
-    for sql in [
+    run_all(&t.db, &[
         "CREATE TABLE tw_db_parted (id int PRIMARY KEY, name text NOT NULL) PARTITION BY RANGE (id)",
         "CREATE TABLE tw_db_parted_1 PARTITION OF tw_db_parted FOR VALUES FROM (0) TO (100)",
         "CREATE TABLE tw_db_parted_2 PARTITION OF tw_db_parted FOR VALUES FROM (100) TO (200)",
-    ] {
-        t.db.execute_unprepared(sql).await.unwrap();
-    }
+    ])
+    .await;
     capture_db::install::<db_parted::Model, _>(&t.db)
         .await
         .unwrap();
@@ -1992,11 +2012,7 @@ async fn names_that_close_a_comment_or_a_quote_are_installed_and_logged() {
     let mut am: db_closing_names::ActiveModel = row.into();
     am.comment_end = Set(3);
     am.update(&t.db).await.unwrap();
-    let changes: Vec<Json> = entries(&t, "tw_db_closing")
-        .await
-        .into_iter()
-        .map(|e| e.2)
-        .collect();
+    let changes = changes(&t, "tw_db_closing").await;
     assert_eq!(
         changes,
         [
@@ -2109,17 +2125,15 @@ async fn a_json_change_of_case_is_logged_on_a_case_insensitive_column() {
     capture_db::install::<db_ci_json::Model, _>(&t.db)
         .await
         .unwrap();
-    for sql in [
-        r#"INSERT INTO tw_db_ci_json VALUES (1, '{"n":"bob"}')"#,
-        r#"UPDATE tw_db_ci_json SET doc = '{"n":"BOB"}'"#,
-    ] {
-        t.db.execute_unprepared(sql).await.unwrap();
-    }
-    let changes: Vec<Json> = entries(&t, "tw_db_ci_json")
-        .await
-        .into_iter()
-        .map(|e| e.2)
-        .collect();
+    run_all(
+        &t.db,
+        &[
+            r#"INSERT INTO tw_db_ci_json VALUES (1, '{"n":"bob"}')"#,
+            r#"UPDATE tw_db_ci_json SET doc = '{"n":"BOB"}'"#,
+        ],
+    )
+    .await;
+    let changes = changes(&t, "tw_db_ci_json").await;
     assert_eq!(
         changes.get(1),
         Some(

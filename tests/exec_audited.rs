@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::entities::{post, translation};
+use common::entities::{post, post_shaped, translation};
 use common::proxy::{FaultProxy, upstream_of};
 use common::{TestDb, all_logs};
 use sea_orm::ActiveValue::Set;
@@ -389,43 +389,14 @@ async fn conflicts_log_only_inserted_rows_and_upserts_are_refused() {
     t.finish().await;
 }
 
-/// `post`'s shape, captured by the database, under `$policy`.
-macro_rules! db_post_shaped {
-    ($(#[$doc:meta])* mod $name:ident, $table:literal, #[$policy:meta]) => {
-        $(#[$doc])*
-        mod $name {
-            use sea_orm::entity::prelude::*;
-
-            #[derive(Clone, Debug, PartialEq, DeriveEntityModel, sea_orm_audit::Auditable)]
-            #[sea_orm(table_name = $table)]
-            #[$policy]
-            pub struct Model {
-                #[sea_orm(primary_key)]
-                pub id: i32,
-                pub title: String,
-                pub body: String,
-                pub views: i32,
-                #[audit(mask)]
-                pub secret: Option<String>,
-                pub updated_at: Option<DateTimeUtc>,
-            }
-
-            #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-            pub enum Relation {}
-
-            sea_orm_audit::impl_audited_behavior!();
-        }
-    };
-}
-
-db_post_shaped!(
+post_shaped!(
     /// `post`'s shape, captured by the database.
     mod db_post,
     "exec_db_posts",
     #[audit(capture = "database", exclude(updated_at))]
 );
 
-db_post_shaped!(
+post_shaped!(
     /// The same, its seal deferred.
     mod db_deferred_post,
     "exec_db_deferred_posts",

@@ -31,6 +31,12 @@ async fn assert_refused<T: std::fmt::Debug>(
     assert_eq!(all_logs(&t.db).await.len(), logs_before);
 }
 
+/// The title of post `id` as stored.
+async fn stored_title(t: &TestDb, id: i32) -> String {
+    let stored = post::Entity::find_by_id(id).one(&t.db).await.unwrap();
+    stored.expect("the post is stored").title
+}
+
 #[tokio::test]
 async fn actor_over_the_limit_fails_before_the_write() {
     let t = TestDb::new().await;
@@ -61,12 +67,7 @@ async fn actor_over_the_limit_fails_before_the_write() {
         .scope(am.update(&t.db))
         .await;
     assert_refused(&t, update, "actor", 1, 1).await;
-    let stored = post::Entity::find_by_id(p.id)
-        .one(&t.db)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(stored.title, "fits");
+    assert_eq!(stored_title(&t, p.id).await, "fits");
     let delete = AuditContext::new()
         .tool(long.clone())
         .scope(p.clone().into_active_model().delete(&t.db))
@@ -90,12 +91,7 @@ async fn actor_over_the_limit_fails_before_the_write() {
     new_post("kept").insert(&txn).await.unwrap();
     txn.commit().await.unwrap();
     assert_eq!(post::Entity::find().count(&t.db).await.unwrap(), 2);
-    let stored = post::Entity::find_by_id(p.id)
-        .one(&t.db)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(stored.title, "fits");
+    assert_eq!(stored_title(&t, p.id).await, "fits");
     let logs = all_logs(&t.db).await;
     assert_eq!(logs.len(), 2, "{logs:#?}");
     assert_eq!(

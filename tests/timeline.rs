@@ -119,24 +119,12 @@ async fn deleted_objects_and_restore() {
 
 #[tokio::test]
 async fn a_delete_entry_that_cannot_be_read_is_named_and_nothing_is_written() {
-    use sea_orm::{ConnectionTrait, DbBackend};
     let t = TestDb::new().await;
     let p = new_post("gone").insert(&t.db).await.unwrap();
     let id = p.id.to_string();
     p.clone().delete(&t.db).await.unwrap();
     let delete = logs_for_id(&t.db, "posts", &id).await.unwrap()[0].id;
-    // A number beyond f64, which another program can store and serde_json cannot read.
-    let cast = if t.backend() == DbBackend::Postgres {
-        "::jsonb"
-    } else {
-        ""
-    };
-    t.db.execute_unprepared(&format!(
-        "UPDATE audit_log SET changes = '{{\"old_value\":{{\"views\":1e400}},\
-         \"new_value\":{{}}}}'{cast} WHERE id = {delete}"
-    ))
-    .await
-    .unwrap();
+    common::store_unreadable_changes(&t, delete).await;
     let named = format!("audit_log row {delete}: cannot be read");
     let error = deleted::<post::Model, _>(&t.db).await.unwrap_err();
     assert!(error.to_string().contains(&named), "{error}");

@@ -4,6 +4,41 @@ use sea_orm::DatabaseConnection;
 
 use super::create_table;
 
+/// A module with `post`'s shape (and a masked `secret`) on `$table`, under the given
+/// `#[audit(..)]` policy.
+#[allow(unused_macros)]
+macro_rules! post_shaped {
+    ($(#[$doc:meta])* mod $name:ident, $table:literal, #[$audit:meta]) => {
+        $(#[$doc])*
+        mod $name {
+            use sea_orm::entity::prelude::*;
+
+            #[derive(Clone, Debug, PartialEq, DeriveEntityModel, sea_orm_audit::Auditable)]
+            #[sea_orm(table_name = $table)]
+            #[$audit]
+            pub struct Model {
+                #[sea_orm(primary_key)]
+                pub id: i32,
+                #[sea_orm(unique)]
+                pub title: String,
+                pub body: String,
+                pub views: i32,
+                #[audit(mask)]
+                pub secret: Option<String>,
+                pub updated_at: Option<DateTimeUtc>,
+            }
+
+            #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+            pub enum Relation {}
+
+            sea_orm_audit::impl_audited_behavior!();
+        }
+    };
+}
+// Path-scoped, so that a test file can `use common::entities::post_shaped;`.
+#[allow(unused_imports)]
+pub(crate) use post_shaped;
+
 /// Integer key, user-owned hooks composing with the audit helpers, excluded and masked columns.
 pub mod post {
     use sea_orm::ActiveValue::Set;

@@ -297,6 +297,22 @@ pub async fn bump_views_on_update(db: &DatabaseConnection, table: &str) {
     }
 }
 
+/// Stores in entry `id`'s `changes` a JSON number beyond what an `f64` holds, which another
+/// program can write and serde_json cannot read: an entry the readers cannot read.
+pub async fn store_unreadable_changes(t: &TestDb, id: i64) {
+    let cast = if t.backend() == DbBackend::Postgres {
+        "::jsonb"
+    } else {
+        ""
+    };
+    t.db.execute_unprepared(&format!(
+        "UPDATE audit_log SET changes = '{{\"old_value\":{{\"views\":1e400}},\
+         \"new_value\":{{\"views\":1}}}}'{cast} WHERE id = {id}"
+    ))
+    .await
+    .expect("store an unreadable entry");
+}
+
 /// Every audit_log row, oldest first.
 pub async fn all_logs(db: &DatabaseConnection) -> Vec<sea_orm_audit::audit_log::Model> {
     use sea_orm::QueryOrder;
