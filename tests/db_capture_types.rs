@@ -2143,3 +2143,81 @@ async fn a_json_change_of_case_is_logged_on_a_case_insensitive_column() {
     );
     t.finish().await;
 }
+
+db_entity!(
+/// JSON written in different forms by another program (raw SQL).
+mod db_json_forms = "tw_db_json_forms",
+#[audit(capture = "database")],
+{
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: i32,
+    pub doc: Json,
+    pub maybe: Option<Json>,
+});
+
+/// The triggers compare JSON as the hooks do, as the values serde_json reads: a new text of
+/// the same value (key order, white space, `1.0` for `1.00`) and SQL NULL for JSON `null` log
+/// nothing; an integer becoming a float (`1` to `1.0`) is a change, as for serde_json. Before,
+/// SQLite and MariaDB logged each text change as an entry with equal sides, PostgreSQL the
+/// `1.00`, and every backend `null` to `null`.
+#[tokio::test]
+async fn json_written_in_another_form_is_logged_only_when_its_value_changes() {
+    let t = TestDb::new().await;
+    installed(&t, db_json_forms::Entity).await;
+    let doc = |text: &str| format!("UPDATE tw_db_json_forms SET doc = '{text}' WHERE id = 1");
+    let unchanged = [
+        doc(r#"{"b":[1.00,"x"],"a":1}"#),
+        "UPDATE tw_db_json_forms SET maybe = 'null' WHERE id = 1".to_owned(),
+        "UPDATE tw_db_json_forms SET maybe = NULL WHERE id = 1".to_owned(),
+    ];
+    let statements = [
+        vec![
+            r#"INSERT INTO tw_db_json_forms VALUES (1, '{"a": 1, "b": [1.0, "x"]}', NULL)"#
+                .to_owned(),
+        ],
+        unchanged.to_vec(),
+        vec![doc(r#"{"a":1.0,"b":[1.0,"x"]}"#)],
+        vec![doc(r#"{"a":1.0,"b":[1.0,"X"]}"#)],
+        // Digits inside strings are not numbers.
+        vec![doc(r#"{"a":1.0,"b":[1.0,"X"],"s":"n 1, 2.5 [3]"}"#)],
+        vec![doc(
+            r#"{ "s" : "n 1, 2.5 [3]", "b" : [1e0, "X"], "a" : 1.00 }"#,
+        )],
+        vec![doc(r#"{"s":"n 1, 2.5 [3]","b":[1,"X"],"a":1.0}"#)],
+    ]
+    .concat();
+    let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+    run_all(&t.db, &statements).await;
+    let updates: Vec<Json> = entries(&t, "tw_db_json_forms")
+        .await
+        .into_iter()
+        .filter(|e| e.1 == "update")
+        .map(|e| e.2)
+        .collect();
+    let change = |old: Json, new: Json| serde_json::json!({"old_value": {"doc": old}, "new_value": {"doc": new}});
+    use serde_json::json;
+    assert_eq!(
+        updates,
+        [
+            change(
+                json!({"a": 1, "b": [1.0, "x"]}),
+                json!({"a": 1.0, "b": [1.0, "x"]})
+            ),
+            change(
+                json!({"a": 1.0, "b": [1.0, "x"]}),
+                json!({"a": 1.0, "b": [1.0, "X"]})
+            ),
+            change(
+                json!({"a": 1.0, "b": [1.0, "X"]}),
+                json!({"a": 1.0, "b": [1.0, "X"], "s": "n 1, 2.5 [3]"})
+            ),
+            change(
+                json!({"a": 1.0, "b": [1.0, "X"], "s": "n 1, 2.5 [3]"}),
+                json!({"a": 1.0, "b": [1, "X"], "s": "n 1, 2.5 [3]"})
+            ),
+        ],
+        "{updates:#?}"
+    );
+    assert_verified(&t.db).await;
+    t.finish().await;
+}

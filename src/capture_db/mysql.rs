@@ -254,12 +254,41 @@ fn key_expr(spec: &Spec, row: &str) -> Result<String, Error> {
 }
 
 /// Whether a logged column differs between `OLD` and `NEW`.
-fn differs(enc: Encoding, old: &str, new: &str) -> String {
-    match enc {
-        Encoding::Text => format!("NOT (BINARY {new} <=> BINARY {old})"),
-        // BINARY: a JSON field on a `longtext` column of a `_ci` collation would compare
-        // {"n":"bob"} and {"n":"BOB"} equal.
-        Encoding::Json => {
+fn differs(enc: Encoding, server: Server, old: &str, new: &str) -> String {
+    match (enc, server) {
+        (Encoding::Text, _) => format!("NOT (BINARY {new} <=> BINARY {old})"),
+        // MariaDB keeps JSON as the text written. As serde_json's values compare, which the
+        // hooks diff: equal bytes are equal (BINARY: a `_ci` collation would hold
+        // {"n":"bob"} and {"n":"BOB"} equal); otherwise JSON_EQUALS, which ignores key order,
+        // white space and a number's form, SQL NULL as JSON null; values it holds equal are
+        // compared again with every integer made a string ("i1"), since serde_json tells an
+        // integer from a float (1 and 1.0) and JSON_EQUALS does not. Escapes (\u0041 for A)
+        // and repeated keys still count as changes. NULL from JSON_EQUALS (nesting deeper
+        // than it reads) counts as a change.
+        (Encoding::Json, Server::MariaDb) => {
+            let json = |x: &str| format!("COALESCE({x}, 'null')");
+            // Strings are skipped whole; an integer is digits not part of a float's.
+            let integers = |x: &str| {
+                format!(
+                    "REGEXP_REPLACE({}, {}, {})",
+                    json(x),
+                    mysql_literal(
+                        r#""(?:[^"\\]|\\.)*"(*SKIP)(*FAIL)|(?<![0-9.eE+-])(-?[0-9]+)(?![0-9.eE])"#
+                    ),
+                    mysql_literal(r#""i\1""#)
+                )
+            };
+            format!(
+                "NOT COALESCE(CASE WHEN BINARY {new} <=> BINARY {old} THEN TRUE \
+                 WHEN JSON_EQUALS({}, {}) THEN JSON_EQUALS({}, {}) END, FALSE)",
+                json(new),
+                json(old),
+                integers(new),
+                integers(old)
+            )
+        }
+        // MySQL stores JSON normalized (keys sorted, numbers parsed): its text compares.
+        (Encoding::Json, Server::MySql) => {
             format!("NOT (BINARY JSON_EXTRACT({new}, '$') <=> BINARY JSON_EXTRACT({old}, '$'))")
         }
         _ => format!("NOT ({new} <=> {old})"),
@@ -368,12 +397,23 @@ fn triggers_sql(spec: &Spec, server: Server) -> Result<[String; 3], Error> {
     );
     let mut changed = Vec::new();
     let mut unchanged_paths = Vec::new();
-    for c in spec.logged_sorted() {
+    // A JSON column's comparison (JSON_EQUALS reads both documents) is made once, into a
+    // variable of its own, rather than once in the condition and once per side's removals.
+    let mut compared_once = Vec::new();
+    for (i, c) in spec.logged_sorted().into_iter().enumerate() {
         let d = differs(
             c.encoding,
+            server,
             &format!("OLD.{}", q(c.name)),
             &format!("NEW.{}", q(c.name)),
         );
+        let d = if c.encoding == Encoding::Json {
+            let v = var(&format!("differs_{i}"));
+            compared_once.push((v.clone(), d));
+            v
+        } else {
+            d
+        };
         let path = mysql_literal(&format!("$.{}", Json::from(c.name)));
         unchanged_paths.push(format!("IF({d}, '$.\"sea_orm_audit: none\"', {path})"));
         changed.push(d);
@@ -404,6 +444,19 @@ fn triggers_sql(spec: &Spec, server: Server) -> Result<[String; 3], Error> {
         "DO 0;".to_owned()
     } else {
         format!("IF {} THEN\n{body}\nEND IF;", changed.join(" OR "))
+    };
+    let body = if compared_once.is_empty() {
+        body
+    } else {
+        let (declare, set): (Vec<String>, Vec<String>) = compared_once
+            .iter()
+            .map(|(v, d)| (format!("DECLARE {v} BOOLEAN;"), format!("SET {v} = {d};")))
+            .unzip();
+        format!(
+            "BEGIN\n{}\n{}\n{body}\nEND;",
+            declare.join("\n"),
+            set.join("\n")
+        )
     };
     // A new key is a new object: the old one's delete, then the new one's create (each
     // object's chain stays its own), as on every backend.

@@ -395,9 +395,33 @@ fn function_sql(spec: &Spec, table_schema: &str, audit_schema: &str) -> Result<S
     let mut changed = String::new();
     for c in spec.logged_sorted() {
         let (old, new) = (format!("OLD.{}", q(c.name)), format!("NEW.{}", q(c.name)));
+        let key = literal(&format!(",{}:", Json::from(c.name)));
+        let append =
+            |o: &str, n: &str| format!("v_o := v_o || {key} || {o}; v_n := v_n || {key} || {n};");
+        let distinct = |old: &str, new: &str| format!("{new} IS DISTINCT FROM {old}");
         let (cmp_old, cmp_new) = match c.encoding {
-            // `json` has no equality; jsonb text tells 1 from 1.0 as the library's diff does.
-            Encoding::Json => (format!("{old}::jsonb::text"), format!("{new}::jsonb::text")),
+            // As serde_json's values compare, which the hooks diff: jsonb already ignores key
+            // order and white space; its text still tells 1.0 from 1.00 (one f64 for serde),
+            // so a changed text is compared again as logged, computed once into v_jo/v_jn
+            // (the canonical text is the costly part). SQL NULL is JSON null.
+            Encoding::Json => {
+                let text = |x: &str| format!("coalesce({x}::jsonb::text, 'null')");
+                let canonical =
+                    |x: &str| format!("coalesce({}, 'null')", json_expr(c.encoding, x, &s));
+                let logged = if c.role == Role::Masked {
+                    append(&logged_expr(c, &old, &s), &logged_expr(c, &new, &s))
+                } else {
+                    append("v_jo", "v_jn")
+                };
+                changed.push_str(&format!(
+                    "    IF {} IS DISTINCT FROM {} THEN\n      v_jo := {}; v_jn := {};\n      IF v_jn IS DISTINCT FROM v_jo THEN {logged} END IF;\n    END IF;\n",
+                    text(&new),
+                    text(&old),
+                    canonical(&old),
+                    canonical(&new),
+                ));
+                continue;
+            }
             // Byte for byte, as the hooks compare strings: a column's collation may hold
             // 'bob' and 'BOB' equal (a nondeterministic ICU collation), citext always does.
             Encoding::Text => (
@@ -413,11 +437,10 @@ fn function_sql(spec: &Spec, table_schema: &str, audit_schema: &str) -> Result<S
             ),
             _ => (old.clone(), new.clone()),
         };
-        let key = literal(&format!(",{}:", Json::from(c.name)));
         changed.push_str(&format!(
-            "    IF {cmp_new} IS DISTINCT FROM {cmp_old} THEN\n      v_o := v_o || {key} || {};\n      v_n := v_n || {key} || {};\n    END IF;\n",
-            logged_expr(c, &old, &s),
-            logged_expr(c, &new, &s),
+            "    IF {} THEN\n      {}\n    END IF;\n",
+            distinct(&cmp_old, &cmp_new),
+            append(&logged_expr(c, &old, &s), &logged_expr(c, &new, &s)),
         ));
     }
     let skip_unchanged = if spec.log_unchanged {
@@ -472,6 +495,7 @@ fn function_sql(spec: &Spec, table_schema: &str, audit_schema: &str) -> Result<S
 DECLARE
   v_o text := ''; v_n text := ''; v_oid text; v_act text; v_rekey boolean := false; v_ctx jsonb; v_actor text; v_tool text;
   v_data jsonb; v_changes text; v_prev text; v_at timestamptz := clock_timestamp(); v_digest text;
+  v_jo text; v_jn text;
 BEGIN
   IF TG_OP = 'INSERT' THEN
     v_act := 'create'; v_oid := {new_key};

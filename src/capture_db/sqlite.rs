@@ -56,6 +56,31 @@ fn refusal(enc: Encoding) -> Option<&'static str> {
     }
 }
 
+/// Whether JSON column values `old` and `new` differ as the hooks compare them: as the values
+/// serde_json reads (key order, white space, escapes and `1.0`/`1.00` do not count; `1` and
+/// `1.0` do, an integer and a float), SQL NULL the same as JSON `null`. Equal bytes are equal
+/// in any collation; otherwise both sides' `json_tree` rows (path, type, value) are compared
+/// as sets, in a `CASE` so that only a changed text is walked. A value with more brackets
+/// than the depth limit is logged as its text (see [`value_expr`]): any change of its text
+/// counts, though the seal may then give both sides the same marker.
+fn json_differs(old: &str, new: &str) -> String {
+    let deep = |x: &str| {
+        format!("length({x}) - length(replace(replace({x}, '[', ''), '{{', '')) > {MAX_JSON_DEPTH}")
+    };
+    let tree =
+        |x: &str| format!("SELECT fullkey, type, atom FROM json_tree(coalesce({x}, 'null'))");
+    format!(
+        "(CASE WHEN {old} COLLATE BINARY IS {new} COLLATE BINARY THEN 0 WHEN {} OR {} THEN 1 \
+         ELSE EXISTS ({} EXCEPT {}) OR EXISTS ({} EXCEPT {}) END)",
+        deep(old),
+        deep(new),
+        tree(old),
+        tree(new),
+        tree(new),
+        tree(old)
+    )
+}
+
 /// `x`'s bytes in base64 (standard alphabet, padded). SQLite has no base64 function and a
 /// trigger admits no CTE: the hex digits, padded to whole 3-byte groups, are read 3 at a
 /// time (12 bits, two base64 digits) over the rows of `json_each` of an array of that many
@@ -275,7 +300,7 @@ fn triggers_sql(spec: &Spec) -> Result<[String; 3], Error> {
         // Byte for byte, as the hooks compare: a column declared `COLLATE NOCASE` (or
         // `RTRIM`) holds 'bob' and 'BOB' equal, and its change would go unlogged.
         let differs = if c.encoding == Encoding::Json {
-            format!("json({old}) IS NOT json({new})")
+            json_differs(&old, &new)
         } else {
             format!("{old} COLLATE BINARY IS NOT {new} COLLATE BINARY")
         };
