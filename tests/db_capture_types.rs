@@ -579,6 +579,29 @@ async fn uuid_keys_give_the_object_ids_the_hooks_give() {
         pair_ids[0],
         r#"["ffffffff-ffff-ffff-ffff-ffffffffffff","2000-02-29","é \"q\" \\"]"#
     );
+    // Control characters MariaDB escapes in upper case (`\u001F`) get serde_json's
+    // `\u001f`, and the text `\u001F` itself (an escaped backslash) stays as it is. Before,
+    // MariaDB's object id differed from the hooks' for such a key.
+    let states: Vec<hooked_pair::ActiveModel> = (0..3)
+        .map(|n| hooked_pair::ActiveModel {
+            uid: Set(uuid::Uuid::nil()),
+            day: Set(ymd(2000, 3, 1)),
+            label: Set("\u{b}\u{e}\u{f}\u{1a}\u{1f} \\u001F \\\u{1f}".into()),
+            n: Set(n),
+        })
+        .collect();
+    write_both::<hooked_pair::ActiveModel, db_pair::ActiveModel>(
+        &t,
+        &states,
+        "tw_pairs",
+        "tw_db_pairs",
+    )
+    .await;
+    let last = entries(&t, "tw_db_pairs").await.pop().unwrap();
+    assert_eq!(
+        last.0,
+        r#"["00000000-0000-0000-0000-000000000000","2000-03-01","\u000b\u000e\u000f\u001a\u001f \\u001F \\\u001f"]"#
+    );
     let ids: Vec<String> = entries(&t, "tw_db_docs")
         .await
         .into_iter()
@@ -2219,5 +2242,99 @@ async fn json_written_in_another_form_is_logged_only_when_its_value_changes() {
         "{updates:#?}"
     );
     assert_verified(&t.db).await;
+    t.finish().await;
+}
+
+/// Numbers a database reads otherwise than serde_json: an integer becoming an integral float
+/// from 1e16 up (PostgreSQL's canonical text writes both as the integer), integers beyond
+/// `i64` (SQLite reads them as doubles), a number nearer 0 than any `f64` (PostgreSQL's cast
+/// to float8 failed the write; serde_json reads 0.0). Each change is logged, no write fails.
+#[tokio::test]
+async fn json_numbers_a_database_reads_otherwise_are_logged() {
+    let t = TestDb::new().await;
+    installed(&t, db_json_forms::Entity).await;
+    let doc = |n: &str| format!(r#"UPDATE tw_db_json_forms SET doc = '{{"n": {n}}}' WHERE id = 1"#);
+    let statements = [
+        r#"INSERT INTO tw_db_json_forms VALUES (1, '{"n": 10000000000000000}', NULL)"#.to_owned(),
+        doc("10000000000000000.0"),
+        doc("9223372036854775808"),
+        doc("9223372036854775809"),
+        doc("1e-400"),
+    ];
+    let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+    run_all(&t.db, &statements).await;
+    let updates: Vec<Json> = entries(&t, "tw_db_json_forms")
+        .await
+        .into_iter()
+        .filter(|e| e.1 == "update")
+        .map(|e| e.2)
+        .collect();
+    assert_eq!(updates.len(), 4, "{updates:#?}");
+    assert_eq!(
+        updates[2]["new_value"]["doc"]["n"],
+        serde_json::json!(9223372036854775809u64)
+    );
+    assert_eq!(updates[3]["new_value"]["doc"]["n"], serde_json::json!(0.0));
+    assert_verified(&t.db).await;
+    t.finish().await;
+}
+
+db_entity!(
+/// MariaDB: a composite key and a JSON field on text columns of a collation other than the
+/// server's default for utf8mb4.
+mod db_uca_json = "tw_db_uca_json",
+#[audit(capture = "database")],
+{
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: i32,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub label: String,
+    pub doc: Json,
+});
+
+/// MariaDB: the trigger's regular expressions run in `utf8mb4_bin`, so tables whose text
+/// columns have another collation (`utf8mb4_unicode_ci`) can be written (before, every update
+/// of such a table failed with "Illegal mix of collations"); JSON nested deeper than MariaDB's
+/// JSON functions read (32 levels, possible in a `longtext`) and JSON longer than the
+/// comparison's bound are compared as text, never failing the write.
+#[tokio::test]
+async fn mariadb_json_it_cannot_compare_as_a_value_is_compared_as_text() {
+    let t = TestDb::new().await;
+    if t.backend() != DbBackend::MySql {
+        return t.finish().await;
+    }
+    t.db.execute_unprepared(
+        "CREATE TABLE tw_db_uca_json (id int, label varchar(64) COLLATE utf8mb4_unicode_ci, \
+         doc longtext COLLATE utf8mb4_unicode_ci NOT NULL, PRIMARY KEY (id, label))",
+    )
+    .await
+    .unwrap();
+    capture_db::install::<db_uca_json::Model, _>(&t.db)
+        .await
+        .unwrap();
+    let deep = |pad: &str| format!("{}1{}", format!("[{pad}").repeat(40), "]".repeat(40));
+    let long = |pad: &str| {
+        let items: Vec<String> = (0..3000).map(|i| i.to_string()).collect();
+        format!("[{}]", items.join(&format!(",{pad}")))
+    };
+    let doc = |text: &str| format!("UPDATE tw_db_uca_json SET doc = '{text}'");
+    let statements = [
+        r#"INSERT INTO tw_db_uca_json VALUES (1, CONCAT('k', CHAR(31)), '{"a":1}')"#.to_owned(),
+        doc(r#"{ "a" : 1 }"#),
+        doc(&deep("")),
+        doc(&deep(" ")),
+        doc(&long("")),
+        doc(&long(" ")),
+    ];
+    let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+    run_all(&t.db, &statements).await;
+    let logged = entries(&t, "tw_db_uca_json").await;
+    let actions: Vec<&str> = logged.iter().map(|e| e.1.as_str()).collect();
+    // The first update changes only white space; the others change the text of values the
+    // trigger compares as text.
+    assert_eq!(actions, ["create", "update", "update", "update", "update"]);
+    for entry in &logged {
+        assert_eq!(entry.0, r#"[1,"k\u001f"]"#);
+    }
     t.finish().await;
 }

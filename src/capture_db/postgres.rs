@@ -153,6 +153,9 @@ BEGIN
     IF t ~ '^-?[0-9]+$' AND t::numeric BETWEEN -9223372036854775808 AND 18446744073709551615 THEN
       RETURN t;
     END IF;
+    -- Nearer 0 than half the least f64 (psql can write 1e-400): serde_json reads 0.0, and
+    -- the cast to float8 below would fail the write ("out of range").
+    IF abs(t::numeric) <= 2.4703282292062328e-324 THEN RETURN '0.0'; END IF;
     -- Beyond what an f64 holds (psql can write 1e400; serde_json cannot read it): the string
     -- of its text, as the seal reads such a number on the other backends.
     IF abs(t::numeric) > 1.7976931348623157e308 THEN
@@ -403,22 +406,37 @@ fn function_sql(spec: &Spec, table_schema: &str, audit_schema: &str) -> Result<S
             // As serde_json's values compare, which the hooks diff: jsonb already ignores key
             // order and white space; its text still tells 1.0 from 1.00 (one f64 for serde),
             // so a changed text is compared again as logged, computed once into v_jo/v_jn
-            // (the canonical text is the costly part). SQL NULL is JSON null.
+            // (the canonical text is the costly part). SQL NULL is JSON null. Equal canonical
+            // texts may still differ in a number's kind: an integer and an integral float from
+            // 1e16 up are both written as integers (`sea_orm_audit_f64`), serde_json tells a
+            // u64 from an f64, so then the kinds of the numbers are compared, in jsonb's order.
+            // A masked column keeps the cheaper jsonb text (it logs the mask either way).
+            Encoding::Json if c.role == Role::Masked => (
+                format!("coalesce({old}::jsonb::text, 'null')"),
+                format!("coalesce({new}::jsonb::text, 'null')"),
+            ),
             Encoding::Json => {
                 let text = |x: &str| format!("coalesce({x}::jsonb::text, 'null')");
                 let canonical =
                     |x: &str| format!("coalesce({}, 'null')", json_expr(c.encoding, x, &s));
-                let logged = if c.role == Role::Masked {
-                    append(&logged_expr(c, &old, &s), &logged_expr(c, &new, &s))
-                } else {
-                    append("v_jo", "v_jn")
+                let kinds = |x: &str| {
+                    format!(
+                        "(SELECT string_agg(CASE WHEN n::text LIKE '%.%' THEN 'f' ELSE 'i' END, '') \
+                         FROM jsonb_path_query(({x})::jsonb, 'strict $.**') AS n \
+                         WHERE jsonb_typeof(n) = 'number')"
+                    )
                 };
                 changed.push_str(&format!(
-                    "    IF {} IS DISTINCT FROM {} THEN\n      v_jo := {}; v_jn := {};\n      IF v_jn IS DISTINCT FROM v_jo THEN {logged} END IF;\n    END IF;\n",
+                    "    IF {} IS DISTINCT FROM {} THEN\n      v_jo := {}; v_jn := {};\n      \
+                     IF (CASE WHEN v_jn IS DISTINCT FROM v_jo THEN true \
+                     ELSE {} IS DISTINCT FROM {} END) THEN {} END IF;\n    END IF;\n",
                     text(&new),
                     text(&old),
                     canonical(&old),
                     canonical(&new),
+                    kinds(&new),
+                    kinds(&old),
+                    append("v_jo", "v_jn")
                 ));
                 continue;
             }

@@ -57,27 +57,49 @@ fn refusal(enc: Encoding) -> Option<&'static str> {
 }
 
 /// Whether JSON column values `old` and `new` differ as the hooks compare them: as the values
-/// serde_json reads (key order, white space, escapes and `1.0`/`1.00` do not count; `1` and
-/// `1.0` do, an integer and a float), SQL NULL the same as JSON `null`. Equal bytes are equal
-/// in any collation; otherwise both sides' `json_tree` rows (path, type, value) are compared
-/// as sets, in a `CASE` so that only a changed text is walked. A value with more brackets
-/// than the depth limit is logged as its text (see [`value_expr`]): any change of its text
-/// counts, though the seal may then give both sides the same marker.
+/// serde_json reads (key order, white space, escapes in strings and `1.0`/`1.00` do not count;
+/// `1` and `1.0` do, an integer and a float), SQL NULL the same as JSON `null`. Equal bytes are
+/// equal in any collation; otherwise both sides' `json_tree` rows (path, type, value) are
+/// compared as sets, in a `CASE` so that only a changed text is walked.
+///
+/// Where SQLite's reading of a number may not be serde_json's, two texts whose rows are equal
+/// count as a change (an entry more, never one less): with an integer of 19 digits or more
+/// (beyond `i64` SQLite reads a double, serde_json a `u64` up to 2^64), `-0` (an integer 0 for
+/// SQLite, the float -0.0 for serde_json), an exponent of three digits or more, or 19 digits
+/// or more anywhere in a number (SQLite's and serde_json's parsing may then differ in the last
+/// bit). Those texts are searched only then, after the walk. A value with more brackets than
+/// the depth limit is compared as text without a walk: it is logged as its text (see
+/// [`value_expr`]; the seal may then give both sides the same marker). Not seen: a key
+/// repeated in one object (serde_json keeps the last value, the sets hold both); escapes in
+/// keys count.
 fn json_differs(old: &str, new: &str) -> String {
     let deep = |x: &str| {
         format!("length({x}) - length(replace(replace({x}, '[', ''), '{{', '')) > {MAX_JSON_DEPTH}")
+    };
+    let digits = "[0-9]".repeat(19);
+    let numbers_read_otherwise = |x: &str| {
+        [
+            format!("{x} GLOB '*{digits}*'"),
+            format!("{x} GLOB '*-0[^0-9.eE]*'"),
+            format!("{x} GLOB '*-0'"),
+            format!("{x} GLOB '*[eE][0-9][0-9][0-9]*'"),
+            format!("{x} GLOB '*[eE][-+][0-9][0-9][0-9]*'"),
+        ]
+        .join(" OR ")
     };
     let tree =
         |x: &str| format!("SELECT fullkey, type, atom FROM json_tree(coalesce({x}, 'null'))");
     format!(
         "(CASE WHEN {old} COLLATE BINARY IS {new} COLLATE BINARY THEN 0 WHEN {} OR {} THEN 1 \
-         ELSE EXISTS ({} EXCEPT {}) OR EXISTS ({} EXCEPT {}) END)",
+         WHEN EXISTS ({} EXCEPT {}) OR EXISTS ({} EXCEPT {}) THEN 1 ELSE {} OR {} END)",
         deep(old),
         deep(new),
         tree(old),
         tree(new),
         tree(new),
-        tree(old)
+        tree(old),
+        numbers_read_otherwise(old),
+        numbers_read_otherwise(new)
     )
 }
 
