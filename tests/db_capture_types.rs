@@ -2248,7 +2248,9 @@ async fn json_written_in_another_form_is_logged_only_when_its_value_changes() {
 /// Numbers a database reads otherwise than serde_json: an integer becoming an integral float
 /// from 1e16 up (PostgreSQL's canonical text writes both as the integer), integers beyond
 /// `i64` (SQLite reads them as doubles), a number nearer 0 than any `f64` (PostgreSQL's cast
-/// to float8 failed the write; serde_json reads 0.0). Each change is logged, no write fails.
+/// to float8 failed the write; serde_json reads 0.0), one just above half the least `f64`
+/// (PostgreSQL's rounded bound logged 0.0), adjacent tiny `f64`s SQLite's parser reads as one.
+/// Each change is logged, no write fails.
 #[tokio::test]
 async fn json_numbers_a_database_reads_otherwise_are_logged() {
     let t = TestDb::new().await;
@@ -2260,6 +2262,11 @@ async fn json_numbers_a_database_reads_otherwise_are_logged() {
         doc("9223372036854775808"),
         doc("9223372036854775809"),
         doc("1e-400"),
+        // Just above half the least f64: serde_json reads 5e-324.
+        doc("2.4703282292062328e-324"),
+        // Adjacent f64s that SQLite's parser reads as one.
+        doc("4.06553337384986e-98"),
+        doc("4.0655333738498595e-98"),
     ];
     let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
     run_all(&t.db, &statements).await;
@@ -2269,12 +2276,20 @@ async fn json_numbers_a_database_reads_otherwise_are_logged() {
         .filter(|e| e.1 == "update")
         .map(|e| e.2)
         .collect();
-    assert_eq!(updates.len(), 4, "{updates:#?}");
+    assert_eq!(updates.len(), 7, "{updates:#?}");
     assert_eq!(
         updates[2]["new_value"]["doc"]["n"],
         serde_json::json!(9223372036854775809u64)
     );
     assert_eq!(updates[3]["new_value"]["doc"]["n"], serde_json::json!(0.0));
+    assert_eq!(
+        updates[4]["new_value"]["doc"]["n"],
+        serde_json::json!(5e-324)
+    );
+    assert_eq!(
+        updates[6]["new_value"]["doc"]["n"],
+        serde_json::json!(4.0655333738498595e-98)
+    );
     assert_verified(&t.db).await;
     t.finish().await;
 }
@@ -2325,6 +2340,8 @@ async fn mariadb_json_it_cannot_compare_as_a_value_is_compared_as_text() {
         doc(&deep(" ")),
         doc(&long("")),
         doc(&long(" ")),
+        // Not JSON at all (a `longtext` holds it): logged, not refused (it failed with 4038).
+        doc("not json"),
     ];
     let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
     run_all(&t.db, &statements).await;
@@ -2332,9 +2349,61 @@ async fn mariadb_json_it_cannot_compare_as_a_value_is_compared_as_text() {
     let actions: Vec<&str> = logged.iter().map(|e| e.1.as_str()).collect();
     // The first update changes only white space; the others change the text of values the
     // trigger compares as text.
-    assert_eq!(actions, ["create", "update", "update", "update", "update"]);
+    assert_eq!(
+        actions,
+        ["create", "update", "update", "update", "update", "update"]
+    );
     for entry in &logged {
         assert_eq!(entry.0, r#"[1,"k\u001f"]"#);
+    }
+    t.finish().await;
+}
+
+/// A masked JSON column and repeated keys: a masked value written in another form logs
+/// nothing, an integer becoming a float logs the mask on both sides; on SQLite and
+/// PostgreSQL a change of a repeated key's last value is logged (serde_json keeps the last
+/// one). MariaDB's `JSON_EQUALS` holds those equal: that change is not logged there (README).
+#[tokio::test]
+async fn masked_json_and_repeated_keys_are_compared_as_values() {
+    let t = TestDb::new().await;
+    installed(&t, db_masked_json::Entity).await;
+    run_all(
+        &t.db,
+        &[
+            r#"INSERT INTO tw_db_masked_json VALUES (1, '{"a": 1.0}')"#,
+            r#"UPDATE tw_db_masked_json SET secret = '{"a":1.00}'"#,
+            r#"UPDATE tw_db_masked_json SET secret = '{"a":1}'"#,
+        ],
+    )
+    .await;
+    let masked: Vec<Json> = changes(&t, "tw_db_masked_json").await;
+    let filtered = serde_json::json!("***FILTERED***");
+    assert_eq!(masked.len(), 2, "{masked:#?}");
+    assert_eq!(
+        masked[1],
+        serde_json::json!({"old_value": {"secret": filtered}, "new_value": {"secret": filtered}})
+    );
+    installed(&t, db_json_forms::Entity).await;
+    run_all(
+        &t.db,
+        &[
+            r#"INSERT INTO tw_db_json_forms VALUES (1, '{"a":1,"a":2}', NULL)"#,
+            r#"UPDATE tw_db_json_forms SET doc = '{"a":2,"a":1}'"#,
+        ],
+    )
+    .await;
+    let repeated = changes(&t, "tw_db_json_forms").await;
+    let expected = if t.backend() == DbBackend::MySql {
+        1
+    } else {
+        2
+    };
+    assert_eq!(repeated.len(), expected, "{repeated:#?}");
+    if expected == 2 {
+        assert_eq!(
+            repeated[1],
+            serde_json::json!({"old_value": {"doc": {"a": 2}}, "new_value": {"doc": {"a": 1}}})
+        );
     }
     t.finish().await;
 }

@@ -153,21 +153,51 @@ BEGIN
     IF t ~ '^-?[0-9]+$' AND t::numeric BETWEEN -9223372036854775808 AND 18446744073709551615 THEN
       RETURN t;
     END IF;
-    -- Nearer 0 than half the least f64 (psql can write 1e-400): serde_json reads 0.0, and
-    -- the cast to float8 below would fail the write ("out of range").
-    IF abs(t::numeric) <= 2.4703282292062328e-324 THEN RETURN '0.0'; END IF;
-    -- Beyond what an f64 holds (psql can write 1e400; serde_json cannot read it): the string
+    -- At most half the least f64 (psql can write 1e-400): serde_json reads 0.0, and the
+    -- cast to float8 below would fail the write ("out of range").
+    IF abs(t::numeric) <= {least_half} THEN RETURN '0.0'; END IF;
+    -- What an f64 cannot hold (psql can write 1e400; serde_json cannot read it): the string
     -- of its text, as the seal reads such a number on the other backends.
-    IF abs(t::numeric) > 1.7976931348623157e308 THEN
+    IF abs(t::numeric) >= {overflow} THEN
       RETURN to_json(t)::text;
     END IF;
     RETURN {s}.sea_orm_audit_f64(t::float8);
   ELSE
     RETURN v::text;
   END CASE;
-END $f$"#
+END $f$"#,
+            least_half = f64_bounds().0,
+            overflow = f64_bounds().1,
         ),
     ]
+}
+
+/// The exact bounds of what an f64 reads as a finite number other than 0, as numeric
+/// literals: 2^-1075 (half the least f64; it and anything nearer 0 round to 0) and
+/// 2^1024 - 2^970 (it and anything larger round to infinity). A rounded constant
+/// (2.4703282292062328e-324) lies past the first: a number between them is 5e-324 for
+/// serde_json, and it was logged as 0.0.
+fn f64_bounds() -> (String, String) {
+    // The decimal digits of the product of `factors`.
+    fn product(factors: impl Iterator<Item = u128>) -> String {
+        let mut digits: Vec<u128> = vec![1];
+        for f in factors {
+            let mut carry = 0;
+            for d in &mut digits {
+                let v = *d * f + carry;
+                *d = v % 10;
+                carry = v / 10;
+            }
+            while carry > 0 {
+                digits.push(carry % 10);
+                carry /= 10;
+            }
+        }
+        digits.iter().rev().map(|d| d.to_string()).collect()
+    }
+    let least_half = format!("{}e-1075", product(std::iter::repeat_n(5, 1075)));
+    let overflow = product(std::iter::repeat_n(2, 970).chain([(1 << 54) - 1]));
+    (least_half, overflow)
 }
 
 /// Why this backend cannot encode `enc` as the hooks do, if it cannot.
@@ -403,22 +433,18 @@ fn function_sql(spec: &Spec, table_schema: &str, audit_schema: &str) -> Result<S
             |o: &str, n: &str| format!("v_o := v_o || {key} || {o}; v_n := v_n || {key} || {n};");
         let distinct = |old: &str, new: &str| format!("{new} IS DISTINCT FROM {old}");
         let (cmp_old, cmp_new) = match c.encoding {
-            // As serde_json's values compare, which the hooks diff: jsonb already ignores key
-            // order and white space; its text still tells 1.0 from 1.00 (one f64 for serde),
-            // so a changed text is compared again as logged, computed once into v_jo/v_jn
-            // (the canonical text is the costly part). SQL NULL is JSON null. Equal canonical
-            // texts may still differ in a number's kind: an integer and an integral float from
-            // 1e16 up are both written as integers (`sea_orm_audit_f64`), serde_json tells a
-            // u64 from an f64, so then the kinds of the numbers are compared, in jsonb's order.
-            // A masked column keeps the cheaper jsonb text (it logs the mask either way).
-            Encoding::Json if c.role == Role::Masked => (
-                format!("coalesce({old}::jsonb::text, 'null')"),
-                format!("coalesce({new}::jsonb::text, 'null')"),
-            ),
+            // As serde_json's values compare, which the hooks diff. Equal jsonb text (key order
+            // and white space already gone) is equal. Equal jsonb values (numbers compared as
+            // decimals: 1.0 = 1.00, but also 1 = 1.0) differ only if the kinds of their numbers
+            // do (serde_json tells a u64 from an f64), compared in jsonb's order. Otherwise the
+            // canonical text the entry logs is computed once into v_jo/v_jn and compared (two
+            // decimals may be one f64), and then the kinds (an integer and an integral float
+            // from 1e16 up are both written as integers, `sea_orm_audit_f64`). SQL NULL is
+            // JSON null. A masked column logs the mask, so it skips the canonical text: two
+            // decimals of one f64 are an entry more there.
             Encoding::Json => {
                 let text = |x: &str| format!("coalesce({x}::jsonb::text, 'null')");
-                let canonical =
-                    |x: &str| format!("coalesce({}, 'null')", json_expr(c.encoding, x, &s));
+                let value = |x: &str| format!("coalesce({x}::jsonb, 'null'::jsonb)");
                 let kinds = |x: &str| {
                     format!(
                         "(SELECT string_agg(CASE WHEN n::text LIKE '%.%' THEN 'f' ELSE 'i' END, '') \
@@ -426,17 +452,32 @@ fn function_sql(spec: &Spec, table_schema: &str, audit_schema: &str) -> Result<S
                          WHERE jsonb_typeof(n) = 'number')"
                     )
                 };
+                let kinds_differ = format!("{} IS DISTINCT FROM {}", kinds(&new), kinds(&old));
+                let canonical =
+                    |x: &str| format!("coalesce({}, 'null')", json_expr(c.encoding, x, &s));
+                let (log_if_kinds, otherwise) = if c.role == Role::Masked {
+                    let logged = append(&logged_expr(c, &old, &s), &logged_expr(c, &new, &s));
+                    (logged.clone(), logged)
+                } else {
+                    let compute =
+                        format!("v_jo := {}; v_jn := {};", canonical(&old), canonical(&new));
+                    (
+                        format!("{compute} {}", append("v_jo", "v_jn")),
+                        format!(
+                            "{compute}\n        IF (CASE WHEN v_jn IS DISTINCT FROM v_jo THEN true \
+                             ELSE {kinds_differ} END) THEN {} END IF;",
+                            append("v_jo", "v_jn")
+                        ),
+                    )
+                };
                 changed.push_str(&format!(
-                    "    IF {} IS DISTINCT FROM {} THEN\n      v_jo := {}; v_jn := {};\n      \
-                     IF (CASE WHEN v_jn IS DISTINCT FROM v_jo THEN true \
-                     ELSE {} IS DISTINCT FROM {} END) THEN {} END IF;\n    END IF;\n",
+                    "    IF {} IS DISTINCT FROM {} THEN\n      IF {} = {} THEN\n        \
+                     IF {kinds_differ} THEN {log_if_kinds} END IF;\n      ELSE\n        \
+                     {otherwise}\n      END IF;\n    END IF;\n",
                     text(&new),
                     text(&old),
-                    canonical(&old),
-                    canonical(&new),
-                    kinds(&new),
-                    kinds(&old),
-                    append("v_jo", "v_jn")
+                    value(&new),
+                    value(&old),
                 ));
                 continue;
             }
@@ -746,4 +787,28 @@ pub(super) async fn set_context<C: ConnectionTrait>(db: &C, context: String) -> 
     ))
     .await
     .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::f64_bounds;
+
+    /// One unit less in the last digit is a finite f64 other than 0; the bound itself is not.
+    #[test]
+    fn f64_bounds_are_where_an_f64_rounds_to_zero_and_to_infinity() {
+        let (least_half, overflow) = f64_bounds();
+        let (digits, exponent) = least_half.split_once('e').unwrap();
+        assert!(digits.starts_with("24703282292062327208828439643"));
+        assert_eq!(least_half.parse::<f64>().unwrap(), 0.0);
+        let above = format!("{}{}e{exponent}", &digits[..digits.len() - 1], {
+            let last = digits.as_bytes()[digits.len() - 1] - b'0';
+            last + 1
+        });
+        assert_eq!(above.parse::<f64>().unwrap(), 5e-324);
+        assert!(overflow.starts_with("17976931348623158079"));
+        assert_eq!(overflow.parse::<f64>().unwrap(), f64::INFINITY);
+        let last = overflow.as_bytes()[overflow.len() - 1] - b'0';
+        let below = format!("{}{}", &overflow[..overflow.len() - 1], last - 1);
+        assert_eq!(below.parse::<f64>().unwrap(), f64::MAX);
+    }
 }
