@@ -71,6 +71,7 @@ async fn require_schema<C: ConnectionTrait>(db: &C, table: &str) -> Result<Strin
 
 /// Helper functions shared by every table's trigger, in the audit log's schema.
 fn helpers_sql(s: &str) -> Vec<String> {
+    let (least_half, overflow) = f64_bounds();
     vec![
         // serde_json's text of an f64 (ryu's layout, `e+` for positive exponents) from PostgreSQL's shortest round-trip
         // digits (PostgreSQL 12+ prints floats with Ryu too; `extra_float_digits = 1` asks for
@@ -166,8 +167,6 @@ BEGIN
     RETURN v::text;
   END CASE;
 END $f$"#,
-            least_half = f64_bounds().0,
-            overflow = f64_bounds().1,
         ),
     ]
 }
@@ -420,6 +419,60 @@ fn append_all(spec: &Spec, side: &str, row: &str, s: &str) -> String {
         .collect()
 }
 
+/// The trigger function's block for a JSON column `c`: appends its old and new values (with
+/// `append(old, new)`) when they differ as serde_json's values compare, which the hooks diff.
+/// Equal jsonb text (key order and white space already gone) is equal. Equal jsonb values
+/// (numbers compared as decimals: 1.0 = 1.00, but also 1 = 1.0) differ only if the kinds of
+/// their numbers do (serde_json tells a u64 from an f64), compared in jsonb's order.
+/// Otherwise the canonical text the entry logs is computed once into v_jo/v_jn and compared
+/// (two decimals may be one f64), and then the kinds (an integer and an integral float from
+/// 1e16 up are both written as integers, `sea_orm_audit_f64`). SQL NULL is JSON null. A
+/// masked column logs the mask, so it skips the canonical text: two decimals of one f64 are an
+/// entry more there.
+fn json_change(
+    c: &ColumnSpec,
+    old: &str,
+    new: &str,
+    s: &str,
+    append: impl Fn(&str, &str) -> String,
+) -> String {
+    let text = |x: &str| format!("coalesce({x}::jsonb::text, 'null')");
+    let value = |x: &str| format!("coalesce({x}::jsonb, 'null'::jsonb)");
+    let kinds = |x: &str| {
+        format!(
+            "(SELECT string_agg(CASE WHEN n::text LIKE '%.%' THEN 'f' ELSE 'i' END, '') \
+             FROM jsonb_path_query(({x})::jsonb, 'strict $.**') AS n \
+             WHERE jsonb_typeof(n) = 'number')"
+        )
+    };
+    let kinds_differ = format!("{} IS DISTINCT FROM {}", kinds(new), kinds(old));
+    let (if_kinds_differ, otherwise) = if c.role == Role::Masked {
+        let logged = append(&logged_expr(c, old, s), &logged_expr(c, new, s));
+        (logged.clone(), logged)
+    } else {
+        let canonical = |x: &str| format!("coalesce({}, 'null')", json_expr(c.encoding, x, s));
+        let compute = format!("v_jo := {}; v_jn := {};", canonical(old), canonical(new));
+        let logged = append("v_jo", "v_jn");
+        (
+            format!("{compute} {logged}"),
+            // (In parentheses: PL/pgSQL ends an IF's condition at the first THEN outside them.)
+            format!(
+                "{compute}\n        IF (CASE WHEN v_jn IS DISTINCT FROM v_jo THEN true \
+                 ELSE {kinds_differ} END) THEN {logged} END IF;"
+            ),
+        )
+    };
+    format!(
+        "    IF {} IS DISTINCT FROM {} THEN\n      IF {} = {} THEN\n        \
+         IF {kinds_differ} THEN {if_kinds_differ} END IF;\n      ELSE\n        \
+         {otherwise}\n      END IF;\n    END IF;\n",
+        text(new),
+        text(old),
+        value(new),
+        value(old),
+    )
+}
+
 /// The trigger function (`CREATE OR REPLACE FUNCTION ...`) for `spec`.
 fn function_sql(spec: &Spec, table_schema: &str, audit_schema: &str) -> Result<String, Error> {
     spec.require(refusal)?;
@@ -431,56 +484,11 @@ fn function_sql(spec: &Spec, table_schema: &str, audit_schema: &str) -> Result<S
         let key = literal(&format!(",{}:", Json::from(c.name)));
         let append =
             |o: &str, n: &str| format!("v_o := v_o || {key} || {o}; v_n := v_n || {key} || {n};");
-        let distinct = |old: &str, new: &str| format!("{new} IS DISTINCT FROM {old}");
+        if c.encoding == Encoding::Json {
+            changed.push_str(&json_change(c, &old, &new, &s, append));
+            continue;
+        }
         let (cmp_old, cmp_new) = match c.encoding {
-            // As serde_json's values compare, which the hooks diff. Equal jsonb text (key order
-            // and white space already gone) is equal. Equal jsonb values (numbers compared as
-            // decimals: 1.0 = 1.00, but also 1 = 1.0) differ only if the kinds of their numbers
-            // do (serde_json tells a u64 from an f64), compared in jsonb's order. Otherwise the
-            // canonical text the entry logs is computed once into v_jo/v_jn and compared (two
-            // decimals may be one f64), and then the kinds (an integer and an integral float
-            // from 1e16 up are both written as integers, `sea_orm_audit_f64`). SQL NULL is
-            // JSON null. A masked column logs the mask, so it skips the canonical text: two
-            // decimals of one f64 are an entry more there.
-            Encoding::Json => {
-                let text = |x: &str| format!("coalesce({x}::jsonb::text, 'null')");
-                let value = |x: &str| format!("coalesce({x}::jsonb, 'null'::jsonb)");
-                let kinds = |x: &str| {
-                    format!(
-                        "(SELECT string_agg(CASE WHEN n::text LIKE '%.%' THEN 'f' ELSE 'i' END, '') \
-                         FROM jsonb_path_query(({x})::jsonb, 'strict $.**') AS n \
-                         WHERE jsonb_typeof(n) = 'number')"
-                    )
-                };
-                let kinds_differ = format!("{} IS DISTINCT FROM {}", kinds(&new), kinds(&old));
-                let canonical =
-                    |x: &str| format!("coalesce({}, 'null')", json_expr(c.encoding, x, &s));
-                let (log_if_kinds, otherwise) = if c.role == Role::Masked {
-                    let logged = append(&logged_expr(c, &old, &s), &logged_expr(c, &new, &s));
-                    (logged.clone(), logged)
-                } else {
-                    let compute =
-                        format!("v_jo := {}; v_jn := {};", canonical(&old), canonical(&new));
-                    (
-                        format!("{compute} {}", append("v_jo", "v_jn")),
-                        format!(
-                            "{compute}\n        IF (CASE WHEN v_jn IS DISTINCT FROM v_jo THEN true \
-                             ELSE {kinds_differ} END) THEN {} END IF;",
-                            append("v_jo", "v_jn")
-                        ),
-                    )
-                };
-                changed.push_str(&format!(
-                    "    IF {} IS DISTINCT FROM {} THEN\n      IF {} = {} THEN\n        \
-                     IF {kinds_differ} THEN {log_if_kinds} END IF;\n      ELSE\n        \
-                     {otherwise}\n      END IF;\n    END IF;\n",
-                    text(&new),
-                    text(&old),
-                    value(&new),
-                    value(&old),
-                ));
-                continue;
-            }
             // Byte for byte, as the hooks compare strings: a column's collation may hold
             // 'bob' and 'BOB' equal (a nondeterministic ICU collation), citext always does.
             Encoding::Text => (
@@ -497,8 +505,7 @@ fn function_sql(spec: &Spec, table_schema: &str, audit_schema: &str) -> Result<S
             _ => (old.clone(), new.clone()),
         };
         changed.push_str(&format!(
-            "    IF {} THEN\n      {}\n    END IF;\n",
-            distinct(&cmp_old, &cmp_new),
+            "    IF {cmp_new} IS DISTINCT FROM {cmp_old} THEN\n      {}\n    END IF;\n",
             append(&logged_expr(c, &old, &s), &logged_expr(c, &new, &s)),
         ));
     }
