@@ -813,7 +813,36 @@ async fn json_nested_too_deep_is_recorded_as_the_hooks_marker() {
     if t.backend() != DbBackend::MySql {
         docs.push(nest(40, Json::from(2.5)));
         docs.push(nest(100, serde_json::json!({"k": [1, 2]})));
+        // As deep as serde_json reads (the hooks read it back).
+        docs.push(nest(127, Json::from(0.1)));
     }
+    // Wide: every kind of member, many times (PostgreSQL builds a container's text in one
+    // aggregate, with integers of up to 18 digits as their own text).
+    docs.push(Json::Object(
+        (0..3000)
+            .rev()
+            .map(|i: i64| {
+                let v = match i % 8 {
+                    0 => Json::from(i * 1_000_000_000_000_000),
+                    1 => Json::from(i as f64 + 0.5),
+                    2 => Json::from(format!("s\"{i}\u{1f}é")),
+                    3 => Json::Null,
+                    4 => serde_json::json!([
+                        i,
+                        1e20,
+                        -0.0,
+                        i64::MIN,
+                        u64::MAX,
+                        123456789012345678i64
+                    ]),
+                    5 => Json::from(i % 3 == 0),
+                    6 => serde_json::json!({"z": i, "a": [], "": {}}),
+                    _ => Json::from(-1e-7 * i as f64),
+                };
+                (format!("k{i}"), v)
+            })
+            .collect(),
+    ));
     let states: Vec<hooked_json::ActiveModel> = docs
         .iter()
         .enumerate()
@@ -853,6 +882,42 @@ async fn json_nested_too_deep_is_recorded_as_the_hooks_marker() {
         assert_eq!(capture_db::seal(&t.db).await.unwrap(), 1);
         let last = common::all_logs(&t.db).await.pop().unwrap();
         assert!(doc(&last).starts_with("***TOO_DEEP*** sha256:"), "{last:?}");
+        assert_verified(&t.db).await;
+    }
+    if t.backend() == DbBackend::Postgres {
+        // Deeper than serde_json reads (128 levels), to far deeper than a recursive PL/pgSQL
+        // walk could go (it failed the write at about 400): the digest of the jsonb text.
+        use sha2::Digest as _;
+        let keyed = |n: usize| format!("{}1{}", "{\"k\": [0, ".repeat(n), "]}".repeat(n));
+        let texts = [
+            format!("{}{}", "[".repeat(128), "]".repeat(128)),
+            keyed(500),
+            format!("{}1{}", "[1, ".repeat(5000), "]".repeat(5000)),
+        ];
+        for text in texts {
+            t.db.execute_unprepared(&format!("INSERT INTO tw_db_json (doc) VALUES ('{text}')"))
+                .await
+                .unwrap();
+            let stored =
+                t.db.query_one_raw(sea_orm::Statement::from_string(
+                    DbBackend::Postgres,
+                    "SELECT doc::text AS t FROM tw_db_json ORDER BY id DESC LIMIT 1",
+                ))
+                .await
+                .unwrap()
+                .unwrap()
+                .try_get::<String>("", "t")
+                .unwrap();
+            let last = common::all_logs(&t.db).await.pop().unwrap();
+            let hex: String = sha2::Sha256::digest(stored.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(
+                last.changes.as_ref().unwrap()["new_value"]["doc"],
+                format!("***TOO_DEEP*** sha256:{hex}")
+            );
+        }
         assert_verified(&t.db).await;
     }
     if t.backend() == DbBackend::Sqlite {
