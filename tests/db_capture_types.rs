@@ -86,6 +86,17 @@ twins!(hooked_types = "tw_types", db_types = "tw_db_types", {
     pub tstamp: TimeDateTimeWithTimeZone,
 });
 
+twins!(hooked_era = "tw_era", db_era = "tw_db_era", {
+    #[sea_orm(primary_key)]
+    pub id: i32,
+    pub day: Date,
+    pub naive: DateTime,
+    pub utc: DateTimeUtc,
+    pub tday: TimeDate,
+    pub tnaive: TimeDateTime,
+    pub tstamp: TimeDateTimeWithTimeZone,
+});
+
 twins!(hooked_money = "tw_money", db_money = "tw_db_money", {
     #[sea_orm(primary_key)]
     pub id: i32,
@@ -321,6 +332,116 @@ fn types_state(
         tnaive: Set(tnaive),
         tstamp: Set(tnaive.assume_offset(toff)),
     }
+}
+
+/// PostgreSQL's dates reach from 4713 BC to far past 9999: chrono and the `time` crate write
+/// a year outside 0-9999 with a sign, and BC years as astronomical ones (1 BC is year 0).
+/// `to_char`'s `YYYY` wrote 10000 without its `+` and 44 BC as `0044`; `infinity`, which
+/// neither crate reads, gave NULL and was logged as null.
+#[tokio::test]
+async fn postgres_dates_outside_years_1_to_9999_are_encoded_as_the_hooks_encode_them() {
+    let t = TestDb::new().await;
+    if t.backend() != DbBackend::Postgres {
+        t.finish().await;
+        return;
+    }
+    common::create_table(&t.db, hooked_era::Entity).await;
+    installed(&t, db_era::Entity).await;
+    let clock = hms_nano(23, 59, 59, 999_999_000);
+    let states: Vec<hooked_era::ActiveModel> = [
+        ymd(2024, 2, 29),
+        ymd(10000, 1, 1),
+        ymd(262_142, 12, 31),
+        ymd(0, 2, 29),
+        ymd(-43, 3, 15),
+        ymd(-4712, 1, 1),
+        ymd(1, 1, 1),
+        ymd(9999, 12, 31),
+        ymd(-1, 12, 31),
+    ]
+    .into_iter()
+    .map(|day| {
+        use chrono::Datelike;
+        // The `time` crate holds years -9999 to 9999.
+        let tday = time_date(day.with_year(day.year().clamp(-9999, 9999)).unwrap());
+        let tnaive = time::PrimitiveDateTime::new(tday, time_time(clock));
+        hooked_era::ActiveModel {
+            id: sea_orm::ActiveValue::NotSet,
+            day: Set(day),
+            naive: Set(day.and_time(clock)),
+            utc: Set(day.and_time(clock).and_utc()),
+            tday: Set(tday),
+            tnaive: Set(tnaive),
+            tstamp: Set(tnaive.assume_utc()),
+        }
+    })
+    .collect();
+    write_both::<hooked_era::ActiveModel, db_era::ActiveModel>(&t, &states, "tw_era", "tw_db_era")
+        .await;
+    let logged = serde_json::to_string(&entries(&t, "tw_db_era").await).unwrap();
+    for text in [
+        "\"+10000-01-01\"",
+        "\"+262142-12-31T23:59:59.999999+00:00\"",
+        "\"0000-02-29\"",
+        "\"-0043-03-15T23:59:59.999999\"",
+        "\"-4712-01-01\"",
+    ] {
+        assert!(logged.contains(text), "{text} not in {logged}");
+    }
+    // In a composite key: the object ids the hooks give.
+    common::create_table(&t.db, hooked_pair::Entity).await;
+    installed(&t, db_pair::Entity).await;
+    for day in [ymd(-43, 3, 15), ymd(10000, 1, 1), ymd(0, 1, 1)] {
+        let states: Vec<hooked_pair::ActiveModel> = (0..2)
+            .map(|n| hooked_pair::ActiveModel {
+                uid: Set(uuid::Uuid::nil()),
+                day: Set(day),
+                label: Set("k".into()),
+                n: Set(n),
+            })
+            .collect();
+        write_both::<hooked_pair::ActiveModel, db_pair::ActiveModel>(
+            &t,
+            &states,
+            "tw_pairs",
+            "tw_db_pairs",
+        )
+        .await;
+    }
+    let ids: Vec<String> = entries(&t, "tw_db_pairs")
+        .await
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    assert!(
+        ids.contains(&r#"["00000000-0000-0000-0000-000000000000","-0043-03-15","k"]"#.to_owned()),
+        "{ids:?}"
+    );
+    assert!(
+        ids.contains(&r#"["00000000-0000-0000-0000-000000000000","+10000-01-01","k"]"#.to_owned()),
+        "{ids:?}"
+    );
+    // Written by SQL: logged as PostgreSQL's text, not as null.
+    t.db.execute_unprepared(
+        "INSERT INTO tw_db_era (day, naive, utc, tday, tnaive, tstamp) VALUES \
+         ('infinity', '-infinity', 'infinity', '-infinity', 'infinity', '-infinity')",
+    )
+    .await
+    .unwrap();
+    let (_, _, changes) = entries(&t, "tw_db_era").await.pop().unwrap();
+    let new = &changes["new_value"];
+    for (column, text) in [
+        ("day", "infinity"),
+        ("naive", "-infinity"),
+        ("utc", "infinity"),
+        ("tday", "-infinity"),
+        ("tnaive", "infinity"),
+        ("tstamp", "-infinity"),
+    ] {
+        assert_eq!(new[column], text, "{column}: {changes}");
+    }
+    assert_verified(&t.db).await;
+    t.finish().await;
 }
 
 #[tokio::test]

@@ -346,35 +346,66 @@ fn json_expr(enc: Encoding, x: &str, s: &str) -> String {
         }
         Encoding::Bytes => format!("'\"' || replace(encode({x}, 'base64'), chr(10), '') || '\"'"),
         Encoding::Json => format!("{s}.sea_orm_audit_bounded(({x})::jsonb)"),
-        Encoding::Date => format!("'\"' || to_char({x}, 'YYYY-MM-DD') || '\"'"),
+        Encoding::Date => dated(x, "-MM-DD", "'\"'"),
         Encoding::Time => format!(
             "'\"' || to_char(date '2000-01-01' + {x}, 'HH24:MI:SS') || {} || '\"'",
             frac(x)
         ),
-        Encoding::NaiveDateTime => format!(
-            "'\"' || to_char({x}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || {} || '\"'",
-            frac(x)
-        ),
-        Encoding::UtcDateTime => format!(
-            "'\"' || to_char({x} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || {} || '+00:00\"'",
-            frac(x)
+        Encoding::NaiveDateTime => {
+            dated(x, "-MM-DD\"T\"HH24:MI:SS", &format!("{} || '\"'", frac(x)))
+        }
+        Encoding::UtcDateTime => dated(
+            &format!("({x} AT TIME ZONE 'UTC')"),
+            "-MM-DD\"T\"HH24:MI:SS",
+            &format!("{} || '+00:00\"'", frac(x)),
         ),
         // `FM` drops the hour's leading zero only (it applies to the next field).
         Encoding::TimeTime => format!(
             "'\"' || to_char(date '2000-01-01' + {x}, 'FMHH24:MI:SS') || '.' || coalesce(nullif({}, ''), '0') || '\"'",
             digits(x)
         ),
-        Encoding::TimeDateTime => format!(
-            "'\"' || to_char({x}, 'YYYY-MM-DD\"T\"FMHH24:MI:SS') || '.' || coalesce(nullif({}, ''), '0') || '\"'",
-            digits(x)
+        Encoding::TimeDateTime => dated(
+            x,
+            "-MM-DD\"T\"FMHH24:MI:SS",
+            &format!("'.' || coalesce(nullif({}, ''), '0') || '\"'", digits(x)),
         ),
-        Encoding::TimeOffsetDateTime => format!(
-            "'\"' || to_char({x} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || coalesce('.' || nullif({}, ''), '') || 'Z\"'",
-            digits(x)
-        ),
+        // RFC 3339 holds years 0-9999; the hooks write a BC year as the `time` crate's
+        // Display: date, time and offset apart.
+        Encoding::TimeOffsetDateTime => {
+            let utc = format!("({x} AT TIME ZONE 'UTC')");
+            let d = digits(x);
+            format!(
+                "(CASE WHEN isfinite({utc}) AND extract(year from {utc}) < -1 THEN \
+                 '\"-' || lpad((-1 - extract(year from {utc}))::text, 4, '0') || to_char({utc}, '-MM-DD') \
+                 || to_char({utc}, ' FMHH24:MI:SS') || '.' || coalesce(nullif({d}, ''), '0') || ' +00:00:00\"' \
+                 ELSE {} END)",
+                dated(
+                    &utc,
+                    "-MM-DD\"T\"HH24:MI:SS",
+                    &format!("coalesce('.' || nullif({d}, ''), '') || 'Z\"'"),
+                ),
+            )
+        }
         // Refused by `refusal` before any SQL is generated.
         Encoding::LocalDateTime => "NULL".to_owned(),
     }
+}
+
+/// The JSON string of a date or timestamp `x`: its year as chrono and the `time` crate write
+/// it, then `to_char(x, rest)` and `tail` (SQL text ending with the closing quote). Years
+/// 1-9999 AD are `to_char`'s `YYYY`; a year past 9999 gets a `+` (`+10000`); BC years are
+/// astronomical and signed (1 BC is `0000`, 44 BC is `-0043`), where `to_char` wrote `0044`,
+/// the year AD. `infinity` and `-infinity` (which neither crate reads) are logged as their
+/// text; `to_char` gave NULL, which was logged as null. Parenthesized: PL/pgSQL reads an
+/// `IF` condition up to its first `THEN`, a `CASE`'s included.
+fn dated(x: &str, rest: &str, tail: &str) -> String {
+    let y = format!("extract(year from {x})");
+    format!(
+        "(CASE WHEN NOT isfinite({x}) THEN to_json(({x})::text)::text \
+         WHEN {y} BETWEEN 1 AND 9999 THEN '\"' || to_char({x}, 'YYYY{rest}') || {tail} \
+         ELSE '\"' || CASE WHEN {y} > 9999 THEN '+' || ({y})::text WHEN {y} = -1 THEN '0000' \
+         ELSE '-' || lpad((-1 - {y})::text, 4, '0') END || to_char({x}, '{rest}') || {tail} END)"
+    )
 }
 
 /// What the diff records for a column value: its JSON, `null`, or the mask.
