@@ -730,19 +730,50 @@ pub(super) async fn install<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<(
 
 async fn install_truncate<C: ConnectionTrait>(db: &C, s: &str, table: &str) -> Result<(), DbErr> {
     run(db, &truncate_sql(s)).await?;
-    run(
-        db,
-        &format!("DROP TRIGGER IF EXISTS {TRUNCATE_TRIGGER} ON {table}"),
-    )
-    .await?;
-    run(
-        db,
-        &format!(
-            "CREATE TRIGGER {TRUNCATE_TRIGGER} BEFORE TRUNCATE ON {table} FOR EACH STATEMENT \
-             EXECUTE FUNCTION {s}.sea_orm_audit_truncate()"
-        ),
-    )
-    .await
+    // A partition's own TRUNCATE fires only its own statement triggers, which PostgreSQL does
+    // not clone from the partitioned table as it clones row triggers: each gets one. A
+    // partition attached later has none until `install` runs again (`check` reports it).
+    for relation in std::iter::once(table.to_owned()).chain(partitions(db, table).await?) {
+        run(
+            db,
+            &format!("DROP TRIGGER IF EXISTS {TRUNCATE_TRIGGER} ON {relation}"),
+        )
+        .await?;
+        run(
+            db,
+            &format!(
+                "CREATE TRIGGER {TRUNCATE_TRIGGER} BEFORE TRUNCATE ON {relation} FOR EACH STATEMENT \
+                 EXECUTE FUNCTION {s}.sea_orm_audit_truncate()"
+            ),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The partitions of `table` (quoted, schema-qualified), at every level; none for a table
+/// that is not partitioned.
+async fn partitions<C: ConnectionTrait>(db: &C, table: &str) -> Result<Vec<String>, DbErr> {
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT n.nspname::text AS schema, c.relname::text AS name \
+             FROM pg_catalog.pg_partition_tree(pg_catalog.to_regclass($1)) p \
+             JOIN pg_catalog.pg_class c ON c.oid = p.relid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE p.level > 0 ORDER BY p.level, c.relname",
+            [table.into()],
+        ))
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(format!(
+                "{}.{}",
+                q(&row.try_get::<String>("", "schema")?),
+                q(&row.try_get::<String>("", "name")?)
+            ))
+        })
+        .collect()
 }
 
 pub(super) async fn uninstall<C: ConnectionTrait>(db: &C, table: &str) -> Result<(), DbErr> {
@@ -750,14 +781,18 @@ pub(super) async fn uninstall<C: ConnectionTrait>(db: &C, table: &str) -> Result
         return Ok(());
     };
     let function = format!("{}.{}", q(&schema), q(&function_name(table)?));
+    let relation = format!("{}.{}", q(&schema), q(table));
     for trigger in [TRIGGER, TRUNCATE_TRIGGER] {
         run(
             db,
-            &format!(
-                "DROP TRIGGER IF EXISTS {trigger} ON {}.{}",
-                q(&schema),
-                q(table)
-            ),
+            &format!("DROP TRIGGER IF EXISTS {trigger} ON {relation}"),
+        )
+        .await?;
+    }
+    for partition in partitions(db, &relation).await? {
+        run(
+            db,
+            &format!("DROP TRIGGER IF EXISTS {TRUNCATE_TRIGGER} ON {partition}"),
         )
         .await?;
     }
@@ -786,15 +821,18 @@ pub(super) async fn check<C: ConnectionTrait>(db: &C, spec: &Spec) -> Result<Vec
         .and_then(|r| serde_json::from_str(&r).ok())
         .unwrap_or(Json::Null);
     let expected = fingerprint(&function_sql(spec, &table_schema, &audit_schema)?);
+    // The table and each of its partitions (a partition's own TRUNCATE fires its trigger only).
     let truncate_logged = db
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "SELECT 1 AS found FROM pg_catalog.pg_trigger t \
-             WHERE t.tgrelid = pg_catalog.to_regclass($1) AND t.tgname = $2 AND t.tgenabled <> 'D'",
+            "SELECT 1 AS missing FROM (SELECT pg_catalog.to_regclass($1) AS relid \
+             UNION ALL SELECT p.relid FROM pg_catalog.pg_partition_tree(pg_catalog.to_regclass($1)) p \
+             WHERE p.level > 0) r WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t \
+             WHERE t.tgrelid = r.relid AND t.tgname = $2 AND t.tgenabled <> 'D')",
             [regclass.clone().into(), TRUNCATE_TRIGGER.into()],
         ))
         .await?
-        .is_some();
+        .is_none();
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
