@@ -440,6 +440,28 @@ async fn postgres_dates_outside_years_1_to_9999_are_encoded_as_the_hooks_encode_
     ] {
         assert_eq!(new[column], text, "{column}: {changes}");
     }
+    // Dates past 294276 AD, where `to_char` fails (it casts a date to a timestamp): the write
+    // failed with "date out of range for timestamp".
+    t.db.execute_unprepared(
+        "INSERT INTO tw_db_era (day, naive, utc, tday, tnaive, tstamp) VALUES \
+         ('5874897-12-31', '2000-01-01', '2000-01-01', '294277-01-01', '2000-01-01', '2000-01-01')",
+    )
+    .await
+    .unwrap();
+    let (_, _, changes) = entries(&t, "tw_db_era").await.pop().unwrap();
+    assert_eq!(changes["new_value"]["day"], "+5874897-12-31", "{changes}");
+    assert_eq!(changes["new_value"]["tday"], "+294277-01-01", "{changes}");
+    t.db.execute_unprepared(
+        "INSERT INTO tw_db_pairs (uid, day, label, n) VALUES \
+         ('00000000-0000-0000-0000-000000000000', '5874897-12-31', 'k', 1)",
+    )
+    .await
+    .unwrap();
+    let (id, _, _) = entries(&t, "tw_db_pairs").await.pop().unwrap();
+    assert_eq!(
+        id,
+        r#"["00000000-0000-0000-0000-000000000000","+5874897-12-31","k"]"#
+    );
     assert_verified(&t.db).await;
     t.finish().await;
 }

@@ -400,11 +400,20 @@ fn json_expr(enc: Encoding, x: &str, s: &str) -> String {
 /// `IF` condition up to its first `THEN`, a `CASE`'s included.
 fn dated(x: &str, rest: &str, tail: &str) -> String {
     let y = format!("extract(year from {x})");
+    // `to_char` has no `date` form: a date is cast to `timestamp`, which ends at 294276 AD,
+    // and a later date (PostgreSQL's reach to 5874897 AD) failed the write. Outside years
+    // 1-9999 a date's month and day are extracted instead.
+    let after_year = if rest == "-MM-DD" {
+        let part = |field: &str| format!("lpad(extract({field} from {x})::text, 2, '0')");
+        format!("'-' || {} || '-' || {}", part("month"), part("day"))
+    } else {
+        format!("to_char({x}, '{rest}')")
+    };
     format!(
         "(CASE WHEN NOT isfinite({x}) THEN to_json(({x})::text)::text \
          WHEN {y} BETWEEN 1 AND 9999 THEN '\"' || to_char({x}, 'YYYY{rest}') || {tail} \
          ELSE '\"' || CASE WHEN {y} > 9999 THEN '+' || ({y})::text WHEN {y} = -1 THEN '0000' \
-         ELSE '-' || lpad((-1 - {y})::text, 4, '0') END || to_char({x}, '{rest}') || {tail} END)"
+         ELSE '-' || lpad((-1 - {y})::text, 4, '0') END || {after_year} || {tail} END)"
     )
 }
 
