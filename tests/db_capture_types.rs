@@ -337,11 +337,14 @@ fn types_state(
 /// PostgreSQL's dates reach from 4713 BC to far past 9999: chrono and the `time` crate write
 /// a year outside 0-9999 with a sign, and BC years as astronomical ones (1 BC is year 0).
 /// `to_char`'s `YYYY` wrote 10000 without its `+` and 44 BC as `0044`; `infinity`, which
-/// neither crate reads, gave NULL and was logged as null.
+/// neither crate reads, gave NULL and was logged as null. SQLite stores sqlx's text, whose
+/// date part is longer than 10 characters for such years: its trigger kept the space before
+/// the time where the hooks write `T`. (MariaDB's dates end at 9999.)
 #[tokio::test]
-async fn postgres_dates_outside_years_1_to_9999_are_encoded_as_the_hooks_encode_them() {
+async fn dates_outside_years_1_to_9999_are_encoded_as_the_hooks_encode_them() {
     let t = TestDb::new().await;
-    if t.backend() != DbBackend::Postgres {
+    let backend = t.backend();
+    if backend == DbBackend::MySql {
         t.finish().await;
         return;
     }
@@ -372,7 +375,13 @@ async fn postgres_dates_outside_years_1_to_9999_are_encoded_as_the_hooks_encode_
             utc: Set(day.and_time(clock).and_utc()),
             tday: Set(tday),
             tnaive: Set(tnaive),
-            tstamp: Set(tnaive.assume_utc()),
+            // SeaORM does not update a `time` offset timestamp of a BC year on SQLite
+            // (`RecordNotUpdated`, with or without the hooks).
+            tstamp: Set(if backend == DbBackend::Sqlite {
+                time_date(ymd(2000, 1, 1)).midnight().assume_utc()
+            } else {
+                tnaive.assume_utc()
+            }),
         }
     })
     .collect();
@@ -421,6 +430,10 @@ async fn postgres_dates_outside_years_1_to_9999_are_encoded_as_the_hooks_encode_
         ids.contains(&r#"["00000000-0000-0000-0000-000000000000","+10000-01-01","k"]"#.to_owned()),
         "{ids:?}"
     );
+    if backend != DbBackend::Postgres {
+        assert_verified(&t.db).await;
+        return t.finish().await;
+    }
     // Written by SQL: logged as PostgreSQL's text, not as null.
     t.db.execute_unprepared(
         "INSERT INTO tw_db_era (day, naive, utc, tday, tnaive, tstamp) VALUES \

@@ -180,13 +180,17 @@ fn value_expr(enc: Encoding, x: &str) -> String {
              || '-' || substr(hex({x}), 9, 4) || '-' || substr(hex({x}), 13, 4) || '-' \
              || substr(hex({x}), 17, 4) || '-' || substr(hex({x}), 21)) ELSE {x} END"
         ),
+        // sqlx's text has a space where the hooks write `T`, after a date part of 10
+        // characters, or up to 13 for a year outside 0-9999 (`+262142-12-31`, `-0043-03-15`).
         Encoding::NaiveDateTime => format!(
-            "CASE WHEN substr({x}, 11, 1) = ' ' THEN substr({x}, 1, 10) || 'T' || substr({x}, 12) ELSE {x} END"
+            "CASE WHEN instr({x}, ' ') BETWEEN 11 AND 14 THEN substr({x}, 1, instr({x}, ' ') - 1) \
+             || 'T' || substr({x}, instr({x}, ' ') + 1) ELSE {x} END"
         ),
         Encoding::TimeTime => unpadded_hour(x),
         Encoding::TimeDateTime => format!(
-            "CASE WHEN substr({x}, 11, 1) = ' ' THEN substr({x}, 1, 10) || 'T' || {} ELSE {x} END",
-            unpadded_hour(&format!("substr({x}, 12)"))
+            "CASE WHEN instr({x}, ' ') BETWEEN 11 AND 14 THEN substr({x}, 1, instr({x}, ' ') - 1) \
+             || 'T' || {} ELSE {x} END",
+            unpadded_hour(&format!("substr({x}, instr({x}, ' ') + 1)"))
         ),
         // Refused by `refusal` before any SQL is generated.
         Encoding::Decimal | Encoding::LocalDateTime => "NULL".to_owned(),
