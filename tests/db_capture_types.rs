@@ -217,6 +217,51 @@ async fn changes(t: &TestDb, entity_type: &str) -> Vec<Json> {
         .collect()
 }
 
+/// Writes `count` states of one composite-key row (`n` counting up) through both twins.
+async fn write_pairs(t: &TestDb, uid: uuid::Uuid, day: chrono::NaiveDate, label: &str, count: i32) {
+    let states: Vec<hooked_pair::ActiveModel> = (0..count)
+        .map(|n| hooked_pair::ActiveModel {
+            uid: Set(uid),
+            day: Set(day),
+            label: Set(label.into()),
+            n: Set(n),
+        })
+        .collect();
+    write_both::<hooked_pair::ActiveModel, db_pair::ActiveModel>(
+        t,
+        &states,
+        "tw_pairs",
+        "tw_db_pairs",
+    )
+    .await;
+}
+
+/// The object ids of every entry of one entity type, oldest first.
+async fn object_ids(t: &TestDb, entity_type: &str) -> Vec<String> {
+    entries(t, entity_type)
+        .await
+        .into_iter()
+        .map(|e| e.0)
+        .collect()
+}
+
+/// The value in column `v` of the one row `sql` selects.
+async fn one<T: sea_orm::TryGetable>(db: &sea_orm::DatabaseConnection, sql: &str) -> T {
+    let statement = sea_orm::Statement::from_string(db.get_database_backend(), sql);
+    let row = db.query_one_raw(statement).await.unwrap().unwrap();
+    row.try_get::<T>("", "v").unwrap()
+}
+
+/// The marker of a value deeper than serde_json reads: the SHA-256 of its text.
+fn text_digest_marker(text: &str) -> String {
+    use sha2::Digest as _;
+    let hex: String = sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("***TOO_DEEP*** sha256:{hex}")
+}
+
 /// Writes `states` through both twins (insert the first, update to each next, delete) and
 /// asserts that both logged the same entries, one per write.
 async fn write_both<HA, DA>(t: &TestDb, states: &[HA], hooked: &str, database: &str)
@@ -401,27 +446,9 @@ async fn dates_outside_years_1_to_9999_are_encoded_as_the_hooks_encode_them() {
     common::create_table(&t.db, hooked_pair::Entity).await;
     installed(&t, db_pair::Entity).await;
     for day in [ymd(-43, 3, 15), ymd(10000, 1, 1), ymd(0, 1, 1)] {
-        let states: Vec<hooked_pair::ActiveModel> = (0..2)
-            .map(|n| hooked_pair::ActiveModel {
-                uid: Set(uuid::Uuid::nil()),
-                day: Set(day),
-                label: Set("k".into()),
-                n: Set(n),
-            })
-            .collect();
-        write_both::<hooked_pair::ActiveModel, db_pair::ActiveModel>(
-            &t,
-            &states,
-            "tw_pairs",
-            "tw_db_pairs",
-        )
-        .await;
+        write_pairs(&t, uuid::Uuid::nil(), day, "k", 2).await;
     }
-    let ids: Vec<String> = entries(&t, "tw_db_pairs")
-        .await
-        .into_iter()
-        .map(|e| e.0)
-        .collect();
+    let ids = object_ids(&t, "tw_db_pairs").await;
     assert!(
         ids.contains(&r#"["00000000-0000-0000-0000-000000000000","-0043-03-15","k"]"#.to_owned()),
         "{ids:?}"
@@ -711,26 +738,8 @@ async fn uuid_keys_give_the_object_ids_the_hooks_give() {
     // Composite keys of a UUID, a date and text: JSON arrays, as the hooks write them.
     common::create_table(&t.db, hooked_pair::Entity).await;
     installed(&t, db_pair::Entity).await;
-    let states: Vec<hooked_pair::ActiveModel> = (0..3)
-        .map(|n| hooked_pair::ActiveModel {
-            uid: Set(uuid::Uuid::max()),
-            day: Set(ymd(2000, 2, 29)),
-            label: Set("é \"q\" \\".into()),
-            n: Set(n),
-        })
-        .collect();
-    write_both::<hooked_pair::ActiveModel, db_pair::ActiveModel>(
-        &t,
-        &states,
-        "tw_pairs",
-        "tw_db_pairs",
-    )
-    .await;
-    let pair_ids: Vec<String> = entries(&t, "tw_db_pairs")
-        .await
-        .into_iter()
-        .map(|e| e.0)
-        .collect();
+    write_pairs(&t, uuid::Uuid::max(), ymd(2000, 2, 29), "é \"q\" \\", 3).await;
+    let pair_ids = object_ids(&t, "tw_db_pairs").await;
     assert_eq!(
         pair_ids[0],
         r#"["ffffffff-ffff-ffff-ffff-ffffffffffff","2000-02-29","é \"q\" \\"]"#
@@ -738,19 +747,12 @@ async fn uuid_keys_give_the_object_ids_the_hooks_give() {
     // Control characters MariaDB escapes in upper case (`\u001F`) get serde_json's
     // `\u001f`, and the text `\u001F` itself (an escaped backslash) stays as it is. Before,
     // MariaDB's object id differed from the hooks' for such a key.
-    let states: Vec<hooked_pair::ActiveModel> = (0..3)
-        .map(|n| hooked_pair::ActiveModel {
-            uid: Set(uuid::Uuid::nil()),
-            day: Set(ymd(2000, 3, 1)),
-            label: Set("\u{b}\u{e}\u{f}\u{1a}\u{1f} \\u001F \\\u{1f}".into()),
-            n: Set(n),
-        })
-        .collect();
-    write_both::<hooked_pair::ActiveModel, db_pair::ActiveModel>(
+    write_pairs(
         &t,
-        &states,
-        "tw_pairs",
-        "tw_db_pairs",
+        uuid::Uuid::nil(),
+        ymd(2000, 3, 1),
+        "\u{b}\u{e}\u{f}\u{1a}\u{1f} \\u001F \\\u{1f}",
+        3,
     )
     .await;
     let last = entries(&t, "tw_db_pairs").await.pop().unwrap();
@@ -758,11 +760,7 @@ async fn uuid_keys_give_the_object_ids_the_hooks_give() {
         last.0,
         r#"["00000000-0000-0000-0000-000000000000","2000-03-01","\u000b\u000e\u000f\u001a\u001f \\u001F \\\u001f"]"#
     );
-    let ids: Vec<String> = entries(&t, "tw_db_docs")
-        .await
-        .into_iter()
-        .map(|e| e.0)
-        .collect();
+    let ids = object_ids(&t, "tw_db_docs").await;
     assert_eq!(ids[0], "00000000-0000-0000-0000-000000000000");
     t.finish().await;
 }
@@ -1043,7 +1041,6 @@ async fn json_nested_too_deep_is_recorded_as_the_hooks_marker() {
     if t.backend() == DbBackend::Postgres {
         // Deeper than serde_json reads (128 levels), to far deeper than a recursive PL/pgSQL
         // walk could go (it failed the write at about 400): the digest of the jsonb text.
-        use sha2::Digest as _;
         let keyed = |n: usize| format!("{}1{}", "{\"k\": [0, ".repeat(n), "]}".repeat(n));
         let texts = [
             format!("{}{}", "[".repeat(128), "]".repeat(128)),
@@ -1054,44 +1051,30 @@ async fn json_nested_too_deep_is_recorded_as_the_hooks_marker() {
             t.db.execute_unprepared(&format!("INSERT INTO tw_db_json (doc) VALUES ('{text}')"))
                 .await
                 .unwrap();
-            let stored =
-                t.db.query_one_raw(sea_orm::Statement::from_string(
-                    DbBackend::Postgres,
-                    "SELECT doc::text AS t FROM tw_db_json ORDER BY id DESC LIMIT 1",
-                ))
-                .await
-                .unwrap()
-                .unwrap()
-                .try_get::<String>("", "t")
-                .unwrap();
+            let stored: String = one(
+                &t.db,
+                "SELECT doc::text AS v FROM tw_db_json ORDER BY id DESC LIMIT 1",
+            )
+            .await;
             let last = common::all_logs(&t.db).await.pop().unwrap();
-            let hex: String = sha2::Sha256::digest(stored.as_bytes())
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
             assert_eq!(
                 last.changes.as_ref().unwrap()["new_value"]["doc"],
-                format!("***TOO_DEEP*** sha256:{hex}")
+                text_digest_marker(&stored)
             );
         }
         assert_verified(&t.db).await;
     }
     if t.backend() == DbBackend::Sqlite {
         // Deeper than serde_json reads (128 levels): the digest of the text.
-        use sha2::Digest as _;
         let text = format!("{}{}", "[".repeat(200), "]".repeat(200));
         t.db.execute_unprepared(&format!("INSERT INTO tw_db_json (doc) VALUES ('{text}')"))
             .await
             .unwrap();
         assert_eq!(capture_db::seal(&t.db).await.unwrap(), 1);
         let last = common::all_logs(&t.db).await.pop().unwrap();
-        let hex: String = sha2::Sha256::digest(text.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
         assert_eq!(
             last.changes.as_ref().unwrap()["new_value"]["doc"],
-            format!("***TOO_DEEP*** sha256:{hex}")
+            text_digest_marker(&text)
         );
         assert_verified(&t.db).await;
     }
@@ -1873,15 +1856,11 @@ async fn an_entry_the_seal_cannot_read_is_left_and_the_others_are_sealed() {
     .await;
     assert_eq!(capture_db::seal(&t.db).await.unwrap(), 2);
     let unsealed = |db: sea_orm::DatabaseConnection| async move {
-        db.query_one_raw(sea_orm::Statement::from_string(
-            DbBackend::Sqlite,
-            "SELECT count(*) AS n FROM audit_log WHERE hash = 'unsealed'",
-        ))
+        one::<i64>(
+            &db,
+            "SELECT count(*) AS v FROM audit_log WHERE hash = 'unsealed'",
+        )
         .await
-        .unwrap()
-        .unwrap()
-        .try_get::<i64>("", "n")
-        .unwrap()
     };
     assert_eq!(unsealed(t.db.clone()).await, 1);
     capture_db::transaction(&t.db, |txn| {
@@ -2232,16 +2211,7 @@ async fn truncate_of_a_partitioned_table_is_logged_on_postgres() {
     deletes.sort();
     assert_eq!(shape.len(), 5, "{shape:?}");
     assert_eq!(deletes, [e("2", "delete"), e("3", "delete")]);
-    let left =
-        t.db.query_one_raw(sea_orm::Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT count(*) AS n FROM tw_db_parted",
-        ))
-        .await
-        .unwrap()
-        .unwrap()
-        .try_get::<i64>("", "n")
-        .unwrap();
+    let left: i64 = one(&t.db, "SELECT count(*) AS v FROM tw_db_parted").await;
     assert_eq!(left, 1);
     // A partition attached after the install has no TRUNCATE trigger: `check` says so until
     // `install` runs again.
@@ -2273,16 +2243,11 @@ async fn truncate_of_a_partitioned_table_is_logged_on_postgres() {
     capture_db::uninstall::<db_parted::Model, _>(&t.db)
         .await
         .unwrap();
-    let ours =
-        t.db.query_one_raw(sea_orm::Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT count(*) AS n FROM pg_trigger WHERE tgname LIKE 'sea_orm_audit%'",
-        ))
-        .await
-        .unwrap()
-        .unwrap()
-        .try_get::<i64>("", "n")
-        .unwrap();
+    let ours: i64 = one(
+        &t.db,
+        "SELECT count(*) AS v FROM pg_trigger WHERE tgname LIKE 'sea_orm_audit%'",
+    )
+    .await;
     assert_eq!(ours, 0);
     t.finish().await;
 }

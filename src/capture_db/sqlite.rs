@@ -146,6 +146,17 @@ fn base64_expr(x: &str) -> String {
 fn value_expr(enc: Encoding, x: &str) -> String {
     let unpadded_hour =
         |t: &str| format!("CASE WHEN substr({t}, 1, 1) = '0' THEN substr({t}, 2) ELSE {t} END");
+    // sqlx's text of a timestamp with the hooks' `T` for the space after its date part (10
+    // characters, up to 13 for a year outside 0-9999: `+262142-12-31`, `-0043-03-15`), and its
+    // time part as `time` gives it.
+    let with_t = |x: &str, time: fn(&str) -> String| {
+        let space = format!("instr({x}, ' ')");
+        format!(
+            "CASE WHEN {space} BETWEEN 11 AND 14 THEN substr({x}, 1, {space} - 1) || 'T' || {} \
+             ELSE {x} END",
+            time(&format!("substr({x}, {space} + 1)"))
+        )
+    };
     match enc {
         Encoding::Int
         | Encoding::Text
@@ -180,18 +191,9 @@ fn value_expr(enc: Encoding, x: &str) -> String {
              || '-' || substr(hex({x}), 9, 4) || '-' || substr(hex({x}), 13, 4) || '-' \
              || substr(hex({x}), 17, 4) || '-' || substr(hex({x}), 21)) ELSE {x} END"
         ),
-        // sqlx's text has a space where the hooks write `T`, after a date part of 10
-        // characters, or up to 13 for a year outside 0-9999 (`+262142-12-31`, `-0043-03-15`).
-        Encoding::NaiveDateTime => format!(
-            "CASE WHEN instr({x}, ' ') BETWEEN 11 AND 14 THEN substr({x}, 1, instr({x}, ' ') - 1) \
-             || 'T' || substr({x}, instr({x}, ' ') + 1) ELSE {x} END"
-        ),
+        Encoding::NaiveDateTime => with_t(x, |time| time.to_owned()),
         Encoding::TimeTime => unpadded_hour(x),
-        Encoding::TimeDateTime => format!(
-            "CASE WHEN instr({x}, ' ') BETWEEN 11 AND 14 THEN substr({x}, 1, instr({x}, ' ') - 1) \
-             || 'T' || {} ELSE {x} END",
-            unpadded_hour(&format!("substr({x}, instr({x}, ' ') + 1)"))
-        ),
+        Encoding::TimeDateTime => with_t(x, unpadded_hour),
         // Refused by `refusal` before any SQL is generated.
         Encoding::Decimal | Encoding::LocalDateTime => "NULL".to_owned(),
     }
