@@ -220,6 +220,26 @@ fn check_limits(entity_type: &str, object_id: Option<&str>) -> Result<(), Error>
     AuditContext::check_current()
 }
 
+/// Refuses, before the write, a JSON value the write sets that SeaORM could not read back:
+/// its read of the row after an insert or update would fail after the write, before the
+/// entry (outside a transaction the row stayed with no entry).
+/// Only JSON columns' values are read (`get` clones a value).
+fn check_readable_json<A: ActiveModelTrait>(am: &A) -> Result<(), Error> {
+    use sea_orm::sea_query::ColumnType;
+    for col in <A::Entity as EntityTrait>::Column::iter() {
+        if !matches!(
+            col.def().get_column_type(),
+            ColumnType::Json | ColumnType::JsonBinary
+        ) {
+            continue;
+        }
+        if let ActiveValue::Set(Value::Json(Some(value))) = am.get(col) {
+            limits::check_readable(col.as_str(), &value)?;
+        }
+    }
+    Ok(())
+}
+
 /// The columns an update sets (`Set`), with the values the application gave them, as
 /// `backend` stores them where that is known for every value of the type: MySQL keeps no UTC
 /// offset (a timestamp reads back in UTC), and a decimal reads back with its column's scale.
@@ -326,6 +346,7 @@ where
         return Ok(am);
     }
     let entity_type = <ModelOf<A> as Auditable>::entity_type();
+    check_readable_json(&am)?;
     if insert {
         // An auto-increment key is not known yet (and always fits); a key set by the caller is.
         let id = am.get_primary_key_value().map(object_id);

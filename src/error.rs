@@ -71,6 +71,19 @@ pub enum Error {
         /// The value's length.
         chars: usize,
     },
+    /// A JSON value an audited write sets nests more arrays and objects than serde_json reads
+    /// back ([`crate::READABLE_JSON_DEPTH`]): SeaORM's read of the row after the write
+    /// would fail, after the write and before its entry (outside a transaction the row stayed
+    /// with no entry). Checked before the write runs, so nothing was written.
+    #[error(
+        "column `{column}` is set to JSON nested deeper than {max} levels, which cannot be read back"
+    )]
+    JsonTooDeep {
+        /// The column.
+        column: String,
+        /// The limit.
+        max: usize,
+    },
     /// A field of a log row holds a NUL character, which the database cannot store.
     #[error("audit log field `{field}` contains a NUL character, which the database cannot store")]
     Nul {

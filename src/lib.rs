@@ -73,7 +73,7 @@
 //! | reading | [`logs_for`], [`logs_for_id`], [`History`], [`LogEntry`], [`audit_log`] |
 //! | errors | [`Error`]: each condition a variant; database errors keep their kind |
 //! | values | [`value::to_json`] |
-//! | limits | [`MAX_KEY_CHARS`], [`MAX_ACTION_CHARS`], [`MAX_JSON_DEPTH`], [`TOO_DEEP`] |
+//! | limits | [`MAX_KEY_CHARS`], [`MAX_ACTION_CHARS`], [`MAX_JSON_DEPTH`], [`READABLE_JSON_DEPTH`], [`TOO_DEEP`] |
 //! | web (feature `axum`) | `web::AuditLayer`, `web::ActivityLog`, `web::ActivityWriter`, `web::HistoryApi` |
 //!
 //! ## Features
@@ -127,7 +127,7 @@ pub use entry::{Action, LogEntry, Status};
 pub use error::{Error, Result};
 pub use events::Event;
 pub use exec::ExecAudited;
-pub use limits::{MAX_ACTION_CHARS, MAX_JSON_DEPTH, MAX_KEY_CHARS, TOO_DEEP};
+pub use limits::{MAX_ACTION_CHARS, MAX_JSON_DEPTH, MAX_KEY_CHARS, READABLE_JSON_DEPTH, TOO_DEEP};
 pub use pending::{IN_FLIGHT_WAIT, PURGE_ABOVE, SNAPSHOT_BYTES, STALE_AFTER};
 pub use query::{DEFAULT_PAGE, History, MAX_PAGE, Page, logs_for, logs_for_id};
 pub use retention::{PruneReport, Retention, prune};

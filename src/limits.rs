@@ -34,6 +34,10 @@ pub const MAX_ACTION_CHARS: usize = 64;
 /// for all backends, so an application moving between them sees the same log.
 pub const MAX_JSON_DEPTH: usize = 29;
 
+/// The most arrays and objects nested in each other that serde_json reads (its recursion
+/// limit, 128, counts the one that fails), so the most a SeaORM model reads back.
+pub const READABLE_JSON_DEPTH: usize = 127;
+
 /// How a JSON value nested deeper than [`MAX_JSON_DEPTH`] is recorded: this text, then
 /// ` sha256:` and a digest of the value.
 pub const TOO_DEEP: &str = "***TOO_DEEP***";
@@ -58,6 +62,18 @@ fn check_chars(field: &'static str, value: &str, max_chars: usize) -> Result<()>
             field,
             max_chars,
             chars: value.chars().count(),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a JSON value set on `column` that nests deeper than serde_json reads back
+/// ([`READABLE_JSON_DEPTH`]), before the write runs.
+pub(crate) fn check_readable(column: &str, value: &Json) -> Result<()> {
+    if deeper_than(value, READABLE_JSON_DEPTH) {
+        return Err(Error::JsonTooDeep {
+            column: column.to_owned(),
+            max: READABLE_JSON_DEPTH,
         });
     }
     Ok(())
@@ -443,5 +459,27 @@ mod tests {
             check_json(DbBackend::Postgres, "data", &data),
             Err(Error::Nul { field: "data" })
         ));
+    }
+
+    /// serde_json reads `READABLE_JSON_DEPTH` containers nested in each other, arrays or
+    /// objects, and refuses one more; `check_readable` refuses exactly those.
+    #[test]
+    fn readable_depth_is_serde_jsons() {
+        for (open, close) in [("[", "]"), ("{\"k\":", "}")] {
+            let nest = |n: usize| format!("{}1{}", open.repeat(n), close.repeat(n));
+            let read = |n: usize| serde_json::from_str::<Json>(&nest(n));
+            assert!(read(READABLE_JSON_DEPTH).is_ok());
+            assert!(read(READABLE_JSON_DEPTH + 1).is_err());
+            let deepest = read(READABLE_JSON_DEPTH).unwrap();
+            assert!(check_readable("doc", &deepest).is_ok());
+            let deeper = Json::Array(vec![deepest]);
+            assert!(matches!(
+                check_readable("doc", &deeper),
+                Err(Error::JsonTooDeep {
+                    max: READABLE_JSON_DEPTH,
+                    ..
+                })
+            ));
+        }
     }
 }

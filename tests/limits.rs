@@ -374,3 +374,47 @@ fn dispose(value: Json) {
         }
     }
 }
+
+/// JSON nested deeper than serde_json reads (`READABLE_JSON_DEPTH`) fails an audited insert
+/// or update before the write, naming the column. Before, outside a transaction, the row
+/// landed and SeaORM's read of it back failed ("recursion limit exceeded") before the entry:
+/// a committed write with no entry (SQLite and PostgreSQL; MariaDB's JSON column refuses it).
+#[tokio::test]
+async fn json_too_deep_to_read_back_is_refused_before_the_write() {
+    let t = TestDb::new().await;
+    let kept = new_sample(nested(3)).insert(&t.db).await.unwrap();
+    let logs_before = all_logs(&t.db).await.len();
+    let too_deep = nested(sea_orm_audit::READABLE_JSON_DEPTH + 1);
+    let err = new_sample(too_deep.clone())
+        .insert(&t.db)
+        .await
+        .expect_err("too deep to read back")
+        .to_string();
+    assert!(err.contains("`doc`"), "{err}");
+    let mut am = kept.clone().into_active_model();
+    am.doc = Set(too_deep);
+    let err = am.update(&t.db).await.expect_err("too deep").to_string();
+    assert!(err.contains("`doc`"), "{err}");
+    assert_eq!(sample::Entity::find().count(&t.db).await.unwrap(), 1);
+    let stored = sample::Entity::find_by_id(kept.id)
+        .one(&t.db)
+        .await
+        .unwrap();
+    assert_eq!(stored.unwrap().doc, nested(3));
+    assert_eq!(all_logs(&t.db).await.len(), logs_before);
+    // As deep as serde_json reads: written and logged.
+    new_sample(nested(sea_orm_audit::READABLE_JSON_DEPTH))
+        .insert(&t.db)
+        .await
+        .map(|_| ())
+        .or_else(|e| {
+            // MariaDB's JSON columns hold 32 levels.
+            if t.backend() == sea_orm::DbBackend::MySql {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })
+        .unwrap();
+    t.finish().await;
+}

@@ -19,7 +19,7 @@ use crate::audit_log;
 use crate::chain::{POSTGRES_LINK_HASH, UNSEALED};
 use crate::diff::FILTERED;
 use crate::error::Error;
-use crate::limits::{MAX_JSON_DEPTH, MAX_KEY_CHARS, TOO_DEEP};
+use crate::limits::{MAX_JSON_DEPTH, MAX_KEY_CHARS, READABLE_JSON_DEPTH, TOO_DEEP};
 use crate::sql::{literal, quote};
 
 /// The transaction-local setting the triggers read the context from.
@@ -288,16 +288,12 @@ BEGIN
 END $f$"#,
             depth = MAX_JSON_DEPTH,
             too_deep = deeper(MAX_JSON_DEPTH),
-            unreadable = deeper(SERDE_JSON_DEPTH),
+            unreadable = deeper(READABLE_JSON_DEPTH),
         ),
         // The recursive depth walk of earlier versions, no longer called.
         format!("DROP FUNCTION IF EXISTS {s}.sea_orm_audit_depth(jsonb)"),
     ]
 }
-
-/// The most containers serde_json reads nested in each other (its recursion limit, 128,
-/// counts the one that fails).
-const SERDE_JSON_DEPTH: usize = 127;
 
 /// The function behind every table's `BEFORE TRUNCATE` trigger. TRUNCATE fires no row
 /// trigger: this one deletes the rows first, so the row trigger logs each as a DELETE would
@@ -346,43 +342,69 @@ fn json_expr(enc: Encoding, x: &str, s: &str) -> String {
         }
         Encoding::Bytes => format!("'\"' || replace(encode({x}, 'base64'), chr(10), '') || '\"'"),
         Encoding::Json => format!("{s}.sea_orm_audit_bounded(({x})::jsonb)"),
-        Encoding::Date => dated(x, "-MM-DD", "'\"'"),
+        // `to_char` has no `date` form: it casts a date to `timestamp`, which ends at 294276
+        // AD, and a later date (PostgreSQL's reach to 5874897 AD) failed the write. Outside
+        // years 1-9999 a date's month and day are extracted instead.
+        Encoding::Date => {
+            let part = |field: &str| format!("lpad(extract({field} from {x})::text, 2, '0')");
+            dated(
+                x,
+                "-MM-DD",
+                "'\"'",
+                &format!("'-' || {} || '-' || {} || '\"'", part("month"), part("day")),
+            )
+        }
         Encoding::Time => format!(
             "'\"' || to_char(date '2000-01-01' + {x}, 'HH24:MI:SS') || {} || '\"'",
             frac(x)
         ),
         Encoding::NaiveDateTime => {
-            dated(x, "-MM-DD\"T\"HH24:MI:SS", &format!("{} || '\"'", frac(x)))
+            let tail = format!("{} || '\"'", frac(x));
+            dated(
+                x,
+                DATE_TIME,
+                &tail,
+                &format!("to_char({x}, '{DATE_TIME}') || {tail}"),
+            )
         }
-        Encoding::UtcDateTime => dated(
-            &format!("({x} AT TIME ZONE 'UTC')"),
-            "-MM-DD\"T\"HH24:MI:SS",
-            &format!("{} || '+00:00\"'", frac(x)),
-        ),
+        Encoding::UtcDateTime => {
+            let utc = format!("({x} AT TIME ZONE 'UTC')");
+            let tail = format!("{} || '+00:00\"'", frac(x));
+            dated(
+                &utc,
+                DATE_TIME,
+                &tail,
+                &format!("to_char({utc}, '{DATE_TIME}') || {tail}"),
+            )
+        }
         // `FM` drops the hour's leading zero only (it applies to the next field).
         Encoding::TimeTime => format!(
             "'\"' || to_char(date '2000-01-01' + {x}, 'FMHH24:MI:SS') || '.' || coalesce(nullif({}, ''), '0') || '\"'",
             digits(x)
         ),
-        Encoding::TimeDateTime => dated(
-            x,
-            "-MM-DD\"T\"FMHH24:MI:SS",
-            &format!("'.' || coalesce(nullif({}, ''), '0') || '\"'", digits(x)),
-        ),
-        // RFC 3339 holds years 0-9999; the hooks write a BC year as the `time` crate's
-        // Display: date, time and offset apart.
+        Encoding::TimeDateTime => {
+            let rest = "-MM-DD\"T\"FMHH24:MI:SS";
+            let tail = format!("'.' || coalesce(nullif({}, ''), '0') || '\"'", digits(x));
+            dated(x, rest, &tail, &format!("to_char({x}, '{rest}') || {tail}"))
+        }
+        // RFC 3339 holds years 0-9999: for a BC year before 1 BC (year 0) the hooks write the
+        // `time` crate's Display, date, time and offset apart. No later year reaches them
+        // (the crate ends at 9999).
         Encoding::TimeOffsetDateTime => {
             let utc = format!("({x} AT TIME ZONE 'UTC')");
             let d = digits(x);
-            format!(
-                "(CASE WHEN isfinite({utc}) AND extract(year from {utc}) < -1 THEN \
-                 '\"-' || lpad((-1 - extract(year from {utc}))::text, 4, '0') || to_char({utc}, '-MM-DD') \
-                 || to_char({utc}, ' FMHH24:MI:SS') || '.' || coalesce(nullif({d}, ''), '0') || ' +00:00:00\"' \
-                 ELSE {} END)",
-                dated(
-                    &utc,
-                    "-MM-DD\"T\"HH24:MI:SS",
-                    &format!("coalesce('.' || nullif({d}, ''), '') || 'Z\"'"),
+            let tail = format!("coalesce('.' || nullif({d}, ''), '') || 'Z\"'");
+            let display = format!(
+                "to_char({utc}, '-MM-DD FMHH24:MI:SS') || '.' || coalesce(nullif({d}, ''), '0') \
+                 || ' +00:00:00\"'"
+            );
+            dated(
+                &utc,
+                DATE_TIME,
+                &tail,
+                &format!(
+                    "CASE WHEN extract(year from {utc}) < -1 THEN {display} \
+                     ELSE to_char({utc}, '{DATE_TIME}') || {tail} END"
                 ),
             )
         }
@@ -391,29 +413,24 @@ fn json_expr(enc: Encoding, x: &str, s: &str) -> String {
     }
 }
 
-/// The JSON string of a date or timestamp `x`: its year as chrono and the `time` crate write
-/// it, then `to_char(x, rest)` and `tail` (SQL text ending with the closing quote). Years
-/// 1-9999 AD are `to_char`'s `YYYY`; a year past 9999 gets a `+` (`+10000`); BC years are
-/// astronomical and signed (1 BC is `0000`, 44 BC is `-0043`), where `to_char` wrote `0044`,
-/// the year AD. `infinity` and `-infinity` (which neither crate reads) are logged as their
-/// text; `to_char` gave NULL, which was logged as null. Parenthesized: PL/pgSQL reads an
-/// `IF` condition up to its first `THEN`, a `CASE`'s included.
-fn dated(x: &str, rest: &str, tail: &str) -> String {
+/// `to_char`'s pattern of a timestamp after its year, as chrono writes it.
+const DATE_TIME: &str = "-MM-DD\"T\"HH24:MI:SS";
+
+/// The JSON string of a date or timestamp `x`, its year as chrono and the `time` crate write
+/// it. Years 1-9999 AD (nearly every value, tested first) are `to_char(x, 'YYYY' || rest)`
+/// and `tail` (SQL text ending with the closing quote). Outside them the year is signed
+/// (`+10000`; BC years astronomical: 1 BC is `0000`, 44 BC is `-0043`, where `to_char`
+/// wrote `0044`, the year AD) and `beyond` (SQL text, closing quote included) follows it.
+/// `infinity` and `-infinity` (which neither crate reads) are logged as their text;
+/// `to_char` gave NULL, which was logged as null. Parenthesized: PL/pgSQL reads an `IF`
+/// condition up to its first `THEN`, a `CASE`'s included.
+fn dated(x: &str, rest: &str, tail: &str, beyond: &str) -> String {
     let y = format!("extract(year from {x})");
-    // `to_char` has no `date` form: a date is cast to `timestamp`, which ends at 294276 AD,
-    // and a later date (PostgreSQL's reach to 5874897 AD) failed the write. Outside years
-    // 1-9999 a date's month and day are extracted instead.
-    let after_year = if rest == "-MM-DD" {
-        let part = |field: &str| format!("lpad(extract({field} from {x})::text, 2, '0')");
-        format!("'-' || {} || '-' || {}", part("month"), part("day"))
-    } else {
-        format!("to_char({x}, '{rest}')")
-    };
     format!(
-        "(CASE WHEN NOT isfinite({x}) THEN to_json(({x})::text)::text \
-         WHEN {y} BETWEEN 1 AND 9999 THEN '\"' || to_char({x}, 'YYYY{rest}') || {tail} \
+        "(CASE WHEN {y} BETWEEN 1 AND 9999 THEN '\"' || to_char({x}, 'YYYY{rest}') || {tail} \
+         WHEN NOT isfinite({x}) THEN to_json(({x})::text)::text \
          ELSE '\"' || CASE WHEN {y} > 9999 THEN '+' || ({y})::text WHEN {y} = -1 THEN '0000' \
-         ELSE '-' || lpad((-1 - {y})::text, 4, '0') END || {after_year} || {tail} END)"
+         ELSE '-' || lpad((-1 - {y})::text, 4, '0') END || {beyond} END)"
     )
 }
 
@@ -891,7 +908,7 @@ pub(super) async fn set_context<C: ConnectionTrait>(db: &C, context: String) -> 
 
 #[cfg(test)]
 mod tests {
-    use super::{SERDE_JSON_DEPTH, f64_bounds};
+    use super::f64_bounds;
 
     /// One unit less in the last digit is a finite f64 other than 0; the bound itself is not.
     #[test]
@@ -910,18 +927,5 @@ mod tests {
         let last = overflow.as_bytes()[overflow.len() - 1] - b'0';
         let below = format!("{}{}", &overflow[..overflow.len() - 1], last - 1);
         assert_eq!(below.parse::<f64>().unwrap(), f64::MAX);
-    }
-
-    /// serde_json reads `SERDE_JSON_DEPTH` containers nested in each other, arrays or objects,
-    /// and refuses one more.
-    #[test]
-    fn serde_json_reads_as_deep_as_the_trigger_hashes_tokens() {
-        for (open, close) in [("[", "]"), ("{\"k\":", "}")] {
-            let nest = |n: usize| format!("{}1{}", open.repeat(n), close.repeat(n));
-            assert!(serde_json::from_str::<serde_json::Value>(&nest(SERDE_JSON_DEPTH)).is_ok());
-            assert!(
-                serde_json::from_str::<serde_json::Value>(&nest(SERDE_JSON_DEPTH + 1)).is_err()
-            );
-        }
     }
 }
